@@ -1,0 +1,232 @@
+/**
+ * cardlink configuration: defaults ← JSON file ← environment. Read and checked once at start-up; the rest of
+ * the code receives a frozen, fully-typed Config and never reads process.env itself. Reference: docs/CONFIG.md.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+
+export interface Config {
+  /** The component's domain, as declared in Prosody's `Component "cards.example.org"`. */
+  domain: string;
+  /** Shared secret, Prosody's `component_secret`. */
+  secret: string;
+  /** Where Prosody's component port listens (xmpp://host:port). Plaintext: keep it on loopback. */
+  service: string;
+  /** The Prosody VirtualHost(s) whose users cardlink serves. */
+  servedHosts: string[];
+  /** Stanzas from any other domain get `forbidden`. Defaults to servedHosts. */
+  allowedDomains: string[];
+  /** Bare JIDs allowed to run the admin ad-hoc commands. */
+  admins: string[];
+  dataDir: string;
+  database: { driver: "sqlite"; path: string };
+  log: { level: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"; rawStream: boolean };
+  reconnect: { initialDelayMs: number; maxDelayMs: number };
+  /** How long cardlink waits for a reply to an IQ it sent. */
+  iqTimeoutMs: number;
+  /** Largest inbound stanza cardlink accepts (bytes of serialized XML); larger ones get policy-violation. */
+  maxStanzaBytes: number;
+  /** How long shutdown waits for in-flight work before closing the database anyway. */
+  shutdownGraceMs: number;
+  /** Prometheus text metrics on 127.0.0.1:<port>/metrics; 0 = off. */
+  metricsPort: number;
+  card: { maxBytes: number; maxPhotoBytes: number; maxItemsPerField: number; maxTextLength: number };
+  exchange: { codeTtlSeconds: number; requestTtlSeconds: number; maxPendingPerUser: number };
+  delivery: {
+    /** How long an update IQ may stay unanswered before it counts as failed and is retried. */
+    ackTimeoutMs: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    /** Updates in flight per recipient full JID. */
+    windowPerResource: number;
+  };
+  push: PushConfig;
+}
+
+export interface PushConfig {
+  /** Offline iOS device → alert; offline Android → background (FCM data); online → none. */
+  policy: { ios: "alert" | "background" | "none"; android: "alert" | "background" | "none" };
+  /** Seconds a notice stays deliverable at the provider. */
+  ttlSeconds: number;
+  /** Most notices per device per hour (iOS throttles background pushes); further ones coalesce. */
+  perDeviceHourlyBudget: number;
+  concurrency: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  maxAttempts: number;
+  alertText: { title: string; body: string; locKey: string };
+  apns?: Record<string, unknown>;
+  fcm?: Record<string, unknown>;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+export function defaultConfig(): Config {
+  const dataDir = "./run/data";
+  return {
+    domain: "cards.localhost",
+    secret: "",
+    service: "xmpp://127.0.0.1:5347",
+    servedHosts: ["localhost"],
+    allowedDomains: [],
+    admins: [],
+    dataDir,
+    database: { driver: "sqlite", path: "" },
+    log: { level: "info", rawStream: false },
+    reconnect: { initialDelayMs: 250, maxDelayMs: 30_000 },
+    iqTimeoutMs: 15_000,
+    maxStanzaBytes: 256 * 1024,
+    shutdownGraceMs: 5_000,
+    metricsPort: 0,
+    card: { maxBytes: 96 * 1024, maxPhotoBytes: 64 * 1024, maxItemsPerField: 20, maxTextLength: 1024 },
+    exchange: { codeTtlSeconds: 300, requestTtlSeconds: 7 * 24 * 3600, maxPendingPerUser: 50 },
+    delivery: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 5 * 60_000, windowPerResource: 32 },
+    push: {
+      policy: { ios: "alert", android: "background" },
+      ttlSeconds: 24 * 3600,
+      perDeviceHourlyBudget: 6,
+      concurrency: 64,
+      retryBaseMs: 1_000,
+      retryMaxMs: 10 * 60_000,
+      maxAttempts: 8,
+      alertText: {
+        title: "Contacts",
+        body: "A contact card was updated. Open the app to see it.",
+        locKey: "CARD_UPDATED",
+      },
+    },
+  };
+}
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Deep-merges `src` into `dst`, refusing keys the defaults do not know (typos must not pass silently). */
+function merge(
+  dst: Record<string, unknown>,
+  src: Record<string, unknown>,
+  where: string,
+  open = false,
+): void {
+  for (const [k, v] of Object.entries(src)) {
+    const at = where ? `${where}.${k}` : k;
+    const cur = dst[k];
+    if (!(k in dst) && !open) throw new ConfigError(`unknown setting '${at}'`);
+    if (isObject(cur) && isObject(v)) merge(cur, v, at, at === "push.apns" || at === "push.fcm");
+    else if (cur !== undefined && v !== null && typeof cur !== typeof v) {
+      throw new ConfigError(`setting '${at}' must be ${Array.isArray(cur) ? "an array" : `a ${typeof cur}`}`);
+    } else dst[k] = v;
+  }
+}
+
+const ENV: Array<[string, (c: Config, v: string) => void]> = [
+  ["CARDLINK_DOMAIN", (c, v) => (c.domain = v)],
+  ["CARDLINK_SECRET", (c, v) => (c.secret = v)],
+  ["CARDLINK_SERVICE", (c, v) => (c.service = v)],
+  ["CARDLINK_SERVED_HOSTS", (c, v) => (c.servedHosts = splitList(v))],
+  ["CARDLINK_ALLOWED_DOMAINS", (c, v) => (c.allowedDomains = splitList(v))],
+  ["CARDLINK_ADMINS", (c, v) => (c.admins = splitList(v))],
+  ["CARDLINK_DATA_DIR", (c, v) => (c.dataDir = v)],
+  ["CARDLINK_DB", (c, v) => (c.database.path = v)],
+  ["CARDLINK_LOG_LEVEL", (c, v) => (c.log.level = v as Config["log"]["level"])],
+  ["CARDLINK_LOG_RAW", (c, v) => (c.log.rawStream = v === "1" || v === "true")],
+  ["CARDLINK_METRICS_PORT", (c, v) => (c.metricsPort = Number(v))],
+];
+
+function splitList(v: string): string[] {
+  return v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+export function loadConfig(
+  opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: object } = {},
+): Config {
+  const env = opts.env ?? process.env;
+  const c = defaultConfig() as unknown as Record<string, unknown>;
+  const file = opts.file ?? env.CARDLINK_CONFIG;
+  if (file) {
+    let parsed: Json;
+    try {
+      parsed = JSON.parse(readFileSync(file, "utf8")) as Json;
+    } catch (e) {
+      throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
+    }
+    if (!isObject(parsed)) throw new ConfigError(`config file ${file} must hold a JSON object`);
+    merge(c, parsed, "");
+  }
+  if (opts.overrides) merge(c, opts.overrides as Record<string, unknown>, "");
+  const cfg = c as unknown as Config;
+  for (const [name, apply] of ENV) {
+    const v = env[name];
+    if (v !== undefined && v !== "") apply(cfg, v);
+  }
+  return finish(cfg);
+}
+
+function finish(c: Config): Config {
+  if (c.allowedDomains.length === 0) c.allowedDomains = [...c.servedHosts];
+  if (!c.database.path) c.database.path = path.join(c.dataDir, "cardlink.sqlite");
+  check(c);
+  return Object.freeze(c);
+}
+
+function check(c: Config): void {
+  if (!/^[a-z0-9.-]+$/i.test(c.domain)) throw new ConfigError(`domain '${c.domain}' is not a domain name`);
+  if (!c.secret)
+    throw new ConfigError("secret is empty: set it to Prosody's component_secret (or CARDLINK_SECRET)");
+  if (!/^xmpp:\/\/[^:/]+:\d+$/.test(c.service)) {
+    throw new ConfigError(`service '${c.service}' must look like xmpp://127.0.0.1:5347`);
+  }
+  if (c.servedHosts.length === 0) throw new ConfigError("servedHosts must name at least one Prosody host");
+  const levels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+  if (!levels.includes(c.log.level)) throw new ConfigError(`log.level must be one of ${levels.join(", ")}`);
+  const positive: Array<[string, number, number, number]> = [
+    ["reconnect.initialDelayMs", c.reconnect.initialDelayMs, 10, 60_000],
+    ["reconnect.maxDelayMs", c.reconnect.maxDelayMs, 100, 3_600_000],
+    ["iqTimeoutMs", c.iqTimeoutMs, 100, 600_000],
+    ["maxStanzaBytes", c.maxStanzaBytes, 1024, 16 * 1024 * 1024],
+    ["shutdownGraceMs", c.shutdownGraceMs, 0, 600_000],
+    ["metricsPort", c.metricsPort, 0, 65535],
+    ["card.maxBytes", c.card.maxBytes, 512, 1024 * 1024],
+    ["card.maxPhotoBytes", c.card.maxPhotoBytes, 0, 1024 * 1024],
+    ["card.maxItemsPerField", c.card.maxItemsPerField, 1, 1000],
+    ["card.maxTextLength", c.card.maxTextLength, 16, 65536],
+    ["exchange.codeTtlSeconds", c.exchange.codeTtlSeconds, 10, 86_400],
+    ["exchange.requestTtlSeconds", c.exchange.requestTtlSeconds, 60, 365 * 86_400],
+    ["exchange.maxPendingPerUser", c.exchange.maxPendingPerUser, 1, 10_000],
+    ["delivery.ackTimeoutMs", c.delivery.ackTimeoutMs, 100, 600_000],
+    ["delivery.retryBaseMs", c.delivery.retryBaseMs, 10, 600_000],
+    ["delivery.retryMaxMs", c.delivery.retryMaxMs, 100, 86_400_000],
+    ["delivery.windowPerResource", c.delivery.windowPerResource, 1, 10_000],
+    ["push.ttlSeconds", c.push.ttlSeconds, 0, 30 * 86_400],
+    ["push.perDeviceHourlyBudget", c.push.perDeviceHourlyBudget, 1, 10_000],
+    ["push.concurrency", c.push.concurrency, 1, 10_000],
+    ["push.maxAttempts", c.push.maxAttempts, 1, 100],
+  ];
+  for (const [name, v, min, max] of positive) {
+    if (!Number.isFinite(v) || v < min || v > max)
+      throw new ConfigError(`${name} must be between ${min} and ${max}`);
+  }
+  if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs) {
+    throw new ConfigError("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
+  }
+  if (c.card.maxPhotoBytes >= c.card.maxBytes)
+    throw new ConfigError("card.maxPhotoBytes must be below card.maxBytes");
+}
+
+/** Parses xmpp://host:port. */
+export function serviceAddress(service: string): { host: string; port: number } {
+  const m = /^xmpp:\/\/([^:/]+):(\d+)$/.exec(service);
+  if (!m) throw new ConfigError(`bad service ${service}`);
+  return { host: m[1] as string, port: Number(m[2]) };
+}

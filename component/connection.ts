@@ -1,0 +1,158 @@
+/**
+ * The XEP-0114 link to Prosody: connect, handshake, and come back by itself.
+ *
+ * Why not @xmpp/component's factory: its reconnect plugin retries every 1 s forever (a spin against `kick_new`
+ * conflicts) and its IQ callee answers every IQ it has no handler for, which would race cardlink's router.
+ * So cardlink uses @xmpp/component-core's Component (connection + handshake) and owns reconnect and routing.
+ */
+import { EventEmitter } from "node:events";
+import { Component } from "@xmpp/component-core";
+import type { Element } from "../stanzas/xml.js";
+import { backoffDelay } from "./backoff.js";
+import type { Logger } from "./log.js";
+
+export interface LinkOptions {
+  service: string;
+  domain: string;
+  secret: string;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  rawStream: boolean;
+  log: Logger;
+}
+
+export type LinkStatus = "offline" | "connecting" | "online" | "stopping";
+
+/** Events: "online" (after each successful handshake), "offline", "stanza" (Element). */
+export class XmppLink extends EventEmitter {
+  private entity: Component | null = null;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  status: LinkStatus = "offline";
+  readonly counters = { connects: 0, failures: 0, conflicts: 0 };
+
+  constructor(private readonly opts: LinkOptions) {
+    super();
+  }
+
+  start(): void {
+    this.stopping = false;
+    void this.connectOnce();
+  }
+
+  private async connectOnce(): Promise<void> {
+    if (this.stopping) return;
+    const { log } = this.opts;
+    this.status = "connecting";
+    const entity = new Component({ service: this.opts.service, domain: this.opts.domain });
+    this.entity = entity;
+    let conflict = false;
+    let lastError: string | undefined;
+    entity.on("error", (err: Error & { condition?: string }) => {
+      if (err.condition === "conflict") conflict = true;
+      lastError = err.condition ?? err.message;
+    });
+    if (this.opts.rawStream) {
+      entity.on("input", (s: string) => log.trace({ in: s }, "raw"));
+      entity.on("output", (s: string) => log.trace({ out: s }, "raw"));
+    }
+    entity.on("stanza", (el: Element) => this.emit("stanza", el));
+    try {
+      await entity.connect(this.opts.service);
+      const opened = entity.open({ domain: this.opts.domain });
+      const header = await opened;
+      await entity.authenticate(String(header.attrs.id ?? ""), this.opts.secret);
+    } catch (e) {
+      this.counters.failures++;
+      if (conflict) this.counters.conflicts++;
+      const reason = conflict ? "conflict" : (lastError ?? (e as Error).message);
+      await this.teardown(entity);
+      if (this.stopping) return;
+      this.scheduleRetry(reason);
+      return;
+    }
+    // Listen for the end only once online: failures before this point are handled above.
+    entity.on("disconnect", () => this.onDisconnect(entity, conflict ? "conflict" : (lastError ?? "closed")));
+    this.attempt = 0;
+    this.counters.connects++;
+    this.status = "online";
+    log.info(
+      { event: "connected", service: this.opts.service, domain: this.opts.domain },
+      "component online",
+    );
+    this.emit("online");
+  }
+
+  private onDisconnect(entity: Component, reason: string): void {
+    if (this.entity !== entity) return;
+    this.entity = null;
+    const wasOnline = this.status === "online";
+    this.status = this.stopping ? "stopping" : "offline";
+    if (wasOnline) {
+      this.opts.log.warn({ event: "disconnected", reason }, "component link lost");
+      this.emit("offline");
+    }
+    if (!this.stopping) this.scheduleRetry(reason);
+  }
+
+  private scheduleRetry(reason: string): void {
+    const delay = backoffDelay(this.attempt++, this.opts.initialDelayMs, this.opts.maxDelayMs);
+    this.status = "offline";
+    this.opts.log.warn(
+      { event: "reconnect-scheduled", reason, attempt: this.attempt, delayMs: delay },
+      reason === "conflict"
+        ? "Prosody refused the connection with <conflict/>: another cardlink holds this domain (component_conflict_resolve = kick_new); backing off"
+        : "cannot reach Prosody's component port; backing off",
+    );
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.connectOnce();
+    }, delay);
+  }
+
+  private async teardown(entity: Component): Promise<void> {
+    entity.removeAllListeners("disconnect");
+    try {
+      if (entity.status !== "offline" && entity.status !== "disconnect") await entity.disconnect(1000);
+    } catch {
+      // already gone
+    }
+    if (this.entity === entity) this.entity = null;
+  }
+
+  get online(): boolean {
+    return this.status === "online";
+  }
+
+  /** Sends a stanza. Returns false when not online: callers own durability (the outbox), not this link. */
+  async send(el: Element): Promise<boolean> {
+    const entity = this.entity;
+    if (!entity || this.status !== "online") return false;
+    try {
+      await entity.send(el);
+      return true;
+    } catch (e) {
+      this.opts.log.warn({ event: "send-failed", err: (e as Error).message }, "send failed");
+      return false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const entity = this.entity;
+    this.status = "stopping";
+    if (entity) {
+      entity.removeAllListeners("disconnect");
+      try {
+        await Promise.race([entity.stop(), new Promise((r) => setTimeout(r, 2000))]);
+      } catch {
+        // closing anyway
+      }
+    }
+    this.entity = null;
+    this.status = "offline";
+  }
+}

@@ -1,0 +1,36 @@
+/** What every feature module receives: the shared services of one running cardlink. */
+import type { Element } from "../stanzas/xml.js";
+import type { Store } from "../storage/store.js";
+import type { AdhocCommands } from "./adhoc.js";
+import type { Config } from "./config.js";
+import type { EventBus } from "./events.js";
+import type { IqCaller } from "./iq-caller.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+import type { Router } from "./router.js";
+
+export interface AppContext {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  store: Store;
+  router: Router;
+  adhoc: AdhocCommands;
+  events: EventBus;
+  iq: IqCaller;
+  /** Sends a stanza if the link is up; false otherwise. */
+  send(el: Element): Promise<boolean>;
+  /** True while the link to Prosody is up. */
+  online(): boolean;
+  /** Set when the XEP-0357 app server is enabled (push configured). */
+  pushAppServer?: boolean;
+}
+
+/** A feature registers routes, commands and listeners in attach(); start/stop run with the link's lifecycle. */
+export interface Feature {
+  name: string;
+  attach(app: AppContext): void;
+  /** Called on every (re)connection to Prosody. */
+  online?(): void | Promise<void>;
+  stop?(): void | Promise<void>;
+}

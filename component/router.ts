@@ -1,0 +1,236 @@
+/**
+ * Dispatches inbound stanzas. IQ get/set go to the handler registered for (type, payload namespace, payload
+ * name) — the xmpp.js callee rules, made stricter: exactly one payload child, the sender's domain on the
+ * allow-list, a size limit, and every IQ answered (result or RFC 6120 error with <text/>), even when a handler
+ * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
+ */
+import { StanzaError, errorReply } from "../stanzas/errors.js";
+import { xml, childElements, type Element } from "../stanzas/xml.js";
+import type { IqCaller } from "./iq-caller.js";
+import { parseJid, type Jid } from "./jid.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+
+export interface IqContext {
+  stanza: Element;
+  payload: Element;
+  /** The sender, already checked to be on the allow-list. */
+  from: Jid;
+  /** Sender's bare JID; a user JID unless the route allows server JIDs. */
+  user: string;
+}
+
+export type IqHandler = (ctx: IqContext) => Promise<Element | undefined | void> | Element | undefined | void;
+export type StanzaListener = (stanza: Element, from: Jid) => void | Promise<void>;
+
+interface Route {
+  handler: IqHandler;
+  /** Accept IQs from a server JID (no localpart), e.g. Prosody publishing push notifications. */
+  allowServer: boolean;
+}
+
+export interface RouterOptions {
+  domain: string;
+  allowedDomains: string[];
+  maxStanzaBytes: number;
+  log: Logger;
+  metrics: Metrics;
+  send: (el: Element) => Promise<boolean>;
+  iqCaller: IqCaller;
+}
+
+export class Router {
+  private readonly routes = new Map<string, Route>();
+  private readonly namespaces = new Set<string>();
+  private readonly messageListeners: StanzaListener[] = [];
+  private readonly presenceListeners: StanzaListener[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private accepting = true;
+
+  constructor(private readonly opts: RouterOptions) {}
+
+  /** Registers an IQ handler. `name` "*" matches any payload element in the namespace. */
+  iq(
+    type: "get" | "set",
+    ns: string,
+    name: string,
+    handler: IqHandler,
+    o: { allowServer?: boolean } = {},
+  ): void {
+    const k = `${type} ${ns} ${name}`;
+    if (this.routes.has(k)) throw new Error(`route ${k} registered twice`);
+    this.routes.set(k, { handler, allowServer: o.allowServer ?? false });
+    this.namespaces.add(ns);
+  }
+
+  onMessage(l: StanzaListener): void {
+    this.messageListeners.push(l);
+  }
+
+  onPresence(l: StanzaListener): void {
+    this.presenceListeners.push(l);
+  }
+
+  /** Namespaces with at least one route: what disco#info advertises. */
+  features(): string[] {
+    return [...this.namespaces];
+  }
+
+  /** Stops taking new IQs (they get wait/service-unavailable) and waits for handlers in flight. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.accepting = false;
+    const all = Promise.allSettled([...this.inFlight]);
+    await Promise.race([all, new Promise((r) => setTimeout(r, timeoutMs))]);
+  }
+
+  handle(stanza: Element): void {
+    const task = this.dispatch(stanza).catch((e: unknown) => {
+      this.opts.log.error({ event: "dispatch-failed", err: (e as Error).message }, "stanza dispatch failed");
+    });
+    this.inFlight.add(task);
+    void task.finally(() => this.inFlight.delete(task));
+  }
+
+  private async dispatch(stanza: Element): Promise<void> {
+    const { log, metrics } = this.opts;
+    const type = stanza.attrs.type;
+    if (stanza.name === "iq" && (type === "result" || type === "error")) {
+      if (!this.opts.iqCaller.handleReply(stanza)) metrics.inc("cardlink_iq_unmatched_replies_total");
+      return;
+    }
+    if (type === "error") return; // never answer an error with an error (RFC 6120 §8.3.1)
+    const from = parseJid(stanza.attrs.from ?? "");
+    if (!from) {
+      // Prosody always stamps a valid from; a stanza without one cannot be answered.
+      log.warn({ event: "bad-from", from: stanza.attrs.from }, "stanza without a valid from dropped");
+      return;
+    }
+    if (!this.opts.allowedDomains.includes(from.domain)) {
+      metrics.inc("cardlink_stanzas_rejected_total", { reason: "domain" });
+      log.info(
+        { event: "forbidden-domain", from: from.full, kind: stanza.name },
+        "stanza from a domain not allowed",
+      );
+      if (stanza.name !== "presence") {
+        await this.reply(
+          stanza,
+          new StanzaError("forbidden", `cardlink serves only ${this.opts.allowedDomains.join(", ")}`),
+        );
+      }
+      return;
+    }
+    if (stanza.name === "iq") return this.dispatchIq(stanza, from);
+    const listeners = stanza.name === "message" ? this.messageListeners : this.presenceListeners;
+    for (const l of listeners) {
+      try {
+        await l(stanza, from);
+      } catch (e) {
+        log.error(
+          { event: "listener-failed", kind: stanza.name, err: (e as Error).message },
+          "listener failed",
+        );
+      }
+    }
+  }
+
+  private async dispatchIq(stanza: Element, from: Jid): Promise<void> {
+    const { log, metrics } = this.opts;
+    const type = stanza.attrs.type;
+    if (type !== "get" && type !== "set") {
+      return this.reply(
+        stanza,
+        new StanzaError("bad-request", `iq type must be get, set, result or error, not '${type}'`),
+      );
+    }
+    const children = childElements(stanza).filter((c) => c.name !== "error");
+    if (children.length !== 1) {
+      return this.reply(
+        stanza,
+        new StanzaError(
+          "bad-request",
+          `an iq ${type} must carry exactly one payload element, not ${children.length}`,
+        ),
+      );
+    }
+    const payload = children[0] as Element;
+    const ns = payload.getNS() ?? "";
+    const route = this.routes.get(`${type} ${ns} ${payload.name}`) ?? this.routes.get(`${type} ${ns} *`);
+    const label = { ns, name: payload.name, type };
+    if (!route) {
+      metrics.inc("cardlink_iq_total", { ...label, outcome: "unrouted" });
+      const err = this.namespaces.has(ns)
+        ? new StanzaError(
+            "feature-not-implemented",
+            `cardlink does not implement <${payload.name}/> ${type} in ${ns}`,
+          )
+        : new StanzaError("service-unavailable", `cardlink does not serve the namespace '${ns}'`);
+      return this.reply(stanza, err);
+    }
+    if (!this.accepting) {
+      return this.reply(
+        stanza,
+        new StanzaError("service-unavailable", "cardlink is shutting down; retry shortly", { type: "wait" }),
+      );
+    }
+    if (!from.local && !route.allowServer) {
+      return this.reply(stanza, new StanzaError("forbidden", "this request must come from a user account"));
+    }
+    const size = stanza.toString().length;
+    if (size > this.opts.maxStanzaBytes) {
+      metrics.inc("cardlink_iq_total", { ...label, outcome: "too-large" });
+      return this.reply(
+        stanza,
+        new StanzaError(
+          "policy-violation",
+          `request is ${size} bytes; the limit is ${this.opts.maxStanzaBytes}`,
+        ),
+      );
+    }
+    try {
+      const result = await route.handler({ stanza, payload, from, user: from.bare });
+      metrics.inc("cardlink_iq_total", { ...label, outcome: "result" });
+      await this.opts.send(
+        xml(
+          "iq",
+          { type: "result", id: stanza.attrs.id, to: stanza.attrs.from, from: stanza.attrs.to },
+          result ?? null,
+        ),
+      );
+    } catch (e) {
+      if (e instanceof StanzaError) {
+        metrics.inc("cardlink_iq_total", { ...label, outcome: e.condition });
+        log.info(
+          {
+            event: "iq-error",
+            from: from.full,
+            ns,
+            name: payload.name,
+            condition: e.condition,
+            text: e.message,
+          },
+          "request refused",
+        );
+        return this.reply(stanza, e);
+      }
+      metrics.inc("cardlink_iq_total", { ...label, outcome: "internal-server-error" });
+      log.error(
+        {
+          event: "handler-crashed",
+          ns,
+          name: payload.name,
+          err: (e as Error).message,
+          stack: (e as Error).stack,
+        },
+        "handler crashed",
+      );
+      return this.reply(
+        stanza,
+        new StanzaError("internal-server-error", "cardlink failed to process this request; it was logged"),
+      );
+    }
+  }
+
+  private async reply(stanza: Element, err: StanzaError): Promise<void> {
+    await this.opts.send(errorReply(stanza, err));
+  }
+}

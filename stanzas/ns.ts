@@ -1,0 +1,31 @@
+/** Every namespace cardlink speaks, grouped by spec. One module so disco, routing and docs agree. */
+export const NS = {
+  // RFC 6120
+  STANZAS: "urn:ietf:params:xml:ns:xmpp-stanzas",
+  COMPONENT: "jabber:component:accept",
+  // XEP-0030
+  DISCO_INFO: "http://jabber.org/protocol/disco#info",
+  DISCO_ITEMS: "http://jabber.org/protocol/disco#items",
+  // XEP-0092
+  VERSION: "jabber:iq:version",
+  // XEP-0199
+  PING: "urn:xmpp:ping",
+  // XEP-0050
+  COMMANDS: "http://jabber.org/protocol/commands",
+  // XEP-0004
+  DATA: "jabber:x:data",
+  // XEP-0054 / XEP-0292
+  VCARD_TEMP: "vcard-temp",
+  VCARD4: "urn:ietf:params:xml:ns:vcard-4.0",
+  // XEP-0357
+  PUSH: "urn:xmpp:push:0",
+  PUSH_SUMMARY: "urn:xmpp:push:summary",
+  PUBSUB: "http://jabber.org/protocol/pubsub",
+  PUBSUB_PUBLISH_OPTIONS: "http://jabber.org/protocol/pubsub#publish-options",
+  // XEP-0359
+  SID: "urn:xmpp:sid:0",
+  // Prosody
+  PROSODY_COMPONENT: "xmpp:prosody.im/protocol/component",
+  // cardlink's own protocol (docs/PROTOCOL.md)
+  CARDLINK: "urn:cardlink:0",
+} as const;

@@ -1,0 +1,96 @@
+/** Starts cardlink against a test Prosody: in-process (most tests) or as a child process (kill/restart tests). */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createCardlink, type Cardlink } from "../../component/app.js";
+import { loadConfig, type Config } from "../../component/config.js";
+import type { Feature } from "../../component/context.js";
+import { allFeatures } from "../../component/features.js";
+import { createLogger } from "../../component/log.js";
+import type { ProsodyServer } from "./prosody.js";
+import { waitFor } from "./ports.js";
+
+export function testConfig(prosody: ProsodyServer, overrides: object = {}, dbFile?: string): Config {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-data-"));
+  return loadConfig({
+    env: {},
+    overrides: {
+      domain: prosody.componentDomain,
+      secret: prosody.secret,
+      service: prosody.service,
+      servedHosts: [prosody.host],
+      dataDir: dir,
+      database: { driver: "sqlite", path: dbFile ?? path.join(dir, "cardlink.sqlite") },
+      log: { level: process.env.CARDLINK_TEST_LOG ?? "silent", rawStream: false },
+      reconnect: { initialDelayMs: 100, maxDelayMs: 2000 },
+      ...overrides,
+    },
+  });
+}
+
+export async function startInProcess(config: Config, features: Feature[] = allFeatures()): Promise<Cardlink> {
+  const app = createCardlink(config, { log: createLogger(config.log.level), features });
+  await app.start();
+  await waitFor(() => app.link.online, "cardlink online", 15_000);
+  return app;
+}
+
+/** cardlink as its own process, configured only through the environment (as a deployment would be). */
+export class CardlinkProcess {
+  proc: ChildProcess | null = null;
+  output = "";
+
+  constructor(private readonly env: Record<string, string>) {}
+
+  static forProsody(
+    prosody: ProsodyServer,
+    dbFile: string,
+    extra: Record<string, string> = {},
+  ): CardlinkProcess {
+    return new CardlinkProcess({
+      CARDLINK_DOMAIN: prosody.componentDomain,
+      CARDLINK_SECRET: prosody.secret,
+      CARDLINK_SERVICE: prosody.service,
+      CARDLINK_SERVED_HOSTS: prosody.host,
+      CARDLINK_DB: dbFile,
+      CARDLINK_LOG_LEVEL: "info",
+      ...extra,
+    });
+  }
+
+  start(): void {
+    this.output = "";
+    const proc = spawn(process.execPath, [path.resolve("dist/component/main.js")], {
+      env: { PATH: process.env.PATH ?? "", ...this.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    proc.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
+    proc.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
+    this.proc = proc;
+  }
+
+  /** Log lines (pino JSON) parsed. */
+  events(): Array<Record<string, unknown>> {
+    return this.output
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  async waitForEvent(event: string, count = 1, timeoutMs = 15_000): Promise<void> {
+    await waitFor(
+      () => this.events().filter((e) => e.event === event).length >= count,
+      `cardlink event ${event}`,
+      timeoutMs,
+    );
+  }
+
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return proc?.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+    proc.kill(signal);
+    return exited;
+  }
+}

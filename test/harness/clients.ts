@@ -1,0 +1,160 @@
+/** Real XMPP clients (@xmpp/client, ESM 0.14) for tests, with a few helpers for talking to cardlink. */
+import { client, xml, type Client } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+import { waitFor } from "./ports.js";
+
+export { xml };
+export type { Element };
+
+export interface TestClient {
+  xmpp: Client;
+  jid: string;
+  /** Every stanza received, in order. */
+  received: Element[];
+  /** Sends an IQ to `to` and returns the result stanza (rejects with the error stanza's condition). */
+  iq(type: "get" | "set", to: string, payload: Element): Promise<Element>;
+  /** Sends an IQ and returns the raw reply, result or error (for error-case tests). */
+  iqRaw(type: "get" | "set", to: string, payload: Element | Element[] | null, id?: string): Promise<Element>;
+  waitForStanza(pred: (el: Element) => boolean, what: string, timeoutMs?: number): Promise<Element>;
+  stop(): Promise<void>;
+}
+
+export async function connectClient(opts: {
+  port: number;
+  domain: string;
+  username: string;
+  password: string;
+  resource?: string;
+  /** Called for IQ set/get from others; return the result payload, or throw to answer an error. */
+  onIq?: (stanza: Element) => Element | undefined | Promise<Element | undefined>;
+  sendPresence?: boolean;
+}): Promise<TestClient> {
+  const xmpp = client({
+    service: `xmpp://127.0.0.1:${opts.port}`,
+    domain: opts.domain,
+    // xmpp.js will not pick PLAIN on an unencrypted stream by itself; loopback test servers offer only PLAIN
+    // (SCRAM costs ~0.6 s of CPU per login), so the mechanism is chosen here explicitly.
+    credentials: (authenticate, mechanisms) =>
+      authenticate(
+        { username: opts.username, password: opts.password },
+        mechanisms.includes("PLAIN") ? "PLAIN" : (mechanisms[0] as string),
+      ),
+    resource: opts.resource ?? "test",
+  });
+  xmpp.reconnect.stop();
+  const received: Element[] = [];
+  let counter = 0;
+  const pending = new Map<string, (el: Element) => void>();
+  xmpp.on("error", () => {
+    // connection errors surface through start() or the tests' own waits
+  });
+  xmpp.on("stanza", (el: Element) => {
+    received.push(el);
+    const id = el.attrs.id as string | undefined;
+    if (el.is("iq") && (el.attrs.type === "result" || el.attrs.type === "error") && id && pending.has(id)) {
+      const fn = pending.get(id) as (e: Element) => void;
+      pending.delete(id);
+      fn(el);
+    }
+  });
+  if (opts.onIq) {
+    const handler = opts.onIq;
+    // The middleware callee answers service-unavailable for IQs without a route: route every IQ get/set here.
+    xmpp.on("stanza", (el: Element) => {
+      if (!el.is("iq") || (el.attrs.type !== "set" && el.attrs.type !== "get")) return;
+      void (async () => {
+        try {
+          const payload = await handler(el);
+          await xmpp.send(
+            xml("iq", { type: "result", id: el.attrs.id, to: el.attrs.from }, payload ?? undefined),
+          );
+        } catch (e) {
+          await xmpp.send(
+            xml(
+              "iq",
+              { type: "error", id: el.attrs.id, to: el.attrs.from },
+              xml(
+                "error",
+                { type: "cancel" },
+                xml(String((e as Error).message || "undefined-condition"), {
+                  xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas",
+                }),
+              ),
+            ),
+          );
+        }
+      })();
+    });
+  }
+  const jid = await xmpp.start();
+  if (opts.sendPresence !== false) await xmpp.send(xml("presence"));
+  const iqRaw = (
+    type: "get" | "set",
+    to: string,
+    payload: Element | Element[] | null,
+    id?: string,
+  ): Promise<Element> => {
+    const myId = id ?? `t${++counter}-${Math.random().toString(36).slice(2, 8)}`;
+    const p = new Promise<Element>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        pending.delete(myId);
+        reject(new Error(`no reply to iq ${myId}`));
+      }, 20_000);
+      pending.set(myId, (el) => {
+        clearTimeout(timer);
+        resolve(el);
+      });
+    });
+    const children = payload === null ? [] : Array.isArray(payload) ? payload : [payload];
+    void xmpp.send(xml("iq", { type, to, id: myId }, ...children));
+    return p;
+  };
+  return {
+    xmpp,
+    jid: jid.toString(),
+    received,
+    iqRaw,
+    async iq(type, to, payload) {
+      const r = await iqRaw(type, to, payload);
+      if (r.attrs.type === "error") {
+        const e = r.getChild("error");
+        const cond = e?.children.find((c) => typeof c !== "string" && c.name !== "text") as
+          Element | undefined;
+        throw Object.assign(new Error(`${cond?.name ?? "error"}: ${e?.getChildText("text") ?? ""}`), {
+          stanza: r,
+        });
+      }
+      return r;
+    },
+    async waitForStanza(pred, what, timeoutMs = 15_000) {
+      let found: Element | undefined;
+      await waitFor(
+        () => {
+          found = received.find(pred);
+          return found !== undefined;
+        },
+        what,
+        timeoutMs,
+      );
+      return found as Element;
+    },
+    async stop() {
+      try {
+        await xmpp.stop();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/** Reads an error reply: condition, type, text. */
+export function errorOf(reply: Element): { condition: string; type: string; text: string } {
+  const e = reply.getChild("error");
+  const cond = e?.children.find((c) => typeof c !== "string" && c.name !== "text") as Element | undefined;
+  return {
+    condition: cond?.name ?? "",
+    type: String(e?.attrs.type ?? ""),
+    text: e?.getChildText("text") ?? "",
+  };
+}
