@@ -44,6 +44,7 @@ export class Router {
   private readonly namespaces = new Set<string>();
   private readonly messageListeners: StanzaListener[] = [];
   private readonly presenceListeners: StanzaListener[] = [];
+  private readonly requestListeners: Array<(from: Jid) => void> = [];
   private readonly inFlight = new Set<Promise<void>>();
   private accepting = true;
 
@@ -69,6 +70,11 @@ export class Router {
 
   onPresence(l: StanzaListener): void {
     this.presenceListeners.push(l);
+  }
+
+  /** Called for every routed IQ get/set, before its handler. */
+  onRequest(l: (from: Jid) => void): void {
+    this.requestListeners.push(l);
   }
 
   /** Namespaces with at least one route: what disco#info advertises. */
@@ -186,6 +192,7 @@ export class Router {
         ),
       );
     }
+    for (const l of this.requestListeners) l(from);
     try {
       const result = await route.handler({ stanza, payload, from, user: from.bare });
       metrics.inc("cardlink_iq_total", { ...label, outcome: "result" });

@@ -1,9 +1,194 @@
 /**
- * The storage interface every handler uses. Methods are async and each one is atomic on its own, so a second
- * backend (PostgreSQL with BEGIN/COMMIT) can implement it without touching handlers. The SQLite backend
- * (storage/sqlite/) runs them synchronously inside one transaction each and returns settled promises.
+ * The storage interface every handler uses. Methods are async and each one is atomic on its own (a change and
+ * the outbox entries it causes commit together), so a second backend (PostgreSQL with BEGIN/COMMIT) can
+ * implement it without touching handlers. The SQLite backend (storage/sqlite/) runs each in one transaction.
  */
+import type { Card, SharePolicy } from "../stanzas/vcard4.js";
+
+export type Platform = "ios" | "android" | "other";
+
+export interface Device {
+  owner: string;
+  deviceId: string;
+  platform: Platform;
+  name?: string;
+  pushToken?: string;
+  /** APNs topic (bundle id) or FCM app id. */
+  pushTopic?: string;
+  /** Base64 AES-256-GCM key for end-to-end encrypted push payloads (optional). */
+  pushKey?: string;
+  /** ok: token usable; invalid: the provider said the token is dead (no further pushes); none: no token. */
+  tokenState: "none" | "ok" | "invalid";
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface StoredCard {
+  owner: string;
+  version: number;
+  hash: string;
+  card: Card;
+  seq: number;
+  updatedAt: number;
+}
+
+export interface Binding {
+  id: string;
+  a: string;
+  b: string;
+  /** Device ids each side had registered when the binding was made. */
+  aDevices: string[];
+  bDevices: string[];
+  createdAt: number;
+  via: "request" | "code";
+}
+
+export interface ExchangeRequest {
+  id: string;
+  from: string;
+  to: string;
+  fromDevice?: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export interface ExchangeCode {
+  code: string;
+  owner: string;
+  deviceId?: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** A pending delivery. `kind` + `subject` identify what it is about; a newer entry for the same pair replaces it. */
+export interface OutboxEntry {
+  recipient: string;
+  kind: string;
+  subject: string;
+  version: number;
+  /** JSON for kinds whose content is not derivable from current state (requests, notices). */
+  payload?: string;
+  seq: number;
+  attempts: number;
+  nextAt: number;
+}
+
+/** What to enqueue; seq is assigned by the store. */
+export type OutboxItem = Pick<OutboxEntry, "recipient" | "kind" | "subject" | "version"> & {
+  payload?: string;
+};
+
+export interface CardSetResult {
+  changed: boolean;
+  version: number;
+  hash: string;
+  seq: number;
+  /** Holders that got an outbox entry. */
+  recipients: string[];
+}
+
+export interface SyncResult {
+  token: number;
+  cards: Array<{ owner: string; version: number; card: Card; policy: SharePolicy | null }>;
+  removed: string[];
+}
+
+export interface BindResult {
+  binding: Binding;
+  recipients: string[];
+}
+
+export interface DeviceRepo {
+  upsert(d: Omit<Device, "createdAt" | "updatedAt" | "tokenState">, maxPerUser: number): Promise<Device>;
+  list(owner: string): Promise<Device[]>;
+  get(owner: string, deviceId: string): Promise<Device | undefined>;
+  remove(owner: string, deviceId: string): Promise<boolean>;
+  /** Marks every device holding this token dead (provider said so); returns how many. */
+  invalidateToken(token: string): Promise<number>;
+}
+
+export interface CardRepo {
+  get(owner: string): Promise<StoredCard | undefined>;
+  /** Replaces the owner's card; unchanged content (same hash) is a no-op that notifies nobody. */
+  set(owner: string, card: Card, hash: string): Promise<CardSetResult>;
+  /** The share (owner → holder) with its policy, or undefined when holder does not hold owner's card. */
+  share(
+    owner: string,
+    holder: string,
+  ): Promise<{ policy: SharePolicy | null; bindingId: string } | undefined>;
+  setPolicy(owner: string, holder: string, policy: SharePolicy | null): Promise<boolean>;
+  /** Everything the holder holds that changed after `since` (a sync token), and the new token. */
+  sync(holder: string, since: number, limit: number): Promise<SyncResult & { more: boolean }>;
+  holders(owner: string): Promise<string[]>;
+}
+
+export interface ExchangeRepo {
+  binding(a: string, b: string): Promise<Binding | undefined>;
+  bindings(user: string): Promise<Binding[]>;
+  isBlocked(owner: string, other: string): Promise<boolean>;
+  block(owner: string, other: string): Promise<void>;
+  unblock(owner: string, other: string): Promise<boolean>;
+  blocked(owner: string): Promise<string[]>;
+  createRequest(r: ExchangeRequest, notify: OutboxItem): Promise<void>;
+  request(id: string): Promise<ExchangeRequest | undefined>;
+  requestBetween(from: string, to: string): Promise<ExchangeRequest | undefined>;
+  pendingFor(user: string, now: number): Promise<ExchangeRequest[]>;
+  countPendingFrom(user: string, now: number): Promise<number>;
+  /** Deletes the request and enqueues `notify` (e.g. tell the requester it was declined) in one transaction. */
+  closeRequest(id: string, notify: OutboxItem[]): Promise<boolean>;
+  createCode(c: ExchangeCode): Promise<void>;
+  /** Atomically takes (deletes) a code: a code binds at most once. */
+  takeCode(code: string): Promise<ExchangeCode | undefined>;
+  /**
+   * Binds a and b (both shares, the binding record) and enqueues the binding record and each side's current
+   * card for the other, in one transaction. Closes any request between them. Fails with "exists" if bound.
+   */
+  bind(
+    b: Omit<Binding, "createdAt">,
+    closeRequestId: string | undefined,
+    now: number,
+  ): Promise<BindResult | "exists">;
+  /** Removes the binding and both shares, leaves sync tombstones, drops pending card entries, enqueues notices. */
+  unbind(a: string, b: string, notify: OutboxItem[]): Promise<boolean>;
+  expire(now: number): Promise<number>;
+}
+
+export interface OutboxRepo {
+  enqueue(items: OutboxItem[]): Promise<number>;
+  /** Due entries for one recipient, oldest first. */
+  due(recipient: string, now: number, limit: number): Promise<OutboxEntry[]>;
+  /** Deletes entries only if they were not replaced meanwhile (same seq): an ack for old content acks nothing new. */
+  ack(entries: Array<Pick<OutboxEntry, "recipient" | "kind" | "subject" | "seq">>): Promise<number>;
+  /** Records a failed attempt and when to try again. */
+  retry(
+    entries: Array<Pick<OutboxEntry, "recipient" | "kind" | "subject" | "seq">>,
+    nextAt: number,
+  ): Promise<void>;
+  /** Drops entries that cannot be rendered any more (e.g. the binding is gone). */
+  drop(entries: Array<Pick<OutboxEntry, "recipient" | "kind" | "subject" | "seq">>): Promise<void>;
+  recipients(): Promise<string[]>;
+  count(recipient?: string): Promise<number>;
+  /** Earliest next_at of a recipient's entries waiting for a retry; undefined if none waits. */
+  nextRetryAt(recipient: string): Promise<number | undefined>;
+}
+
+export interface PresenceRepo {
+  /** Resources last known available: tried after a restart (an error reply prunes them). */
+  add(bare: string, full: string): Promise<void>;
+  remove(full: string): Promise<void>;
+  all(): Promise<Array<{ bare: string; full: string }>>;
+  /** Users who granted cardlink a presence subscription: probed after a restart. */
+  addSubscriber(bare: string): Promise<void>;
+  removeSubscriber(bare: string): Promise<void>;
+  isSubscriber(bare: string): Promise<boolean>;
+}
+
 export interface Store {
+  devices: DeviceRepo;
+  cards: CardRepo;
+  exchange: ExchangeRepo;
+  outbox: OutboxRepo;
+  presence: PresenceRepo;
   /** Schema version after migrations. */
   schemaVersion(): Promise<number>;
   close(): Promise<void>;

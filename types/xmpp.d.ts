@@ -75,6 +75,7 @@ declare module "@xmpp/client" {
     send(el: Element): Promise<void>;
     status: string;
     reconnect: { stop(): void };
+    middleware: { use(fn: (ctx: { stanza: Element }, next: () => Promise<unknown>) => unknown): void };
     socket: { destroy(): void } | null;
   }
   export function client(options: {

@@ -18,4 +18,56 @@ export const MIGRATIONS: Migration[] = [
       INSERT INTO meta (key, value) VALUES ('seq', '0');
     `,
   },
+  {
+    version: 100,
+    name: "cards, devices, bindings, exchange, outbox",
+    sql: `
+      CREATE TABLE devices (
+        owner TEXT NOT NULL, device_id TEXT NOT NULL, platform TEXT NOT NULL, name TEXT,
+        push_token TEXT, push_topic TEXT, push_key TEXT, token_state TEXT NOT NULL DEFAULT 'none',
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (owner, device_id)) WITHOUT ROWID;
+      CREATE INDEX devices_token ON devices (push_token) WHERE push_token IS NOT NULL;
+
+      -- card: the normalized model as JSON (rendered per holder at delivery, so policy changes apply).
+      CREATE TABLE cards (
+        owner TEXT PRIMARY KEY, version INTEGER NOT NULL, hash TEXT NOT NULL, card TEXT NOT NULL,
+        seq INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+
+      CREATE TABLE bindings (
+        id TEXT PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL, a_devices TEXT NOT NULL, b_devices TEXT NOT NULL,
+        via TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (a, b));
+      -- Directed: holder holds owner's card, filtered by policy (JSON SharePolicy; NULL = everything).
+      CREATE TABLE shares (
+        owner TEXT NOT NULL, holder TEXT NOT NULL, binding_id TEXT NOT NULL REFERENCES bindings (id) ON DELETE CASCADE,
+        policy TEXT, seq INTEGER NOT NULL, PRIMARY KEY (owner, holder)) WITHOUT ROWID;
+      CREATE INDEX shares_holder ON shares (holder, owner);
+      CREATE INDEX shares_binding ON shares (binding_id);
+      -- What a holder lost (unbind), so pull sync can report removals.
+      CREATE TABLE tombstones (
+        holder TEXT NOT NULL, owner TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (holder, owner)) WITHOUT ROWID;
+      CREATE TABLE blocks (owner TEXT NOT NULL, blocked TEXT NOT NULL, PRIMARY KEY (owner, blocked)) WITHOUT ROWID;
+
+      CREATE TABLE exchange_requests (
+        id TEXT PRIMARY KEY, from_jid TEXT NOT NULL, to_jid TEXT NOT NULL, from_device TEXT,
+        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, UNIQUE (from_jid, to_jid));
+      CREATE INDEX exchange_requests_to ON exchange_requests (to_jid);
+      CREATE TABLE exchange_codes (
+        code TEXT PRIMARY KEY, owner TEXT NOT NULL, device_id TEXT, created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL);
+
+      -- The durable per-recipient outbox. One row per (recipient, kind, subject): a newer change replaces the
+      -- pending one (coalescing), and seq orders delivery.
+      CREATE TABLE outbox (
+        recipient TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL, version INTEGER NOT NULL,
+        payload TEXT, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL, PRIMARY KEY (recipient, kind, subject)) WITHOUT ROWID;
+      CREATE INDEX outbox_order ON outbox (recipient, seq);
+      CREATE INDEX outbox_next ON outbox (next_at);
+
+      CREATE TABLE resources (full_jid TEXT PRIMARY KEY, bare TEXT NOT NULL, since INTEGER NOT NULL);
+      CREATE INDEX resources_bare ON resources (bare);
+      CREATE TABLE subscribers (bare TEXT PRIMARY KEY, since INTEGER NOT NULL);
+    `,
+  },
 ];

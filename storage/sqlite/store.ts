@@ -1,13 +1,24 @@
 import type { Store } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport } from "./db.js";
+import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
 
 export class SqliteStore implements Store {
   readonly db: Db;
   readonly migrations: MigrationReport;
+  readonly outbox: SqliteOutbox;
+  readonly devices: SqliteDevices;
+  readonly cards: SqliteCards;
+  readonly exchange: SqliteExchange;
+  readonly presence: SqlitePresence;
 
   constructor(file: string) {
     this.db = openDatabase(file);
     this.migrations = migrate(this.db);
+    this.outbox = new SqliteOutbox(this.db);
+    this.devices = new SqliteDevices(this.db);
+    this.cards = new SqliteCards(this.db, this.outbox);
+    this.exchange = new SqliteExchange(this.db, this.outbox);
+    this.presence = new SqlitePresence(this.db);
   }
 
   async schemaVersion(): Promise<number> {

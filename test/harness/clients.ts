@@ -59,31 +59,22 @@ export async function connectClient(opts: {
   });
   if (opts.onIq) {
     const handler = opts.onIq;
-    // The middleware callee answers service-unavailable for IQs without a route: route every IQ get/set here.
-    xmpp.on("stanza", (el: Element) => {
-      if (!el.is("iq") || (el.attrs.type !== "set" && el.attrs.type !== "get")) return;
-      void (async () => {
-        try {
-          const payload = await handler(el);
-          await xmpp.send(
-            xml("iq", { type: "result", id: el.attrs.id, to: el.attrs.from }, payload ?? undefined),
-          );
-        } catch (e) {
-          await xmpp.send(
-            xml(
-              "iq",
-              { type: "error", id: el.attrs.id, to: el.attrs.from },
-              xml(
-                "error",
-                { type: "cancel" },
-                xml(String((e as Error).message || "undefined-condition"), {
-                  xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas",
-                }),
-              ),
-            ),
-          );
-        }
-      })();
+    // xmpp.js's IQ callee answers service-unavailable when no route returns a reply; this middleware sits behind
+    // it and returns the reply (an element, `true` for an empty result, or an <error/> element).
+    xmpp.middleware.use(async (ctx: { stanza: Element }, next: () => Promise<unknown>) => {
+      const el = ctx.stanza;
+      if (!el.is("iq") || (el.attrs.type !== "set" && el.attrs.type !== "get")) return next();
+      try {
+        return (await handler(el)) ?? true;
+      } catch (e) {
+        return xml(
+          "error",
+          { type: "cancel" },
+          xml(String((e as Error).message || "undefined-condition"), {
+            xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas",
+          }),
+        );
+      }
     });
   }
   const jid = await xmpp.start();

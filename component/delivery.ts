@@ -1,0 +1,214 @@
+/**
+ * Delivery from the durable outbox. Each recipient's pending entries are sent in seq order, several per IQ
+ * (<updates/>), to every available resource; the entries are deleted only when a resource answers with an
+ * IQ result (the ack). Errors and timeouts retry with backoff. Delivery is at-least-once: every update carries
+ * a stable id so clients drop duplicates. Features register a renderer per kind; a renderer returning null
+ * means the entry is moot (e.g. the binding is gone) and it is dropped.
+ */
+import { updateElement, updatesElement } from "../stanzas/cardlink.js";
+import { xml, type Element } from "../stanzas/xml.js";
+import type { OutboxEntry } from "../storage/store.js";
+import { backoffDelay } from "./backoff.js";
+import type { AppContext, Feature } from "./context.js";
+import { IqErrorReply, IqTimeoutError } from "./iq-caller.js";
+import type { PresenceTracker } from "./presence.js";
+
+export type Renderer = (entry: OutboxEntry) => Promise<Element | null>;
+
+/** Conditions meaning "that resource is not there" (Prosody's answer for an IQ to an offline full JID). */
+const GONE = new Set([
+  "service-unavailable",
+  "recipient-unavailable",
+  "item-not-found",
+  "remote-server-not-found",
+]);
+const BATCH = 20;
+const MAX_CONCURRENT_FLUSHES = 256;
+
+export const updateId = (e: Pick<OutboxEntry, "kind" | "subject" | "seq">): string =>
+  `${e.kind}:${e.subject}:${e.seq}`;
+
+export class Delivery implements Feature {
+  readonly name = "delivery";
+  private app!: AppContext;
+  private readonly renderers = new Map<string, Renderer>();
+  private readonly flushing = new Set<string>();
+  private readonly again = new Set<string>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly waiting: Array<() => void> = [];
+  private active = 0;
+  private stopped = false;
+
+  constructor(private readonly presence: PresenceTracker) {}
+
+  register(kind: string, r: Renderer): void {
+    this.renderers.set(kind, r);
+  }
+
+  attach(app: AppContext): void {
+    this.app = app;
+    app.events.on("outbox.enqueued", ({ recipients }) => {
+      for (const r of recipients) this.kick(r, true);
+    });
+    app.events.on("presence.available", ({ bare }) => this.kick(bare, false));
+  }
+
+  async online(): Promise<void> {
+    const recipients = await this.app.store.outbox.recipients();
+    await this.presence.restore(recipients);
+    for (const r of recipients) this.kick(r, false);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  /** Tries to deliver to `recipient` now. `fresh`: new entries were just written (offline → push may wake). */
+  kick(recipient: string, fresh: boolean): void {
+    if (this.stopped) return;
+    if (this.flushing.has(recipient)) {
+      this.again.add(recipient);
+      return;
+    }
+    if (!this.presence.isAvailable(recipient)) {
+      if (fresh) void this.offline(recipient);
+      return;
+    }
+    this.flushing.add(recipient);
+    void this.flush(recipient)
+      .catch((e: unknown) =>
+        this.app.log.error(
+          { event: "flush-failed", recipient, err: (e as Error).message },
+          "delivery flush failed",
+        ),
+      )
+      .finally(() => {
+        this.flushing.delete(recipient);
+        if (this.again.delete(recipient)) this.kick(recipient, false);
+      });
+  }
+
+  private async offline(recipient: string): Promise<void> {
+    const entries = await this.app.store.outbox.due(recipient, Number.MAX_SAFE_INTEGER, 50);
+    if (entries.length === 0) return;
+    this.app.metrics.inc("cardlink_delivery_offline_total");
+    this.app.events.emit("delivery.recipient-offline", {
+      recipient,
+      kinds: [...new Set(entries.map((e) => e.kind))],
+      subjects: [...new Set(entries.map((e) => e.subject))],
+    });
+  }
+
+  private async slot(): Promise<() => void> {
+    if (this.active >= MAX_CONCURRENT_FLUSHES) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    return () => {
+      this.active--;
+      this.waiting.shift()?.();
+    };
+  }
+
+  private async flush(recipient: string): Promise<void> {
+    const release = await this.slot();
+    try {
+      for (;;) {
+        if (this.stopped || !this.app.online()) return;
+        const entries = await this.app.store.outbox.due(recipient, Date.now(), BATCH);
+        if (entries.length === 0) {
+          // Entries waiting for a retry keep a timer (a timer may also fire a millisecond before next_at).
+          const next = await this.app.store.outbox.nextRetryAt(recipient);
+          if (next !== undefined) this.schedule(recipient, Math.max(10, next - Date.now()));
+          return;
+        }
+        const rendered: Element[] = [];
+        const sendable: OutboxEntry[] = [];
+        const moot: OutboxEntry[] = [];
+        for (const e of entries) {
+          const r = this.renderers.get(e.kind);
+          const content = r ? await r(e) : null;
+          if (!r)
+            this.app.log.error(
+              { event: "no-renderer", kind: e.kind },
+              "outbox entry of unknown kind dropped",
+            );
+          if (content) {
+            rendered.push(updateElement({ id: updateId(e), kind: e.kind, seq: e.seq }, content));
+            sendable.push(e);
+          } else moot.push(e);
+        }
+        if (moot.length) await this.app.store.outbox.drop(moot);
+        if (sendable.length === 0) continue;
+        const outcome = await this.sendToAll(recipient, updatesElement(rendered));
+        if (outcome === "acked") {
+          await this.app.store.outbox.ack(sendable);
+          this.app.metrics.inc("cardlink_delivery_acked_total", undefined, sendable.length);
+          continue;
+        }
+        if (outcome === "offline") {
+          this.app.metrics.inc("cardlink_delivery_recipient_gone_total");
+          await this.offline(recipient);
+          return;
+        }
+        const attempts = Math.max(...sendable.map((e) => e.attempts));
+        const delay = backoffDelay(
+          attempts,
+          this.app.config.delivery.retryBaseMs,
+          this.app.config.delivery.retryMaxMs,
+        );
+        await this.app.store.outbox.retry(sendable, Date.now() + delay);
+        this.app.metrics.inc("cardlink_delivery_retry_total", undefined, sendable.length);
+        this.schedule(recipient, delay);
+        return;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  private schedule(recipient: string, delay: number): void {
+    clearTimeout(this.timers.get(recipient));
+    this.timers.set(
+      recipient,
+      setTimeout(() => {
+        this.timers.delete(recipient);
+        this.kick(recipient, false);
+      }, delay),
+    );
+  }
+
+  /** Sends one <updates/> to every available resource; acked if any answers with a result. */
+  private async sendToAll(recipient: string, payload: Element): Promise<"acked" | "offline" | "retry"> {
+    const resources = this.presence.resources(recipient);
+    if (resources.length === 0) return "offline";
+    const results = await Promise.all(
+      resources.map(async (full) => {
+        const iq = xml("iq", { type: "set", to: full, from: this.app.config.domain }, payload);
+        try {
+          await this.app.iq.request(iq, this.app.config.delivery.ackTimeoutMs);
+          return "acked" as const;
+        } catch (e) {
+          if (e instanceof IqErrorReply && GONE.has(e.condition)) {
+            await this.presence.unavailable(recipient, full);
+            return "gone" as const;
+          }
+          if (e instanceof IqErrorReply) {
+            // A live client that refuses an update will refuse it again: log it, count it as delivered.
+            this.app.log.warn(
+              { event: "update-refused", to: full, condition: e.condition },
+              "client refused an update",
+            );
+            return "acked" as const;
+          }
+          if (!(e instanceof IqTimeoutError))
+            this.app.log.debug({ event: "update-send-failed", to: full, err: (e as Error).message });
+          return "failed" as const;
+        }
+      }),
+    );
+    if (results.includes("acked")) return "acked";
+    if (results.every((r) => r === "gone")) return "offline";
+    return "retry";
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Who is online, as far as cardlink can know: users send it directed presence, or grant it a presence
+ * subscription (then cardlink is a contact like a transport, and Prosody tells it of every login). Available
+ * resources are persisted so a restarted cardlink can try them at once; an error reply prunes a stale one.
+ */
+import { xml, type Element } from "../stanzas/xml.js";
+import type { AppContext, Feature } from "./context.js";
+import type { Jid } from "./jid.js";
+
+export class PresenceTracker implements Feature {
+  readonly name = "presence";
+  private readonly avail = new Map<string, Set<string>>();
+  private app!: AppContext;
+
+  attach(app: AppContext): void {
+    this.app = app;
+    app.router.onPresence((stanza, from) => this.onPresence(stanza, from));
+    // A request from a full JID proves that resource is connected: updates can flow to clients that never
+    // send presence to cardlink. If it disconnects unannounced, the next delivery's error prunes it.
+    app.router.onRequest((from) => {
+      if (from.local && from.resource && !this.avail.get(from.bare)?.has(from.full))
+        void this.available(from.bare, from.full);
+    });
+    app.metrics.gauge(
+      "cardlink_users_available",
+      () => this.avail.size,
+      "users with at least one known available resource",
+    );
+  }
+
+  resources(bare: string): string[] {
+    return [...(this.avail.get(bare) ?? [])];
+  }
+
+  isAvailable(bare: string): boolean {
+    return (this.avail.get(bare)?.size ?? 0) > 0;
+  }
+
+  /** Marks a full JID available (presence, or any request from it: proof it is connected). */
+  async available(bare: string, full: string): Promise<void> {
+    let set = this.avail.get(bare);
+    if (!set) this.avail.set(bare, (set = new Set()));
+    if (set.has(full)) return;
+    set.add(full);
+    await this.app.store.presence.add(bare, full);
+    this.app.events.emit("presence.available", { bare, full });
+  }
+
+  async unavailable(bare: string, full: string): Promise<void> {
+    const set = this.avail.get(bare);
+    if (set?.delete(full) && set.size === 0) this.avail.delete(bare);
+    await this.app.store.presence.remove(full);
+    this.app.events.emit("presence.unavailable", { bare, full });
+  }
+
+  /** After (re)connecting: resources known before are tried; subscribers are probed (Prosody answers for them). */
+  async restore(probeUsers: string[]): Promise<void> {
+    for (const r of await this.app.store.presence.all()) {
+      let set = this.avail.get(r.bare);
+      if (!set) this.avail.set(r.bare, (set = new Set()));
+      set.add(r.full);
+    }
+    for (const bare of probeUsers) {
+      if (await this.app.store.presence.isSubscriber(bare)) {
+        await this.send("probe", bare);
+      }
+    }
+  }
+
+  private async send(type: string | undefined, to: string): Promise<void> {
+    await this.app.send(xml("presence", { type, to, from: this.app.config.domain }));
+  }
+
+  private async onPresence(stanza: Element, from: Jid): Promise<void> {
+    const type = stanza.attrs.type;
+    const store = this.app.store.presence;
+    switch (type) {
+      case undefined:
+        if (from.resource && from.local) await this.available(from.bare, from.full);
+        return;
+      case "unavailable":
+        if (from.resource) await this.unavailable(from.bare, from.full);
+        else for (const full of this.resources(from.bare)) await this.unavailable(from.bare, full);
+        return;
+      case "subscribe":
+        // cardlink accepts every subscription from a served user and asks for theirs in return, so it learns
+        // when they log in without the client having to send directed presence.
+        await store.addSubscriber(from.bare);
+        await this.send("subscribed", from.bare);
+        await this.send("subscribe", from.bare);
+        await this.send(undefined, from.bare);
+        return;
+      case "subscribed":
+        await store.addSubscriber(from.bare);
+        return;
+      case "unsubscribe":
+      case "unsubscribed":
+        await store.removeSubscriber(from.bare);
+        if (type === "unsubscribe") await this.send("unsubscribed", from.bare);
+        return;
+      case "probe":
+        await this.send(undefined, from.bare);
+        return;
+      default:
+        return;
+    }
+  }
+}
