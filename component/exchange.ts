@@ -112,8 +112,12 @@ export class Exchange implements Feature {
   }
 
   private async request(user: string, el: Element): Promise<Element> {
-    const to = this.peerJid(requireAttr(el, "to"), "to");
-    const device = parseDeviceId(el.attrs.device);
+    return this.requestExchange(user, requireAttr(el, "to"), parseDeviceId(el.attrs.device));
+  }
+
+  /** Asks `toInput` to exchange cards with `user`; shared by the IQ and the ad-hoc command. */
+  async requestExchange(user: string, toInput: string, device?: string): Promise<Element> {
+    const to = this.peerJid(toInput, "to");
     const ex = this.app.store.exchange;
     const now = Date.now();
     if (to === user) throw badRequest("you cannot exchange cards with yourself");
@@ -232,7 +236,11 @@ export class Exchange implements Feature {
   }
 
   private async code(user: string, el: Element): Promise<Element> {
-    const device = parseDeviceId(el.attrs.device);
+    return this.createCode(user, parseDeviceId(el.attrs.device));
+  }
+
+  /** Creates a one-time exchange code; shared by the IQ and the ad-hoc command. */
+  async createCode(user: string, device?: string): Promise<Element> {
     this.rateLimit(user);
     const now = Date.now();
     const code = newCode();

@@ -1,4 +1,5 @@
 /** The feature modules a production cardlink runs, in attach order. */
+import { CardCommands } from "./card-commands.js";
 import { Cards } from "./cards.js";
 import type { Feature } from "./context.js";
 import { Delivery } from "./delivery.js";
@@ -8,5 +9,7 @@ import { PresenceTracker } from "./presence.js";
 export function allFeatures(): Feature[] {
   const presence = new PresenceTracker();
   const delivery = new Delivery(presence);
-  return [presence, delivery, new Cards(delivery), new Exchange(delivery)];
+  const cards = new Cards(delivery);
+  const exchange = new Exchange(delivery);
+  return [presence, delivery, cards, exchange, new CardCommands(cards, exchange)];
 }

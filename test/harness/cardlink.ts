@@ -22,7 +22,10 @@ export function testConfig(prosody: ProsodyServer, overrides: object = {}, dbFil
       servedHosts: [prosody.host],
       dataDir: dir,
       database: { driver: "sqlite", path: dbFile ?? path.join(dir, "cardlink.sqlite") },
-      log: { level: process.env.CARDLINK_TEST_LOG ?? "silent", rawStream: false },
+      log: {
+        level: process.env.CARDLINK_TEST_LOG ?? "silent",
+        rawStream: process.env.CARDLINK_TEST_RAW === "1",
+      },
       reconnect: { initialDelayMs: 100, maxDelayMs: 2000 },
       ...overrides,
     },

@@ -131,6 +131,7 @@ export class ProsodyServer {
   }
 
   cleanup(): void {
+    if (process.env.CARDLINK_KEEP_PROSODY === "1") return; // keep logs for debugging
     rmSync(this.runDir, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,110 @@
+import { expect } from "chai";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { cardHash, normalizeCard, type Card } from "../../stanzas/vcard4.js";
+import { SqliteStore } from "../../storage/sqlite/store.js";
+import { CardlinkProcess } from "../harness/cardlink.js";
+import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
+import { waitFor } from "../harness/ports.js";
+import { ProsodyServer } from "../harness/prosody.js";
+
+const HOLDERS = 1000;
+
+describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 holders", function () {
+  this.timeout(240_000);
+  const prosody = new ProsodyServer();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-crash-"));
+  const db = path.join(dir, "cardlink.sqlite");
+  const holders: CardClient[] = [];
+  let owner: CardClient;
+  let proc: CardlinkProcess;
+  const jid = (u: string): string => `${u}@${prosody.host}`;
+  const name = (i: number): string => `h${String(i).padStart(4, "0")}`;
+
+  before(async () => {
+    await prosody.start();
+    prosody.createUsers([
+      { user: "owner", password: "ownerpw" },
+      ...Array.from({ length: HOLDERS }, (_, i) => ({ user: name(i), password: `${name(i)}pw` })),
+    ]);
+    // Seed the bindings directly: 1,000 exchanges over XMPP would test the exchange, not the crash.
+    const store = new SqliteStore(db);
+    const v1: Card = normalizeCard({
+      fn: "Owner v1",
+      nickname: [],
+      tel: [],
+      email: [],
+      adr: [],
+      url: [],
+      impp: [],
+      categories: [],
+    });
+    await store.cards.set(jid("owner"), v1, cardHash(v1));
+    for (let i = 0; i < HOLDERS; i++) {
+      await store.exchange.bind(
+        { id: `b${i}`, a: jid("owner"), b: jid(name(i)), aDevices: [], bDevices: [], via: "code" },
+        undefined,
+        Date.now(),
+      );
+    }
+    await store.close();
+    proc = CardlinkProcess.forProsody(prosody, db);
+    proc.start();
+    await proc.waitForEvent("connected", 1, 15_000);
+    owner = await cardClient(prosody, "owner");
+    for (let i = 0; i < HOLDERS; i += 50) {
+      holders.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(50, HOLDERS - i) }, (_, k) => cardClient(prosody, name(i + k))),
+        )),
+      );
+    }
+  });
+
+  after(async () => {
+    await Promise.all([owner, ...holders].map((c) => c?.stop()));
+    await proc?.kill("SIGKILL");
+    await prosody.stop();
+    prosody.cleanup();
+  });
+
+  const has = (c: CardClient, fn: string): boolean =>
+    c.updates.some((u) => u.kind === "card" && cardSummary(u.content).fn === fn);
+
+  it("every holder ends with the newest card, none missing", async () => {
+    await waitFor(() => holders.every((h) => has(h, "Owner v1")), "v1 at every holder", 120_000);
+    // Half the holders stop acknowledging: their entries must survive the crash.
+    const silent = holders.filter((_, i) => i % 2 === 1);
+    for (const h of silent) h.setAck("ignore");
+    await owner.setCard("Owner v2");
+    const acking = holders.filter((_, i) => i % 2 === 0);
+    await waitFor(() => acking.every((h) => has(h, "Owner v2")), "v2 at the acking half", 120_000);
+    await proc.kill("SIGKILL");
+    // Killed mid-delivery: the silent half's entries are still in the outbox.
+    const check = new SqliteStore(db);
+    const pending = await check.outbox.count();
+    await check.close();
+    expect(pending).to.be.at.least(silent.length);
+    expect(silent.some((h) => has(h, "Owner v2"))).to.equal(false);
+    for (const h of silent) h.setAck("ack");
+    proc.start();
+    await waitFor(
+      () => holders.every((h) => has(h, "Owner v2")),
+      "v2 at every holder after restart",
+      120_000,
+    );
+    const missing = holders.filter((h) => !has(h, "Owner v2")).map((h) => h.jid);
+    expect(missing).to.deep.equal([]);
+    await waitFor(
+      async () => {
+        const s = new SqliteStore(db);
+        const n = await s.outbox.count();
+        await s.close();
+        return n === 0;
+      },
+      "outbox drained",
+      60_000,
+    );
+  });
+});
