@@ -99,6 +99,9 @@ export function defaultConfig(): Config {
         body: "A contact card was updated. Open the app to see it.",
         locKey: "CARD_UPDATED",
       },
+      // Provider settings (docs/CONFIG.md); absent = that provider is off. Checked by push/senders.ts.
+      apns: undefined,
+      fcm: undefined,
     },
   };
 }

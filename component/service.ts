@@ -11,7 +11,7 @@ export const SOFTWARE = { name: "cardlink", version: "0.1.0" };
 export function attachService(app: AppContext): void {
   const { router, adhoc, config } = app;
   // Features known to the router are advertised automatically; these have no IQ route of their own.
-  const extraFeatures = [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.DATA];
+  const extraFeatures = [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.DATA, ...(app.pushAppServer ? [NS.PUSH] : [])];
 
   router.iq(
     "get",

@@ -183,7 +183,51 @@ export interface PresenceRepo {
   isSubscriber(bare: string): Promise<boolean>;
 }
 
+/** A queued push notice (see push/types.ts PushNotice, plus where it goes and its retry state). */
+export interface PushJob {
+  id: string;
+  owner: string;
+  deviceId: string;
+  platform: "ios" | "android";
+  token: string;
+  topic?: string;
+  kind: "alert" | "background";
+  collapseId: string;
+  alert?: { title?: string; body: string; locKey?: string };
+  data: Record<string, string>;
+  expiresAt: number;
+  attempts: number;
+  nextAt: number;
+}
+
+export interface PushNode {
+  node: string;
+  owner: string;
+  deviceId: string;
+  secret: string;
+  createdAt: number;
+}
+
+export interface PushRepo {
+  /** Queues notices; one per (token, collapseId): a newer one replaces the pending one. */
+  enqueue(jobs: Array<Omit<PushJob, "attempts" | "nextAt">>): Promise<number>;
+  due(now: number, limit: number): Promise<PushJob[]>;
+  nextAt(): Promise<number | undefined>;
+  /** Deletes sent notices and records the sends for the per-device budget. */
+  sent(ids: string[], tokens: string[], now: number): Promise<void>;
+  remove(ids: string[]): Promise<void>;
+  retry(id: string, nextAt: number): Promise<void>;
+  /** Postpones without counting an attempt (budget exhausted). */
+  defer(id: string, nextAt: number): Promise<void>;
+  dropToken(token: string): Promise<number>;
+  sentSince(token: string, since: number): Promise<number[]>;
+  count(): Promise<number>;
+  createNode(n: PushNode): Promise<PushNode>;
+  node(node: string): Promise<PushNode | undefined>;
+}
+
 export interface Store {
+  push: PushRepo;
   devices: DeviceRepo;
   cards: CardRepo;
   exchange: ExchangeRepo;

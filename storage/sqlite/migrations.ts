@@ -70,4 +70,25 @@ export const MIGRATIONS: Migration[] = [
       CREATE TABLE subscribers (bare TEXT PRIMARY KEY, since INTEGER NOT NULL);
     `,
   },
+  {
+    version: 200,
+    name: "push queue, push budget, XEP-0357 registrations",
+    sql: `
+      -- Durable push queue: a notice is deleted only once the provider answered for it. One pending notice per
+      -- (token, collapse id): a newer one replaces it (coalescing).
+      CREATE TABLE push_queue (
+        id TEXT PRIMARY KEY, owner TEXT NOT NULL, device_id TEXT NOT NULL, platform TEXT NOT NULL,
+        token TEXT NOT NULL, topic TEXT, kind TEXT NOT NULL, collapse_id TEXT NOT NULL, alert TEXT, data TEXT NOT NULL,
+        expires_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL, UNIQUE (token, collapse_id));
+      CREATE INDEX push_queue_next ON push_queue (next_at);
+      -- Sends per token in the last hour: the per-device budget (iOS throttles background pushes).
+      CREATE TABLE push_sent (token TEXT NOT NULL, sent_at INTEGER NOT NULL);
+      CREATE INDEX push_sent_token ON push_sent (token, sent_at);
+      -- XEP-0357 app server: node handed to a client's device; its server publishes to it with the secret.
+      CREATE TABLE push_nodes (
+        node TEXT PRIMARY KEY, owner TEXT NOT NULL, device_id TEXT NOT NULL, secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL, UNIQUE (owner, device_id));
+    `,
+  },
 ];

@@ -1,5 +1,6 @@
 import type { Store } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport } from "./db.js";
+import { SqlitePush } from "./push.js";
 import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
 
 export class SqliteStore implements Store {
@@ -10,6 +11,7 @@ export class SqliteStore implements Store {
   readonly cards: SqliteCards;
   readonly exchange: SqliteExchange;
   readonly presence: SqlitePresence;
+  readonly push: SqlitePush;
 
   constructor(file: string) {
     this.db = openDatabase(file);
@@ -19,6 +21,7 @@ export class SqliteStore implements Store {
     this.cards = new SqliteCards(this.db, this.outbox);
     this.exchange = new SqliteExchange(this.db, this.outbox);
     this.presence = new SqlitePresence(this.db);
+    this.push = new SqlitePush(this.db);
   }
 
   async schemaVersion(): Promise<number> {
