@@ -105,6 +105,9 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
       stopped = true;
       log.info({ event: "stopping" }, "shutting down: no new work, finishing in-flight requests");
       await router.drain(config.shutdownGraceMs);
+      // Replies to updates in flight can no longer be waited for: fail them now so the outbox records a retry
+      // while the database is still open (the entries stay and are delivered after the restart).
+      iq.rejectAll("shutting down");
       for (const f of [...features].reverse()) {
         try {
           await f.stop?.();

@@ -33,6 +33,7 @@ export class Delivery implements Feature {
   private app!: AppContext;
   private readonly renderers = new Map<string, Renderer>();
   private readonly flushing = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
   private readonly again = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly waiting: Array<() => void> = [];
@@ -59,10 +60,12 @@ export class Delivery implements Feature {
     for (const r of recipients) this.kick(r, false);
   }
 
-  stop(): void {
+  /** Stops new deliveries and waits for the flushes in flight to record their outcome. */
+  async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    await Promise.allSettled([...this.running]);
   }
 
   /** Tries to deliver to `recipient` now. `fresh`: new entries were just written (offline → push may wake). */
@@ -77,7 +80,7 @@ export class Delivery implements Feature {
       return;
     }
     this.flushing.add(recipient);
-    void this.flush(recipient)
+    const task = this.flush(recipient)
       .catch((e: unknown) =>
         this.app.log.error(
           { event: "flush-failed", recipient, err: (e as Error).message },
@@ -85,9 +88,11 @@ export class Delivery implements Feature {
         ),
       )
       .finally(() => {
+        this.running.delete(task);
         this.flushing.delete(recipient);
         if (this.again.delete(recipient)) this.kick(recipient, false);
       });
+    this.running.add(task);
   }
 
   private async offline(recipient: string): Promise<void> {
@@ -168,6 +173,7 @@ export class Delivery implements Feature {
   }
 
   private schedule(recipient: string, delay: number): void {
+    if (this.stopped) return;
     clearTimeout(this.timers.get(recipient));
     this.timers.set(
       recipient,

@@ -37,7 +37,25 @@ export class ProsodyServer {
     return `xmpp://127.0.0.1:${this.componentPort}`;
   }
 
+  /**
+   * Starts Prosody. A port found free can be taken by another process before Prosody binds it (other test or
+   * benchmark runs on this machine): then new ports are chosen and it tries again, up to three times.
+   */
   async start(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startOnce();
+        return;
+      } catch (e) {
+        if (attempt >= 3 || this.restarting) throw e;
+        this.c2sPort = 0;
+      }
+    }
+  }
+
+  private restarting = false;
+
+  private async startOnce(): Promise<void> {
     if (!this.c2sPort) {
       this.c2sPort = await freePort();
       this.componentPort = await freePort();
@@ -92,9 +110,15 @@ export class ProsodyServer {
     clearTimeout(t);
   }
 
+  /** Restarts on the same ports (clients and cardlink reconnect to them). */
   async restart(): Promise<void> {
     await this.stop();
-    await this.start();
+    this.restarting = true;
+    try {
+      await this.start();
+    } finally {
+      this.restarting = false;
+    }
   }
 
   /**

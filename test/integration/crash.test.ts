@@ -6,7 +6,7 @@ import { cardHash, normalizeCard, type Card } from "../../stanzas/vcard4.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { CardlinkProcess } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
-import { waitFor } from "../harness/ports.js";
+import { sleep, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 
 const HOLDERS = 1000;
@@ -63,7 +63,8 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
   });
 
   after(async () => {
-    await Promise.all([owner, ...holders].map((c) => c?.stop()));
+    // Cleanup must not fail the suite: closing 1,001 streams on a loaded machine can be slow.
+    await Promise.race([Promise.allSettled([owner, ...holders].map((c) => c?.stop())), sleep(20_000)]);
     await proc?.kill("SIGKILL");
     await prosody.stop();
     prosody.cleanup();

@@ -10,6 +10,8 @@ import { connectClient, errorOf, xml } from "../harness/clients.js";
 import { sleep, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 import { start as startApns, type ApnsStandin } from "../standins/apns-standin.js";
+import { installFcmRedirect, uninstallFcmRedirect } from "../standins/fcm-redirect.js";
+import { FcmStandin } from "../standins/fcm-standin.js";
 
 const TOPIC = "org.example.cardlink";
 const hexToken = (n: number): string => n.toString(16).padStart(64, "0");
@@ -18,6 +20,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
   this.timeout(90_000);
   const prosody = new ProsodyServer();
   let apns: ApnsStandin;
+  let fcm: FcmStandin;
   let app: Cardlink;
   let alice: CardClient;
   const dbDir = mkdtempSync(path.join(os.tmpdir(), "cardlink-push-"));
@@ -27,6 +30,8 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     push: {
       retryBaseMs: 200,
       retryMaxMs: 2000,
+      // bob's device gets one alert per card change in this suite; the hourly budget is not what is tested here.
+      perDeviceHourlyBudget: 100,
       apns: {
         production: false,
         address: apns.address,
@@ -36,15 +41,20 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
         defaultTopic: TOPIC,
         requestTimeoutMs: 3000,
       },
+      // The production setting: only the service-account file. The test reaches the stand-in through the
+      // seam in test/standins/fcm-redirect.ts (docs/PUSH-FCM.md).
+      fcm: { serviceAccount: fcm.serviceAccountPath, requestTimeoutMs: 5000 },
     },
   });
   const config = () => testConfig(prosody, pushConfig(), path.join(dbDir, "cardlink.sqlite"));
 
   before(async () => {
     apns = await startApns();
+    fcm = await new FcmStandin().start();
+    installFcmRedirect({ host: fcm.host, port: fcm.port, ca: fcm.caPem });
     await prosody.start();
     prosody.createUsers(
-      ["alice", "bob", "carol", "dave", "erin", "frank", "gina"].map((u) => ({
+      ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank"].map((u) => ({
         user: u,
         password: `${u}pw`,
       })),
@@ -59,6 +69,8 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await prosody.stop();
     prosody.cleanup();
     await apns?.stop();
+    uninstallFcmRedirect();
+    await fcm?.stop();
   });
 
   /** Binds alice with `user` (exchange code), registers an iOS device for `user`, then disconnects `user`. */
@@ -105,6 +117,42 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     expect(body).to.not.include("alice");
     expect(body).to.not.include("@");
     expect(r.jwt?.claims.iss).to.equal(apns.teamId);
+  });
+
+  it("offline Android holder → FCM data message (no content), and the update itself arrives on next login", async () => {
+    const token = "android-token-gina";
+    const gina = await cardClient(prosody, "gina");
+    await gina.cardlink("set", "device", { id: "gina-pixel", platform: "android" }, xml("push", { token }));
+    const code = String((await alice.cardlink("set", "exchange-code")).getChild("exchange-code")?.attrs.code);
+    await gina.cardlink("set", "redeem", { code });
+    await gina.waitForUpdate((u) => u.kind === "card", "card before going offline");
+    await gina.stop();
+    await waitFor(
+      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid("gina")),
+      "gina offline",
+    );
+    await alice.setCard("Alice Secret-Name", [xml("note", {}, xml("text", {}, "for gina"))]);
+    await waitFor(() => fcm.fcmRequests.some((r) => r.token === token), "FCM request", 15_000);
+    await sleep(300);
+    const reqs = fcm.fcmRequests.filter((r) => r.token === token);
+    expect(reqs).to.have.length(1);
+    const msg = (reqs[0]!.body as { message: Record<string, unknown> }).message;
+    expect(msg.notification).to.equal(undefined); // data-only wake-up
+    const android = msg.android as { priority?: string; collapse_key?: string; ttl?: string };
+    expect(android.priority?.toLowerCase()).to.equal("normal");
+    expect(android.collapse_key).to.be.a("string");
+    expect(JSON.stringify(msg)).to.not.include("Secret-Name");
+    expect(JSON.stringify(msg)).to.not.include("alice");
+    expect(fcm.tokenRequests.length).to.be.at.least(1); // real OAuth2 token exchange with the service account
+    const back = await cardClient(prosody, "gina");
+    const u = await back.waitForUpdate(
+      (x) => x.kind === "card" && cardSummary(x.content).fn === "Alice Secret-Name",
+      "update on login",
+    );
+    expect(u.content.getChild("vcard", NS.VCARD4)?.getChild("note")?.getChildText("text")).to.equal(
+      "for gina",
+    );
+    await back.stop();
   });
 
   it("online holder → no push; the update itself arrives", async () => {
@@ -254,7 +302,8 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     );
     // Drop the TCP connection without closing the stream, as a phone going out of coverage does.
     (carol.xmpp.socket as { destroy(): void }).destroy();
-    await sleep(500);
+    // Prosody must notice the drop (the session then hibernates under XEP-0198) before the message comes.
+    await sleep(1500);
     const dave = await connectClient({
       port: prosody.c2sPort,
       domain: prosody.host,
@@ -264,7 +313,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await dave.xmpp.send(
       xml("message", { to: `carol@${prosody.host}`, type: "chat" }, xml("body", {}, "top secret message")),
     );
-    await waitFor(() => apns.requestsFor(token).length === 1, "APNs notice via mod_cloud_notify", 20_000);
+    await waitFor(() => apns.requestsFor(token).length >= 1, "APNs notice via mod_cloud_notify", 20_000);
     const r = apns.requestsFor(token)[0]!;
     expect(r.headers["apns-push-type"]).to.equal("alert");
     expect(JSON.stringify(r.body)).to.not.include("top secret");
@@ -312,13 +361,14 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
         ),
       );
       (c.xmpp.socket as { destroy(): void }).destroy();
-      await sleep(300);
+      // Prosody must have noticed the dropped connection, or the message is delivered instead of pushed.
+      await sleep(1000);
     };
     const forbiddenBefore = metric("forbidden");
     const notFoundBefore = metric("item-not-found");
-    // frank and gina hold no cards: nothing but these publishes could push to their token.
+    // frank and hank hold no cards: nothing but these publishes could push to their token.
     await enable("frank", "", "wrong-secret");
-    await enable("gina", "no-such-node", "whatever");
+    await enable("hank", "no-such-node", "whatever");
     const sender = await connectClient({
       port: prosody.c2sPort,
       domain: prosody.host,
@@ -330,7 +380,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
       xml("message", { to: `frank@${prosody.host}`, type: "chat" }, xml("body", {}, "hi")),
     );
     await sender.xmpp.send(
-      xml("message", { to: `gina@${prosody.host}`, type: "chat" }, xml("body", {}, "hi")),
+      xml("message", { to: `hank@${prosody.host}`, type: "chat" }, xml("body", {}, "hi")),
     );
     await waitFor(
       () => metric("forbidden") > forbiddenBefore && metric("item-not-found") > notFoundBefore,
