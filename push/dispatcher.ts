@@ -85,6 +85,7 @@ export class PushDispatcher {
       const jobs = await this.store.push.due(now, this.opts.concurrency);
       if (jobs.length === 0) return;
       const ready: PushJob[] = [];
+      const inBatch = new Map<string, number>();
       for (const j of jobs) {
         if (j.expiresAt > 0 && j.expiresAt * 1000 < now) {
           await this.store.push.remove([j.id]);
@@ -98,12 +99,14 @@ export class PushDispatcher {
           continue;
         }
         const recent = await this.store.push.sentSince(j.token, now - 3_600_000);
-        if (recent.length >= this.opts.perDeviceHourlyBudget) {
+        const planned = inBatch.get(j.token) ?? 0;
+        if (recent.length + planned >= this.opts.perDeviceHourlyBudget) {
           // Wait until the oldest send leaves the window; meanwhile newer notices coalesce into this one.
-          await this.store.push.defer(j.id, (recent[0] as number) + 3_600_000 + 1);
+          await this.store.push.defer(j.id, (recent[0] ?? now) + 3_600_000 + 1);
           this.metrics.inc("cardlink_push_total", { platform: j.platform, outcome: "over-budget" });
           continue;
         }
+        inBatch.set(j.token, planned + 1);
         ready.push(j);
       }
       await Promise.all(

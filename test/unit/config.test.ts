@@ -1,0 +1,61 @@
+import { expect } from "chai";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ConfigError, loadConfig } from "../../component/config.js";
+
+describe("config", () => {
+  const file = (o: unknown): string => {
+    const f = path.join(mkdtempSync(path.join(os.tmpdir(), "cardlink-cfg-")), "c.json");
+    writeFileSync(f, JSON.stringify(o));
+    return f;
+  };
+
+  it("merges defaults, file and environment (environment wins)", () => {
+    const c = loadConfig({
+      file: file({
+        secret: "from-file",
+        domain: "cards.example.org",
+        servedHosts: ["example.org"],
+        card: { maxBytes: 80_000 },
+      }),
+      env: { CARDLINK_SECRET: "from-env", CARDLINK_ADMINS: "a@example.org, b@example.org" },
+    });
+    expect(c.secret).to.equal("from-env");
+    expect(c.domain).to.equal("cards.example.org");
+    expect(c.card.maxBytes).to.equal(80_000);
+    expect(c.card.maxPhotoBytes).to.equal(64 * 1024);
+    expect(c.allowedDomains).to.deep.equal(["example.org"]);
+    expect(c.admins).to.deep.equal(["a@example.org", "b@example.org"]);
+    expect(c.database.path).to.match(/cardlink\.sqlite$/);
+    expect(Object.isFrozen(c)).to.equal(true);
+  });
+
+  it("refuses typos, wrong types, bad bounds and a missing secret with a message naming the setting", () => {
+    const cases: Array<[object, RegExp]> = [
+      [{ secret: "s", sercet: "x" }, /unknown setting 'sercet'/],
+      [{ secret: "s", card: { maxBytse: 1 } }, /unknown setting 'card.maxBytse'/],
+      [{ secret: "s", iqTimeoutMs: "10" }, /iqTimeoutMs' must be a number/],
+      [{ secret: "s", servedHosts: "example.org" }, /servedHosts' must be an array/],
+      [{ secret: "s", iqTimeoutMs: 5 }, /iqTimeoutMs must be between/],
+      [{ secret: "s", service: "localhost:5347" }, /service 'localhost:5347'/],
+      [{}, /secret is empty/],
+      [{ secret: "s", card: { maxBytes: 1000, maxPhotoBytes: 2000 } }, /maxPhotoBytes must be below/],
+    ];
+    for (const [o, re] of cases) {
+      expect(() => loadConfig({ file: file(o), env: {} }), JSON.stringify(o)).to.throw(ConfigError, re);
+    }
+  });
+
+  it("accepts provider settings under push.apns / push.fcm as given", () => {
+    const c = loadConfig({
+      file: file({
+        secret: "s",
+        push: { apns: { production: true, token: { key: "k.p8", keyId: "K", teamId: "T" } } },
+      }),
+      env: {},
+    });
+    expect(c.push.apns).to.deep.equal({ production: true, token: { key: "k.p8", keyId: "K", teamId: "T" } });
+    expect(c.push.fcm).to.equal(undefined);
+  });
+});
