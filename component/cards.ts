@@ -269,7 +269,9 @@ export class Cards implements Feature {
       this.app.store.cards.get(owner),
     ]);
     if (!share || !stored) return null;
+    // Unfiltered copies (the common case) reuse the stored hash instead of hashing per holder.
     const card = share.policy ? filterCard(stored.card, share.policy) : stored.card;
-    return cardElement({ owner, version: stored.version, hash: cardHash(card) }, serializeVCard4(card));
+    const hash = share.policy ? cardHash(card) : stored.hash;
+    return cardElement({ owner, version: stored.version, hash }, serializeVCard4(card));
   }
 }

@@ -37,8 +37,8 @@ export interface Config {
     ackTimeoutMs: number;
     retryBaseMs: number;
     retryMaxMs: number;
-    /** Updates in flight per recipient full JID. */
-    windowPerResource: number;
+    /** Most entries carried by one <updates/> IQ (one ack covers them all). */
+    batchSize: number;
   };
   push: PushConfig;
 }
@@ -85,7 +85,7 @@ export function defaultConfig(): Config {
     metricsPort: 0,
     card: { maxBytes: 96 * 1024, maxPhotoBytes: 64 * 1024, maxItemsPerField: 20, maxTextLength: 1024 },
     exchange: { codeTtlSeconds: 300, requestTtlSeconds: 7 * 24 * 3600, maxPendingPerUser: 50 },
-    delivery: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 5 * 60_000, windowPerResource: 32 },
+    delivery: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 5 * 60_000, batchSize: 20 },
     push: {
       policy: { ios: "alert", android: "background" },
       ttlSeconds: 24 * 3600,
@@ -210,7 +210,7 @@ function check(c: Config): void {
     ["delivery.ackTimeoutMs", c.delivery.ackTimeoutMs, 100, 600_000],
     ["delivery.retryBaseMs", c.delivery.retryBaseMs, 10, 600_000],
     ["delivery.retryMaxMs", c.delivery.retryMaxMs, 100, 86_400_000],
-    ["delivery.windowPerResource", c.delivery.windowPerResource, 1, 10_000],
+    ["delivery.batchSize", c.delivery.batchSize, 1, 200],
     ["push.ttlSeconds", c.push.ttlSeconds, 0, 30 * 86_400],
     ["push.perDeviceHourlyBudget", c.push.perDeviceHourlyBudget, 1, 10_000],
     ["push.concurrency", c.push.concurrency, 1, 10_000],

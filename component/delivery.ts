@@ -5,6 +5,7 @@
  * a stable id so clients drop duplicates. Features register a renderer per kind; a renderer returning null
  * means the entry is moot (e.g. the binding is gone) and it is dropped.
  */
+import { detach } from "./log.js";
 import { updateElement, updatesElement } from "../stanzas/cardlink.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { OutboxEntry } from "../storage/store.js";
@@ -22,7 +23,6 @@ const GONE = new Set([
   "item-not-found",
   "remote-server-not-found",
 ]);
-const BATCH = 20;
 const MAX_CONCURRENT_FLUSHES = 256;
 
 export const updateId = (e: Pick<OutboxEntry, "kind" | "subject" | "seq">): string =>
@@ -76,7 +76,7 @@ export class Delivery implements Feature {
       return;
     }
     if (!this.presence.isAvailable(recipient)) {
-      if (fresh) void this.offline(recipient);
+      if (fresh) detach(this.app.log, "push-trigger-failed", this.offline(recipient));
       return;
     }
     this.flushing.add(recipient);
@@ -106,12 +106,14 @@ export class Delivery implements Feature {
     });
   }
 
+  /** A bounded number of flushes run at once; a finished one hands its slot straight to the next waiter. */
   private async slot(): Promise<() => void> {
     if (this.active >= MAX_CONCURRENT_FLUSHES) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
+    else this.active++;
     return () => {
-      this.active--;
-      this.waiting.shift()?.();
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
     };
   }
 
@@ -120,7 +122,11 @@ export class Delivery implements Feature {
     try {
       for (;;) {
         if (this.stopped || !this.app.online()) return;
-        const entries = await this.app.store.outbox.due(recipient, Date.now(), BATCH);
+        const entries = await this.app.store.outbox.due(
+          recipient,
+          Date.now(),
+          this.app.config.delivery.batchSize,
+        );
         if (entries.length === 0) {
           // Entries waiting for a retry keep a timer (a timer may also fire a millisecond before next_at).
           const next = await this.app.store.outbox.nextRetryAt(recipient);

@@ -4,6 +4,7 @@
  * each had registered) and, in the same transaction, queues the binding record and each other's card for
  * both. Either side can unbind; both are told. Blocks stop requests.
  */
+import { detach } from "./log.js";
 import { randomBytes, randomUUID } from "node:crypto";
 import { StanzaError, badRequest, conflict, notFound } from "../stanzas/errors.js";
 import { bindingElement, parseBool, parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
@@ -66,7 +67,10 @@ export class Exchange implements Feature {
     d.register("exchange-request", (e) => this.renderRequest(e));
     d.register("exchange-declined", async (e) => xml("exchange-declined", { xmlns: ns, ...this.payload(e) }));
     d.register("unbound", async (e) => xml("unbound", { xmlns: ns, peer: e.subject }));
-    this.sweeper = setInterval(() => void app.store.exchange.expire(Date.now()), 60_000);
+    this.sweeper = setInterval(
+      () => detach(app.log, "expire-failed", app.store.exchange.expire(Date.now())),
+      60_000,
+    );
     this.sweeper.unref();
   }
 

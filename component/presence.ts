@@ -3,6 +3,7 @@
  * subscription (then cardlink is a contact like a transport, and Prosody tells it of every login). Available
  * resources are persisted so a restarted cardlink can try them at once; an error reply prunes a stale one.
  */
+import { detach } from "./log.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Jid } from "./jid.js";
@@ -19,7 +20,7 @@ export class PresenceTracker implements Feature {
     // send presence to cardlink. If it disconnects unannounced, the next delivery's error prunes it.
     app.router.onRequest((from) => {
       if (from.local && from.resource && !this.avail.get(from.bare)?.has(from.full))
-        void this.available(from.bare, from.full);
+        detach(app.log, "presence-failed", this.available(from.bare, from.full));
     });
     app.metrics.gauge(
       "cardlink_users_available",

@@ -5,6 +5,7 @@
  * card content and no JID: an opaque reference and a generic text, optionally an AES-256-GCM encrypted blob
  * for clients that registered a key.
  */
+import { detach } from "./log.js";
 import { createCipheriv, createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { StanzaError, badRequest } from "../stanzas/errors.js";
 import { parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
@@ -43,17 +44,16 @@ export class Push implements Feature {
     const p = app.config.push;
     const senders = this.injected ?? createSenders(p);
     this.dispatcher = new PushDispatcher(app.store, senders, p, app.log, app.metrics);
-    app.metrics.gauge("cardlink_push_queue", () => this.queueSize, "push notices waiting");
     app.pushAppServer = true;
-    app.events.on("delivery.recipient-offline", (e) => void this.onOffline(e.recipient, e.kinds, e.subjects));
+    app.events.on("delivery.recipient-offline", (e) =>
+      detach(app.log, "push-enqueue-failed", this.onOffline(e.recipient, e.kinds, e.subjects)),
+    );
     app.router.iq("set", NS.CARDLINK, "push-node", (c) => this.registerNode(c.user, c.payload));
     app.router.iq("set", NS.PUBSUB, "pubsub", (c) => this.publish(c.from.domain, c.from.local, c.payload), {
       allowServer: true,
     });
     this.dispatcher.kick();
   }
-
-  private queueSize = 0;
 
   online(): void {
     this.dispatcher.kick();
@@ -110,7 +110,6 @@ export class Push implements Feature {
     }
     if (jobs.length === 0) return;
     await this.app.store.push.enqueue(jobs);
-    this.queueSize = await this.app.store.push.count();
     this.dispatcher.kick();
   }
 

@@ -19,6 +19,8 @@ export interface ProsodyConfigOptions {
   logLevel?: "debug" | "info" | "warn";
   /** Lua lines appended to the global section (tests use it for extra modules or settings). */
   extraGlobal?: string;
+  /** Modules to disable on top of the loopback set (s2s, dialback, tls). */
+  disableModules?: string[];
 }
 
 const lua = (s: string): string => JSON.stringify(s);
@@ -47,7 +49,7 @@ export function generateProsodyConfig(o: ProsodyConfigOptions): string {
     `component_ports = { ${o.componentPort} }`,
     `component_interfaces = { "127.0.0.1" }`,
     `s2s_ports = { }`,
-    `modules_disabled = { "s2s", "dialback", "tls" }`,
+    `modules_disabled = { ${["s2s", "dialback", "tls", ...(o.disableModules ?? [])].map(lua).join(", ")} }`,
     "c2s_require_encryption = false",
     "allow_unencrypted_plain_auth = true",
     ...(o.fastAuth

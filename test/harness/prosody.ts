@@ -14,6 +14,7 @@ export interface ProsodyOptions {
   componentDomain?: string;
   extraGlobal?: string;
   fastAuth?: boolean;
+  disableModules?: string[];
 }
 
 export class ProsodyServer {
@@ -72,6 +73,7 @@ export class ProsodyServer {
           fastAuth: this.opts.fastAuth ?? true,
           logLevel: "debug",
           ...(this.opts.extraGlobal ? { extraGlobal: this.opts.extraGlobal } : {}),
+          ...(this.opts.disableModules ? { disableModules: this.opts.disableModules } : {}),
         }),
       );
     }

@@ -26,7 +26,7 @@ describe("cards, exchange and bindings (real Prosody, real clients)", function (
     prosody.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
     app = await startInProcess(
       testConfig(prosody, {
-        delivery: { ackTimeoutMs: 2000, retryBaseMs: 200, retryMaxMs: 1000, windowPerResource: 32 },
+        delivery: { ackTimeoutMs: 2000, retryBaseMs: 200, retryMaxMs: 1000, batchSize: 20 },
       }),
     );
   });

@@ -13,7 +13,10 @@ const HOLDERS = 1000;
 
 describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 holders", function () {
   this.timeout(240_000);
-  const prosody = new ProsodyServer();
+  // @xmpp/client 0.14 can ack fewer stanzas than it already acked when <enabled/> shares a read with stanzas,
+  // and Prosody's mod_smacks then closes the stream: with 1,000 clients that happens. Stream management is not
+  // what this test is about, so it is off here (bench/fanout.ts found and documents this).
+  const prosody = new ProsodyServer({ disableModules: ["smacks"] });
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-crash-"));
   const db = path.join(dir, "cardlink.sqlite");
   const holders: CardClient[] = [];
