@@ -5,6 +5,7 @@
  * owner's other devices are untouched) and its queued notices are dropped. A per-device hourly budget keeps
  * iOS from throttling: over budget, a notice waits (and keeps coalescing) instead of being sent.
  */
+import { detach } from "../component/log.js";
 import { backoffDelay } from "../component/backoff.js";
 import type { Logger } from "../component/log.js";
 import type { Metrics } from "../component/metrics.js";
@@ -26,6 +27,7 @@ export class PushDispatcher {
   private again = false;
   private stopped = false;
   private inFlight: Promise<void> | null = null;
+  private queued = 0;
   /** Called when a provider says a token is dead (e.g. to disable XEP-0357 nodes). */
   onInvalidToken: (token: string) => Promise<void> = async () => undefined;
 
@@ -37,6 +39,11 @@ export class PushDispatcher {
     private readonly metrics: Metrics,
   ) {
     metrics.describe("cardlink_push_total", "push notices by platform and outcome");
+    metrics.gauge(
+      "cardlink_push_queue",
+      () => this.queued,
+      "push notices waiting (as of the last queue run)",
+    );
   }
 
   /** Runs the queue now (new notices, restart). */
@@ -57,7 +64,7 @@ export class PushDispatcher {
         if (this.again) {
           this.again = false;
           this.kick();
-        } else void this.arm();
+        } else detach(this.log, "push-arm-failed", this.arm());
       });
   }
 
@@ -70,6 +77,7 @@ export class PushDispatcher {
 
   private async arm(): Promise<void> {
     if (this.stopped) return;
+    this.queued = await this.store.push.count();
     const next = await this.store.push.nextAt();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
