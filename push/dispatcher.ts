@@ -28,8 +28,6 @@ export class PushDispatcher {
   private stopped = false;
   private inFlight: Promise<void> | null = null;
   private queued = 0;
-  /** Called when a provider says a token is dead (e.g. to disable XEP-0357 nodes). */
-  onInvalidToken: (token: string) => Promise<void> = async () => undefined;
 
   constructor(
     private readonly store: Store,
@@ -161,7 +159,6 @@ export class PushDispatcher {
         case "invalid-token": {
           const devices = await this.store.devices.invalidateToken(job.token);
           const dropped = await this.store.push.dropToken(job.token);
-          await this.onInvalidToken(job.token);
           this.log.info(
             { event: "push-token-invalid", platform, devices, dropped, reason: out.reason },
             "provider says the token is dead",
