@@ -27,7 +27,7 @@ import {
 } from "../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../stanzas/vcf.js";
 import { xml, childElements, type Element } from "../stanzas/xml.js";
-import type { Binding, OutboxEntry } from "../storage/store.js";
+import type { Binding, OutboxEntry, StoredCard } from "../storage/store.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Delivery } from "./delivery.js";
 import { parseBareUserJid } from "./jid.js";
@@ -269,9 +269,22 @@ export class Cards implements Feature {
       this.app.store.cards.get(owner),
     ]);
     if (!share || !stored) return null;
-    // Unfiltered copies (the common case) reuse the stored hash instead of hashing per holder.
-    const card = share.policy ? filterCard(stored.card, share.policy) : stored.card;
-    const hash = share.policy ? cardHash(card) : stored.hash;
-    return cardElement({ owner, version: stored.version, hash }, serializeVCard4(card));
+    if (!share.policy) {
+      // Unfiltered copies (the common case in a fan-out): serialize once per card version, not once per holder.
+      return cardElement({ owner, version: stored.version, hash: stored.hash }, this.unfilteredVcard(stored));
+    }
+    const card = filterCard(stored.card, share.policy);
+    return cardElement({ owner, version: stored.version, hash: cardHash(card) }, serializeVCard4(card));
+  }
+
+  private readonly rendered = new Map<string, { version: number; vcard: Element }>();
+
+  private unfilteredVcard(stored: StoredCard): Element {
+    const hit = this.rendered.get(stored.owner);
+    if (hit && hit.version === stored.version) return hit.vcard;
+    const vcard = serializeVCard4(stored.card);
+    if (this.rendered.size >= 1000) this.rendered.delete(this.rendered.keys().next().value as string);
+    this.rendered.set(stored.owner, { version: stored.version, vcard });
+    return vcard;
   }
 }

@@ -67,10 +67,13 @@ export class Exchange implements Feature {
     d.register("exchange-request", (e) => this.renderRequest(e));
     d.register("exchange-declined", async (e) => xml("exchange-declined", { xmlns: ns, ...this.payload(e) }));
     d.register("unbound", async (e) => xml("unbound", { xmlns: ns, peer: e.subject }));
-    this.sweeper = setInterval(
-      () => detach(app.log, "expire-failed", app.store.exchange.expire(Date.now())),
-      60_000,
-    );
+    this.sweeper = setInterval(() => {
+      detach(app.log, "expire-failed", app.store.exchange.expire(Date.now()));
+      // The rate-limit memory only needs the last hour.
+      const hourAgo = Date.now() - 3_600_000;
+      for (const [user, times] of this.created)
+        if ((times[times.length - 1] ?? 0) < hourAgo) this.created.delete(user);
+    }, 60_000);
     this.sweeper.unref();
   }
 
