@@ -130,6 +130,48 @@ describe("foundation: cardlink on a real Prosody", function () {
   });
 });
 
+describe("foundation: metrics endpoint", function () {
+  this.timeout(60_000);
+  const prosody = new ProsodyServer();
+  let app: Cardlink;
+
+  before(async () => {
+    await prosody.start();
+    prosody.createUsers([{ user: "alice", password: "alicepw" }]);
+    const { freePort } = await import("../harness/ports.js");
+    app = await startInProcess(testConfig(prosody, { metricsPort: await freePort() }));
+  });
+  after(async () => {
+    await app?.stop();
+    await prosody.stop();
+    prosody.cleanup();
+  });
+
+  it("serves Prometheus text on loopback with link state and per-outcome IQ counters", async () => {
+    const alice = await connectClient({
+      port: prosody.c2sPort,
+      domain: prosody.host,
+      username: "alice",
+      password: "alicepw",
+    });
+    try {
+      await alice.iq("get", prosody.componentDomain, xml("ping", { xmlns: NS.PING }));
+      await alice.iqRaw("get", prosody.componentDomain, xml("query", { xmlns: "urn:example:x" }));
+    } finally {
+      await alice.stop();
+    }
+    const res = await fetch(`http://127.0.0.1:${app.ctx.config.metricsPort}/metrics`);
+    expect(res.status).to.equal(200);
+    const text = await res.text();
+    expect(text).to.match(/^cardlink_link_up 1$/m);
+    expect(text).to.match(
+      /^cardlink_iq_total\{name="ping",ns="urn:xmpp:ping",outcome="result",type="get"\} 1$/m,
+    );
+    expect(text).to.match(/outcome="unrouted"/);
+    expect((await fetch(`http://127.0.0.1:${app.ctx.config.metricsPort}/other`)).status).to.equal(404);
+  });
+});
+
 describe("foundation: domain allow-list", function () {
   this.timeout(60_000);
   const prosody = new ProsodyServer();

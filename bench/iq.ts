@@ -1,0 +1,566 @@
+/**
+ * Benchmark: IQ round trips per second from one real @xmpp/client through one real Prosody, to three answerers:
+ *
+ *   cardlink_ping   XEP-0199 ping to the component domain: client → Prosody → cardlink (a child process, its
+ *                   own event loop) → Prosody → client. What every cardlink request pays before feature work.
+ *   prosody_vcard   vcard-temp get to the client's own bare JID, answered inside Prosody by mod_vcard_legacy
+ *                   from the PEP vCard4 node (a vCard is stored first, so the reply carries data).
+ *   prosody_ping    XEP-0199 ping to the server domain, answered by mod_ping: Prosody's cheapest reply, the
+ *                   c2s floor every request pays.
+ *
+ * Each with 1 and 100 requests in flight (a window: every reply releases the next request until the total is
+ * sent), in rounds that alternate the cases, on the same Prosody and the same client connection. Prosody logs
+ * at warn (the test harness runs it at debug, which costs it more than routing does); cardlink logs at warn.
+ *
+ *   node dist/bench/iq.js [--requests N] [--rounds R] [--prosody-debug]
+ *     → one JSON object on stdout; run from the repository root (the harness resolves its files from there)
+ */
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { client, xml, type Client } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+import { generateProsodyConfig } from "../scripts/prosody-config.js";
+import { CardlinkProcess } from "../test/harness/cardlink.js";
+import { freePort, sleep } from "../test/harness/ports.js";
+import { ProsodyServer } from "../test/harness/prosody.js";
+import {
+  cpuDiff,
+  findPid,
+  isMain,
+  median,
+  note,
+  printJson,
+  procCpu,
+  procMem,
+  round,
+  runRounds,
+  systemCpu,
+  type ProcCpu,
+} from "./lib.js";
+
+export interface IqBenchOptions {
+  /** Requests per run with 100 in flight; runs with 1 in flight send a tenth of it (default 20,000). */
+  requests?: number;
+  rounds?: number;
+  /** Also time xmpp.js's own iqCaller against this benchmark's sender on one case (default true). */
+  senderCheck?: boolean;
+  /** Prosody's log level (default warn); debug is what the test harness uses, for comparison. */
+  prosodyLog?: "warn" | "debug";
+}
+
+const NS_PING = "urn:xmpp:ping";
+const NS_VCARD = "vcard-temp";
+const USER = "bench";
+const PASSWORD = "bench-pw";
+const FN = "Bench Mark";
+const NS_SM = "urn:xmpp:sm:3";
+/**
+ * xmpp.js (0.14) asks the server to acknowledge (XEP-0198 <r/>) only after 250 ms without sending, so under
+ * continuous load its queue of unacknowledged stanzas grows without bound, and acknowledging it later costs
+ * O(n²) (Array.shift on a huge array): 18 s inside stop() after one ~150k-stanza run. The sender asks every
+ * ACK_EVERY requests instead, as a client that sends steadily should; one stanza each way per thousand.
+ */
+const ACK_EVERY = 1000;
+/** A run with no reply for this long has lost requests (or a process died): fail instead of hanging. */
+const STALL_MS = 20_000;
+
+const TARGETS = ["cardlink_ping", "prosody_vcard", "prosody_ping"] as const;
+type Target = (typeof TARGETS)[number];
+const WINDOWS = [1, 100] as const;
+type Window = (typeof WINDOWS)[number];
+type CaseKey = `${Target}:w${Window}`;
+/** Window sizes before targets: the three targets' runs of one window follow each other within a round. */
+const CASES = new Map<CaseKey, { target: Target; window: Window }>(
+  WINDOWS.flatMap((window) => TARGETS.map((target) => [`${target}:w${window}`, { target, window }] as const)),
+);
+
+interface TargetSpec {
+  /** The JID the request goes to, and that the reply must come from (matched with the id, as Prosody does). */
+  to: string;
+  /** Replies from the user's own account carry no 'from' (RFC 6120 8.1.2.1): Prosody leaves it out. */
+  fromOmitted?: boolean;
+  payload: () => Element;
+  /** Why the reply is not the expected one, or null when it is. */
+  check: (reply: Element) => string | null;
+}
+
+interface IqCallerLike {
+  request(stanza: Element, timeoutMs?: number): Promise<Element>;
+}
+/** Parts of the xmpp.js client that types/xmpp.d.ts does not declare (it declares what cardlink uses). */
+type FullClient = Client & {
+  iqCaller: IqCallerLike;
+  streamManagement?: { enabled: boolean; outbound_q?: unknown[] };
+};
+
+const isResult = (reply: Element): string | null =>
+  reply.attrs.type === "result"
+    ? null
+    : `type=${String(reply.attrs.type)}: ${reply.toString().slice(0, 300)}`;
+
+function targetSpecs(host: string, componentDomain: string, bareJid: string): Record<Target, TargetSpec> {
+  const ping = (): Element => xml("ping", { xmlns: NS_PING });
+  return {
+    cardlink_ping: { to: componentDomain, payload: ping, check: isResult },
+    prosody_vcard: {
+      to: bareJid,
+      fromOmitted: true,
+      payload: () => xml("vCard", { xmlns: NS_VCARD }),
+      check: (reply) => {
+        const problem = isResult(reply);
+        if (problem) return problem;
+        // An empty <vCard/> would also be a result: insist on the stored data so the lookup really happened.
+        const fn = reply.getChild("vCard", NS_VCARD)?.getChildText("FN");
+        return fn === FN ? null : `vCard FN=${String(fn)}, expected ${FN}`;
+      },
+    },
+    prosody_ping: { to: host, payload: ping, check: isResult },
+  };
+}
+
+let runSeq = 0;
+
+function requestAck(xmpp: Client): void {
+  xmpp.send(xml("r", { xmlns: NS_SM })).catch(() => undefined); // a lost <r/> shows as a stall, not here
+}
+
+/**
+ * Keeps `window` requests outstanding until `total` have been answered; returns elapsed milliseconds. Replies
+ * are matched by id and `from` in a 'stanza' listener: no promise, timer or map entry per request beyond one
+ * Set entry, so the client adds as little as it can to what is measured.
+ */
+function runWindow(xmpp: FullClient, spec: TargetSpec, total: number, window: number): Promise<number> {
+  // A fresh id prefix per run: a straggler from an earlier (failed) run can never count here.
+  const prefix = `b${(++runSeq).toString(36)}-`;
+  return new Promise((resolve, reject) => {
+    const pending = new Set<string>();
+    let sent = 0;
+    let done = 0;
+    let settled = false;
+    let doneAtLastCheck = 0;
+    let idleSince = performance.now();
+    const t0 = performance.now();
+    const finish = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      xmpp.off("stanza", onStanza);
+      clearInterval(watchdog);
+      if (err) reject(err);
+      else resolve(performance.now() - t0);
+    };
+    const sm = xmpp.streamManagement?.enabled === true;
+    const sendOne = (): void => {
+      if (sm && sent % ACK_EVERY === ACK_EVERY - 1) requestAck(xmpp);
+      const id = prefix + (sent++).toString(36);
+      pending.add(id);
+      xmpp.send(xml("iq", { type: "get", to: spec.to, id }, spec.payload())).catch((e: unknown) => {
+        finish(new Error(`send failed: ${(e as Error).message}`));
+      });
+    };
+    const onStanza = (el: Element): void => {
+      if (el.name !== "iq") return;
+      const id = el.attrs.id;
+      if (id === undefined || !pending.has(id)) return;
+      const from = el.attrs.from;
+      if (from !== spec.to && !(spec.fromOmitted && from === undefined)) return;
+      pending.delete(id);
+      const problem = spec.check(el);
+      if (problem) {
+        finish(new Error(`reply to ${spec.to}: ${problem}`));
+        return;
+      }
+      if (++done === total) finish(null);
+      else if (sent < total) sendOne();
+    };
+    // Checked once a second rather than per reply: a timer per reply would be measured too.
+    const watchdog = setInterval(() => {
+      const now = performance.now();
+      if (done !== doneAtLastCheck) {
+        doneAtLastCheck = done;
+        idleSince = now;
+      } else if (now - idleSince > STALL_MS) {
+        finish(new Error(`stalled at ${done}/${total} replies from ${spec.to}`));
+      }
+    }, 1000);
+    xmpp.on("stanza", onStanza);
+    for (let i = 0; i < Math.min(window, total); i++) sendOne();
+  });
+}
+
+/** The same window driven through xmpp.js's iqCaller (a promise, a timer and a map entry per request). */
+async function runWindowIqCaller(
+  xmpp: FullClient,
+  spec: TargetSpec,
+  total: number,
+  window: number,
+): Promise<number> {
+  const prefix = `c${(++runSeq).toString(36)}-`;
+  let sent = 0;
+  const t0 = performance.now();
+  const sm = xmpp.streamManagement?.enabled === true;
+  const lane = async (): Promise<void> => {
+    while (sent < total) {
+      if (sm && sent % ACK_EVERY === ACK_EVERY - 1) requestAck(xmpp);
+      const id = prefix + (sent++).toString(36);
+      const reply = await xmpp.iqCaller.request(
+        xml("iq", { type: "get", to: spec.to, id }, spec.payload()),
+        STALL_MS,
+      );
+      const problem = spec.check(reply);
+      if (problem) throw new Error(`reply to ${spec.to}: ${problem}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(window, total) }, lane));
+  return performance.now() - t0;
+}
+
+/** One IQ (its id is set here), for setup and probes; the reply, result or error; rejects on timeout. */
+async function once(xmpp: Client, iq: Element, timeoutMs = 5000): Promise<Element> {
+  const id = `s${(++runSeq).toString(36)}`;
+  iq.attrs.id = id;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      xmpp.off("stanza", onStanza);
+      reject(new Error(`no reply to ${iq.toString().slice(0, 200)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onStanza = (el: Element): void => {
+      if (el.name !== "iq" || el.attrs.id !== id) return;
+      clearTimeout(timer);
+      xmpp.off("stanza", onStanza);
+      resolve(el);
+    };
+    xmpp.on("stanza", onStanza);
+    xmpp.send(iq).catch((e: unknown) => {
+      clearTimeout(timer);
+      xmpp.off("stanza", onStanza);
+      reject(e as Error);
+    });
+  });
+}
+
+const get = (spec: TargetSpec): Element => xml("iq", { type: "get", to: spec.to }, spec.payload());
+
+async function connect(port: number, domain: string): Promise<FullClient> {
+  const xmpp = client({
+    service: `xmpp://127.0.0.1:${port}`,
+    domain,
+    // As in test/harness/clients.ts: xmpp.js does not pick PLAIN on an unencrypted stream by itself, and the
+    // loopback config offers only PLAIN (SCRAM's ~0.6 s of CPU per login has no place in a benchmark).
+    credentials: (authenticate, mechanisms) =>
+      authenticate(
+        { username: USER, password: PASSWORD },
+        mechanisms.includes("PLAIN") ? "PLAIN" : (mechanisms[0] as string),
+      ),
+    resource: "bench",
+  }) as FullClient;
+  xmpp.reconnect.stop();
+  xmpp.on("error", (e: Error) => note(`iq: client error: ${e.message}`));
+  await xmpp.start();
+  return xmpp;
+}
+
+/** Stops cardlink gracefully, and for sure: SIGKILL if it has not exited 5 s after SIGTERM. */
+async function stopCardlink(cardlink: CardlinkProcess): Promise<void> {
+  const proc = cardlink.proc;
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  await cardlink.kill("SIGTERM");
+  clearTimeout(timer);
+}
+
+interface RunSample {
+  perS: number;
+  /** CPU microseconds per request (user + system) of each process over the run. */
+  clientUs: number;
+  prosodyUs: number | null;
+  cardlinkUs: number | null;
+  cpu: { client: ProcCpu; prosody: ProcCpu | null; cardlink: ProcCpu | null };
+  wallMs: number;
+  othersMs: number | null;
+  stealMs: number | null;
+}
+
+function argNumber(flag: string): number | undefined {
+  const i = process.argv.indexOf(flag);
+  const v = i >= 0 ? Number(process.argv[i + 1]) : NaN;
+  return Number.isFinite(v) && v > 0 ? v : undefined;
+}
+
+export async function run(opts: IqBenchOptions = {}): Promise<object> {
+  const w100Requests = Math.max(100, Math.round(opts.requests ?? 20_000));
+  const counts: Record<Window, number> = {
+    1: Math.max(10, Math.round(w100Requests / 10)),
+    100: w100Requests,
+  };
+  const rounds = Math.max(1, opts.rounds ?? 3);
+  const prosodyLog = opts.prosodyLog ?? "warn";
+  const started = performance.now();
+  const loadBefore = round(os.loadavg()[0] ?? 0, 2);
+  // The harness resolves prosody.cfg.lua and dist/component/main.js from the working directory.
+  for (const f of ["prosody.cfg.lua", "dist/component/main.js"]) {
+    if (!existsSync(f)) throw new Error(`${f} not found: run from the repository root, after npm run build`);
+  }
+
+  const prosody = new ProsodyServer({ fastAuth: true });
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-iq-"));
+  let cardlink: CardlinkProcess | null = null;
+  let xmpp: FullClient | null = null;
+  try {
+    // The harness writes its config with Prosody logging at debug; write it here the same way, at prosodyLog.
+    // Setting the ports first makes start() keep this file instead of generating its own.
+    prosody.c2sPort = await freePort();
+    prosody.componentPort = await freePort();
+    writeFileSync(
+      prosody.configFile,
+      generateProsodyConfig({
+        template: path.resolve("prosody.cfg.lua"),
+        runDir: prosody.runDir,
+        host: prosody.host,
+        componentDomain: prosody.componentDomain,
+        secret: prosody.secret,
+        c2sPort: prosody.c2sPort,
+        componentPort: prosody.componentPort,
+        fastAuth: true, // also removes mod_limits, which would cap one client at a few dozen IQs/s
+        logLevel: prosodyLog,
+      }),
+    );
+    await prosody.start();
+    prosody.createUsers([{ user: USER, password: PASSWORD }]);
+    const prosodyPid = findPid(prosody.configFile);
+
+    cardlink = CardlinkProcess.forProsody(prosody, path.join(dataDir, "cardlink.sqlite"), {
+      CARDLINK_LOG_LEVEL: "warn",
+      CARDLINK_DATA_DIR: dataDir,
+    });
+    cardlink.start();
+    const cardlinkPid = cardlink.proc?.pid;
+
+    xmpp = await connect(prosody.c2sPort, prosody.host);
+    const client = xmpp;
+    const bareJid = `${USER}@${prosody.host}`;
+    const specs = targetSpecs(prosody.host, prosody.componentDomain, bareJid);
+
+    // cardlink logs nothing at warn when it comes online: poll with pings until the component answers.
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const reply = await once(client, get(specs.cardlink_ping), 1000).catch(() => null);
+      if (reply && isResult(reply) === null) break;
+      if (Date.now() > deadline || cardlink.proc?.exitCode != null) {
+        throw new Error(`cardlink did not answer pings: ${cardlink.output.slice(-2000)}`);
+      }
+      await sleep(100);
+    }
+
+    // mod_vcard_legacy turns a vcard-temp set into the vCard4 PEP node that the measured gets read back.
+    const vcard = xml(
+      "vCard",
+      { xmlns: NS_VCARD },
+      xml("FN", {}, FN),
+      xml("N", {}, xml("FAMILY", {}, "Mark"), xml("GIVEN", {}, "Bench")),
+      xml("EMAIL", {}, xml("INTERNET"), xml("USERID", {}, "bench@example.org")),
+      xml("TEL", {}, xml("VOICE"), xml("NUMBER", {}, "+1 555 0100")),
+    );
+    const set = await once(client, xml("iq", { type: "set" }, vcard));
+    if (isResult(set)) throw new Error(`vCard set refused: ${set.toString()}`);
+    for (const t of TARGETS) {
+      const problem = specs[t].check(await once(client, get(specs[t])));
+      if (problem) throw new Error(`${t} probe: ${problem}`);
+    }
+    const memStart = procMem(cardlinkPid);
+
+    const measure = async (key: CaseKey, total: number): Promise<RunSample> => {
+      const { target, window } = CASES.get(key) as { target: Target; window: Window };
+      const c0 = process.cpuUsage();
+      const p0 = procCpu(prosodyPid);
+      const k0 = procCpu(cardlinkPid);
+      const s0 = systemCpu();
+      const ms = await runWindow(client, specs[target], total, window);
+      const cDelta = process.cpuUsage(c0);
+      const prosodyCpu = cpuDiff(p0, procCpu(prosodyPid));
+      const cardlinkCpu = cpuDiff(k0, procCpu(cardlinkPid));
+      const s1 = systemCpu();
+      const perReq = (c: ProcCpu | null): number | null =>
+        c ? round(((c.userMs + c.systemMs) * 1000) / total, 1) : null;
+      return {
+        perS: total / (ms / 1000),
+        clientUs: round((cDelta.user + cDelta.system) / total, 1),
+        prosodyUs: perReq(prosodyCpu),
+        cardlinkUs: perReq(cardlinkCpu),
+        cpu: {
+          client: { userMs: cDelta.user / 1000, systemMs: cDelta.system / 1000 },
+          prosody: prosodyCpu,
+          cardlink: cardlinkCpu,
+        },
+        wallMs: ms,
+        // Everything else on the machine over this run: all busy CPU minus our three processes.
+        othersMs:
+          s0 && s1 && prosodyCpu && cardlinkCpu
+            ? Math.max(
+                0,
+                s1.busyMs -
+                  s0.busyMs -
+                  (cDelta.user + cDelta.system) / 1000 -
+                  (prosodyCpu.userMs + prosodyCpu.systemMs) -
+                  (cardlinkCpu.userMs + cardlinkCpu.systemMs),
+              )
+            : null,
+        stealMs: s0 && s1 ? s1.stealMs - s0.stealMs : null,
+      };
+    };
+
+    const keys = [...CASES.keys()];
+    // Warm-up: JIT on both Node processes, Prosody's caches, TCP windows; not recorded.
+    for (const [key, c] of CASES) await measure(key, Math.max(10, Math.round(counts[c.window] / 10)));
+
+    const samples = await runRounds(rounds, keys, async (key, r) => {
+      const s = await measure(key, counts[(CASES.get(key) as { window: Window }).window]);
+      note(`iq: round ${r + 1}/${rounds} ${key}: ${Math.round(s.perS)}/s`);
+      return s;
+    });
+
+    let senderCheck: object | undefined;
+    if (opts.senderCheck ?? true) {
+      // The same case driven both ways, alternating: what xmpp.js's iqCaller would cost the client instead.
+      const spec = specs.prosody_ping;
+      const n = Math.max(100, Math.round(counts[100] / 4));
+      const own = { perS: [] as number[], cpuUs: [] as number[] };
+      const caller = { perS: [] as number[], cpuUs: [] as number[] };
+      // Client CPU per request next to the rates: it depends much less on what else the machine is doing.
+      const timed = async (into: typeof own, drive: () => Promise<number>): Promise<void> => {
+        const c0 = process.cpuUsage();
+        const ms = await drive();
+        const c = process.cpuUsage(c0);
+        into.perS.push(n / (ms / 1000));
+        into.cpuUs.push((c.user + c.system) / n);
+      };
+      for (let r = 0; r < 3; r++) {
+        await timed(own, () => runWindow(client, spec, n, 100));
+        await timed(caller, () => runWindowIqCaller(client, spec, n, 100));
+      }
+      senderCheck = {
+        case: "prosody_ping:w100",
+        requests: n,
+        own_median_per_s: round(median(own.perS)),
+        own_runs: own.perS.map((x) => round(x)),
+        own_client_cpu_us_per_request: round(median(own.cpuUs), 1),
+        iqcaller_median_per_s: round(median(caller.perS)),
+        iqcaller_runs: caller.perS.map((x) => round(x)),
+        iqcaller_client_cpu_us_per_request: round(median(caller.cpuUs), 1),
+      };
+    }
+
+    const memEnd = procMem(cardlinkPid);
+    const prosodyMem = procMem(prosodyPid);
+
+    const cases = {} as Record<Target, Record<string, object>>;
+    const medians = {} as Record<CaseKey, number>;
+    for (const t of TARGETS) {
+      cases[t] = {};
+      for (const w of WINDOWS) {
+        const key: CaseKey = `${t}:w${w}`;
+        const runs = samples[key];
+        const med = median(runs.map((s) => s.perS));
+        medians[key] = med;
+        const medOrNull = (xs: Array<number | null>): number | null =>
+          xs.every((x): x is number => x !== null) ? round(median(xs), 1) : null;
+        cases[t][`w${w}`] = {
+          requests: counts[w],
+          median_per_s: round(med),
+          runs: runs.map((s) => round(s.perS)),
+          // Per run, cores busy with other work meanwhile: a slow run next to a high value was crowded out.
+          others_cores: runs.map((s) => (s.othersMs === null ? null : round(s.othersMs / s.wallMs, 2))),
+          cpu_us_per_request: {
+            client: round(median(runs.map((s) => s.clientUs)), 1),
+            prosody: medOrNull(runs.map((s) => s.prosodyUs)),
+            cardlink: medOrNull(runs.map((s) => s.cardlinkUs)),
+          },
+        };
+      }
+    }
+    const ratio = (a: Target, b: Target): Record<string, number> => {
+      const out: Record<string, number> = {};
+      for (const w of WINDOWS) out[`w${w}`] = round(medians[`${a}:w${w}`] / medians[`${b}:w${w}`], 3);
+      return out;
+    };
+    // CPU totals over all measured runs (warm-up, probes and the sender check excluded).
+    const all = Object.values(samples).flat() as RunSample[];
+    const total = (pick: (s: RunSample) => ProcCpu | null, f: keyof ProcCpu): number | null =>
+      all.every((s) => pick(s) !== null)
+        ? round(all.reduce((acc, s) => acc + (pick(s) as ProcCpu)[f], 0))
+        : null;
+    const wall = all.reduce((acc, s) => acc + s.wallMs, 0);
+    const sumOrNull = (xs: Array<number | null>): number | null =>
+      xs.every((x): x is number => x !== null) ? xs.reduce((a, b) => a + b, 0) : null;
+    const othersMs = sumOrNull(all.map((s) => s.othersMs));
+    const stealMs = sumOrNull(all.map((s) => s.stealMs));
+    const streamManagement = client.streamManagement?.enabled ?? false;
+    const unacked = client.streamManagement?.outbound_q?.length ?? null;
+
+    return {
+      bench: "iq",
+      rounds,
+      cases,
+      ratio_cardlink_vs_prosody_vcard: ratio("cardlink_ping", "prosody_vcard"),
+      ratio_cardlink_vs_prosody_ping: ratio("cardlink_ping", "prosody_ping"),
+      cpu: {
+        cardlink_user_ms: total((s) => s.cpu.cardlink, "userMs"),
+        cardlink_system_ms: total((s) => s.cpu.cardlink, "systemMs"),
+        prosody_user_ms: total((s) => s.cpu.prosody, "userMs"),
+        prosody_system_ms: total((s) => s.cpu.prosody, "systemMs"),
+        client_user_ms: total((s) => s.cpu.client, "userMs"),
+        client_system_ms: total((s) => s.cpu.client, "systemMs"),
+        measured_wall_ms: round(wall),
+        // Average cores busy with other work during the measured runs (of 2): the noise level of this run.
+        others_cores_avg: othersMs === null ? null : round(othersMs / wall, 2),
+        steal_ms: stealMs === null ? null : round(stealMs),
+      },
+      memory: {
+        cardlink_rss_mb_after_start: memStart?.rssMb ?? null,
+        cardlink_rss_mb_end: memEnd?.rssMb ?? null,
+        cardlink_peak_rss_mb: memEnd?.peakRssMb ?? null,
+        prosody_rss_mb_end: prosodyMem?.rssMb ?? null,
+      },
+      ...(senderCheck ? { sender_check: senderCheck } : {}),
+      setup: {
+        client: "@xmpp/client 0.14, one connection, own IQ sender",
+        stream_management: streamManagement,
+        client_unacked_at_end: unacked,
+        prosody_log: prosodyLog,
+        cardlink: "child process, log warn, SQLite",
+        node: process.version,
+        cpus: os.cpus().length,
+        // Other work on the machine shows here: on 2 cores anything else running skews the numbers.
+        loadavg_1m_before: loadBefore,
+        loadavg_1m_after: round(os.loadavg()[0] ?? 0, 2),
+      },
+      duration_s: round((performance.now() - started) / 1000, 1),
+    };
+  } finally {
+    // Every step guarded on its own: a failure in one must not leave a Prosody or cardlink running.
+    if (xmpp) await xmpp.stop().catch(() => undefined);
+    if (cardlink) await stopCardlink(cardlink).catch(() => undefined);
+    await prosody.stop().catch(() => undefined);
+    prosody.cleanup();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+if (isMain(import.meta.url)) {
+  try {
+    const requests = argNumber("--requests");
+    const rounds = argNumber("--rounds");
+    const debug = process.argv.includes("--prosody-debug");
+    printJson(
+      await run({
+        ...(requests ? { requests } : {}),
+        ...(rounds ? { rounds } : {}),
+        ...(debug ? { prosodyLog: "debug" } : {}),
+      }),
+    );
+  } catch (e) {
+    process.stderr.write(`bench iq: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  }
+}
