@@ -304,6 +304,31 @@ describe("cards, exchange and bindings (real Prosody, real clients)", function (
     expect(d.content.attrs.by).to.equal(jid("frank"));
   });
 
+  it("expired codes and expired requests are refused with gone, and leave nothing behind", async () => {
+    const erin = clients.find((c) => c.jid.startsWith("erin")) as CardClient;
+    const past = Date.now() - 1000;
+    await app.ctx.store.exchange.createCode({
+      code: "ZZZZZ-22222",
+      owner: jid("mallory"),
+      createdAt: past - 60_000,
+      expiresAt: past,
+    });
+    const e = errorOf(await erin.cardlinkRaw("set", "redeem", { code: "ZZZZZ-22222" }));
+    expect(e.condition).to.equal("gone");
+    expect(e.text).to.match(/expired/);
+    expect(await app.ctx.store.exchange.binding(jid("erin"), jid("mallory"))).to.equal(undefined);
+    await app.ctx.store.exchange.createRequest(
+      { id: "old-request", from: jid("mallory"), to: jid("erin"), createdAt: past - 60_000, expiresAt: past },
+      { recipient: jid("erin"), kind: "exchange-request", subject: "old-request", version: 1 },
+    );
+    const r = errorOf(
+      await erin.cardlinkRaw("set", "exchange-answer", { id: "old-request", accept: "true" }),
+    );
+    expect(r.condition).to.equal("gone");
+    expect(await app.ctx.store.exchange.request("old-request")).to.equal(undefined);
+    expect(await app.ctx.store.exchange.binding(jid("erin"), jid("mallory"))).to.equal(undefined);
+  });
+
   it("a user can never read or change another user's card or bindings without an exchange", async () => {
     const mallory = clients.find((c) => c.jid.startsWith("mallory")) as CardClient;
     expect(errorOf(await mallory.cardlinkRaw("get", "card", { owner: jid("alice") })).condition).to.equal(
