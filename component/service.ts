@@ -11,7 +11,13 @@ export const SOFTWARE = { name: "cardlink", version: "0.1.0" };
 export function attachService(app: AppContext): void {
   const { router, adhoc, config } = app;
   // Features known to the router are advertised automatically; these have no IQ route of their own.
-  const extraFeatures = [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.DATA, ...(app.pushAppServer ? [NS.PUSH] : [])];
+  // Read per request: features attached after this module (push) decide whether they are on.
+  const extraFeatures = (): string[] => [
+    NS.DISCO_INFO,
+    NS.DISCO_ITEMS,
+    NS.DATA,
+    ...(app.pushAppServer ? [NS.PUSH] : []),
+  ];
 
   router.iq(
     "get",
@@ -37,7 +43,7 @@ export function attachService(app: AppContext): void {
           { category: "automation", type: "command-list", name: "cardlink commands" },
           ...(app.pushAppServer ? [{ category: "pubsub", type: "push", name: "cardlink push" }] : []),
         ],
-        [...router.features(), ...extraFeatures],
+        [...router.features(), ...extraFeatures()],
       );
     },
     { allowServer: true },

@@ -285,6 +285,11 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     const reg = (
       await carol.iq("set", comp, xml("push-node", { xmlns: NS.CARDLINK, device: "carol-ios" }))
     ).getChild("push-node")!;
+    const info = (await carol.iq("get", comp, xml("query", { xmlns: NS.DISCO_INFO }))).getChild("query")!;
+    expect(info.getChildren("feature").map((f) => f.attrs.var)).to.include(NS.PUSH);
+    expect(info.getChildren("identity").map((i) => `${i.attrs.category}/${i.attrs.type}`)).to.include(
+      "pubsub/push",
+    );
     expect(reg.attrs.jid).to.equal(comp);
     await carol.iq(
       "set",
