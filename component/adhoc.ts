@@ -97,6 +97,7 @@ export class AdhocCommands {
       if (!s || s.owner !== ctx.from.full || s.node !== req.node) {
         throw new StanzaError("bad-request", "unknown or expired command session", {
           appCondition: "bad-sessionid",
+          appNs: NS.COMMANDS,
         });
       }
       state = s.state;

@@ -123,7 +123,7 @@ export class CardCommands implements Feature {
             }),
           };
         }
-        const card = applyForm(stored?.card, submitted(req));
+        const card = this.cards.validate(applyForm(stored?.card, submitted(req)));
         const r = await this.cards.store(ctx.user, card);
         return done(
           r.attrs.changed === "true"

@@ -166,6 +166,19 @@ export class Cards implements Feature {
     return this.store(user, card);
   }
 
+  /**
+   * Checks a card built by other means than the parsers (the ad-hoc form) against the same limits: it goes
+   * through the vCard4 parser, so every rule and message is the one a client sending XML would get.
+   */
+  validate(card: Card): Card {
+    try {
+      return parseVCard4(serializeVCard4(card), this.limits);
+    } catch (e) {
+      if (e instanceof CardError) throw badRequest(e.message);
+      throw e;
+    }
+  }
+
   /** Stores a parsed card and notifies holders; shared by the IQ and the ad-hoc edit command. */
   async store(user: string, card: Card): Promise<Element> {
     const r = await this.app.store.cards.set(user, card, cardHash(card));

@@ -54,7 +54,10 @@ export interface PushConfig {
   retryBaseMs: number;
   retryMaxMs: number;
   maxAttempts: number;
+  /** Text of card-update alerts. locKey (optional) lets the app localize: APNs then sends loc-key, not body. */
   alertText: { title: string; body: string; locKey: string };
+  /** Text of XEP-0357 message alerts (what mod_cloud_notify announces); never the message itself. */
+  messageText: { title: string; body: string; locKey: string };
   apns?: Record<string, unknown>;
   fcm?: Record<string, unknown>;
 }
@@ -97,8 +100,9 @@ export function defaultConfig(): Config {
       alertText: {
         title: "Contacts",
         body: "A contact card was updated. Open the app to see it.",
-        locKey: "CARD_UPDATED",
+        locKey: "",
       },
+      messageText: { title: "Messages", body: "You have a new message.", locKey: "" },
       // Provider settings (docs/CONFIG.md); absent = that provider is off. Checked by push/senders.ts.
       apns: undefined,
       fcm: undefined,
@@ -124,8 +128,13 @@ function merge(
     const cur = dst[k];
     if (!(k in dst) && !open) throw new ConfigError(`unknown setting '${at}'`);
     if (isObject(cur) && isObject(v)) merge(cur, v, at, at === "push.apns" || at === "push.fcm");
-    else if (cur !== undefined && v !== null && typeof cur !== typeof v) {
+    else if (
+      cur !== undefined &&
+      (v === null || typeof cur !== typeof v || Array.isArray(cur) !== Array.isArray(v))
+    ) {
       throw new ConfigError(`setting '${at}' must be ${Array.isArray(cur) ? "an array" : `a ${typeof cur}`}`);
+    } else if (Array.isArray(v) && v.some((x) => typeof x !== "string")) {
+      throw new ConfigError(`setting '${at}' must be an array of strings`);
     } else dst[k] = v;
   }
 }
@@ -219,6 +228,17 @@ function check(c: Config): void {
   for (const [name, v, min, max] of positive) {
     if (!Number.isFinite(v) || v < min || v > max)
       throw new ConfigError(`${name} must be between ${min} and ${max}`);
+  }
+  for (const [name, v] of Object.entries(c.push.policy)) {
+    if (!["alert", "background", "none"].includes(v)) {
+      throw new ConfigError(`push.policy.${name} must be alert, background or none, not '${v}'`);
+    }
+  }
+  for (const t of ["alertText", "messageText"] as const) {
+    if (!c.push[t].body.trim()) throw new ConfigError(`push.${t}.body must not be empty`);
+  }
+  if (c.push.retryBaseMs < 10 || c.push.retryMaxMs < c.push.retryBaseMs || c.push.retryMaxMs > 86_400_000) {
+    throw new ConfigError("push.retryBaseMs must be ≥ 10 and ≤ push.retryMaxMs ≤ 86400000");
   }
   if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs) {
     throw new ConfigError("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");

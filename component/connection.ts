@@ -101,9 +101,7 @@ export class XmppLink extends EventEmitter {
     this.status = "offline";
     this.opts.log.warn(
       { event: "reconnect-scheduled", reason, attempt: this.attempt, delayMs: delay },
-      reason === "conflict"
-        ? "Prosody refused the connection with <conflict/>: another cardlink holds this domain (component_conflict_resolve = kick_new); backing off"
-        : "cannot reach Prosody's component port; backing off",
+      retryMessage(reason),
     );
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -155,4 +153,24 @@ export class XmppLink extends EventEmitter {
     this.entity = null;
     this.status = "offline";
   }
+}
+
+/** What an operator should read for each way a connection attempt ends. */
+function retryMessage(reason: string): string {
+  if (reason === "conflict") {
+    return "Prosody refused the connection with <conflict/>: another cardlink holds this domain (component_conflict_resolve = kick_new); backing off";
+  }
+  if (reason === "not-authorized")
+    return "Prosody refused the handshake: the secret does not match component_secret; backing off";
+  if (
+    reason === "host-unknown" ||
+    reason === "improper-addressing" ||
+    reason === "EPIPE" ||
+    /EPIPE|ECONNRESET/.test(reason)
+  ) {
+    return `Prosody closed the stream (${reason}): is this domain declared as a Component with component_ports on this port? backing off`;
+  }
+  if (/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(reason))
+    return `cannot reach Prosody's component port (${reason}); backing off`;
+  return `connection to Prosody ended (${reason}); backing off`;
 }

@@ -52,6 +52,11 @@ export class Delivery implements Feature {
       for (const r of recipients) this.kick(r, true);
     });
     app.events.on("presence.available", ({ bare }) => this.kick(bare, false));
+    // The last resource left with entries still waiting (e.g. unacknowledged): wake a device. While a flush runs
+    // for this user, the flush itself reports the user offline.
+    app.events.on("presence.unavailable", ({ bare }) => {
+      if (!this.presence.isAvailable(bare) && !this.flushing.has(bare)) this.kick(bare, true);
+    });
   }
 
   async online(): Promise<void> {

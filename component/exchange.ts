@@ -48,7 +48,8 @@ export class Exchange implements Feature {
     const ns = NS.CARDLINK;
     const r = app.router;
     r.iq("set", ns, "exchange-request", (c) => this.request(c.user, c.payload));
-    r.iq("get", ns, "exchange-requests", (c) => this.pending(c.user));
+    r.iq("get", ns, "exchange-requests", (c) => this.pending(c.user, c.payload));
+    r.iq("set", ns, "exchange-cancel", (c) => this.cancel(c.user, c.payload));
     r.iq("set", ns, "exchange-answer", (c) => this.answer(c.user, c.payload));
     r.iq("set", ns, "exchange-code", (c) => this.code(c.user, c.payload));
     r.iq("set", ns, "redeem", (c) => this.redeem(c.user, c.payload));
@@ -165,15 +166,34 @@ export class Exchange implements Feature {
     });
   }
 
-  private async pending(user: string): Promise<Element> {
-    const reqs = await this.app.store.exchange.pendingFor(user, Date.now());
+  /** Requests waiting for my answer (default), or with direction='outgoing' the ones I sent. */
+  private async pending(user: string, el: Element): Promise<Element> {
+    const direction = el.attrs.direction ?? "incoming";
+    if (direction !== "incoming" && direction !== "outgoing") {
+      throw badRequest(`direction must be incoming or outgoing, not '${direction}'`);
+    }
+    const now = Date.now();
+    const ex = this.app.store.exchange;
+    const reqs = direction === "incoming" ? await ex.pendingFor(user, now) : await ex.pendingFrom(user, now);
     return xml(
       "exchange-requests",
-      { xmlns: NS.CARDLINK },
+      { xmlns: NS.CARDLINK, direction },
       ...reqs.map((r) =>
-        xml("exchange-request", { id: r.id, from: r.from, expires: new Date(r.expiresAt).toISOString() }),
+        xml("exchange-request", {
+          id: r.id,
+          ...(direction === "incoming" ? { from: r.from } : { to: r.to }),
+          expires: new Date(r.expiresAt).toISOString(),
+        }),
       ),
     );
+  }
+
+  /** Withdraws a request I sent: it disappears, with its notice if still undelivered. */
+  private async cancel(user: string, el: Element): Promise<void> {
+    const id = requireAttr(el, "id");
+    const req = await this.app.store.exchange.request(id);
+    if (!req || req.from !== user) throw notFound(`you have no pending exchange request '${id}'`);
+    await this.app.store.exchange.closeRequest(id, []);
   }
 
   /** Accepts or declines request `id` as `user`; shared by the IQ and the ad-hoc command. */
@@ -273,13 +293,19 @@ export class Exchange implements Feature {
     if (!code)
       throw badRequest(`'${input}' is not an exchange code (10 letters and digits, e.g. ABCDE-FGH23)`);
     const ex = this.app.store.exchange;
-    const c = await ex.takeCode(code);
+    // Every refusal but expiry leaves the code usable: a wrong person trying it must not burn it.
+    const c = await ex.code(code);
     if (!c) throw notFound("no such exchange code (it may have been used already)");
-    if (c.expiresAt <= Date.now())
+    if (c.expiresAt <= Date.now()) {
+      await ex.takeCode(code);
       throw new StanzaError("gone", "this exchange code has expired; ask for a new one");
+    }
     if (c.owner === user) throw badRequest("you cannot redeem your own code");
-    if (await ex.isBlocked(c.owner, user))
+    if (await ex.isBlocked(c.owner, user)) {
       throw new StanzaError("forbidden", `${c.owner} does not accept exchanges from you`);
+    }
+    if (await ex.binding(c.owner, user)) throw conflict(`you and ${c.owner} have already exchanged cards`);
+    if (!(await ex.takeCode(code))) throw notFound("no such exchange code (it was used just now)");
     return this.bind(c.owner, c.deviceId, user, device, "code");
   }
 

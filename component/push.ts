@@ -6,7 +6,7 @@
  * for clients that registered a key.
  */
 import { detach } from "./log.js";
-import { createCipheriv, createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { StanzaError, badRequest } from "../stanzas/errors.js";
 import { parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
 import { firstValue, parseForm } from "../stanzas/dataforms.js";
@@ -18,10 +18,6 @@ import { createSenders, type Senders } from "../push/senders.js";
 import type { AppContext, Feature } from "./context.js";
 
 type NewJob = Omit<PushJob, "attempts" | "nextAt">;
-
-/** An opaque, stable reference: lets the app group notices without telling Apple or Google who or what. */
-export const opaqueRef = (s: string): string =>
-  createHash("sha256").update(s).digest("base64url").slice(0, 22);
 
 /** AES-256-GCM, base64(iv ‖ ciphertext ‖ tag), for clients that registered a 32-byte key. */
 export function encryptPayload(keyB64: string, plaintext: string): string {
@@ -67,11 +63,13 @@ export class Push implements Feature {
     d: Device,
     kind: "alert" | "background",
     ref: string,
+    text: { title: string; body: string; locKey: string },
     secret: Record<string, unknown>,
   ): NewJob | undefined {
-    if (!d.pushToken || d.tokenState !== "ok" || (d.platform !== "ios" && d.platform !== "android"))
+    if (!d.pushToken || d.tokenState !== "ok" || (d.platform !== "ios" && d.platform !== "android")) {
       return undefined;
-    const p = this.app.config.push;
+    }
+    const ttl = this.app.config.push.ttlSeconds;
     const data: Record<string, string> = { ref, v: "1" };
     if (d.pushKey) data.enc = encryptPayload(d.pushKey, JSON.stringify(secret));
     return {
@@ -84,27 +82,41 @@ export class Push implements Feature {
       kind,
       collapseId: ref,
       ...(kind === "alert"
-        ? { alert: { title: p.alertText.title, body: p.alertText.body, locKey: p.alertText.locKey } }
+        ? { alert: { title: text.title, body: text.body, ...(text.locKey ? { locKey: text.locKey } : {}) } }
         : {}),
       data,
-      expiresAt: Math.floor(Date.now() / 1000) + p.ttlSeconds,
+      // ttlSeconds 0: "now or never" at the provider (APNs apns-expiration 0, FCM ttl 0).
+      expiresAt: ttl > 0 ? Math.floor(Date.now() / 1000) + ttl : 0,
     };
+  }
+
+  private refKey: Promise<Buffer> | undefined;
+
+  /**
+   * An opaque, stable reference: lets the app group notices (and is the collapse id) without telling Apple or
+   * Google who or what. Keyed with a per-installation secret, so nobody can confirm a guessed pair of JIDs.
+   */
+  private async ref(s: string): Promise<string> {
+    this.refKey ??= this.app.store.push.secret("push-ref-key").then((k) => Buffer.from(k, "base64"));
+    return createHmac("sha256", await this.refKey)
+      .update(s)
+      .digest("base64url")
+      .slice(0, 22);
   }
 
   private async onOffline(recipient: string, kinds: string[], subjects: string[]): Promise<void> {
     const policy = this.app.config.push.policy;
     const devices = await this.app.store.devices.list(recipient);
     // One pending notice per card per device; past a few, one notice for "several updates".
-    const refs =
-      subjects.length <= 3
-        ? subjects.map((s) => opaqueRef(`${recipient}|${s}`))
-        : [opaqueRef(`${recipient}|*`)];
+    const refs = await Promise.all(
+      (subjects.length <= 3 ? subjects : ["*"]).map((s) => this.ref(`${recipient}|${s}`)),
+    );
     const jobs: NewJob[] = [];
     for (const d of devices) {
       const kind = d.platform === "ios" ? policy.ios : d.platform === "android" ? policy.android : "none";
       if (kind === "none") continue;
       for (const ref of refs) {
-        const j = this.jobFor(d, kind, ref, { kinds, subjects });
+        const j = this.jobFor(d, kind, ref, this.app.config.push.alertText, { kinds, subjects });
         if (j) jobs.push(j);
       }
     }
@@ -117,6 +129,12 @@ export class Push implements Feature {
     const deviceId = parseDeviceId(requireAttr(el, "device")) as string;
     const d = await this.app.store.devices.get(user, deviceId);
     if (!d) throw new StanzaError("item-not-found", `you have no device '${deviceId}'; register it first`);
+    if (d.platform !== "ios" && d.platform !== "android") {
+      throw new StanzaError(
+        "not-acceptable",
+        `device '${deviceId}' is '${d.platform}': push goes to ios or android devices`,
+      );
+    }
     if (!d.pushToken || d.tokenState !== "ok") {
       throw new StanzaError("not-acceptable", `device '${deviceId}' has no usable push token`);
     }
@@ -172,7 +190,8 @@ export class Push implements Feature {
     const kind = device.platform === "ios" ? policy.ios : policy.android;
     if (kind === "none") return;
     // Only the count travels (no sender, no body): XEP-0357 §8 privacy, and the design rule for cardlink.
-    const job = this.jobFor(device, kind, opaqueRef(`xep0357|${node.node}`), {
+    const ref = await this.ref(`xep0357|${node.node}`);
+    const job = this.jobFor(device, kind, ref, this.app.config.push.messageText, {
       type: "message",
       count: count ?? "1",
     });

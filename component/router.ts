@@ -181,7 +181,7 @@ export class Router {
     if (!from.local && !route.allowServer) {
       return this.reply(stanza, new StanzaError("forbidden", "this request must come from a user account"));
     }
-    const size = stanza.toString().length;
+    const size = Buffer.byteLength(stanza.toString());
     if (size > this.opts.maxStanzaBytes) {
       metrics.inc("cardlink_iq_total", { ...label, outcome: "too-large" });
       return this.reply(
@@ -238,6 +238,8 @@ export class Router {
   }
 
   private async reply(stanza: Element, err: StanzaError): Promise<void> {
+    // Every error reply, including those refused before routing (type, payload count, domain, shutdown).
+    this.opts.metrics.inc("cardlink_stanza_errors_total", { condition: err.condition });
     await this.opts.send(errorReply(stanza, err));
   }
 }

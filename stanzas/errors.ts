@@ -60,19 +60,22 @@ const DEFAULT_TYPE: Record<ErrorCondition, ErrorType> = {
 export class StanzaError extends Error {
   readonly condition: ErrorCondition;
   readonly type: ErrorType;
-  /** Application-specific condition element (e.g. <expired xmlns='urn:cardlink:0'/>). */
+  /** Application-specific condition element (e.g. <bad-sessionid xmlns='http://jabber.org/protocol/commands'/>). */
   readonly appCondition?: string;
+  /** Its namespace; cardlink's own (urn:cardlink:0) unless given. */
+  readonly appNs?: string;
 
   constructor(
     condition: ErrorCondition,
     text: string,
-    opts: { type?: ErrorType; appCondition?: string } = {},
+    opts: { type?: ErrorType; appCondition?: string; appNs?: string } = {},
   ) {
     super(text);
     this.name = "StanzaError";
     this.condition = condition;
     this.type = opts.type ?? DEFAULT_TYPE[condition];
     if (opts.appCondition !== undefined) this.appCondition = opts.appCondition;
+    if (opts.appNs !== undefined) this.appNs = opts.appNs;
   }
 }
 
@@ -88,7 +91,7 @@ export function errorElement(err: StanzaError): Element {
     { type: err.type },
     xml(err.condition, { xmlns: NS.STANZAS }),
     xml("text", { xmlns: NS.STANZAS, "xml:lang": "en" }, err.message),
-    err.appCondition ? xml(err.appCondition, { xmlns: NS.CARDLINK }) : null,
+    err.appCondition ? xml(err.appCondition, { xmlns: err.appNs ?? NS.CARDLINK }) : null,
   );
 }
 

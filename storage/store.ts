@@ -133,10 +133,14 @@ export interface ExchangeRepo {
   request(id: string): Promise<ExchangeRequest | undefined>;
   requestBetween(from: string, to: string): Promise<ExchangeRequest | undefined>;
   pendingFor(user: string, now: number): Promise<ExchangeRequest[]>;
+  /** Requests `user` sent that are still waiting for an answer. */
+  pendingFrom(user: string, now: number): Promise<ExchangeRequest[]>;
   countPendingFrom(user: string, now: number): Promise<number>;
   /** Deletes the request and enqueues `notify` (e.g. tell the requester it was declined) in one transaction. */
   closeRequest(id: string, notify: OutboxItem[]): Promise<boolean>;
   createCode(c: ExchangeCode): Promise<void>;
+  /** Reads a code without using it up. */
+  code(code: string): Promise<ExchangeCode | undefined>;
   /** Atomically takes (deletes) a code: a code binds at most once. */
   takeCode(code: string): Promise<ExchangeCode | undefined>;
   /**
@@ -223,6 +227,8 @@ export interface PushRepo {
   sentSince(token: string, since: number): Promise<number[]>;
   count(): Promise<number>;
   createNode(n: PushNode): Promise<PushNode>;
+  /** A per-installation random secret (base64), created on first use and kept in the database. */
+  secret(name: string): Promise<string>;
   node(node: string): Promise<PushNode | undefined>;
 }
 

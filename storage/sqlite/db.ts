@@ -31,8 +31,16 @@ export function migrate(db: Db, migrations: Migration[] = MIGRATIONS): Migration
       (r) => r.version,
     ),
   );
-  const applied: number[] = [];
   const sorted = [...migrations].sort((a, b) => a.version - b.version);
+  const current = sorted.length ? (sorted[sorted.length - 1] as Migration).version : 0;
+  // Checked before anything is applied: a newer database must not be half-migrated by an older cardlink.
+  const known = Math.max(0, ...done);
+  if (known > current) {
+    throw new Error(
+      `database schema version ${known} is newer than this cardlink (${current}); refusing to start`,
+    );
+  }
+  const applied: number[] = [];
   for (const m of sorted) {
     if (done.has(m.version)) continue;
     db.transaction(() => {
@@ -44,13 +52,6 @@ export function migrate(db: Db, migrations: Migration[] = MIGRATIONS): Migration
       );
     })();
     applied.push(m.version);
-  }
-  const current = sorted.length ? (sorted[sorted.length - 1] as Migration).version : 0;
-  const known = Math.max(0, ...done);
-  if (known > current) {
-    throw new Error(
-      `database schema version ${known} is newer than this cardlink (${current}); refusing to start`,
-    );
   }
   return { applied, current };
 }

@@ -1,4 +1,5 @@
 /** SQLite push queue, budget log and XEP-0357 node registry. */
+import { randomBytes } from "node:crypto";
 import type { PushJob, PushNode, PushRepo } from "../store.js";
 import type { Db } from "./db.js";
 
@@ -106,6 +107,16 @@ export class SqlitePush implements PushRepo {
 
   async count(): Promise<number> {
     return Number((this.db.prepare("SELECT COUNT(*) AS n FROM push_queue").get() as { n: number }).n);
+  }
+
+  async secret(name: string): Promise<string> {
+    const key = `secret:${name}`;
+    this.db
+      .prepare("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+      .run(key, randomBytes(32).toString("base64"));
+    return String(
+      (this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as { value: string }).value,
+    );
   }
 
   async createNode(n: PushNode): Promise<PushNode> {

@@ -215,10 +215,15 @@ export class SqliteDevices implements DeviceRepo {
   }
 
   async remove(owner: string, deviceId: string): Promise<boolean> {
-    return (
-      this.db.prepare("DELETE FROM devices WHERE owner = ? AND device_id = ?").run(owner, deviceId).changes >
-      0
-    );
+    return this.db.transaction(() => {
+      // A removed device gets nothing more: its XEP-0357 nodes and queued notices go with it.
+      this.db.prepare("DELETE FROM push_nodes WHERE owner = ? AND device_id = ?").run(owner, deviceId);
+      this.db.prepare("DELETE FROM push_queue WHERE owner = ? AND device_id = ?").run(owner, deviceId);
+      return (
+        this.db.prepare("DELETE FROM devices WHERE owner = ? AND device_id = ?").run(owner, deviceId)
+          .changes > 0
+      );
+    })();
   }
 
   async invalidateToken(token: string): Promise<number> {
@@ -373,6 +378,17 @@ function toBinding(r: Row): Binding {
   };
 }
 
+function toCode(r: Row): ExchangeCode {
+  const dev = str(r.device_id);
+  return {
+    code: String(r.code),
+    owner: String(r.owner),
+    ...(dev !== undefined ? { deviceId: dev } : {}),
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+  };
+}
+
 function toRequest(r: Row): ExchangeRequest {
   const dev = str(r.from_device);
   return {
@@ -475,6 +491,14 @@ export class SqliteExchange implements ExchangeRepo {
     ).map(toRequest);
   }
 
+  async pendingFrom(user: string, now: number): Promise<ExchangeRequest[]> {
+    return (
+      this.db
+        .prepare("SELECT * FROM exchange_requests WHERE from_jid = ? AND expires_at > ? ORDER BY created_at")
+        .all(user, now) as Row[]
+    ).map(toRequest);
+  }
+
   async countPendingFrom(user: string, now: number): Promise<number> {
     return Number(
       (
@@ -510,18 +534,15 @@ export class SqliteExchange implements ExchangeRepo {
       .run(c.code, c.owner, c.deviceId ?? null, c.createdAt, c.expiresAt);
   }
 
+  async code(code: string): Promise<ExchangeCode | undefined> {
+    const r = this.db.prepare("SELECT * FROM exchange_codes WHERE code = ?").get(code) as Row | undefined;
+    return r ? toCode(r) : undefined;
+  }
+
   async takeCode(code: string): Promise<ExchangeCode | undefined> {
     const r = this.db.prepare("DELETE FROM exchange_codes WHERE code = ? RETURNING *").get(code) as
       Row | undefined;
-    if (!r) return undefined;
-    const dev = str(r.device_id);
-    return {
-      code: String(r.code),
-      owner: String(r.owner),
-      ...(dev !== undefined ? { deviceId: dev } : {}),
-      createdAt: Number(r.created_at),
-      expiresAt: Number(r.expires_at),
-    };
+    return r ? toCode(r) : undefined;
   }
 
   async bind(

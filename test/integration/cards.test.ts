@@ -329,6 +329,54 @@ describe("cards, exchange and bindings (real Prosody, real clients)", function (
     expect(await app.ctx.store.exchange.binding(jid("erin"), jid("mallory"))).to.equal(undefined);
   });
 
+  it("a refused redeem does not use up the code; a withdrawn request disappears; outgoing requests are listed", async () => {
+    const erin = clients.find((c) => c.jid.startsWith("erin")) as CardClient;
+    const mallory = clients.find((c) => c.jid.startsWith("mallory")) as CardClient;
+    const code = String((await erin.cardlink("set", "exchange-code")).getChild("exchange-code")?.attrs.code);
+    expect(errorOf(await erin.cardlinkRaw("set", "redeem", { code })).condition).to.equal("bad-request"); // own code
+    expect(await app.ctx.store.exchange.code(code)).to.not.equal(undefined);
+    const req = await mallory.cardlink("set", "exchange-request", { to: jid("erin") });
+    const id = String(req.getChild("exchange-request")?.attrs.id);
+    const out = (await mallory.cardlink("get", "exchange-requests", { direction: "outgoing" })).getChild(
+      "exchange-requests",
+    )!;
+    expect(out.getChildren("exchange-request").map((r) => [r.attrs.id, r.attrs.to])).to.deep.equal([
+      [id, jid("erin")],
+    ]);
+    expect(errorOf(await erin.cardlinkRaw("set", "exchange-cancel", { id })).condition).to.equal(
+      "item-not-found",
+    );
+    await mallory.cardlink("set", "exchange-cancel", { id });
+    const incoming = (await erin.cardlink("get", "exchange-requests")).getChild("exchange-requests")!;
+    expect(incoming.getChildren("exchange-request").map((r) => r.attrs.id)).to.not.include(id);
+    expect(
+      errorOf(await erin.cardlinkRaw("set", "exchange-answer", { id, accept: "true" })).condition,
+    ).to.equal("item-not-found");
+    const bad = errorOf(await mallory.cardlinkRaw("get", "exchange-requests", { direction: "sideways" }));
+    expect(bad.condition).to.equal("bad-request");
+  });
+
+  it("removing a device removes its push node and queued notices", async () => {
+    const erin = clients.find((c) => c.jid.startsWith("erin")) as CardClient;
+    const token = "f".repeat(64);
+    await erin.cardlink(
+      "set",
+      "device",
+      { id: "erin-phone", platform: "ios" },
+      xml("push", { token, topic: "org.example.app" }),
+    );
+    const node = (await erin.cardlink("set", "push-node", { device: "erin-phone" })).getChild("push-node")!;
+    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.not.equal(undefined);
+    await erin.cardlink("set", "remove-device", { id: "erin-phone" });
+    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.equal(undefined);
+    const other = errorOf(await erin.cardlinkRaw("set", "push-node", { device: "erin-phone" }));
+    expect(other.condition).to.equal("item-not-found");
+    await erin.cardlink("set", "device", { id: "erin-desk", platform: "other" });
+    expect(errorOf(await erin.cardlinkRaw("set", "push-node", { device: "erin-desk" })).condition).to.equal(
+      "not-acceptable",
+    );
+  });
+
   it("a user can never read or change another user's card or bindings without an exchange", async () => {
     const mallory = clients.find((c) => c.jid.startsWith("mallory")) as CardClient;
     expect(errorOf(await mallory.cardlinkRaw("get", "card", { owner: jid("alice") })).condition).to.equal(

@@ -115,6 +115,28 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
     expect(field(again.getChild("x", NS.DATA), "fn")).to.deep.equal(["Alice Adhoc"]);
   });
 
+  it("the edit form is held to the same card limits as XML (a note over the text limit is refused)", async () => {
+    const first = await command(alice, "urn:cardlink:cmd:edit-card");
+    const r = await alice.iqRaw(
+      "set",
+      alice.comp,
+      xml(
+        "command",
+        {
+          xmlns: NS.COMMANDS,
+          node: "urn:cardlink:cmd:edit-card",
+          action: "complete",
+          sessionid: String(first.attrs.sessionid),
+        },
+        submit({ fn: "Alice Adhoc", note: "x".repeat(5000) }),
+      ),
+    );
+    const e = errorOf(r);
+    expect(e.condition).to.equal("bad-request");
+    expect(e.text).to.match(/note/);
+    expect(cardSummary((await alice.cardlink("get", "card")).getChild("card")!).fn).to.equal("Alice Adhoc");
+  });
+
   it("a stale or foreign session id is refused", async () => {
     const first = await command(alice, "urn:cardlink:cmd:edit-card");
     const r = await bob.iqRaw(
@@ -132,6 +154,8 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
       ),
     );
     expect(errorOf(r).condition).to.equal("bad-request");
+    // XEP-0050 §4.6: the specific condition is in the commands namespace.
+    expect(r.getChild("error")?.getChild("bad-sessionid", NS.COMMANDS)).to.exist;
   });
 
   it("request an exchange, answer it, list contacts — all through commands", async () => {

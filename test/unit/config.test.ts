@@ -40,6 +40,13 @@ describe("config", () => {
       [{ secret: "s", iqTimeoutMs: 5 }, /iqTimeoutMs must be between/],
       [{ secret: "s", service: "localhost:5347" }, /service 'localhost:5347'/],
       [{}, /secret is empty/],
+      [{ secret: "s", servedHosts: null }, /servedHosts' must be an array/],
+      [{ secret: "s", admins: [1] }, /admins' must be an array of strings/],
+      [
+        { secret: "s", push: { policy: { ios: "alerts" } } },
+        /push.policy.ios must be alert, background or none/,
+      ],
+      [{ secret: "s", push: { retryBaseMs: 5000, retryMaxMs: 100 } }, /push.retryBaseMs/],
       [{ secret: "s", card: { maxBytes: 1000, maxPhotoBytes: 2000 } }, /maxPhotoBytes must be below/],
     ];
     for (const [o, re] of cases) {
