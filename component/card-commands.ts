@@ -10,7 +10,8 @@ import type { CommandRequest } from "../stanzas/adhoc.js";
 import type { Cards } from "./cards.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Exchange } from "./exchange.js";
-import type { CommandStep } from "./adhoc.js";
+import type { Command, CommandStep } from "./adhoc.js";
+import type { IqContext } from "./router.js";
 
 const FORM_CARD = "urn:cardlink:form:card";
 const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
@@ -67,6 +68,26 @@ function applyForm(base: Card | undefined, values: Map<string, string[]>): Card 
   const url = firstValue(values, "url");
   c.url = url ? [{ key: "", types: c.url[0]?.types ?? [], value: url }, ...c.url.slice(1)] : c.url.slice(1);
   return normalizeCard(c);
+}
+
+/** A two-step command: ask for one required field, then act on the answer. */
+function askThen(
+  title: string,
+  field: FormField & { var: string },
+  act: (ctx: IqContext, value: string) => Promise<CommandStep>,
+): Command["run"] {
+  return async (ctx, req, state) => {
+    if (!state) {
+      return {
+        status: "executing",
+        state: { stage: 1 },
+        form: formElement({ type: "form", title, fields: [field] }),
+      };
+    }
+    const value = firstValue(submitted(req), field.var);
+    if (!value) throw new StanzaError("bad-request", `${field.label ?? field.var} is required`);
+    return act(ctx, value);
+  };
 }
 
 function submitted(req: CommandRequest): Map<string, string[]> {
@@ -136,23 +157,14 @@ export class CardCommands implements Feature {
     adhoc.register({
       node: NODE("request-exchange"),
       name: "Exchange cards with…",
-      run: async (ctx, req, state) => {
-        if (!state) {
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Exchange cards",
-              fields: [{ var: "jid", type: "jid-single", label: "Address (user@server)", required: true }],
-            }),
-          };
-        }
-        const to = firstValue(submitted(req), "jid");
-        if (!to) throw new StanzaError("bad-request", "an address is required");
-        await this.exchange.requestExchange(ctx.user, to);
-        return done(`Asked ${to}. You will both get each other's card once ${to} accepts.`);
-      },
+      run: askThen(
+        "Exchange cards",
+        { var: "jid", type: "jid-single", label: "Address (user@server)", required: true },
+        async (ctx, to) => {
+          await this.exchange.requestExchange(ctx.user, to);
+          return done(`Asked ${to}. You will both get each other's card once ${to} accepts.`);
+        },
+      ),
     });
 
     adhoc.register({
@@ -220,22 +232,14 @@ export class CardCommands implements Feature {
     adhoc.register({
       node: NODE("redeem-code"),
       name: "Redeem an exchange code",
-      run: async (ctx, req, state) => {
-        if (!state) {
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Redeem an exchange code",
-              fields: [{ var: "code", type: "text-single", label: "Code", required: true }],
-            }),
-          };
-        }
-        const code = firstValue(submitted(req), "code") ?? "";
-        const r = await this.exchange.redeemCode(ctx.user, code);
-        return done(`Cards exchanged with ${r.binding.a === ctx.user ? r.binding.b : r.binding.a}.`);
-      },
+      run: askThen(
+        "Redeem an exchange code",
+        { var: "code", type: "text-single", label: "Code", required: true },
+        async (ctx, code) => {
+          const r = await this.exchange.redeemCode(ctx.user, code);
+          return done(`Cards exchanged with ${r.binding.a === ctx.user ? r.binding.b : r.binding.a}.`);
+        },
+      ),
     });
 
     adhoc.register({

@@ -484,17 +484,17 @@ export class SqliteExchange implements ExchangeRepo {
   }
 
   async pendingFor(user: string, now: number): Promise<ExchangeRequest[]> {
-    return (
-      this.db
-        .prepare("SELECT * FROM exchange_requests WHERE to_jid = ? AND expires_at > ? ORDER BY created_at")
-        .all(user, now) as Row[]
-    ).map(toRequest);
+    return this.pending("to_jid", user, now);
   }
 
   async pendingFrom(user: string, now: number): Promise<ExchangeRequest[]> {
+    return this.pending("from_jid", user, now);
+  }
+
+  private pending(column: "to_jid" | "from_jid", user: string, now: number): ExchangeRequest[] {
     return (
       this.db
-        .prepare("SELECT * FROM exchange_requests WHERE from_jid = ? AND expires_at > ? ORDER BY created_at")
+        .prepare(`SELECT * FROM exchange_requests WHERE ${column} = ? AND expires_at > ? ORDER BY created_at`)
         .all(user, now) as Row[]
     ).map(toRequest);
   }

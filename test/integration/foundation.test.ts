@@ -6,7 +6,8 @@ import type { Cardlink } from "../../component/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { CardlinkProcess, startInProcess, testConfig } from "../harness/cardlink.js";
 import { connectClient, errorOf, xml, type TestClient } from "../harness/clients.js";
-import { waitFor, sleep } from "../harness/ports.js";
+import { freePort, waitFor, sleep } from "../harness/ports.js";
+import { useServers } from "../harness/suite.js";
 import { ProsodyServer } from "../harness/prosody.js";
 import { openDatabase, migrate } from "../../storage/sqlite/db.js";
 
@@ -132,35 +133,19 @@ describe("foundation: cardlink on a real Prosody", function () {
 
 describe("foundation: metrics endpoint", function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
-  let app: Cardlink;
-
-  before(async () => {
-    await prosody.start();
-    prosody.createUsers([{ user: "alice", password: "alicepw" }]);
-    const { freePort } = await import("../harness/ports.js");
-    app = await startInProcess(testConfig(prosody, { metricsPort: await freePort() }));
-  });
-  after(async () => {
-    await app?.stop();
-    await prosody.stop();
-    prosody.cleanup();
-  });
+  const servers = useServers(["alice"], async () => ({ metricsPort: await freePort() }));
 
   it("serves Prometheus text on loopback with link state and per-outcome IQ counters", async () => {
-    const alice = await connectClient({
-      port: prosody.c2sPort,
-      domain: prosody.host,
-      username: "alice",
-      password: "alicepw",
-    });
+    const { prosody } = servers;
+    const alice = await servers.login("alice");
     try {
       await alice.iq("get", prosody.componentDomain, xml("ping", { xmlns: NS.PING }));
       await alice.iqRaw("get", prosody.componentDomain, xml("query", { xmlns: "urn:example:x" }));
     } finally {
       await alice.stop();
     }
-    const res = await fetch(`http://127.0.0.1:${app.ctx.config.metricsPort}/metrics`);
+    const port = servers.app().ctx.config.metricsPort;
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
     expect(res.status).to.equal(200);
     const text = await res.text();
     expect(text).to.match(/^cardlink_link_up 1$/m);
@@ -168,36 +153,20 @@ describe("foundation: metrics endpoint", function () {
       /^cardlink_iq_total\{name="ping",ns="urn:xmpp:ping",outcome="result",type="get"\} 1$/m,
     );
     expect(text).to.match(/outcome="unrouted"/);
-    expect((await fetch(`http://127.0.0.1:${app.ctx.config.metricsPort}/other`)).status).to.equal(404);
+    expect(text).to.match(/^cardlink_stanza_errors_total\{condition="service-unavailable"\} 1$/m);
+    expect((await fetch(`http://127.0.0.1:${port}/other`)).status).to.equal(404);
   });
 });
 
 describe("foundation: domain allow-list", function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
-  let app: Cardlink;
-
-  before(async () => {
-    await prosody.start();
-    prosody.createUsers([{ user: "alice", password: "alicepw" }]);
-    // cardlink configured to serve a different host: alice@localhost is not on its allow-list.
-    app = await startInProcess(testConfig(prosody, { servedHosts: ["example.org"], admins: [] }));
-  });
-  after(async () => {
-    await app?.stop();
-    await prosody.stop();
-    prosody.cleanup();
-  });
+  // cardlink configured to serve a different host: alice@localhost is not on its allow-list.
+  const servers = useServers(["alice"], () => ({ servedHosts: ["example.org"], admins: [] }));
 
   it("a stanza from a domain not on the allow-list gets forbidden", async () => {
-    const alice = await connectClient({
-      port: prosody.c2sPort,
-      domain: prosody.host,
-      username: "alice",
-      password: "alicepw",
-    });
+    const alice = await servers.login("alice");
     try {
-      const r = await alice.iqRaw("get", prosody.componentDomain, xml("ping", { xmlns: NS.PING }));
+      const r = await alice.iqRaw("get", servers.prosody.componentDomain, xml("ping", { xmlns: NS.PING }));
       const e = errorOf(r);
       expect(e.condition).to.equal("forbidden");
       expect(e.text).to.match(/example\.org/);

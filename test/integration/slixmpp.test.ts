@@ -2,10 +2,8 @@ import { expect } from "chai";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { promisify } from "node:util";
-import type { Cardlink } from "../../component/app.js";
 import { NS } from "../../stanzas/ns.js";
-import { startInProcess, testConfig } from "../harness/cardlink.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { useServers } from "../harness/suite.js";
 
 const run = promisify(execFile);
 // Debian's python3-slixmpp installs for the system interpreter, not for a pyenv one that may come first in PATH.
@@ -13,20 +11,11 @@ const PYTHON = "/usr/bin/python3";
 
 describe("independent client: slixmpp", function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
-  let app: Cardlink;
-
-  before(async function () {
+  before(function () {
     if (!existsSync(PYTHON)) throw new Error(`${PYTHON} missing: install python3-slixmpp (.ci/run does)`);
-    await prosody.start();
-    prosody.createUsers([{ user: "carol", password: "carolpw" }]);
-    app = await startInProcess(testConfig(prosody));
   });
-  after(async () => {
-    await app?.stop();
-    await prosody.stop();
-    prosody.cleanup();
-  });
+  const servers = useServers(["carol"]);
+  const prosody = servers.prosody;
 
   it("discovers cardlink, reads its version, pings it and gets a proper error for an unknown namespace", async () => {
     const { stdout } = await run(PYTHON, [
