@@ -49,20 +49,20 @@ export class Delivery implements Feature {
   attach(app: AppContext): void {
     this.app = app;
     app.events.on("outbox.enqueued", ({ recipients }) => {
-      for (const r of recipients) this.kick(r, true);
+      for (const r of recipients) this.kick(r, "newest");
     });
-    app.events.on("presence.available", ({ bare }) => this.kick(bare, false));
+    app.events.on("presence.available", ({ bare }) => this.kick(bare, "none"));
     // The last resource left with entries still waiting (e.g. unacknowledged): wake a device. While a flush runs
     // for this user, the flush itself reports the user offline.
     app.events.on("presence.unavailable", ({ bare }) => {
-      if (!this.presence.isAvailable(bare) && !this.flushing.has(bare)) this.kick(bare, true);
+      if (!this.presence.isAvailable(bare) && !this.flushing.has(bare)) this.kick(bare, "all");
     });
   }
 
   async online(): Promise<void> {
     const recipients = await this.app.store.outbox.recipients();
     await this.presence.restore(recipients);
-    for (const r of recipients) this.kick(r, false);
+    for (const r of recipients) this.kick(r, "none");
   }
 
   /** Stops new deliveries and waits for the flushes in flight to record their outcome. */
@@ -73,15 +73,20 @@ export class Delivery implements Feature {
     await Promise.allSettled([...this.running]);
   }
 
-  /** Tries to deliver to `recipient` now. `fresh`: new entries were just written (offline → push may wake). */
-  kick(recipient: string, fresh: boolean): void {
+  /**
+   * Tries to deliver to `recipient` now. If the recipient is offline, `wake` says which waiting entries a push
+   * should announce: "newest" (the ones just written, so earlier ones are not announced twice), "all" (the last
+   * resource just left), or "none" (a retry or a restart: nothing new to announce).
+   */
+  kick(recipient: string, wake: "newest" | "all" | "none"): void {
     if (this.stopped) return;
     if (this.flushing.has(recipient)) {
       this.again.add(recipient);
       return;
     }
     if (!this.presence.isAvailable(recipient)) {
-      if (fresh) detach(this.app.log, "push-trigger-failed", this.offline(recipient));
+      if (wake !== "none")
+        detach(this.app.log, "push-trigger-failed", this.offline(recipient, wake === "newest"));
       return;
     }
     this.flushing.add(recipient);
@@ -95,14 +100,19 @@ export class Delivery implements Feature {
       .finally(() => {
         this.running.delete(task);
         this.flushing.delete(recipient);
-        if (this.again.delete(recipient)) this.kick(recipient, false);
+        if (this.again.delete(recipient)) this.kick(recipient, "none");
       });
     this.running.add(task);
   }
 
-  private async offline(recipient: string): Promise<void> {
-    const entries = await this.app.store.outbox.due(recipient, Number.MAX_SAFE_INTEGER, 50);
+  private async offline(recipient: string, onlyNewest: boolean): Promise<void> {
+    let entries = await this.app.store.outbox.due(recipient, Number.MAX_SAFE_INTEGER, 200);
     if (entries.length === 0) return;
+    if (onlyNewest) {
+      // One change writes its entries under one seq: announce those, not what earlier pushes announced.
+      const newest = Math.max(...entries.map((e) => e.seq));
+      entries = entries.filter((e) => e.seq === newest);
+    }
     this.app.metrics.inc("cardlink_delivery_offline_total");
     this.app.events.emit("delivery.recipient-offline", {
       recipient,
@@ -164,7 +174,7 @@ export class Delivery implements Feature {
         }
         if (outcome === "offline") {
           this.app.metrics.inc("cardlink_delivery_recipient_gone_total");
-          await this.offline(recipient);
+          await this.offline(recipient, false);
           return;
         }
         const attempts = Math.max(...sendable.map((e) => e.attempts));
@@ -190,7 +200,7 @@ export class Delivery implements Feature {
       recipient,
       setTimeout(() => {
         this.timers.delete(recipient);
-        this.kick(recipient, false);
+        this.kick(recipient, "none");
       }, delay),
     );
   }

@@ -54,7 +54,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     installFcmRedirect({ host: fcm.host, port: fcm.port, ca: fcm.caPem });
     await prosody.start();
     prosody.createUsers(
-      ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank"].map((u) => ({
+      ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy"].map((u) => ({
         user: u,
         password: `${u}pw`,
       })),
@@ -153,6 +153,30 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
       "for gina",
     );
     await back.stop();
+  });
+
+  it("each change announces only itself: a second owner's update does not re-announce the first", async () => {
+    const token = hexToken(11);
+    await offlineIosHolder("ivan", token); // bound to alice
+    const judy = await cardClient(prosody, "judy");
+    await judy.setCard("Judy", []);
+    // ivan is offline: bind him to judy in the store, as an exchange made earlier would have.
+    await app.ctx.store.exchange.bind(
+      { id: "b-ivan-judy", a: jid("ivan"), b: jid("judy"), aDevices: [], bDevices: [], via: "code" },
+      undefined,
+      Date.now(),
+    );
+    const before = apns.requestsFor(token).length;
+    await alice.setCard("Alice Secret-Name", [xml("note", {}, xml("text", {}, "for ivan 1"))]);
+    await waitFor(() => apns.requestsFor(token).length === before + 1, "push for alice's change");
+    await judy.setCard("Judy v2", []);
+    await waitFor(() => apns.requestsFor(token).length === before + 2, "push for judy's change");
+    await sleep(500);
+    const reqs = apns.requestsFor(token).slice(before);
+    expect(reqs).to.have.length(2);
+    // Two different cards: two different collapse ids (one pending notice per card per device).
+    expect(reqs[0]!.headers["apns-collapse-id"]).to.not.equal(reqs[1]!.headers["apns-collapse-id"]);
+    await judy.stop();
   });
 
   it("online holder → no push; the update itself arrives", async () => {
