@@ -185,6 +185,9 @@ export class Delivery implements Feature {
         );
         await this.app.store.outbox.retry(sendable, Date.now() + delay);
         this.app.metrics.inc("cardlink_delivery_retry_total", undefined, sendable.length);
+        // The user went offline while this batch waited for its ack (the unavailable presence was skipped
+        // because a flush was running): announce what is waiting, as the presence handler would have.
+        if (!this.presence.isAvailable(recipient)) await this.offline(recipient, false);
         this.schedule(recipient, delay);
         return;
       }
