@@ -30,17 +30,16 @@ export function encryptPayload(keyB64: string, plaintext: string): string {
 export class Push implements Feature {
   readonly name = "push";
   private app!: AppContext;
+  private senders: Senders = {};
   dispatcher!: PushDispatcher;
-
-  /** `senders` overrides the ones built from config (benchmarks); tests use config like a deployment. */
-  constructor(private readonly injected?: Senders) {}
 
   attach(app: AppContext): void {
     this.app = app;
     const p = app.config.push;
-    const senders = this.injected ?? createSenders(p);
-    this.dispatcher = new PushDispatcher(app.store, senders, p, app.log, app.metrics);
-    app.pushAppServer = true;
+    this.senders = createSenders(p);
+    this.dispatcher = new PushDispatcher(app.store, this.senders, p, app.log, app.metrics);
+    // Advertised (disco pubsub/push, urn:xmpp:push:0) only when a provider is configured to deliver to.
+    app.pushAppServer = Object.keys(this.senders).length > 0;
     app.events.on("delivery.recipient-offline", (e) =>
       detach(app.log, "push-enqueue-failed", this.onOffline(e.recipient, e.kinds, e.subjects)),
     );
@@ -67,6 +66,10 @@ export class Push implements Feature {
     secret: Record<string, unknown>,
   ): NewJob | undefined {
     if (!d.pushToken || d.tokenState !== "ok" || (d.platform !== "ios" && d.platform !== "android")) {
+      return undefined;
+    }
+    if (!this.senders[d.platform]) {
+      this.app.metrics.inc("cardlink_push_total", { platform: d.platform, outcome: "no-provider" });
       return undefined;
     }
     const ttl = this.app.config.push.ttlSeconds;
@@ -133,6 +136,12 @@ export class Push implements Feature {
       throw new StanzaError(
         "not-acceptable",
         `device '${deviceId}' is '${d.platform}': push goes to ios or android devices`,
+      );
+    }
+    if (!this.senders[d.platform]) {
+      throw new StanzaError(
+        "feature-not-implemented",
+        `this server has no push provider for ${d.platform} configured`,
       );
     }
     if (!d.pushToken || d.tokenState !== "ok") {

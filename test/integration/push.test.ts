@@ -350,6 +350,25 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await dave.stop();
   });
 
+  it("removing a device removes its push node", async () => {
+    const frank = await cardClient(prosody, "frank", { resource: "rm" });
+    const token = hexToken(12);
+    await frank.cardlink(
+      "set",
+      "device",
+      { id: "frank-old", platform: "ios" },
+      xml("push", { token, topic: TOPIC }),
+    );
+    const node = (await frank.cardlink("set", "push-node", { device: "frank-old" })).getChild("push-node")!;
+    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.not.equal(undefined);
+    await frank.cardlink("set", "remove-device", { id: "frank-old" });
+    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.equal(undefined);
+    expect(errorOf(await frank.cardlinkRaw("set", "push-node", { device: "frank-old" })).condition).to.equal(
+      "item-not-found",
+    );
+    await frank.stop();
+  });
+
   it("app server errors through mod_cloud_notify: wrong secret → forbidden, unknown node → item-not-found", async () => {
     const token = hexToken(10);
     const comp = prosody.componentDomain;
