@@ -163,7 +163,13 @@ export class Router {
     const route = this.routes.get(`${type} ${ns} ${payload.name}`) ?? this.routes.get(`${type} ${ns} *`);
     const label = { ns, name: payload.name, type };
     if (!route) {
-      metrics.inc("cardlink_iq_total", { ...label, outcome: "unrouted" });
+      // Labels from unrouted requests are client-chosen: fold them so nobody can grow the metrics without bound.
+      metrics.inc("cardlink_iq_total", {
+        ns: this.namespaces.has(ns) ? ns : "other",
+        name: "other",
+        type,
+        outcome: "unrouted",
+      });
       const err = this.namespaces.has(ns)
         ? new StanzaError(
             "feature-not-implemented",
