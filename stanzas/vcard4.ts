@@ -497,7 +497,8 @@ function assignKeys(field: ItemField, items: CardItemBase[]): void {
 /**
  * Brings any card (parsed or hand-built) to the normalized shape: trims, lowercases and sorts types, drops
  * empty optional fields and entries without a value, normalizes bday when it is a date, recomputes keys.
- * Never throws; values it cannot fix are left for validateCard to reject. Idempotent.
+ * Never throws for a value of type Card (every list field present); values it cannot fix are left for
+ * validateCard to reject. Idempotent.
  */
 export function normalizeCard(card: Card): Card {
   let n: CardName | undefined;
