@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return Number.NaN;
@@ -153,4 +154,44 @@ export function systemCpu(): SystemCpu | null {
   } catch {
     return null;
   }
+}
+
+/** A service a benchmark runs beside itself (a stand-in): what clients need to reach it, and how to stop it. */
+export interface Service<I> {
+  info: I;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs this module again in a worker thread with `role` set, so a stand-in does not share the measured
+ * client's event loop; resolves with the info the worker posts (see serveFromWorker).
+ */
+export async function startInWorker<I>(moduleUrl: string, role: string): Promise<Service<I>> {
+  const worker = new Worker(fileURLToPath(moduleUrl), { workerData: { role } });
+  const info = await new Promise<I>((resolve, reject) => {
+    worker.once("message", (m: I) => resolve(m));
+    worker.once("error", reject);
+  });
+  return {
+    info,
+    stop: async () => {
+      const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+      worker.postMessage("stop");
+      await exited;
+    },
+  };
+}
+
+/** Inside such a worker: starts the service, posts its info, and stops it (then exits) when told. */
+export async function serveFromWorker<I>(start: () => Promise<Service<I>>): Promise<void> {
+  const s = await start();
+  parentPort?.postMessage(s.info);
+  parentPort?.once("message", () => {
+    void s.stop().then(() => process.exit(0));
+  });
+}
+
+/** The role this module was started with by startInWorker, or undefined on the main thread. */
+export function workerRole(): string | undefined {
+  return isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
 }

@@ -10,9 +10,10 @@ import { randomUUID, sign } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { isMainThread } from "node:worker_threads";
 import { ApnsSender, buildApnsRequest } from "../push/apns.js";
 import type { PushNotice } from "../push/types.js";
+import { serveFromWorker, startInWorker, workerRole, type Service } from "./lib.js";
 import { start as startStandin } from "../test/standins/apns-standin.js";
 
 export interface BenchOptions {
@@ -33,14 +34,9 @@ interface StandinInfo {
   teamId: string;
 }
 
-interface StandinHandle {
-  info: StandinInfo;
-  stop(): Promise<void>;
-}
-
 const TOPIC = "com.example.cardlink";
 
-async function startInline(): Promise<StandinHandle> {
+async function startInline(): Promise<Service<StandinInfo>> {
   const s = await startStandin({ record: false });
   return {
     info: {
@@ -55,35 +51,8 @@ async function startInline(): Promise<StandinHandle> {
   };
 }
 
-async function startWorker(): Promise<StandinHandle> {
-  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: "standin" } });
-  const info = await new Promise<StandinInfo>((resolve, reject) => {
-    worker.once("message", (m: StandinInfo) => resolve(m));
-    worker.once("error", reject);
-  });
-  return {
-    info,
-    stop: async () => {
-      const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-      worker.postMessage("stop");
-      await exited;
-    },
-  };
-}
-
-async function runStandinWorker(): Promise<void> {
-  const s = await startStandin({ record: false });
-  parentPort?.postMessage({
-    address: s.address,
-    port: s.port,
-    caPath: s.caPath,
-    tokenKeyPath: s.tokenKeyPath,
-    keyId: s.keyId,
-    teamId: s.teamId,
-  } satisfies StandinInfo);
-  parentPort?.once("message", () => {
-    void s.stop().then(() => process.exit(0));
-  });
+function startWorker(): Promise<Service<StandinInfo>> {
+  return startInWorker<StandinInfo>(import.meta.url, "standin");
 }
 
 function makeNotices(n: number): PushNotice[] {
@@ -247,9 +216,8 @@ export async function run(opts: BenchOptions = {}): Promise<object> {
   };
 }
 
-const role = (workerData as { role?: string } | null)?.role;
-if (!isMainThread && role === "standin") {
-  await runStandinWorker();
+if (workerRole() === "standin") {
+  await serveFromWorker(startInline);
 } else if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
   const standin = process.argv.includes("--inline") ? "inline" : "worker";
   console.log(JSON.stringify(await run({ standin })));

@@ -13,11 +13,12 @@
 import http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { isMainThread } from "node:worker_threads";
 import { cert, SDK_VERSION } from "firebase-admin/app";
 import type { Message } from "firebase-admin/messaging";
 import { FcmSender, fcmMessage } from "../push/fcm.js";
 import type { PushNotice } from "../push/types.js";
+import { serveFromWorker, startInWorker, workerRole, type Service } from "./lib.js";
 import { installFcmRedirect, uninstallFcmRedirect } from "../test/standins/fcm-redirect.js";
 import { FcmStandin } from "../test/standins/fcm-standin.js";
 
@@ -48,11 +49,6 @@ interface StandinInfo {
   projectId: string;
 }
 
-interface StandinHandle {
-  info: StandinInfo;
-  stop(): Promise<void>;
-}
-
 function infoOf(s: FcmStandin): StandinInfo {
   return {
     host: s.host,
@@ -63,33 +59,13 @@ function infoOf(s: FcmStandin): StandinInfo {
   };
 }
 
-async function startInline(): Promise<StandinHandle> {
+async function startInline(): Promise<Service<StandinInfo>> {
   const s = await new FcmStandin({ record: false }).start();
   return { info: infoOf(s), stop: () => s.stop() };
 }
 
-async function startWorker(): Promise<StandinHandle> {
-  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: "fcm-standin" } });
-  const info = await new Promise<StandinInfo>((resolve, reject) => {
-    worker.once("message", (m: StandinInfo) => resolve(m));
-    worker.once("error", reject);
-  });
-  return {
-    info,
-    stop: async () => {
-      const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-      worker.postMessage("stop");
-      await exited;
-    },
-  };
-}
-
-async function runStandinWorker(): Promise<void> {
-  const s = await new FcmStandin({ record: false }).start();
-  parentPort?.postMessage(infoOf(s));
-  parentPort?.once("message", () => {
-    void s.stop().then(() => process.exit(0));
-  });
+function startWorker(): Promise<Service<StandinInfo>> {
+  return startInWorker<StandinInfo>(import.meta.url, "fcm-standin");
 }
 
 function makeNotices(n: number, round: number): PushNotice[] {
@@ -291,9 +267,8 @@ export async function run(opts: PushFcmBenchOptions = {}): Promise<PushFcmBenchR
   };
 }
 
-const role = (workerData as { role?: string } | null)?.role;
-if (!isMainThread && role === "fcm-standin") {
-  await runStandinWorker();
+if (workerRole() === "fcm-standin") {
+  await serveFromWorker(startInline);
 } else if (isMainThread && process.argv[1] === fileURLToPath(import.meta.url)) {
   const standin = process.argv.includes("--inline") ? "inline" : "worker";
   console.log(JSON.stringify(await run({ standin })));
