@@ -34,13 +34,9 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
   let bob: CardClient;
   const jid = (u: string): string => `${u}@${prosody.host}`;
 
-  const command = async (
-    c: CardClient,
-    node: string,
-    sessionid?: string,
-    form?: Element,
-  ): Promise<Element> => {
-    const r = await c.iq(
+  /** The raw reply (result or error) to one command step; execute without a session, complete with one. */
+  const commandRaw = (c: CardClient, node: string, sessionid?: string, form?: Element): Promise<Element> =>
+    c.iqRaw(
       "set",
       c.comp,
       xml(
@@ -49,6 +45,15 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
         form,
       ),
     );
+
+  const command = async (
+    c: CardClient,
+    node: string,
+    sessionid?: string,
+    form?: Element,
+  ): Promise<Element> => {
+    const r = await commandRaw(c, node, sessionid, form);
+    if (r.attrs.type !== "result") throw new Error(`command ${node} failed: ${JSON.stringify(errorOf(r))}`);
     return r.getChild("command", NS.COMMANDS) as Element;
   };
 
@@ -117,19 +122,11 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
 
   it("the edit form is held to the same card limits as XML (a note over the text limit is refused)", async () => {
     const first = await command(alice, "urn:cardlink:cmd:edit-card");
-    const r = await alice.iqRaw(
-      "set",
-      alice.comp,
-      xml(
-        "command",
-        {
-          xmlns: NS.COMMANDS,
-          node: "urn:cardlink:cmd:edit-card",
-          action: "complete",
-          sessionid: String(first.attrs.sessionid),
-        },
-        submit({ fn: "Alice Adhoc", note: "x".repeat(5000) }),
-      ),
+    const r = await commandRaw(
+      alice,
+      "urn:cardlink:cmd:edit-card",
+      String(first.attrs.sessionid),
+      submit({ fn: "Alice Adhoc", note: "x".repeat(5000) }),
     );
     const e = errorOf(r);
     expect(e.condition).to.equal("bad-request");
@@ -139,19 +136,11 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
 
   it("a stale or foreign session id is refused", async () => {
     const first = await command(alice, "urn:cardlink:cmd:edit-card");
-    const r = await bob.iqRaw(
-      "set",
-      bob.comp,
-      xml(
-        "command",
-        {
-          xmlns: NS.COMMANDS,
-          node: "urn:cardlink:cmd:edit-card",
-          action: "complete",
-          sessionid: String(first.attrs.sessionid),
-        },
-        submit({ fn: "Hijack" }),
-      ),
+    const r = await commandRaw(
+      bob,
+      "urn:cardlink:cmd:edit-card",
+      String(first.attrs.sessionid),
+      submit({ fn: "Hijack" }),
     );
     expect(errorOf(r).condition).to.equal("bad-request");
     // XEP-0050 §4.6: the specific condition is in the commands namespace.
