@@ -4,7 +4,6 @@
  * test tells it to. Keys and certificates are generated with the openssl CLI at start into a temp dir, so a sender
  * reaches it through the same settings a deployment uses (address, port, CA).
  */
-import { execFile } from "node:child_process";
 import { createPublicKey, randomBytes, randomUUID, verify, type KeyObject } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
@@ -12,9 +11,7 @@ import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { promisify } from "node:util";
-
-const execFileAsync = promisify(execFile);
+import { b64urlJson, makeTestCa, openssl, writeServerExt } from "./tls-fixtures.js";
 
 /** What the stand-in answers for a token once the request passed validation. */
 export type StandinReply =
@@ -86,21 +83,6 @@ const PUSH_TYPES = new Set([
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TOKEN_RE = /^[0-9a-f]{64,200}$/i;
 
-async function openssl(cwd: string, args: string[]): Promise<void> {
-  await execFileAsync("openssl", args, { cwd });
-}
-
-function b64urlJson(part: string): Record<string, unknown> | undefined {
-  try {
-    const value: unknown = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
-    return value !== null && typeof value === "object" && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 export class ApnsStandin {
   readonly requests: RecordedRequest[] = [];
   /** Host name the server certificate is valid for (and that resolves to 127.0.0.1). */
@@ -143,31 +125,8 @@ export class ApnsStandin {
     const d = this.dir;
     this.caPath = join(d, "ca.pem");
     this.caKeyPath = join(d, "ca.key");
-    await openssl(d, [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=cardlink test APNs CA",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    await writeFile(
-      join(d, "server.ext"),
-      "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    );
+    await makeTestCa(d, "cardlink test APNs CA");
+    await writeServerExt(d, ["DNS:localhost", "IP:127.0.0.1"]);
     await this.issue("server", "/CN=localhost", "server.ext", "ec");
     // Apple's .p8 is a PKCS#8 PEM P-256 key, which is what genpkey writes.
     this.tokenKeyPath = join(d, `AuthKey_${this.keyId}.p8`);

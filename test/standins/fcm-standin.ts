@@ -15,7 +15,6 @@
  * the byte stream over loopback TCP to an ordinary plaintext `node:http2` server. Every other frame passes
  * through untouched; the server-to-client direction is not touched at all.
  */
-import { execFile } from "node:child_process";
 import { createPublicKey, randomBytes, verify, type KeyObject } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -24,9 +23,7 @@ import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls, { type TLSSocket } from "node:tls";
-import { promisify } from "node:util";
-
-const execFileAsync = promisify(execFile);
+import { b64urlJson, makeTestCa, openssl, writeServerExt } from "./tls-fixtures.js";
 
 export const FCM_HOST = "fcm.googleapis.com";
 export const OAUTH_HOST = "oauth2.googleapis.com";
@@ -139,19 +136,6 @@ interface Rule {
  */
 const CONN_HEADER = "x-fcm-standin-connection";
 const RAW_SCHEME_HEADER = "x-fcm-standin-raw-scheme";
-
-async function openssl(cwd: string, args: string[]): Promise<void> {
-  await execFileAsync("openssl", args, { cwd });
-}
-
-function b64urlJson(part: string): Record<string, unknown> | undefined {
-  try {
-    const value: unknown = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
-    return isRecord(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
@@ -331,33 +315,8 @@ export class FcmStandin {
   async start(): Promise<this> {
     this.dir = await mkdtemp(join(tmpdir(), "fcm-standin-"));
     const d = this.dir;
-    await openssl(d, [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=cardlink test Google CA",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    await writeFile(
-      join(d, "server.ext"),
-      "basicConstraints=CA:FALSE\n" +
-        `subjectAltName=DNS:${FCM_HOST},DNS:${OAUTH_HOST},DNS:localhost,IP:127.0.0.1\n` +
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    );
+    await makeTestCa(d, "cardlink test Google CA");
+    await writeServerExt(d, [`DNS:${FCM_HOST}`, `DNS:${OAUTH_HOST}`, "DNS:localhost", "IP:127.0.0.1"]);
     await openssl(d, [
       "req",
       "-new",
