@@ -22,7 +22,7 @@ import { CardlinkProcess } from "../test/harness/cardlink.js";
 import { connectClient, xml, type Element, type TestClient } from "../test/harness/clients.js";
 import { freePort, sleep, waitFor } from "../test/harness/ports.js";
 import { ProsodyServer } from "../test/harness/prosody.js";
-import { cpuDiff, findPid, isMain, median, note, printJson, procCpu, round, runRounds } from "./lib.js";
+import { cpuDiff, findPid, median, note, procCpu, round, runMain, runRounds } from "./lib.js";
 
 export interface FanoutOptions {
   /** Holders of the owner in the durable (store-only) case. */
@@ -549,15 +549,4 @@ export async function run(opts: FanoutOptions = {}): Promise<Record<string, unkn
   }
 }
 
-if (isMain(import.meta.url)) {
-  run().then(
-    (r) => {
-      printJson(r);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`fanout: ${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(import.meta.url, "fanout", () => run());

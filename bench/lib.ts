@@ -195,3 +195,18 @@ export async function serveFromWorker<I>(start: () => Promise<Service<I>>): Prom
 export function workerRole(): string | undefined {
   return isMainThread ? undefined : (workerData as { role?: string } | null)?.role;
 }
+
+/** Entry point of a benchmark run directly: prints its JSON, or the error on stderr with exit code 1. */
+export function runMain(metaUrl: string, name: string, run: () => Promise<unknown>): void {
+  if (!isMain(metaUrl)) return;
+  run().then(
+    (r) => {
+      printJson(r);
+      process.exit(0);
+    },
+    (e: unknown) => {
+      process.stderr.write(`${name}: ${(e as Error).stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -17,7 +17,7 @@ import { CardlinkProcess } from "../test/harness/cardlink.js";
 import { cardClient, cardSummary, tel, type CardClient } from "../test/harness/cardclient.js";
 import { sleep, waitFor } from "../test/harness/ports.js";
 import { ProsodyServer } from "../test/harness/prosody.js";
-import { isMain, note, printJson, procMem, round } from "./lib.js";
+import { note, procMem, round, runMain } from "./lib.js";
 
 export interface MemoryOptions {
   users?: number;
@@ -199,15 +199,4 @@ export async function run(opts: MemoryOptions = {}): Promise<Record<string, unkn
   }
 }
 
-if (isMain(import.meta.url)) {
-  run().then(
-    (r) => {
-      printJson(r);
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`memory: ${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(import.meta.url, "memory", () => run());
