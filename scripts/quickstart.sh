@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Starts the whole thing on loopback: Prosody (generated from prosody.cfg.lua into run/), demo users
 # alice@localhost / bob@localhost, and cardlink as cards.localhost on SQLite (run/data/cardlink.sqlite).
-# Ctrl-C stops both. Ports: C2S_PORT (5222), COMPONENT_PORT (5347).
+# Ctrl-C stops both. Ports: C2S_PORT (5222), COMPONENT_PORT (5347), METRICS_PORT (9347); RUN_DIR (./run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C2S_PORT="${C2S_PORT:-5222}"
 COMPONENT_PORT="${COMPONENT_PORT:-5347}"
-RUN_DIR="$PWD/run"
+RUN_DIR="${RUN_DIR:-$PWD/run}"
 DEMO_PASSWORD="${DEMO_PASSWORD:-cardlink-demo}"
 
 bash scripts/ensure-deps.sh
-echo "==> building"
-npm run --silent build
+# The test suite runs this script from an already built tree (QUICKSTART_SKIP_BUILD=1) so dist/ is not
+# rewritten under the running tests.
+if [ "${QUICKSTART_SKIP_BUILD:-}" != 1 ]; then
+  echo "==> building"
+  npm run --silent build
+fi
 
 mkdir -p "$RUN_DIR/data"
 [ -s "$RUN_DIR/secret" ] || (openssl rand -hex 24 > "$RUN_DIR/secret")
@@ -42,7 +46,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-echo "==> starting Prosody (log: run/prosody.log)"
+echo "==> starting Prosody (log: $RUN_DIR/prosody.log)"
 prosody --config "$RUN_DIR/prosody.cfg.lua" -F >"$RUN_DIR/prosody.stdout" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do
@@ -54,7 +58,7 @@ for u in alice bob; do
   prosodyctl --config "$RUN_DIR/prosody.cfg.lua" register "$u" localhost "$DEMO_PASSWORD" >/dev/null 2>&1 || true
 done
 
-echo "==> starting cardlink (log: run/cardlink.log)"
+echo "==> starting cardlink (log: $RUN_DIR/cardlink.log)"
 CARDLINK_DOMAIN=cards.localhost CARDLINK_SECRET="$SECRET" CARDLINK_SERVICE="xmpp://127.0.0.1:$COMPONENT_PORT" \
   CARDLINK_SERVED_HOSTS=localhost CARDLINK_DATA_DIR="$RUN_DIR/data" CARDLINK_ADMINS=alice@localhost \
   CARDLINK_METRICS_PORT="${METRICS_PORT:-9347}" \
@@ -64,7 +68,7 @@ for _ in $(seq 1 100); do
   grep -q '"event":"connected"' "$RUN_DIR/cardlink.log" 2>/dev/null && break
   sleep 0.1
 done
-grep -q '"event":"connected"' "$RUN_DIR/cardlink.log" || { echo "cardlink did not connect; see run/cardlink.log" >&2; exit 1; }
+grep -q '"event":"connected"' "$RUN_DIR/cardlink.log" || { echo "cardlink did not connect; see $RUN_DIR/cardlink.log" >&2; exit 1; }
 
 cat <<EOT
 
@@ -73,7 +77,7 @@ cardlink is running.
   users:        alice@localhost and bob@localhost, password "$DEMO_PASSWORD" (alice is a cardlink admin)
   component:    cards.localhost — try disco or the ad-hoc commands on it from any XMPP client
   metrics:      http://127.0.0.1:${METRICS_PORT:-9347}/metrics
-  logs:         run/prosody.log, run/cardlink.log
+  logs:         $RUN_DIR/prosody.log, $RUN_DIR/cardlink.log
 Press Ctrl-C to stop both.
 EOT
 wait -n "${PIDS[@]}"
