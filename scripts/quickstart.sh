@@ -9,10 +9,10 @@ COMPONENT_PORT="${COMPONENT_PORT:-5347}"
 RUN_DIR="${RUN_DIR:-$PWD/run}"
 DEMO_PASSWORD="${DEMO_PASSWORD:-cardlink-demo}"
 
-bash scripts/ensure-deps.sh
-# The test suite runs this script from an already built tree (QUICKSTART_SKIP_BUILD=1) so dist/ is not
-# rewritten under the running tests.
+# The test suite runs this script from an installed and built tree (QUICKSTART_SKIP_BUILD=1): node_modules/
+# and dist/ must not be rewritten under the running tests.
 if [ "${QUICKSTART_SKIP_BUILD:-}" != 1 ]; then
+  bash scripts/ensure-deps.sh
   echo "==> building"
   npm run --silent build
 fi
