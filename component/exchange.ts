@@ -152,16 +152,12 @@ export class Exchange implements Feature {
     if (existing) await ex.closeRequest(existing.id, []); // expired leftover
     const id = randomUUID();
     const expiresAt = now + this.app.config.exchange.requestTtlSeconds * 1000;
-    try {
-      await ex.createRequest(
-        { id, from: user, to, ...(device ? { fromDevice: device } : {}), createdAt: now, expiresAt },
-        { recipient: to, kind: "exchange-request", subject: id, version: 1 },
-      );
-    } catch (e) {
-      // Two requests to the same person at the same moment: the store's uniqueness decides, the loser is told.
-      if (/UNIQUE/.test((e as Error).message)) throw conflict(`you already asked ${to}`);
-      throw e;
-    }
+    const created = await ex.createRequest(
+      { id, from: user, to, ...(device ? { fromDevice: device } : {}), createdAt: now, expiresAt },
+      { recipient: to, kind: "exchange-request", subject: id, version: 1 },
+    );
+    // Two identical requests at the same moment: the store's uniqueness decides, and the loser is told.
+    if (created === "exists") throw conflict(`you already asked ${to}`);
     this.app.metrics.inc("cardlink_exchange_requests_total");
     this.app.events.emit("outbox.enqueued", { recipients: [to] });
     return xml("exchange-request", {

@@ -129,7 +129,8 @@ export interface ExchangeRepo {
   block(owner: string, other: string): Promise<void>;
   unblock(owner: string, other: string): Promise<boolean>;
   blocked(owner: string): Promise<string[]>;
-  createRequest(r: ExchangeRequest, notify: OutboxItem): Promise<void>;
+  /** Stores the request and its notice; "exists" when a request between the two (same direction) is stored. */
+  createRequest(r: ExchangeRequest, notify: OutboxItem): Promise<"created" | "exists">;
   request(id: string): Promise<ExchangeRequest | undefined>;
   requestBetween(from: string, to: string): Promise<ExchangeRequest | undefined>;
   pendingFor(user: string, now: number): Promise<ExchangeRequest[]>;

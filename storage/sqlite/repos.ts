@@ -460,14 +460,17 @@ export class SqliteExchange implements ExchangeRepo {
     ).map((r) => r.blocked);
   }
 
-  async createRequest(r: ExchangeRequest, notify: OutboxItem): Promise<void> {
-    this.db.transaction(() => {
-      this.db
+  async createRequest(r: ExchangeRequest, notify: OutboxItem): Promise<"created" | "exists"> {
+    return this.db.transaction((): "created" | "exists" => {
+      const inserted = this.db
         .prepare(
-          "INSERT INTO exchange_requests (id, from_jid, to_jid, from_device, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+          `INSERT INTO exchange_requests (id, from_jid, to_jid, from_device, created_at, expires_at)
+           VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (from_jid, to_jid) DO NOTHING`,
         )
-        .run(r.id, r.from, r.to, r.fromDevice ?? null, r.createdAt, r.expiresAt);
+        .run(r.id, r.from, r.to, r.fromDevice ?? null, r.createdAt, r.expiresAt).changes;
+      if (inserted === 0) return "exists";
       this.outbox.enqueueTx([notify]);
+      return "created";
     })();
   }
 
