@@ -6,6 +6,7 @@ import ICAL from "ical.js";
 import {
   ADR_PARTS,
   CardError,
+  FIELD_NAMES,
   N_PARTS,
   checkCount,
   checkSize,
@@ -41,24 +42,8 @@ const LEGACY_TYPES: Record<string, Record<string, string | null>> = {
   adr: { dom: null, intl: null, postal: null, parcel: null },
 };
 
-const COUNTED = [
-  "fn",
-  "n",
-  "nickname",
-  "org",
-  "title",
-  "role",
-  "tel",
-  "email",
-  "adr",
-  "url",
-  "impp",
-  "x-jabber",
-  "note",
-  "bday",
-  "photo",
-  "categories",
-];
+// Every card field, plus vCard 3.0's X-JABBER (read as impp) counted next to IMPP.
+const COUNTED: readonly string[] = FIELD_NAMES.flatMap((f) => (f === "impp" ? [f, "x-jabber"] : [f]));
 
 function isJProp(v: unknown): v is JProp {
   return (

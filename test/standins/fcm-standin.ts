@@ -23,7 +23,7 @@ import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls, { type TLSSocket } from "node:tls";
-import { b64urlJson, makeTestCa, openssl, writeServerExt } from "./tls-fixtures.js";
+import { b64urlJson, issueServerCert, makeTestCa, openssl, writeServerExt } from "./tls-fixtures.js";
 
 export const FCM_HOST = "fcm.googleapis.com";
 export const OAUTH_HOST = "oauth2.googleapis.com";
@@ -317,38 +317,7 @@ export class FcmStandin {
     const d = this.dir;
     await makeTestCa(d, "cardlink test Google CA");
     await writeServerExt(d, [`DNS:${FCM_HOST}`, `DNS:${OAUTH_HOST}`, "DNS:localhost", "IP:127.0.0.1"]);
-    await openssl(d, [
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      "server.key",
-      "-out",
-      "server.csr",
-      "-subj",
-      `/CN=${FCM_HOST}`,
-    ]);
-    await openssl(d, [
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "2",
-      "-extfile",
-      "server.ext",
-      "-out",
-      "server.pem",
-    ]);
+    await issueServerCert(d, FCM_HOST);
     // Google service-account keys are 2048-bit RSA in PKCS#8 PEM, which is what genpkey writes.
     await openssl(d, ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"]);
     await openssl(d, ["pkey", "-in", "sa.key", "-pubout", "-out", "sa-pub.pem"]);

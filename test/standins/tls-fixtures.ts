@@ -60,3 +60,39 @@ export async function writeServerExt(dir: string, sans: string[]): Promise<void>
       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
   );
 }
+
+/** Writes server.key / server.pem (P-256) for `commonName`, signed by the test CA, using server.ext. */
+export async function issueServerCert(dir: string, commonName: string): Promise<void> {
+  await openssl(dir, [
+    "req",
+    "-new",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+    "-subj",
+    `/CN=${commonName}`,
+  ]);
+  await openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "server.ext",
+    "-out",
+    "server.pem",
+  ]);
+}
