@@ -37,6 +37,8 @@ export class Delivery implements Feature {
   private readonly again = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly waiting: Array<() => void> = [];
+  /** Per recipient with a batch waiting for its ack: offers that batch to a resource that came online. */
+  private readonly inflight = new Map<string, (full: string) => void>();
   private active = 0;
   private stopped = false;
 
@@ -51,7 +53,10 @@ export class Delivery implements Feature {
     app.events.on("outbox.enqueued", ({ recipients }) => {
       for (const r of recipients) this.kick(r, "newest");
     });
-    app.events.on("presence.available", ({ bare }) => this.kick(bare, "none"));
+    app.events.on("presence.available", ({ bare, full }) => {
+      this.inflight.get(bare)?.(full);
+      this.kick(bare, "none");
+    });
     // The last resource left with entries still waiting (e.g. unacknowledged): wake a device. While a flush runs
     // for this user, the flush itself reports the user offline.
     app.events.on("presence.unavailable", ({ bare }) => {
@@ -208,37 +213,67 @@ export class Delivery implements Feature {
     );
   }
 
-  /** Sends one <updates/> to every available resource; acked if any answers with a result. */
-  private async sendToAll(recipient: string, payload: Element): Promise<"acked" | "offline" | "retry"> {
+  /**
+   * Sends one <updates/> to every available resource and settles on the first result (the ack): a live phone
+   * is not held up by a stale resource that will only time out. While the batch waits, a resource that comes
+   * (back) online gets it at once too, instead of after the previous IQ's ack timeout. "offline" when every
+   * resource turned out to be gone, "retry" when none acked.
+   */
+  private sendToAll(recipient: string, payload: Element): Promise<"acked" | "offline" | "retry"> {
     const resources = this.presence.resources(recipient);
-    if (resources.length === 0) return "offline";
-    const results = await Promise.all(
-      resources.map(async (full) => {
-        const iq = xml("iq", { type: "set", to: full, from: this.app.config.domain }, payload);
-        try {
-          await this.app.iq.request(iq, this.app.config.delivery.ackTimeoutMs);
-          return "acked" as const;
-        } catch (e) {
-          if (e instanceof IqErrorReply && GONE.has(e.condition)) {
-            await this.presence.unavailable(recipient, full);
-            return "gone" as const;
-          }
-          if (e instanceof IqErrorReply) {
-            // A live client that refuses an update will refuse it again: log it, count it as delivered.
-            this.app.log.warn(
-              { event: "update-refused", to: full, condition: e.condition },
-              "client refused an update",
-            );
-            return "acked" as const;
-          }
-          if (!(e instanceof IqTimeoutError))
-            this.app.log.debug({ event: "update-send-failed", to: full, err: (e as Error).message });
-          return "failed" as const;
-        }
-      }),
-    );
-    if (results.includes("acked")) return "acked";
-    if (results.every((r) => r === "gone")) return "offline";
-    return "retry";
+    if (resources.length === 0) return Promise.resolve("offline");
+    return new Promise((resolve) => {
+      let open = 0;
+      let done = false;
+      let allGone = true;
+      const finish = (outcome: "acked" | "offline" | "retry"): void => {
+        if (done) return;
+        done = true;
+        this.inflight.delete(recipient);
+        resolve(outcome);
+      };
+      const attempt = (full: string): void => {
+        open++;
+        void this.sendOne(recipient, full, payload).then((r) => {
+          open--;
+          if (r === "acked") return finish("acked");
+          if (r !== "gone") allGone = false;
+          if (open === 0) finish(allGone ? "offline" : "retry");
+        });
+      };
+      // Flushes are single-flight per recipient, so there is at most one batch in flight to re-offer.
+      this.inflight.set(recipient, (full) => {
+        if (!done) attempt(full);
+      });
+      for (const full of resources) attempt(full);
+    });
+  }
+
+  private async sendOne(
+    recipient: string,
+    full: string,
+    payload: Element,
+  ): Promise<"acked" | "gone" | "failed"> {
+    const iq = xml("iq", { type: "set", to: full, from: this.app.config.domain }, payload);
+    try {
+      await this.app.iq.request(iq, this.app.config.delivery.ackTimeoutMs);
+      return "acked";
+    } catch (e) {
+      if (e instanceof IqErrorReply && GONE.has(e.condition)) {
+        await this.presence.unavailable(recipient, full);
+        return "gone";
+      }
+      if (e instanceof IqErrorReply) {
+        // A live client that refuses an update will refuse it again: log it, count it as delivered.
+        this.app.log.warn(
+          { event: "update-refused", to: full, condition: e.condition },
+          "client refused an update",
+        );
+        return "acked";
+      }
+      if (!(e instanceof IqTimeoutError))
+        this.app.log.debug({ event: "update-send-failed", to: full, err: (e as Error).message });
+      return "failed";
+    }
   }
 }

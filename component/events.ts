@@ -4,8 +4,8 @@ import { EventEmitter } from "node:events";
 export interface DomainEvents {
   /** An outbox entry was written for `recipient` (bare JID); delivery should try now. */
   "outbox.enqueued": { recipients: string[] };
-  /** A user became available at a full JID. */
-  "presence.available": { bare: string; full: string };
+  /** A user became available at a full JID (`again`: an available presence from a resource already known). */
+  "presence.available": { bare: string; full: string; again?: boolean };
   "presence.unavailable": { bare: string; full: string };
   /** Entries are waiting for a recipient that has no available resource: push may wake a device. */
   "delivery.recipient-offline": { recipient: string; kinds: string[]; subjects: string[] };

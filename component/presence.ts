@@ -37,11 +37,18 @@ export class PresenceTracker implements Feature {
     return (this.avail.get(bare)?.size ?? 0) > 0;
   }
 
-  /** Marks a full JID available (presence, or any request from it: proof it is connected). */
-  async available(bare: string, full: string): Promise<void> {
+  /**
+   * Marks a full JID available (presence, or any request from it: proof it is connected). `presence` is true for
+   * an available presence stanza: from a resource already known it may be a client that reconnected under the
+   * same resource (its old session, and any update in flight to it, gone), so it is announced again.
+   */
+  async available(bare: string, full: string, presence = false): Promise<void> {
     let set = this.avail.get(bare);
     if (!set) this.avail.set(bare, (set = new Set()));
-    if (set.has(full)) return;
+    if (set.has(full)) {
+      if (presence) this.app.events.emit("presence.available", { bare, full, again: true });
+      return;
+    }
     set.add(full);
     await this.app.store.presence.add(bare, full);
     this.app.events.emit("presence.available", { bare, full });
@@ -77,7 +84,7 @@ export class PresenceTracker implements Feature {
     const store = this.app.store.presence;
     switch (type) {
       case undefined:
-        if (from.resource && from.local) await this.available(from.bare, from.full);
+        if (from.resource && from.local) await this.available(from.bare, from.full, true);
         return;
       case "unavailable":
         if (from.resource) await this.unavailable(from.bare, from.full);
