@@ -13,6 +13,7 @@ import {
   finishCard,
   normalizeCard,
   sniffImage,
+  quote,
   splitDataUri,
   type Card,
   type CardAdr,
@@ -175,7 +176,7 @@ export function cardFromVCardTemp(el: Element, limits: CardLimits): Card {
   if (el.getName().toLowerCase() !== "vcard" || el.getNS() !== NS.VCARD_TEMP) {
     throw new CardError(
       `vcard-temp: expected <vCard xmlns='${NS.VCARD_TEMP}'>, ` +
-        `got <${el.getName()} xmlns='${el.getNS() ?? ""}'>`,
+        `got <${quote(el.getName())}> in namespace ${quote(el.getNS() ?? "")}`,
     );
   }
   if (childElements(el).length === 0) {

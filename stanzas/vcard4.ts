@@ -676,7 +676,7 @@ export function parseVCard4(el: Element, limits: CardLimits): Card {
   checkSize(V4, Buffer.byteLength(el.toString(), "utf8"), limits);
   if (el.getName() !== "vcard" || el.getNS() !== NS.VCARD4) {
     throw new CardError(
-      `vcard: expected <vcard xmlns='${NS.VCARD4}'>, got <${el.getName()} xmlns='${el.getNS() ?? ""}'>`,
+      `vcard: expected <vcard xmlns='${NS.VCARD4}'>, got <${quote(el.getName())}> in namespace ${quote(el.getNS() ?? "")}`,
     );
   }
   if (childElements(el).length === 0) throw new CardError("vcard: <vcard/> is empty (no card published)");
