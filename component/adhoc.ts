@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { commandElement, parseCommand, type CommandRequest } from "../stanzas/adhoc.js";
 import { discoInfoResult, discoItemsResult } from "../stanzas/disco.js";
-import { StanzaError } from "../stanzas/errors.js";
+import { StanzaError, quote } from "../stanzas/errors.js";
 import { NS } from "../stanzas/ns.js";
 import type { Element } from "../stanzas/xml.js";
 import type { IqContext, Router } from "./router.js";
@@ -33,22 +33,39 @@ export interface Command {
 
 interface Session {
   node: string;
+  /** The full JID that started it (only it may continue it). */
   owner: string;
+  /** Its bare JID, whose share the session counts against. */
+  user: string;
   state: Record<string, unknown> | undefined;
   expires: number;
 }
 
 const SESSION_TTL_MS = 10 * 60_000;
-const MAX_SESSIONS = 10_000;
+
+export interface SessionLimits {
+  /** All users together (limits.adhocSessions). */
+  maxSessions: number;
+  /** Per bare JID (limits.adhocSessionsPerUser): one user at the cap never affects another. */
+  maxSessionsPerUser: number;
+}
 
 export class AdhocCommands {
   private readonly commands = new Map<string, Command>();
   private readonly sessions = new Map<string, Session>();
+  /** Open session ids per bare JID (every resource of a user draws on one share). */
+  private readonly byUser = new Map<string, Set<string>>();
 
   constructor(
     private readonly domain: string,
     private readonly admins: Set<string>,
+    private readonly limits: SessionLimits = { maxSessions: 10_000, maxSessionsPerUser: 10 },
   ) {}
+
+  /** Open sessions of one user (bare JID). */
+  openSessions(user: string): number {
+    return this.byUser.get(user)?.size ?? 0;
+  }
 
   register(c: Command): void {
     if (this.commands.has(c.node)) throw new Error(`command ${c.node} registered twice`);
@@ -85,7 +102,7 @@ export class AdhocCommands {
   private async execute(ctx: IqContext): Promise<Element> {
     const req = parseCommand(ctx.payload);
     const cmd = this.commands.get(req.node);
-    if (!cmd) throw new StanzaError("item-not-found", `no command '${req.node}'`);
+    if (!cmd) throw new StanzaError("item-not-found", `no command '${quote(req.node)}'`);
     if (cmd.adminOnly && !this.admins.has(ctx.user)) {
       throw new StanzaError("forbidden", `'${cmd.name}' is for cardlink administrators`);
     }
@@ -102,13 +119,24 @@ export class AdhocCommands {
       }
       state = s.state;
       if (req.action === "cancel") {
-        this.sessions.delete(sessionid);
+        this.close(sessionid);
         return commandElement({ node: req.node, sessionid, status: "canceled" });
       }
     } else {
       if (req.action === "cancel") throw new StanzaError("bad-request", "nothing to cancel");
-      if (this.sessions.size >= MAX_SESSIONS) {
-        throw new StanzaError("resource-constraint", "too many open command sessions; try again later");
+      // Refuse rather than evict the user's oldest session: that one may be a form open in another client,
+      // and silently breaking it is worse than a clear answer (sessions expire after 10 min, or cancel one).
+      if (this.openSessions(ctx.user) >= this.limits.maxSessionsPerUser) {
+        throw new StanzaError(
+          "resource-constraint",
+          `you have ${this.limits.maxSessionsPerUser} open command sessions; complete or cancel one, or wait 10 minutes`,
+          { type: "wait" },
+        );
+      }
+      if (this.sessions.size >= this.limits.maxSessions) {
+        throw new StanzaError("resource-constraint", "too many open command sessions; try again later", {
+          type: "wait",
+        });
       }
       sessionid = randomUUID();
     }
@@ -117,11 +145,15 @@ export class AdhocCommands {
       this.sessions.set(sessionid, {
         node: req.node,
         owner: ctx.from.full,
+        user: ctx.user,
         state: step.state,
         expires: Date.now() + SESSION_TTL_MS,
       });
+      let mine = this.byUser.get(ctx.user);
+      if (!mine) this.byUser.set(ctx.user, (mine = new Set()));
+      mine.add(sessionid);
     } else {
-      this.sessions.delete(sessionid);
+      this.close(sessionid);
     }
     return commandElement({
       node: req.node,
@@ -137,8 +169,16 @@ export class AdhocCommands {
     });
   }
 
+  private close(id: string): void {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    this.sessions.delete(id);
+    const mine = this.byUser.get(s.user);
+    if (mine?.delete(id) && mine.size === 0) this.byUser.delete(s.user);
+  }
+
   private expire(): void {
     const now = Date.now();
-    for (const [id, s] of this.sessions) if (s.expires < now) this.sessions.delete(id);
+    for (const [id, s] of this.sessions) if (s.expires < now) this.close(id);
   }
 }

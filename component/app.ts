@@ -43,17 +43,25 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
     if (!el.attrs.from) el.attrs.from = config.domain;
     return link.send(el);
   };
-  const iq = new IqCaller(send, { timeoutMs: config.iqTimeoutMs, maxPending: 100_000 });
+  const iq = new IqCaller(send, {
+    timeoutMs: config.iqTimeoutMs,
+    maxPending: config.limits.pendingIqs,
+    maxPendingPerRecipient: config.limits.pendingIqsPerUser,
+  });
   const router = new Router({
     domain: config.domain,
     allowedDomains: config.allowedDomains,
     maxStanzaBytes: config.maxStanzaBytes,
+    maxDepth: config.limits.maxDepth,
     log,
     metrics,
     send,
     iqCaller: iq,
   });
-  const adhoc = new AdhocCommands(config.domain, new Set(config.admins));
+  const adhoc = new AdhocCommands(config.domain, new Set(config.admins), {
+    maxSessions: config.limits.adhocSessions,
+    maxSessionsPerUser: config.limits.adhocSessionsPerUser,
+  });
   const events = new EventBus();
   const ctx: AppContext = {
     config,

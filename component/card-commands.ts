@@ -160,8 +160,9 @@ export class CardCommands implements Feature {
       run: askThen(
         "Exchange cards",
         { var: "jid", type: "jid-single", label: "Address (user@server)", required: true },
-        async (ctx, to) => {
-          await this.exchange.requestExchange(ctx.user, to);
+        async (ctx, input) => {
+          // The normalized JID, not the form's text, goes back to the user.
+          const to = String((await this.exchange.requestExchange(ctx.user, input)).attrs.to);
           return done(`Asked ${to}. You will both get each other's card once ${to} accepts.`);
         },
       ),

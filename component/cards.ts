@@ -3,7 +3,7 @@
  * and pull sync. A card change is written with one outbox entry per holder in the same transaction; holders'
  * copies are rendered at delivery time through their current share policy, so a withdrawn field disappears.
  */
-import { StanzaError, badRequest, notFound } from "../stanzas/errors.js";
+import { StanzaError, badRequest, notFound, quote } from "../stanzas/errors.js";
 import {
   bindingElement,
   deviceElement,
@@ -30,9 +30,8 @@ import { xml, childElements, type Element } from "../stanzas/xml.js";
 import type { Binding, OutboxEntry, StoredCard } from "../storage/store.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Delivery } from "./delivery.js";
-import { parseBareUserJid } from "./jid.js";
+import { optionalUserJid, requireUserJid } from "./jid.js";
 
-export const MAX_DEVICES_PER_USER = 20;
 const SYNC_PAGE = 200;
 
 type Format = "vcard4" | "vcard-temp" | "vcf";
@@ -40,7 +39,7 @@ type Format = "vcard4" | "vcard-temp" | "vcf";
 function parseFormat(v: string | undefined): Format {
   const f = v ?? "vcard4";
   if (f !== "vcard4" && f !== "vcard-temp" && f !== "vcf")
-    throw badRequest(`format must be vcard4, vcard-temp or vcf, not '${f}'`);
+    throw badRequest(`format must be vcard4, vcard-temp or vcf, not '${quote(f)}'`);
   return f;
 }
 
@@ -94,7 +93,7 @@ export class Cards implements Feature {
     );
     router.iq("set", ns, "remove-device", async (c) => {
       const id = parseDeviceId(requireAttr(c.payload, "id")) as string;
-      if (!(await app.store.devices.remove(c.user, id))) throw notFound(`you have no device '${id}'`);
+      if (!(await app.store.devices.remove(c.user, id))) throw notFound(`you have no device '${quote(id)}'`);
     });
     router.iq("set", ns, "card", (c) => this.setCard(c.user, c.payload));
     router.iq("get", ns, "card", (c) => this.getCard(c.user, c.payload));
@@ -106,6 +105,7 @@ export class Cards implements Feature {
 
   private async registerDevice(user: string, el: Element): Promise<Element> {
     const d = parseDevice(el);
+    const max = this.app.config.limits.devicesPerUser;
     try {
       const saved = await this.app.store.devices.upsert(
         {
@@ -117,18 +117,14 @@ export class Cards implements Feature {
           ...(d.push?.topic ? { pushTopic: d.push.topic } : {}),
           ...(d.push?.key ? { pushKey: d.push.key } : {}),
         },
-        MAX_DEVICES_PER_USER,
+        max,
       );
       return deviceElement(saved);
     } catch (e) {
       if (e instanceof RangeError) {
-        throw new StanzaError(
-          "resource-constraint",
-          `you already have ${MAX_DEVICES_PER_USER} devices; remove one first`,
-          {
-            type: "cancel",
-          },
-        );
+        throw new StanzaError("resource-constraint", `you already have ${max} devices; remove one first`, {
+          type: "cancel",
+        });
       }
       throw e;
     }
@@ -160,8 +156,9 @@ export class Cards implements Feature {
   }
 
   async setCard(user: string, el: Element): Promise<Element> {
-    if (el.attrs.owner && el.attrs.owner !== user)
-      throw new StanzaError("forbidden", "you can only change your own card");
+    // Compared normalized, like every user attribute: Alice@Localhost is alice@localhost.
+    const owner = optionalUserJid(el, "owner");
+    if (owner && owner !== user) throw new StanzaError("forbidden", "you can only change your own card");
     const card = this.parseSubmitted(el);
     return this.store(user, card);
   }
@@ -202,9 +199,7 @@ export class Cards implements Feature {
 
   private async getCard(user: string, el: Element): Promise<Element> {
     const format = parseFormat(el.attrs.format);
-    const ownerAttr = el.attrs.owner;
-    const owner = ownerAttr ? parseBareUserJid(ownerAttr) : user;
-    if (!owner) throw new StanzaError("jid-malformed", `'${ownerAttr}' is not a bare user JID`);
+    const owner = optionalUserJid(el, "owner") ?? user;
     // Someone else's card: only through an accepted exchange, and only what they share with you. Not bound
     // and no such card answer alike, so the answer does not reveal whether a card exists.
     let policy = null;
@@ -223,8 +218,7 @@ export class Cards implements Feature {
   }
 
   private async setShare(user: string, el: Element): Promise<Element | undefined> {
-    const holder = parseBareUserJid(requireAttr(el, "holder"));
-    if (!holder) throw new StanzaError("jid-malformed", `'${el.attrs.holder}' is not a bare user JID`);
+    const holder = requireUserJid(el, "holder");
     const policy = parseSharePolicy(el);
     if (!(await this.app.store.cards.setPolicy(user, holder, policy))) {
       throw notFound(`${holder} does not hold your card`);

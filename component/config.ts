@@ -41,6 +41,35 @@ export interface Config {
     batchSize: number;
   };
   push: PushConfig;
+  limits: LimitsConfig;
+}
+
+/**
+ * Shares and caps that keep one user from degrading another (docs/CONFIG.md "limits", PROTOCOL.md "Quotas and
+ * rate limits"). Every shared resource has a global cap and a per-user share below it; every stored per-user
+ * collection has a cap.
+ */
+export interface LimitsConfig {
+  /** Deepest XML nesting accepted in an inbound stanza (the stanza element is level 1). */
+  maxDepth: number;
+  /** Open XEP-0050 sessions, all users together, and per user (bare JID). */
+  adhocSessions: number;
+  adhocSessionsPerUser: number;
+  /** IQs cardlink waits on, in total, and per recipient (bare JID). */
+  pendingIqs: number;
+  pendingIqsPerUser: number;
+  /** Available resources tracked per user; past it the least recently seen one is forgotten. */
+  resourcesPerUser: number;
+  devicesPerUser: number;
+  blocksPerUser: number;
+  /** Unused, unexpired exchange codes per user. */
+  codesPerUser: number;
+  /** Failed redeem attempts per user, and per sending domain, in a sliding window. */
+  redeemFailuresPerUser: number;
+  redeemFailuresPerHost: number;
+  redeemWindowSeconds: number;
+  /** Keys each rate limiter remembers at most (its memory bound); the least recently used are pruned. */
+  rateLimiterKeys: number;
 }
 
 export interface PushConfig {
@@ -106,6 +135,21 @@ export function defaultConfig(): Config {
       // Provider settings (docs/CONFIG.md); absent = that provider is off. Checked by push/senders.ts.
       apns: undefined,
       fcm: undefined,
+    },
+    limits: {
+      maxDepth: 32,
+      adhocSessions: 10_000,
+      adhocSessionsPerUser: 10,
+      pendingIqs: 100_000,
+      pendingIqsPerUser: 64,
+      resourcesPerUser: 10,
+      devicesPerUser: 20,
+      blocksPerUser: 1000,
+      codesPerUser: 10,
+      redeemFailuresPerUser: 10,
+      redeemFailuresPerHost: 200,
+      redeemWindowSeconds: 600,
+      rateLimiterKeys: 100_000,
     },
   };
 }
@@ -224,6 +268,19 @@ function check(c: Config): void {
     ["push.perDeviceHourlyBudget", c.push.perDeviceHourlyBudget, 1, 10_000],
     ["push.concurrency", c.push.concurrency, 1, 10_000],
     ["push.maxAttempts", c.push.maxAttempts, 1, 100],
+    ["limits.maxDepth", c.limits.maxDepth, 8, 256],
+    ["limits.adhocSessions", c.limits.adhocSessions, 1, 1_000_000],
+    ["limits.adhocSessionsPerUser", c.limits.adhocSessionsPerUser, 1, 1000],
+    ["limits.pendingIqs", c.limits.pendingIqs, 1, 10_000_000],
+    ["limits.pendingIqsPerUser", c.limits.pendingIqsPerUser, 1, 100_000],
+    ["limits.resourcesPerUser", c.limits.resourcesPerUser, 1, 1000],
+    ["limits.devicesPerUser", c.limits.devicesPerUser, 1, 1000],
+    ["limits.blocksPerUser", c.limits.blocksPerUser, 1, 100_000],
+    ["limits.codesPerUser", c.limits.codesPerUser, 1, 1000],
+    ["limits.redeemFailuresPerUser", c.limits.redeemFailuresPerUser, 1, 10_000],
+    ["limits.redeemFailuresPerHost", c.limits.redeemFailuresPerHost, 2, 1_000_000],
+    ["limits.redeemWindowSeconds", c.limits.redeemWindowSeconds, 10, 86_400],
+    ["limits.rateLimiterKeys", c.limits.rateLimiterKeys, 100, 10_000_000],
   ];
   for (const [name, v, min, max] of positive) {
     if (!Number.isFinite(v) || v < min || v > max)
@@ -243,6 +300,17 @@ function check(c: Config): void {
   if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs) {
     throw new ConfigError("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
   }
+  const l = c.limits;
+  const below: Array<[string, number, string, number]> = [
+    ["limits.adhocSessionsPerUser", l.adhocSessionsPerUser, "limits.adhocSessions", l.adhocSessions],
+    ["limits.pendingIqsPerUser", l.pendingIqsPerUser, "limits.pendingIqs", l.pendingIqs],
+    // One delivery sends an IQ to every resource of the recipient at once: they must fit in its share.
+    ["limits.resourcesPerUser", l.resourcesPerUser, "limits.pendingIqsPerUser", l.pendingIqsPerUser],
+  ];
+  for (const [a, x, b, y] of below) if (x > y) throw new ConfigError(`${a} must be ≤ ${b}`);
+  // A share equal to the whole would let one user exhaust the host's budget alone.
+  if (l.redeemFailuresPerHost <= l.redeemFailuresPerUser)
+    throw new ConfigError("limits.redeemFailuresPerHost must be above limits.redeemFailuresPerUser");
   if (c.card.maxPhotoBytes >= c.card.maxBytes)
     throw new ConfigError("card.maxPhotoBytes must be below card.maxBytes");
 }

@@ -6,7 +6,7 @@
  */
 import { detach } from "./log.js";
 import { randomBytes, randomUUID } from "node:crypto";
-import { StanzaError, badRequest, conflict, notFound } from "../stanzas/errors.js";
+import { StanzaError, badRequest, conflict, notFound, quote } from "../stanzas/errors.js";
 import { bindingElement, parseBool, parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
 import { NS } from "../stanzas/ns.js";
 import { xml, type Element } from "../stanzas/xml.js";
@@ -14,7 +14,8 @@ import type { BindResult, OutboxEntry, OutboxItem } from "../storage/store.js";
 import { bindingView } from "./cards.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Delivery } from "./delivery.js";
-import { parseBareUserJid } from "./jid.js";
+import { requireUserJid, userJid } from "./jid.js";
+import { RateLimiter, retryText } from "./ratelimit.js";
 
 // Crockford-style alphabet without 0/O, 1/I/L, U: easy to read aloud and type from a card.
 const CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789";
@@ -40,11 +41,26 @@ export class Exchange implements Feature {
   private app!: AppContext;
   private readonly created = new Map<string, number[]>();
   private sweeper: NodeJS.Timeout | undefined;
+  /** Failed redeems (no such code, expired) per user and per sending domain: codes are guessable input. */
+  private redeemUser!: RateLimiter;
+  private redeemHost!: RateLimiter;
 
   constructor(private readonly delivery: Delivery) {}
 
   attach(app: AppContext): void {
     this.app = app;
+    const l = app.config.limits;
+    const windowMs = l.redeemWindowSeconds * 1000;
+    this.redeemUser = new RateLimiter({
+      limit: l.redeemFailuresPerUser,
+      windowMs,
+      maxKeys: l.rateLimiterKeys,
+    });
+    this.redeemHost = new RateLimiter({
+      limit: l.redeemFailuresPerHost,
+      windowMs,
+      maxKeys: l.rateLimiterKeys,
+    });
     const ns = NS.CARDLINK;
     const r = app.router;
     r.iq("set", ns, "exchange-request", (c) => this.request(c.user, c.payload));
@@ -74,6 +90,8 @@ export class Exchange implements Feature {
       const hourAgo = Date.now() - 3_600_000;
       for (const [user, times] of this.created)
         if ((times[times.length - 1] ?? 0) < hourAgo) this.created.delete(user);
+      this.redeemUser.prune();
+      this.redeemHost.prune();
     }, 60_000);
     this.sweeper.unref();
   }
@@ -103,8 +121,7 @@ export class Exchange implements Feature {
   }
 
   private peerJid(v: string, what: string): string {
-    const j = parseBareUserJid(v);
-    if (!j) throw new StanzaError("jid-malformed", `${what} '${v}' is not a bare user JID`);
+    const j = userJid(v, what);
     const domain = j.slice(j.indexOf("@") + 1);
     if (!this.app.config.servedHosts.includes(domain)) {
       throw new StanzaError(
@@ -172,7 +189,7 @@ export class Exchange implements Feature {
   private async pending(user: string, el: Element): Promise<Element> {
     const direction = el.attrs.direction ?? "incoming";
     if (direction !== "incoming" && direction !== "outgoing") {
-      throw badRequest(`direction must be incoming or outgoing, not '${direction}'`);
+      throw badRequest(`direction must be incoming or outgoing, not '${quote(direction)}'`);
     }
     const now = Date.now();
     const ex = this.app.store.exchange;
@@ -194,7 +211,7 @@ export class Exchange implements Feature {
   private async cancel(user: string, el: Element): Promise<void> {
     const id = requireAttr(el, "id");
     const req = await this.app.store.exchange.request(id);
-    if (!req || req.from !== user) throw notFound(`you have no pending exchange request '${id}'`);
+    if (!req || req.from !== user) throw notFound(`you have no pending exchange request '${quote(id)}'`);
     await this.app.store.exchange.closeRequest(id, []);
   }
 
@@ -207,7 +224,7 @@ export class Exchange implements Feature {
   ): Promise<BindResult | undefined> {
     const ex = this.app.store.exchange;
     const req = await ex.request(id);
-    if (!req || req.to !== user) throw notFound(`no exchange request '${id}' for you`);
+    if (!req || req.to !== user) throw notFound(`no exchange request '${quote(id)}' for you`);
     if (req.expiresAt <= Date.now()) {
       await ex.closeRequest(id, []);
       throw new StanzaError("gone", `exchange request ${id} expired`);
@@ -274,13 +291,20 @@ export class Exchange implements Feature {
     const now = Date.now();
     const code = newCode();
     const expiresAt = now + this.app.config.exchange.codeTtlSeconds * 1000;
-    await this.app.store.exchange.createCode({
-      code,
-      owner: user,
-      ...(device ? { deviceId: device } : {}),
-      createdAt: now,
-      expiresAt,
-    });
+    const max = this.app.config.limits.codesPerUser;
+    const created = await this.app.store.exchange.createCode(
+      { code, owner: user, ...(device ? { deviceId: device } : {}), createdAt: now, expiresAt },
+      max,
+    );
+    if (created === "full") {
+      this.created.get(user)?.pop(); // a refused code does not count against the hourly brake
+      // wait: the oldest code expires within codeTtlSeconds, and then a new one can be made.
+      throw new StanzaError(
+        "resource-constraint",
+        `you have ${max} unused exchange codes; use one or wait until one expires`,
+        { type: "wait" },
+      );
+    }
     return xml("exchange-code", {
       xmlns: NS.CARDLINK,
       code,
@@ -289,16 +313,40 @@ export class Exchange implements Feature {
     });
   }
 
-  /** Redeems a code as `user`; shared by the IQ and the ad-hoc command. */
+  /**
+   * Redeems a code as `user`; shared by the IQ and the ad-hoc command. Codes are guessable, so failed attempts
+   * (no such code, expired) are limited per user and per sending domain — the only "source" a component sees:
+   * Prosody hides client addresses. The domain's budget is larger than one user's, so one user cannot exhaust
+   * it for the others of their server; many accounts of one server together can, and then wait like anyone.
+   */
   async redeemCode(user: string, input: string, device?: string): Promise<BindResult> {
     const code = normalizeCode(input);
     if (!code)
-      throw badRequest(`'${input}' is not an exchange code (10 letters and digits, e.g. ABCDE-FGH23)`);
+      throw badRequest(`'${quote(input)}' is not an exchange code (10 letters and digits, e.g. ABCDE-FGH23)`);
+    const host = user.slice(user.indexOf("@") + 1);
+    const wait = Math.max(this.redeemUser.retryAfter(user), this.redeemHost.retryAfter(host));
+    if (wait > 0) {
+      this.app.metrics.inc("cardlink_rate_limited_total", { op: "redeem" });
+      const who = this.redeemUser.retryAfter(user) > 0 ? "from you" : `from ${host}`;
+      throw new StanzaError(
+        "policy-violation",
+        `too many failed redeem attempts ${who}; retry in ${retryText(wait)}`,
+        { type: "wait" },
+      );
+    }
+    const failed = (): void => {
+      this.redeemUser.hit(user);
+      this.redeemHost.hit(host);
+    };
     const ex = this.app.store.exchange;
     // Every refusal but expiry leaves the code usable: a wrong person trying it must not burn it.
     const c = await ex.code(code);
-    if (!c) throw notFound("no such exchange code (it may have been used already)");
+    if (!c) {
+      failed();
+      throw notFound("no such exchange code (it may have been used already)");
+    }
     if (c.expiresAt <= Date.now()) {
+      failed();
       await ex.takeCode(code);
       throw new StanzaError("gone", "this exchange code has expired; ask for a new one");
     }
@@ -317,8 +365,7 @@ export class Exchange implements Feature {
   }
 
   private async unbind(user: string, el: Element): Promise<void> {
-    const peer = parseBareUserJid(requireAttr(el, "peer"));
-    if (!peer) throw new StanzaError("jid-malformed", `'${el.attrs.peer}' is not a bare user JID`);
+    const peer = requireUserJid(el, "peer");
     const notify: OutboxItem[] = [
       { recipient: peer, kind: "unbound", subject: user, version: 1 },
       { recipient: user, kind: "unbound", subject: peer, version: 1 },
@@ -330,10 +377,17 @@ export class Exchange implements Feature {
   }
 
   private async block(user: string, el: Element, on: boolean): Promise<void> {
-    const other = parseBareUserJid(requireAttr(el, "jid"));
-    if (!other) throw new StanzaError("jid-malformed", `'${el.attrs.jid}' is not a bare user JID`);
-    if (on) await this.app.store.exchange.block(user, other);
-    else if (!(await this.app.store.exchange.unblock(user, other))) throw notFound(`${other} is not blocked`);
+    const other = requireUserJid(el, "jid");
+    if (on) {
+      const max = this.app.config.limits.blocksPerUser;
+      if ((await this.app.store.exchange.block(user, other, max)) === "full") {
+        // cancel: the list does not shrink by waiting; the user must unblock someone.
+        throw new StanzaError("resource-constraint", `you already block ${max} accounts; unblock one first`, {
+          type: "cancel",
+        });
+      }
+    } else if (!(await this.app.store.exchange.unblock(user, other)))
+      throw notFound(`${other} is not blocked`);
   }
 
   private async renderBinding(e: OutboxEntry): Promise<Element | null> {

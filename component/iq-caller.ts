@@ -25,7 +25,22 @@ export class IqErrorReply extends Error {
   }
 }
 
+/** Thrown when the global cap or the recipient's share of pending IQs is used up; the caller retries later. */
+export class IqBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "IqBusyError";
+  }
+}
+
+/** The bare JID an IQ goes to: one user's resources share one budget. */
+function bareOf(to: string): string {
+  const slash = to.indexOf("/");
+  return (slash >= 0 ? to.slice(0, slash) : to).toLowerCase();
+}
+
 interface Pending {
+  bare: string;
   resolve: (el: Element) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
@@ -33,11 +48,18 @@ interface Pending {
 
 export class IqCaller {
   private readonly pending = new Map<string, Pending>();
+  /** Pending IQs per recipient bare JID: one recipient that never answers cannot hold the global pool. */
+  private readonly perRecipient = new Map<string, number>();
 
   constructor(
     private readonly send: (el: Element) => Promise<boolean>,
-    private readonly opts: { timeoutMs: number; maxPending: number },
+    private readonly opts: { timeoutMs: number; maxPending: number; maxPendingPerRecipient: number },
   ) {}
+
+  /** IQs pending for one recipient (bare JID). */
+  pendingFor(bare: string): number {
+    return this.perRecipient.get(bare.toLowerCase()) ?? 0;
+  }
 
   get inFlight(): number {
     return this.pending.size;
@@ -45,17 +67,22 @@ export class IqCaller {
 
   /** Sends an IQ get/set and resolves with the result stanza; rejects with IqErrorReply / IqTimeoutError. */
   async request(iq: Element, timeoutMs = this.opts.timeoutMs): Promise<Element> {
-    if (this.pending.size >= this.opts.maxPending) throw new Error("too many IQs in flight");
+    if (this.pending.size >= this.opts.maxPending) throw new IqBusyError("too many IQs in flight");
+    const to = iq.attrs.to ?? "";
+    const bare = bareOf(to);
+    const mine = this.perRecipient.get(bare) ?? 0;
+    if (mine >= this.opts.maxPendingPerRecipient) {
+      throw new IqBusyError(`too many IQs in flight to ${bare}`);
+    }
     const id = iq.attrs.id ?? randomUUID();
     iq.attrs.id = id;
-    const to = iq.attrs.to ?? "";
     const key = `${to}\u0000${id}`;
+    this.perRecipient.set(bare, mine + 1);
     const reply = new Promise<Element>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending.delete(key);
-        reject(new IqTimeoutError(to));
+        if (this.settle(key)) reject(new IqTimeoutError(to));
       }, timeoutMs);
-      this.pending.set(key, { resolve, reject, timer });
+      this.pending.set(key, { bare, resolve, reject, timer });
     });
     const sent = await this.send(iq);
     if (!sent) {
@@ -69,7 +96,14 @@ export class IqCaller {
     if (!p) return undefined;
     clearTimeout(p.timer);
     this.pending.delete(key);
+    this.release(p.bare);
     return p;
+  }
+
+  private release(bare: string): void {
+    const n = (this.perRecipient.get(bare) ?? 1) - 1;
+    if (n <= 0) this.perRecipient.delete(bare);
+    else this.perRecipient.set(bare, n);
   }
 
   /** Feeds an IQ result/error; returns true when it answered one of ours. */
@@ -92,5 +126,6 @@ export class IqCaller {
       this.pending.delete(key);
       p.reject(new Error(reason));
     }
+    this.perRecipient.clear();
   }
 }

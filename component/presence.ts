@@ -19,7 +19,8 @@ export class PresenceTracker implements Feature {
     // A request from a full JID proves that resource is connected: updates can flow to clients that never
     // send presence to cardlink. If it disconnects unannounced, the next delivery's error prunes it.
     app.router.onRequest((from) => {
-      if (from.local && from.resource && !this.avail.get(from.bare)?.has(from.full))
+      if (!from.local || !from.resource) return;
+      if (!this.touch(from.bare, from.full))
         detach(app.log, "presence-failed", this.available(from.bare, from.full));
     });
     app.metrics.gauge(
@@ -37,19 +38,44 @@ export class PresenceTracker implements Feature {
     return (this.avail.get(bare)?.size ?? 0) > 0;
   }
 
+  /** Moves a known resource to the most recent end; false if it is not tracked. */
+  private touch(bare: string, full: string): boolean {
+    const set = this.avail.get(bare);
+    if (!set?.delete(full)) return false;
+    set.add(full);
+    return true;
+  }
+
   /**
-   * Marks a full JID available (presence, or any request from it: proof it is connected). `presence` is true for
-   * an available presence stanza: from a resource already known it may be a client that reconnected under the
-   * same resource (its old session, and any update in flight to it, gone), so it is announced again.
+   * Marks a full JID available (presence, or any request from it: proof it is connected). At most
+   * limits.resourcesPerUser are tracked per user (Set order = least recently seen first): a newer one replaces
+   * the oldest, so one user's deliveries never fan out to an unbounded number of IQs. `presence` is true for an
+   * available presence stanza: from a resource already known it may be a client that reconnected under the same
+   * resource (its old session, and any update in flight to it, gone), so it is announced again.
    */
   async available(bare: string, full: string, presence = false): Promise<void> {
-    let set = this.avail.get(bare);
-    if (!set) this.avail.set(bare, (set = new Set()));
-    if (set.has(full)) {
+    if (this.touch(bare, full)) {
       if (presence) this.app.events.emit("presence.available", { bare, full, again: true });
       return;
     }
+    let set = this.avail.get(bare);
+    if (!set) this.avail.set(bare, (set = new Set()));
+    const cap = this.app.config.limits.resourcesPerUser;
+    const evicted: string[] = [];
+    for (const old of set) {
+      if (set.size < cap) break;
+      set.delete(old);
+      evicted.push(old);
+    }
     set.add(full);
+    for (const old of evicted) await this.app.store.presence.remove(old);
+    if (evicted.length) {
+      this.app.metrics.inc("cardlink_presence_resources_evicted_total", undefined, evicted.length);
+      this.app.log.debug(
+        { event: "resource-evicted", bare, evicted },
+        "least recently seen resource forgotten",
+      );
+    }
     await this.app.store.presence.add(bare, full);
     this.app.events.emit("presence.available", { bare, full });
   }
@@ -63,10 +89,17 @@ export class PresenceTracker implements Feature {
 
   /** After (re)connecting: resources known before are tried; subscribers are probed (Prosody answers for them). */
   async restore(probeUsers: string[]): Promise<void> {
+    const cap = this.app.config.limits.resourcesPerUser;
     for (const r of await this.app.store.presence.all()) {
       let set = this.avail.get(r.bare);
       if (!set) this.avail.set(r.bare, (set = new Set()));
       set.add(r.full);
+      // Rows come oldest first; a lowered cap keeps the newest.
+      for (const old of set) {
+        if (set.size <= cap) break;
+        set.delete(old);
+        await this.app.store.presence.remove(old);
+      }
     }
     for (const bare of probeUsers) {
       if (await this.app.store.presence.isSubscriber(bare)) {

@@ -7,7 +7,7 @@
  */
 import { detach } from "./log.js";
 import { createCipheriv, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { StanzaError, badRequest } from "../stanzas/errors.js";
+import { StanzaError, badRequest, quote } from "../stanzas/errors.js";
 import { parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
 import { firstValue, parseForm } from "../stanzas/dataforms.js";
 import { NS } from "../stanzas/ns.js";
@@ -131,7 +131,8 @@ export class Push implements Feature {
   private async registerNode(user: string, el: Element): Promise<Element> {
     const deviceId = parseDeviceId(requireAttr(el, "device")) as string;
     const d = await this.app.store.devices.get(user, deviceId);
-    if (!d) throw new StanzaError("item-not-found", `you have no device '${deviceId}'; register it first`);
+    if (!d)
+      throw new StanzaError("item-not-found", `you have no device '${quote(deviceId)}'; register it first`);
     if (d.platform !== "ios" && d.platform !== "android") {
       throw new StanzaError(
         "not-acceptable",
@@ -177,7 +178,7 @@ export class Push implements Feature {
       );
     const nodeId = requireAttr(publish, "node");
     const node = await this.app.store.push.node(nodeId);
-    if (!node) throw new StanzaError("item-not-found", `no push node '${nodeId}'`);
+    if (!node) throw new StanzaError("item-not-found", `no push node '${quote(nodeId)}'`);
     const options = pubsub.getChild("publish-options")?.getChild("x", NS.DATA);
     const secret = options ? firstValue(parseForm(options).values, "secret") : undefined;
     if (!secret || !safeEqual(secret, node.secret)) {

@@ -4,8 +4,8 @@
  * allow-list, a size limit, and every IQ answered (result or RFC 6120 error with <text/>), even when a handler
  * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
  */
-import { StanzaError, errorReply } from "../stanzas/errors.js";
-import { xml, childElements, type Element } from "../stanzas/xml.js";
+import { StanzaError, errorReply, quote } from "../stanzas/errors.js";
+import { xml, childElements, nestedDeeperThan, type Element } from "../stanzas/xml.js";
 import type { IqCaller } from "./iq-caller.js";
 import { parseJid, type Jid } from "./jid.js";
 import type { Logger } from "./log.js";
@@ -33,6 +33,8 @@ export interface RouterOptions {
   domain: string;
   allowedDomains: string[];
   maxStanzaBytes: number;
+  /** Deepest nesting accepted (limits.maxDepth); checked before anything walks the stanza recursively. */
+  maxDepth: number;
   log: Logger;
   metrics: Metrics;
   send: (el: Element) => Promise<boolean>;
@@ -100,8 +102,31 @@ export class Router {
   private async dispatch(stanza: Element): Promise<void> {
     const { log, metrics } = this.opts;
     const type = stanza.attrs.type;
+    // First, before anything can walk the tree recursively (ltx's toString for the size check, the payload
+    // parsers, getText): a few thousand levels overflow the stack and the request would go unanswered.
+    if (nestedDeeperThan(stanza, this.opts.maxDepth)) {
+      metrics.inc("cardlink_stanzas_rejected_total", { reason: "depth" });
+      log.info(
+        { event: "too-deep", from: stanza.attrs.from, kind: stanza.name },
+        "stanza nested too deep refused",
+      );
+      // Replies and presence are never answered with an error (RFC 6120 §8.3.1); a too-deep reply is dropped.
+      if (type === "error" || type === "result" || stanza.name === "presence") return;
+      if (!parseJid(stanza.attrs.from ?? "")) return;
+      return this.reply(
+        stanza,
+        new StanzaError("bad-request", `XML nested deeper than ${this.opts.maxDepth} levels`),
+      );
+    }
+    const to = stanza.attrs.to === undefined ? undefined : parseJid(stanza.attrs.to);
+    // RFC 6120 §10.5.3: cardlink is only its domain. anything@cards.<domain> and cards.<domain>/resource do not
+    // exist (cardlink never sends from them, so no reply of ours can be addressed there).
+    const toMe =
+      stanza.attrs.to === undefined ||
+      (to !== undefined && !to.local && !to.resource && to.domain === this.opts.domain);
     if (stanza.name === "iq" && (type === "result" || type === "error")) {
-      if (!this.opts.iqCaller.handleReply(stanza)) metrics.inc("cardlink_iq_unmatched_replies_total");
+      if (!toMe || !this.opts.iqCaller.handleReply(stanza))
+        metrics.inc("cardlink_iq_unmatched_replies_total");
       return;
     }
     if (type === "error") return; // never answer an error with an error (RFC 6120 §8.3.1)
@@ -125,6 +150,18 @@ export class Router {
       }
       return;
     }
+    if (!toMe) {
+      metrics.inc("cardlink_stanzas_rejected_total", { reason: "no-such-entity" });
+      // §10.5.3.1/.2: an IQ or message to a nonexistent entity gets service-unavailable; presence is ignored.
+      if (stanza.name === "presence") return;
+      return this.reply(
+        stanza,
+        new StanzaError(
+          "service-unavailable",
+          `'${quote(stanza.attrs.to)}' does not exist; cardlink is ${this.opts.domain}`,
+        ),
+      );
+    }
     if (stanza.name === "iq") return this.dispatchIq(stanza, from);
     const listeners = stanza.name === "message" ? this.messageListeners : this.presenceListeners;
     for (const l of listeners) {
@@ -145,7 +182,7 @@ export class Router {
     if (type !== "get" && type !== "set") {
       return this.reply(
         stanza,
-        new StanzaError("bad-request", `iq type must be get, set, result or error, not '${type}'`),
+        new StanzaError("bad-request", `iq type must be get, set, result or error, not '${quote(type)}'`),
       );
     }
     const children = childElements(stanza).filter((c) => c.name !== "error");
@@ -173,9 +210,9 @@ export class Router {
       const err = this.namespaces.has(ns)
         ? new StanzaError(
             "feature-not-implemented",
-            `cardlink does not implement <${payload.name}/> ${type} in ${ns}`,
+            `cardlink does not implement <${quote(payload.name)}/> ${type} in ${quote(ns)}`,
           )
-        : new StanzaError("service-unavailable", `cardlink does not serve the namespace '${ns}'`);
+        : new StanzaError("service-unavailable", `cardlink does not serve the namespace '${quote(ns)}'`);
       return this.reply(stanza, err);
     }
     if (!this.accepting) {

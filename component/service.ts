@@ -1,7 +1,7 @@
 /** Service basics: XEP-0030 disco, XEP-0092 version, XEP-0199 ping, and the admin "stats" command. */
 import { discoInfoResult, discoItemsResult } from "../stanzas/disco.js";
 import { formElement } from "../stanzas/dataforms.js";
-import { StanzaError } from "../stanzas/errors.js";
+import { StanzaError, quote } from "../stanzas/errors.js";
 import { NS } from "../stanzas/ns.js";
 import { versionResult } from "../stanzas/version.js";
 import type { AppContext } from "./context.js";
@@ -34,7 +34,7 @@ export function attachService(app: AppContext): void {
             node,
           );
         }
-        if (!info) throw new StanzaError("item-not-found", `no disco node '${node}'`);
+        if (!info) throw new StanzaError("item-not-found", `no disco node '${quote(node)}'`);
         return info;
       }
       return discoInfoResult(
@@ -56,7 +56,7 @@ export function attachService(app: AppContext): void {
     (ctx) => {
       const node = ctx.payload.attrs.node;
       if (node === NS.COMMANDS) return adhoc.items(ctx.user);
-      if (node) throw new StanzaError("item-not-found", `no disco node '${node}'`);
+      if (node) throw new StanzaError("item-not-found", `no disco node '${quote(node)}'`);
       return discoItemsResult([]);
     },
     { allowServer: true },

@@ -1,5 +1,5 @@
 /** XEP-0050 Ad-Hoc Commands (https://xmpp.org/extensions/xep-0050.html, 1.3). Pure builders and parsers. */
-import { badRequest } from "./errors.js";
+import { badRequest, quote } from "./errors.js";
 import { NS } from "./ns.js";
 import { xml, type Element } from "./xml.js";
 
@@ -18,7 +18,7 @@ export function parseCommand(el: Element): CommandRequest {
   if (!node) throw badRequest("command: the node attribute is required");
   const action = (el.attrs.action ?? "execute") as CommandAction;
   if (!["execute", "next", "prev", "complete", "cancel"].includes(action)) {
-    throw badRequest(`command: unknown action '${action}'`);
+    throw badRequest(`command: unknown action '${quote(action)}'`);
   }
   const form = el.getChild("x", NS.DATA);
   return {

@@ -2,7 +2,7 @@
  * cardlink's own protocol, namespace urn:cardlink:0 (docs/PROTOCOL.md). Pure builders and parsers: every
  * parser validates and throws StanzaError(bad-request) with a text naming the problem.
  */
-import { badRequest } from "./errors.js";
+import { badRequest, quote } from "./errors.js";
 import { NS } from "./ns.js";
 import { FIELD_NAMES, type FieldName, type SharePolicy } from "./vcard4.js";
 import { xml, type Element } from "./xml.js";
@@ -14,7 +14,7 @@ export type WirePlatform = (typeof PLATFORMS)[number];
 
 export function requireAttr(el: Element, name: string): string {
   const v = el.attrs[name];
-  if (v === undefined || v === "") throw badRequest(`<${el.name}/> needs a '${name}' attribute`);
+  if (v === undefined || v === "") throw badRequest(`<${quote(el.name)}/> needs a '${name}' attribute`);
   return v;
 }
 
@@ -22,6 +22,27 @@ export function parseDeviceId(v: string | undefined, what = "device"): string | 
   if (v === undefined || v === "") return undefined;
   if (!DEVICE_ID.test(v)) throw badRequest(`${what} id must be 1–128 characters of A–Z a–z 0–9 . _ : -`);
   return v;
+}
+
+const KEY_B64 = /^[A-Za-z0-9+/]{43}=$/;
+const KEY_B64URL = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * A push payload key: exactly 32 bytes (AES-256), as standard base64 with padding (44 characters) or base64url
+ * without padding (43, what WebCrypto and Android's Base64.URL_SAFE|NO_PADDING produce). Node's decoder is
+ * lenient (it skips junk and stops early), so the text is checked strictly and must be the canonical encoding
+ * of its bytes. Stored in standard base64.
+ */
+export function parsePushKey(v: string): string {
+  const ok = KEY_B64.test(v) || KEY_B64URL.test(v);
+  const bytes = ok ? Buffer.from(v, KEY_B64.test(v) ? "base64" : "base64url") : Buffer.alloc(0);
+  const canonical = bytes.toString("base64");
+  if (bytes.length !== 32 || (canonical !== v && bytes.toString("base64url") !== v)) {
+    throw badRequest(
+      "push key must be 32 bytes (AES-256): 44 characters of base64 with padding, or 43 of base64url",
+    );
+  }
+  return canonical;
 }
 
 export interface DeviceRegistration {
@@ -35,7 +56,7 @@ export function parseDevice(el: Element): DeviceRegistration {
   const deviceId = parseDeviceId(requireAttr(el, "id")) as string;
   const platform = el.attrs.platform ?? "other";
   if (!(PLATFORMS as readonly string[]).includes(platform)) {
-    throw badRequest(`platform must be one of ${PLATFORMS.join(", ")}, not '${platform}'`);
+    throw badRequest(`platform must be one of ${PLATFORMS.join(", ")}, not '${quote(platform)}'`);
   }
   const name = el.attrs.name;
   if (name !== undefined && name.length > 200) throw badRequest("device name is longer than 200 characters");
@@ -48,10 +69,7 @@ export function parseDevice(el: Element): DeviceRegistration {
     const topic = p.attrs.topic;
     if (topic !== undefined && !/^[A-Za-z0-9._:-]{1,255}$/.test(topic))
       throw badRequest("push topic is not a bundle/app id");
-    const key = p.attrs.key;
-    if (key !== undefined && Buffer.from(key, "base64").length !== 32) {
-      throw badRequest("push key must be 32 bytes (AES-256), base64-encoded");
-    }
+    const key = p.attrs.key === undefined ? undefined : parsePushKey(p.attrs.key);
     push = { token, ...(topic ? { topic } : {}), ...(key ? { key } : {}) };
   }
   return {
@@ -82,9 +100,10 @@ export function parseSharePolicy(el: Element): SharePolicy | null {
   const types = el.getChildren("type").map((t) => t.getText().trim().toLowerCase());
   for (const f of fields) {
     if (!(FIELD_NAMES as readonly string[]).includes(f))
-      throw badRequest(`unknown card field '${f}'; fields are ${FIELD_NAMES.join(", ")}`);
+      throw badRequest(`unknown card field '${quote(f)}'; fields are ${FIELD_NAMES.join(", ")}`);
   }
-  for (const t of types) if (!/^[a-z0-9-]{1,40}$/.test(t)) throw badRequest(`'${t}' is not a TYPE value`);
+  for (const t of types)
+    if (!/^[a-z0-9-]{1,40}$/.test(t)) throw badRequest(`'${quote(t)}' is not a TYPE value`);
   if (fields.length === 0 && types.length === 0) return null;
   return { ...(fields.length ? { fields: fields as FieldName[] } : {}), ...(types.length ? { types } : {}) };
 }

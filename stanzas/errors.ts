@@ -57,6 +57,28 @@ const DEFAULT_TYPE: Record<ErrorCondition, ErrorType> = {
   "unexpected-request": "wait",
 };
 
+/** Longest client input an error text quotes; longer input is cut and marked with "…". */
+export const QUOTE_MAX = 64;
+/** Hard cap on any <text/>: the safety net for a message that embeds input without quote(). */
+export const TEXT_MAX = 512;
+
+/** Cuts `s` to at most `max` UTF-16 units without splitting a surrogate pair. */
+function cut(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let end = max;
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${s.slice(0, end)}…`;
+}
+
+/**
+ * Client input as an error text may quote it: at most QUOTE_MAX characters, then "…". Every message that
+ * embeds something a client sent goes through this, so a 100 kB attribute never comes back in a <text/>.
+ */
+export function quote(v: string | undefined): string {
+  return cut(v ?? "", QUOTE_MAX);
+}
+
 export class StanzaError extends Error {
   readonly condition: ErrorCondition;
   readonly type: ErrorType;
@@ -70,7 +92,7 @@ export class StanzaError extends Error {
     text: string,
     opts: { type?: ErrorType; appCondition?: string; appNs?: string } = {},
   ) {
-    super(text);
+    super(cut(text, TEXT_MAX));
     this.name = "StanzaError";
     this.condition = condition;
     this.type = opts.type ?? DEFAULT_TYPE[condition];

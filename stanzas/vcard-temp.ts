@@ -2,6 +2,7 @@
  * XEP-0054 vcard-temp ↔ the Card model (stanzas/vcard4.ts), for legacy clients. The mapping follows XEP-0292
  * §11; docs/VCARD.md has the tables and what each direction drops.
  */
+import { quote as clip } from "./errors.js";
 import { NS } from "./ns.js";
 import {
   ADR_PARTS,
@@ -175,7 +176,7 @@ export function cardFromVCardTemp(el: Element, limits: CardLimits): Card {
   if (el.getName().toLowerCase() !== "vcard" || el.getNS() !== NS.VCARD_TEMP) {
     throw new CardError(
       `vcard-temp: expected <vCard xmlns='${NS.VCARD_TEMP}'>, ` +
-        `got <${el.getName()} xmlns='${el.getNS() ?? ""}'>`,
+        `got <${clip(el.getName())} xmlns='${clip(el.getNS())}'>`,
     );
   }
   if (childElements(el).length === 0) {

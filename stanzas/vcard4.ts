@@ -6,6 +6,7 @@
  * docs/VCARD.md has the mapping tables and the reasons behind what is dropped.
  */
 import { createHash } from "node:crypto";
+import { quote as clip } from "./errors.js";
 import { NS } from "./ns.js";
 import { childElements, xml, type Element } from "./xml.js";
 
@@ -676,7 +677,7 @@ export function parseVCard4(el: Element, limits: CardLimits): Card {
   checkSize(V4, Buffer.byteLength(el.toString(), "utf8"), limits);
   if (el.getName() !== "vcard" || el.getNS() !== NS.VCARD4) {
     throw new CardError(
-      `vcard: expected <vcard xmlns='${NS.VCARD4}'>, got <${el.getName()} xmlns='${el.getNS() ?? ""}'>`,
+      `vcard: expected <vcard xmlns='${NS.VCARD4}'>, got <${clip(el.getName())} xmlns='${clip(el.getNS())}'>`,
     );
   }
   if (childElements(el).length === 0) throw new CardError("vcard: <vcard/> is empty (no card published)");

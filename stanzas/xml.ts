@@ -25,3 +25,18 @@ export function parseXml(s: string): Element {
 export function childElements(el: Element): Element[] {
   return el.children.filter((c): c is Element => typeof c !== "string");
 }
+
+/**
+ * True when `el` nests deeper than `max` levels (`el` itself is level 1). Iterative on purpose: it runs on
+ * untrusted input before anything recursive (ltx's toString, the parsers) can overflow the stack on it, and it
+ * stops at the first element past `max`.
+ */
+export function nestedDeeperThan(el: Element, max: number): boolean {
+  const stack: Array<[Element, number]> = [[el, 1]];
+  while (stack.length > 0) {
+    const [e, depth] = stack.pop() as [Element, number];
+    if (depth > max) return true;
+    for (const c of e.children) if (typeof c !== "string") stack.push([c, depth + 1]);
+  }
+  return false;
+}

@@ -126,7 +126,11 @@ export interface ExchangeRepo {
   binding(a: string, b: string): Promise<Binding | undefined>;
   bindings(user: string): Promise<Binding[]>;
   isBlocked(owner: string, other: string): Promise<boolean>;
-  block(owner: string, other: string): Promise<void>;
+  /**
+   * Blocks `other`; "full" (and nothing written) when `owner` already blocks `maxPerUser` others. Blocking an
+   * already blocked JID is "blocked" and never counts against the cap.
+   */
+  block(owner: string, other: string, maxPerUser: number): Promise<"blocked" | "full">;
   unblock(owner: string, other: string): Promise<boolean>;
   blocked(owner: string): Promise<string[]>;
   /** Stores the request and its notice; "exists" when a request between the two (same direction) is stored. */
@@ -139,7 +143,8 @@ export interface ExchangeRepo {
   countPendingFrom(user: string, now: number): Promise<number>;
   /** Deletes the request and enqueues `notify` (e.g. tell the requester it was declined) in one transaction. */
   closeRequest(id: string, notify: OutboxItem[]): Promise<boolean>;
-  createCode(c: ExchangeCode): Promise<void>;
+  /** Stores the code unless the owner already has `maxOutstanding` unexpired ones ("full": nothing written). */
+  createCode(c: ExchangeCode, maxOutstanding: number): Promise<"created" | "full">;
   /** Reads a code without using it up. */
   code(code: string): Promise<ExchangeCode | undefined>;
   /** Atomically takes (deletes) a code: a code binds at most once. */
@@ -181,6 +186,7 @@ export interface PresenceRepo {
   /** Resources last known available: tried after a restart (an error reply prunes them). */
   add(bare: string, full: string): Promise<void>;
   remove(full: string): Promise<void>;
+  /** Oldest first (by when each became available). */
   all(): Promise<Array<{ bare: string; full: string }>>;
   /** Users who granted cardlink a presence subscription: probed after a restart. */
   addSubscriber(bare: string): Promise<void>;

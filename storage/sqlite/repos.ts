@@ -430,8 +430,17 @@ export class SqliteExchange implements ExchangeRepo {
     );
   }
 
-  async block(owner: string, other: string): Promise<void> {
-    this.db.transaction(() => {
+  async block(owner: string, other: string, maxPerUser: number): Promise<"blocked" | "full"> {
+    return this.db.transaction((): "blocked" | "full" => {
+      const already = this.db
+        .prepare("SELECT 1 FROM blocks WHERE owner = ? AND blocked = ?")
+        .get(owner, other);
+      if (!already) {
+        const n = (
+          this.db.prepare("SELECT COUNT(*) AS n FROM blocks WHERE owner = ?").get(owner) as { n: number }
+        ).n;
+        if (n >= maxPerUser) return "full";
+      }
       this.db.prepare("INSERT OR IGNORE INTO blocks (owner, blocked) VALUES (?, ?)").run(owner, other);
       // A blocked user's pending request disappears with its notice.
       const req = this.db
@@ -443,6 +452,7 @@ export class SqliteExchange implements ExchangeRepo {
           .prepare("DELETE FROM outbox WHERE recipient = ? AND kind = 'exchange-request' AND subject = ?")
           .run(owner, req.id);
       }
+      return "blocked";
     })();
   }
 
@@ -529,12 +539,21 @@ export class SqliteExchange implements ExchangeRepo {
     })();
   }
 
-  async createCode(c: ExchangeCode): Promise<void> {
-    this.db
-      .prepare(
-        "INSERT INTO exchange_codes (code, owner, device_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-      )
-      .run(c.code, c.owner, c.deviceId ?? null, c.createdAt, c.expiresAt);
+  async createCode(c: ExchangeCode, maxOutstanding: number): Promise<"created" | "full"> {
+    return this.db.transaction((): "created" | "full" => {
+      const n = (
+        this.db
+          .prepare("SELECT COUNT(*) AS n FROM exchange_codes WHERE owner = ? AND expires_at > ?")
+          .get(c.owner, c.createdAt) as { n: number }
+      ).n;
+      if (n >= maxOutstanding) return "full";
+      this.db
+        .prepare(
+          "INSERT INTO exchange_codes (code, owner, device_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .run(c.code, c.owner, c.deviceId ?? null, c.createdAt, c.expiresAt);
+      return "created";
+    })();
   }
 
   async code(code: string): Promise<ExchangeCode | undefined> {
@@ -666,7 +685,7 @@ export class SqlitePresence implements PresenceRepo {
 
   async all(): Promise<Array<{ bare: string; full: string }>> {
     return (
-      this.db.prepare("SELECT bare, full_jid FROM resources").all() as Array<{
+      this.db.prepare("SELECT bare, full_jid FROM resources ORDER BY since, rowid").all() as Array<{
         bare: string;
         full_jid: string;
       }>

@@ -307,12 +307,15 @@ describe("cards, exchange and bindings (real Prosody, real clients)", function (
   it("expired codes and expired requests are refused with gone, and leave nothing behind", async () => {
     const erin = clients.find((c) => c.jid.startsWith("erin")) as CardClient;
     const past = Date.now() - 1000;
-    await app.ctx.store.exchange.createCode({
-      code: "ZZZZZ-22222",
-      owner: jid("mallory"),
-      createdAt: past - 60_000,
-      expiresAt: past,
-    });
+    await app.ctx.store.exchange.createCode(
+      {
+        code: "ZZZZZ-22222",
+        owner: jid("mallory"),
+        createdAt: past - 60_000,
+        expiresAt: past,
+      },
+      10,
+    );
     const e = errorOf(await erin.cardlinkRaw("set", "redeem", { code: "ZZZZZ-22222" }));
     expect(e.condition).to.equal("gone");
     expect(e.text).to.match(/expired/);
