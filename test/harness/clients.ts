@@ -28,6 +28,14 @@ export async function connectClient(opts: {
   /** Called for IQ set/get from others; return the result payload, or throw to answer an error. */
   onIq?: (stanza: Element) => Element | undefined | Promise<Element | undefined>;
   sendPresence?: boolean;
+  /**
+   * Negotiate XEP-0198 stream management (default false). @xmpp/client 0.14 miscounts inbound stanzas around
+   * <enabled/> (it resets its counter in a continuation that can run before or after stanzas from the same
+   * read are counted); Prosody then closes the stream with "Client acknowledged more (or less) stanzas than
+   * sent by server". How often depends on how Prosody's writes are split into reads, so test clients leave it
+   * off unless a test needs it. Prosody still offers it (real clients use it).
+   */
+  streamManagement?: boolean;
 }): Promise<TestClient> {
   const xmpp = client({
     service: `xmpp://127.0.0.1:${opts.port}`,
@@ -42,6 +50,15 @@ export async function connectClient(opts: {
     resource: opts.resource ?? "test",
   });
   xmpp.reconnect.stop();
+  if (!opts.streamManagement) {
+    // Runs before xmpp.js's middleware (registered when the client was built): the offer is gone by then.
+    xmpp.prependListener("element", (el: Element) => {
+      if (el.is("features", "http://etherx.jabber.org/streams")) {
+        const sm = el.getChild("sm", "urn:xmpp:sm:3");
+        if (sm) el.children = el.children.filter((c) => c !== sm);
+      }
+    });
+  }
   const received: Element[] = [];
   let counter = 0;
   const pending = new Map<string, (el: Element) => void>();
