@@ -4,14 +4,16 @@ import type { Element } from "../stanzas/xml.js";
 import { openStore } from "../storage/index.js";
 import { AdhocCommands } from "./adhoc.js";
 import type { Config } from "./config.js";
-import { XmppLink } from "./connection.js";
+import { XmppLink, type LinkStatus } from "./connection.js";
 import type { AppContext, Feature } from "./context.js";
 import { EventBus } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
 import { createLogger, type Logger } from "./log.js";
-import { Metrics } from "./metrics.js";
+import { Metrics, type Health } from "./metrics.js";
 import { Router } from "./router.js";
 import { attachService } from "./service.js";
+
+const LINK_STATES: LinkStatus[] = ["offline", "connecting", "online", "stopping"];
 
 export interface Cardlink {
   ctx: AppContext;
@@ -81,10 +83,28 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
   adhoc.attach(router);
 
   metrics.gauge("cardlink_link_up", () => (link.online ? 1 : 0), "1 while connected to Prosody");
-  metrics.gauge("cardlink_link_connects_total", () => link.counters.connects);
-  metrics.gauge("cardlink_link_conflicts_total", () => link.counters.conflicts);
-  metrics.gauge("cardlink_link_failures_total", () => link.counters.failures);
-  metrics.gauge("cardlink_iq_in_flight", () => iq.inFlight);
+  metrics.gaugeSet(
+    "cardlink_link_state",
+    "state",
+    () => Object.fromEntries(LINK_STATES.map((s) => [s, link.status === s ? 1 : 0])),
+    "the component link's state (one series is 1)",
+  );
+  metrics.counterFrom(
+    "cardlink_link_connects_total",
+    () => link.counters.connects,
+    "successful handshakes since start",
+  );
+  metrics.counterFrom(
+    "cardlink_link_conflicts_total",
+    () => link.counters.conflicts,
+    "connection attempts refused with <conflict/>",
+  );
+  metrics.counterFrom(
+    "cardlink_link_failures_total",
+    () => link.counters.failures,
+    "failed connection attempts",
+  );
+  metrics.gauge("cardlink_iq_in_flight", () => iq.inFlight, "IQs cardlink sent and waits a reply for");
 
   link.on("stanza", (el: Element) => router.handle(el));
   link.on("offline", () => iq.rejectAll("link to Prosody lost"));
@@ -99,13 +119,27 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
     }
   });
 
+  /** /healthz: serving means the link is up and the database answers. */
+  const health = async (): Promise<Health> => {
+    let storeOk: boolean | string = true;
+    try {
+      await store.ping();
+    } catch (e) {
+      storeOk = (e as Error).message;
+    }
+    return { ok: link.online && storeOk === true, checks: { link: link.status, store: storeOk } };
+  };
+
   let metricsServer: Server | undefined;
   let stopped = false;
   return {
     ctx,
     link,
     async start() {
-      if (config.metricsPort) metricsServer = await metrics.serve(config.metricsPort);
+      if (config.metricsPort) {
+        metrics.watchEventLoop();
+        metricsServer = await metrics.serve(config.metricsPort, { host: config.metricsAddress, health });
+      }
       link.start();
     },
     async stop() {
@@ -129,6 +163,7 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
       await link.stop();
       iq.rejectAll("shutting down");
       metricsServer?.close();
+      metrics.close();
       await store.close();
       log.info({ event: "stopped" }, "cardlink stopped");
     },

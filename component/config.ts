@@ -3,6 +3,7 @@
  * the code receives a frozen, fully-typed Config and never reads process.env itself. Reference: docs/CONFIG.md.
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import path from "node:path";
 
 export interface Config {
@@ -28,8 +29,10 @@ export interface Config {
   maxStanzaBytes: number;
   /** How long shutdown waits for in-flight work before closing the database anyway. */
   shutdownGraceMs: number;
-  /** Prometheus text metrics on 127.0.0.1:<port>/metrics; 0 = off. */
+  /** Prometheus text metrics on <metricsAddress>:<port>/metrics (and /healthz); 0 = off. */
   metricsPort: number;
+  /** Address the metrics listener binds: loopback unless the scraper is elsewhere. */
+  metricsAddress: string;
   card: { maxBytes: number; maxPhotoBytes: number; maxItemsPerField: number; maxTextLength: number };
   exchange: { codeTtlSeconds: number; requestTtlSeconds: number; maxPendingPerUser: number };
   delivery: {
@@ -98,8 +101,18 @@ export class ConfigError extends Error {
   }
 }
 
-export function defaultConfig(): Config {
-  const dataDir = "./run/data";
+/**
+ * The default data directory: systemd's $STATE_DIRECTORY (StateDirectory=cardlink; the first entry when several
+ * are listed), else /var/lib/cardlink. Never relative to the working directory: a service started from another
+ * directory must not silently create a second, empty database.
+ */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  const state = env.STATE_DIRECTORY?.split(":")[0];
+  return state && path.isAbsolute(state) ? state : "/var/lib/cardlink";
+}
+
+export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const dataDir = defaultDataDir(env);
   return {
     domain: "cards.localhost",
     secret: "",
@@ -115,6 +128,7 @@ export function defaultConfig(): Config {
     maxStanzaBytes: 256 * 1024,
     shutdownGraceMs: 5_000,
     metricsPort: 0,
+    metricsAddress: "127.0.0.1",
     card: { maxBytes: 96 * 1024, maxPhotoBytes: 64 * 1024, maxItemsPerField: 20, maxTextLength: 1024 },
     exchange: { codeTtlSeconds: 300, requestTtlSeconds: 7 * 24 * 3600, maxPendingPerUser: 50 },
     delivery: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 5 * 60_000, batchSize: 20 },
@@ -195,6 +209,7 @@ const ENV: Array<[string, (c: Config, v: string) => void]> = [
   ["CARDLINK_LOG_LEVEL", (c, v) => (c.log.level = v as Config["log"]["level"])],
   ["CARDLINK_LOG_RAW", (c, v) => (c.log.rawStream = v === "1" || v === "true")],
   ["CARDLINK_METRICS_PORT", (c, v) => (c.metricsPort = Number(v))],
+  ["CARDLINK_METRICS_ADDRESS", (c, v) => (c.metricsAddress = v)],
 ];
 
 function splitList(v: string): string[] {
@@ -208,7 +223,7 @@ export function loadConfig(
   opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: object } = {},
 ): Config {
   const env = opts.env ?? process.env;
-  const c = defaultConfig() as unknown as Record<string, unknown>;
+  const c = defaultConfig(env) as unknown as Record<string, unknown>;
   const file = opts.file ?? env.CARDLINK_CONFIG;
   if (file) {
     let parsed: Json;
@@ -311,6 +326,11 @@ function check(c: Config): void {
   // A share equal to the whole would let one user exhaust the host's budget alone.
   if (l.redeemFailuresPerHost <= l.redeemFailuresPerUser)
     throw new ConfigError("limits.redeemFailuresPerHost must be above limits.redeemFailuresPerUser");
+  if (isIP(c.metricsAddress) === 0 && c.metricsAddress !== "localhost") {
+    throw new ConfigError(
+      `metricsAddress '${c.metricsAddress}' must be an IP address (e.g. 127.0.0.1 or ::1)`,
+    );
+  }
   if (c.card.maxPhotoBytes >= c.card.maxBytes)
     throw new ConfigError("card.maxPhotoBytes must be below card.maxBytes");
 }

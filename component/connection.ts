@@ -188,3 +188,55 @@ function retryMessage(reason: string): string {
     return `cannot reach Prosody's component port (${reason}); backing off`;
   return `connection to Prosody ended (${reason}); backing off`;
 }
+
+/** What `retryMessage` says about a failed attempt, without the retry part: for one-shot checks. */
+export function describeLinkFailure(reason: string): string {
+  return retryMessage(reason).replace(/;? backing off$/, "");
+}
+
+export type HandshakeProbe = { ok: true } | { ok: false; reason: string; message: string };
+
+/**
+ * One connection attempt, no retry: connect, open the stream, XEP-0114 handshake, close. Used by
+ * `cardlink check-config` to find a wrong secret, an undeclared domain or an unreachable port before the service
+ * starts (where XmppLink would only back off and log).
+ */
+export async function probeHandshake(o: {
+  service: string;
+  domain: string;
+  secret: string;
+  timeoutMs: number;
+}): Promise<HandshakeProbe> {
+  const entity = new Component({ service: o.service, domain: o.domain });
+  let lastError: string | undefined;
+  entity.on("error", (err: Error & { condition?: string }) => {
+    lastError = err.condition ?? err.message;
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${o.timeoutMs} ms`)), o.timeoutMs);
+  });
+  try {
+    await Promise.race([
+      (async () => {
+        await entity.connect(o.service);
+        const header = await entity.open({ domain: o.domain });
+        await entity.authenticate(String(header.attrs.id ?? ""), o.secret);
+      })(),
+      timeout,
+    ]);
+    return { ok: true };
+  } catch (e) {
+    const reason = lastError ?? (e as Error).message;
+    return { ok: false, reason, message: describeLinkFailure(reason) };
+  } finally {
+    clearTimeout(timer);
+    entity.removeAllListeners("disconnect");
+    try {
+      await Promise.race([entity.stop(), new Promise((r) => setTimeout(r, 1000))]);
+    } catch {
+      // closing anyway
+    }
+    (entity.socket as Socket | null)?.destroy();
+  }
+}

@@ -236,6 +236,8 @@ export class Router {
       );
     }
     for (const l of this.requestListeners) l(from);
+    // Handling time per route, until the answer is handed to the link (errors included: `finally`).
+    const done = metrics.timer("cardlink_iq_duration_seconds", label);
     try {
       const result = await route.handler({ stanza, payload, from, user: from.bare });
       metrics.inc("cardlink_iq_total", { ...label, outcome: "result" });
@@ -260,7 +262,7 @@ export class Router {
           },
           "request refused",
         );
-        return this.reply(stanza, e);
+        return await this.reply(stanza, e);
       }
       metrics.inc("cardlink_iq_total", { ...label, outcome: "internal-server-error" });
       log.error(
@@ -273,10 +275,12 @@ export class Router {
         },
         "handler crashed",
       );
-      return this.reply(
+      return await this.reply(
         stanza,
         new StanzaError("internal-server-error", "cardlink failed to process this request; it was logged"),
       );
+    } finally {
+      done();
     }
   }
 

@@ -248,5 +248,7 @@ export interface Store {
   presence: PresenceRepo;
   /** Schema version after migrations. */
   schemaVersion(): Promise<number>;
+  /** Resolves when the database answers a query now (health checks); rejects with the reason otherwise. */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }

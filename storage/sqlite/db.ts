@@ -55,3 +55,51 @@ export function migrate(db: Db, migrations: Migration[] = MIGRATIONS): Migration
   }
   return { applied, current };
 }
+
+/**
+ * Opens an existing database without changing it (no journal-mode switch, no migration): for the command-line
+ * checks, stats and backups that may run beside a live cardlink.
+ */
+export function openReadOnly(file: string): Db {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  db.pragma("busy_timeout = 5000");
+  return db;
+}
+
+export interface SchemaState {
+  /** Versions recorded in schema_migrations (none for a new or foreign file). */
+  applied: number[];
+  /** The highest version recorded, 0 when none. */
+  version: number;
+  /** The highest version this cardlink knows. */
+  current: number;
+  /** Migrations this cardlink would apply, in order. */
+  pending: Migration[];
+  /** The database was migrated by a newer cardlink: this one must not touch it. */
+  newer: boolean;
+}
+
+/** Where a database stands against this build's migrations, read without writing anything. */
+export function schemaState(db: Db, migrations: Migration[] = MIGRATIONS): SchemaState {
+  const hasTable = db
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+    .get();
+  const applied = hasTable
+    ? (
+        db.prepare("SELECT version FROM schema_migrations ORDER BY version").all() as Array<{
+          version: number;
+        }>
+      ).map((r) => r.version)
+    : [];
+  const done = new Set(applied);
+  const sorted = [...migrations].sort((a, b) => a.version - b.version);
+  const current = sorted.length ? (sorted[sorted.length - 1] as Migration).version : 0;
+  const version = Math.max(0, ...applied);
+  return {
+    applied,
+    version,
+    current,
+    pending: sorted.filter((m) => !done.has(m.version)),
+    newer: version > current,
+  };
+}

@@ -28,6 +28,10 @@ export class SqliteStore implements Store {
     return this.migrations.current;
   }
 
+  async ping(): Promise<void> {
+    this.db.prepare("SELECT count(*) FROM schema_migrations").get();
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }

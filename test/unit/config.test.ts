@@ -65,4 +65,45 @@ describe("config", () => {
     expect(c.push.apns).to.deep.equal({ production: true, token: { key: "k.p8", keyId: "K", teamId: "T" } });
     expect(c.push.fcm).to.equal(undefined);
   });
+
+  it("defaults the data directory to $STATE_DIRECTORY (systemd), else /var/lib/cardlink: never the working directory", () => {
+    const sd = loadConfig({
+      env: { CARDLINK_SECRET: "s", STATE_DIRECTORY: "/var/lib/cardlink-test:/other" },
+    });
+    expect(sd.dataDir).to.equal("/var/lib/cardlink-test");
+    expect(sd.database.path).to.equal("/var/lib/cardlink-test/cardlink.sqlite");
+    const plain = loadConfig({ env: { CARDLINK_SECRET: "s" } });
+    expect(plain.dataDir).to.equal("/var/lib/cardlink");
+    // A relative STATE_DIRECTORY is not systemd's: ignored rather than resolved against the working directory.
+    expect(loadConfig({ env: { CARDLINK_SECRET: "s", STATE_DIRECTORY: "run/data" } }).dataDir).to.equal(
+      "/var/lib/cardlink",
+    );
+    // An explicit setting still wins (the quick start sets its own).
+    expect(loadConfig({ env: { CARDLINK_SECRET: "s", CARDLINK_DATA_DIR: "/tmp/q" } }).database.path).to.equal(
+      "/tmp/q/cardlink.sqlite",
+    );
+  });
+
+  it("takes a metrics address (loopback by default) and refuses one that is not an IP address", () => {
+    expect(loadConfig({ env: { CARDLINK_SECRET: "s" } }).metricsAddress).to.equal("127.0.0.1");
+    expect(
+      loadConfig({ env: { CARDLINK_SECRET: "s", CARDLINK_METRICS_ADDRESS: "::1" } }).metricsAddress,
+    ).to.equal("::1");
+    expect(() =>
+      loadConfig({ file: file({ secret: "s", metricsAddress: "example.org" }), env: {} }),
+    ).to.throw(ConfigError, /metricsAddress 'example.org' must be an IP address/);
+  });
+
+  it("loads docs/config.example.json as shipped, with the secret from the environment as documented", () => {
+    const c = loadConfig({ file: "docs/config.example.json", env: { CARDLINK_SECRET: "s" } });
+    expect(c.domain).to.equal("cards.example.org");
+    expect(c.metricsPort).to.equal(9347);
+    expect(c.metricsAddress).to.equal("127.0.0.1");
+    expect(path.isAbsolute(c.database.path)).to.equal(true);
+    // Without the secret it does not start: the file holds none on purpose.
+    expect(() => loadConfig({ file: "docs/config.example.json", env: {} })).to.throw(
+      ConfigError,
+      /secret is empty/,
+    );
+  });
 });

@@ -1,0 +1,546 @@
+/**
+ * The `cardlink` command (prosodyctl's spirit): run the service, check a configuration against the real server,
+ * migrate, back up, and summarize the database. Exit status (docs/OPERATIONS.md §2): 0 success; 1 the operation
+ * failed or a check found a problem outside the configuration (server unreachable, handshake refused, database
+ * newer than this build); 2 a usage error or a configuration error (the file, a value, push credentials), which a
+ * restart cannot fix (systemd: RestartPreventExitStatus=2).
+ */
+import { accessSync, chmodSync, constants, existsSync, statSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { createSenders } from "../push/senders.js";
+import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../storage/sqlite/db.js";
+import { createCardlink } from "./app.js";
+import { ConfigError, loadConfig, type Config } from "./config.js";
+import { probeHandshake } from "./connection.js";
+import { allFeatures } from "./features.js";
+import { createLogger, type Logger } from "./log.js";
+import { SOFTWARE } from "./service.js";
+
+export const USAGE = `usage: cardlink [command] [options]
+
+commands:
+  run                  start the service (the default)
+  check-config         check the configuration, push credentials, database schema and the
+                       component handshake with the XMPP server; exit 0 if all is well
+  migrate [--dry-run]  apply pending schema migrations (backing the database up first);
+                       --dry-run lists them and changes nothing
+  backup FILE          write a consistent copy of the database to FILE (safe while running)
+  stats [--json]       summary of the database: users, bindings, outbox and push queues
+  help                 this text
+
+options:
+  -c, --config FILE    configuration file (default: $CARDLINK_CONFIG; the environment overrides it)
+  -h, --help           this text
+  -V, --version        print the version
+
+exit status: 0 ok, 1 failed or a check found a problem, 2 usage or configuration error
+`;
+
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: Io = {
+  out: (l) => process.stdout.write(l + "\n"),
+  err: (l) => process.stderr.write(l + "\n"),
+};
+
+/** Which options each command takes: anything else is a usage error, never silently ignored. */
+const COMMANDS: Record<string, { options: string[]; args: number }> = {
+  run: { options: ["config"], args: 0 },
+  "check-config": { options: ["config"], args: 0 },
+  migrate: { options: ["config", "dry-run"], args: 0 },
+  backup: { options: ["config"], args: 1 },
+  stats: { options: ["config", "json"], args: 0 },
+  help: { options: [], args: 0 },
+};
+
+class UsageError extends Error {}
+
+/** "running" when `run` started the service (the process then lives until a signal), else the exit status. */
+export async function cli(argv: string[], io: Io = stdio): Promise<number | "running"> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+        "dry-run": { type: "boolean" },
+        json: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    // parseArgs adds a hint about '--' that reads as noise here: its first sentence names the problem.
+    return usage(io, ((e as Error).message.split(". ")[0] as string).replace(/\.$/, ""));
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    io.out(`${SOFTWARE.name} ${SOFTWARE.version}`);
+    return 0;
+  }
+  const command = positionals[0] ?? "run";
+  const spec = COMMANDS[command];
+  if (!spec) return usage(io, `unknown command '${command}'`);
+  if (values.help || command === "help") {
+    io.out(USAGE.trimEnd());
+    return 0;
+  }
+  const args = positionals.slice(1);
+  try {
+    for (const k of Object.keys(values)) {
+      if (values[k as keyof typeof values] !== undefined && !spec.options.includes(k))
+        throw new UsageError(`'${command}' takes no --${k}`);
+    }
+    if (args.length !== spec.args) {
+      throw new UsageError(
+        spec.args === 0 ? `'${command}' takes no arguments` : `'${command}' needs ${spec.args} argument(s)`,
+      );
+    }
+  } catch (e) {
+    return usage(io, (e as Error).message);
+  }
+  const source = values.config ? { file: values.config } : {};
+  switch (command) {
+    case "run":
+      return run(source, io);
+    case "check-config":
+      return checkConfig(source, io);
+    case "migrate":
+      return withConfig(source, io, (c) => migrateCommand(c, values["dry-run"] === true, io));
+    case "backup":
+      return withConfig(source, io, (c) => backupCommand(c, args[0] as string, io));
+    default:
+      return withConfig(source, io, (c) => statsCommand(c, values.json === true, io));
+  }
+}
+
+function usage(io: Io, problem: string): number {
+  io.err(`cardlink: ${problem}`);
+  io.err(USAGE.trimEnd());
+  return 2;
+}
+
+type Source = { file?: string };
+
+function configError(io: Io, e: unknown): number {
+  if (e instanceof ConfigError) {
+    io.err(`cardlink: configuration error: ${e.message}`);
+    return 2;
+  }
+  io.err(`cardlink: ${(e as Error).message ?? String(e)}`);
+  return 1;
+}
+
+async function withConfig(
+  source: Source,
+  io: Io,
+  f: (c: Config) => Promise<number> | number,
+): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig(source);
+  } catch (e) {
+    return configError(io, e);
+  }
+  try {
+    return await f(config);
+  } catch (e) {
+    return configError(io, e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------- run
+
+async function run(source: Source, io: Io): Promise<number | "running"> {
+  let config: Config;
+  try {
+    config = loadConfig(source);
+  } catch (e) {
+    return configError(io, e);
+  }
+  const log = createLogger(config.log.level);
+  let app;
+  try {
+    app = createCardlink(config, { log, features: allFeatures() });
+    await app.start();
+  } catch (e) {
+    // A push provider's bad credentials are a ConfigError too (push/senders.ts): one line, exit 2.
+    if (!(e instanceof ConfigError) && ["debug", "trace"].includes(config.log.level)) {
+      io.err(String((e as Error).stack));
+    }
+    return configError(io, e);
+  }
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: "signal", signal }, "signal received");
+    app.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        log.error({ event: "stop-failed", err: (e as Error).message }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  // SIGHUP's default action ends the process; here it reloads what can change at run time.
+  process.on("SIGHUP", () => reload(source, config, log));
+  log.info(
+    { event: "started", domain: config.domain, service: config.service, db: config.database.path },
+    "cardlink started",
+  );
+  return "running";
+}
+
+const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
+/**
+ * SIGHUP: reads the same sources again (file and environment). Only `log.level` applies at once; every other
+ * changed setting is named in the log as needing a restart, and nothing else changes. A config that no longer
+ * loads is logged and ignored: the running settings stay.
+ */
+export function reload(source: Source, running: Config, log: Logger): void {
+  let next: Config;
+  try {
+    next = loadConfig(source);
+  } catch (e) {
+    log.error(
+      { event: "reload-failed", err: (e as Error).message },
+      "SIGHUP: configuration not reloaded; keeping the running settings",
+    );
+    return;
+  }
+  const from = log.level;
+  const to = next.log.level;
+  const restartRequired = diff(running, next).filter((k) => k !== "log.level");
+  const report = (): void => {
+    log.info(
+      { event: "reloaded", changed: from === to ? {} : { "log.level": { from, to } }, restartRequired },
+      "SIGHUP: configuration reloaded",
+    );
+  };
+  // Logged at whichever of the two levels shows more, so the line is seen when either would show it.
+  if (LEVELS.indexOf(to) < LEVELS.indexOf(from)) {
+    log.level = to;
+    report();
+  } else {
+    report();
+    log.level = to;
+  }
+}
+
+/** Dotted keys whose values differ (arrays compared whole). */
+function diff(a: unknown, b: unknown, at = ""): string[] {
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
+  if (isObj(a) && isObj(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((k) => diff(a[k], b[k], at ? `${at}.${k}` : k));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [at];
+}
+
+// ------------------------------------------------------------------------------------------- check-config
+
+async function checkConfig(source: Source, io: Io): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig(source);
+  } catch (e) {
+    return configError(io, e);
+  }
+  let status = 0;
+  const ok = (what: string): void => io.out(`ok: ${what}`);
+  const note = (what: string): void => io.out(`note: ${what}`);
+  const problem = (code: 1 | 2, what: string): void => {
+    io.err(`problem: ${what}`);
+    status = Math.max(status, code);
+  };
+  ok(
+    `configuration${source.file ? ` ${source.file}` : ""} (domain ${config.domain}, service ${config.service})`,
+  );
+
+  // Push: constructing the providers loads and checks the credentials (no request is sent).
+  if (!config.push.apns && !config.push.fcm) note("push: no provider configured (push.apns, push.fcm)");
+  try {
+    const senders = createSenders(config.push);
+    for (const s of Object.values(senders)) {
+      ok(`push: ${s.platform === "ios" ? "APNs" : "FCM"} credentials load`);
+      await s.close();
+    }
+  } catch (e) {
+    problem(2, e instanceof ConfigError ? e.message : `push: ${(e as Error).message}`);
+  }
+
+  checkDatabase(config, ok, note, problem);
+
+  const probe = await probeHandshake({
+    service: config.service,
+    domain: config.domain,
+    secret: config.secret,
+    timeoutMs: 10_000,
+  });
+  if (probe.ok) ok(`handshake with ${config.service} as ${config.domain}`);
+  else problem(1, `handshake with ${config.service} as ${config.domain} failed: ${probe.message}`);
+  return status;
+}
+
+function checkDatabase(
+  config: Config,
+  ok: (s: string) => void,
+  note: (s: string) => void,
+  problem: (code: 1 | 2, s: string) => void,
+): void {
+  const file = config.database.path;
+  if (!existsSync(file)) {
+    // The first start creates it: check that it can.
+    let dir = path.dirname(path.resolve(file));
+    while (!existsSync(dir)) dir = path.dirname(dir);
+    try {
+      accessSync(dir, constants.W_OK);
+      note(`database ${file} does not exist yet; the first start creates it`);
+    } catch {
+      problem(1, `database ${file} does not exist and ${dir} is not writable`);
+    }
+    return;
+  }
+  let db: Db | undefined;
+  try {
+    db = openReadOnly(file);
+    const s = schemaState(db);
+    if (s.newer) {
+      problem(1, `database ${file} is at schema ${s.version}, newer than this cardlink (${s.current})`);
+    } else if (s.pending.length > 0) {
+      note(
+        `database ${file} is at schema ${s.version}; ${s.pending.length} migration(s) pending ` +
+          `(${s.pending.map((m) => m.version).join(", ")}): \`cardlink migrate\` or the next start applies them`,
+      );
+    } else ok(`database ${file} at schema ${s.version}`);
+  } catch (e) {
+    problem(1, `database ${file} cannot be read: ${(e as Error).message}`);
+  } finally {
+    db?.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ migrate
+
+async function migrateCommand(config: Config, dryRun: boolean, io: Io): Promise<number> {
+  const file = config.database.path;
+  const existed = existsSync(file);
+  if (dryRun) {
+    if (!existed) {
+      io.out(`database ${file} does not exist; migrate would create it with every migration:`);
+    }
+    const db = existed ? openReadOnly(file) : undefined;
+    try {
+      const s = db ? schemaState(db) : schemaState(openMemory());
+      if (s.newer) {
+        io.err(`cardlink: database schema ${s.version} is newer than this cardlink (${s.current})`);
+        return 1;
+      }
+      if (existed) io.out(`database ${file} is at schema ${s.version} (this cardlink: ${s.current})`);
+      if (s.pending.length === 0) io.out("nothing to apply");
+      for (const m of s.pending) io.out(`would apply ${m.version} ${m.name}`);
+      return 0;
+    } finally {
+      db?.close();
+    }
+  }
+  const db = openDatabase(file);
+  try {
+    const s = schemaState(db);
+    if (s.newer) {
+      io.err(
+        `cardlink: database schema ${s.version} is newer than this cardlink (${s.current}); not touched`,
+      );
+      return 1;
+    }
+    if (s.pending.length === 0) {
+      io.out(`database ${file} is at schema ${s.version}: nothing to apply`);
+      return 0;
+    }
+    if (existed && s.applied.length > 0) {
+      const copy = `${file}.pre-${s.current}-${new Date().toISOString().replace(/[:.]/g, "-")}.sqlite`;
+      await backupTo(db, copy);
+      io.out(`backed up ${file} to ${copy}`);
+    }
+    const r = migrate(db);
+    io.out(`applied ${r.applied.join(", ")}; database ${file} is at schema ${r.current}`);
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
+function openMemory(): Db {
+  return openDatabase(":memory:");
+}
+
+/**
+ * SQLite's online backup API: pages are copied in steps, and a write by another connection (a running
+ * cardlink) restarts the copy, so the result is one consistent state. The copy holds push keys and node
+ * secrets: readable by the owner only.
+ */
+async function backupTo(db: Db, file: string): Promise<void> {
+  await db.backup(file);
+  chmodSync(file, 0o600);
+}
+
+// ------------------------------------------------------------------------------------------------- backup
+
+async function backupCommand(config: Config, target: string, io: Io): Promise<number> {
+  const file = config.database.path;
+  if (existsSync(target)) {
+    io.err(`cardlink: ${target} exists; refusing to overwrite it`);
+    return 1;
+  }
+  if (!existsSync(file)) {
+    io.err(`cardlink: database ${file} does not exist`);
+    return 1;
+  }
+  const src = openReadOnly(file);
+  try {
+    await backupTo(src, target);
+  } finally {
+    src.close();
+  }
+  const copy = openReadOnly(target);
+  try {
+    const integrity = copy.pragma("integrity_check", { simple: true });
+    if (integrity !== "ok") {
+      io.err(`cardlink: the copy ${target} fails its integrity check: ${String(integrity)}`);
+      return 1;
+    }
+    const s = schemaState(copy);
+    io.out(
+      `backed up ${file} to ${target} (${statSync(target).size} bytes, schema ${s.version}, integrity ok)`,
+    );
+    return 0;
+  } finally {
+    copy.close();
+  }
+}
+
+// -------------------------------------------------------------------------------------------------- stats
+
+export interface DatabaseStats {
+  database: string;
+  schema: number;
+  usersWithCards: number;
+  devices: Record<string, number>;
+  bindings: number;
+  shares: number;
+  blocks: number;
+  exchangeRequestsPending: number;
+  exchangeCodesLive: number;
+  outbox: Record<string, { entries: number; recipients: number; oldestAgeSeconds: number }>;
+  pushQueue: Record<string, { notices: number; oldestAgeSeconds: number }>;
+}
+
+function statsCommand(config: Config, json: boolean, io: Io): number {
+  const file = config.database.path;
+  if (!existsSync(file)) {
+    io.err(`cardlink: database ${file} does not exist`);
+    return 1;
+  }
+  const db = openReadOnly(file);
+  try {
+    const schema = schemaState(db);
+    if (schema.newer || schema.pending.length > 0) {
+      io.err(
+        `cardlink: database ${file} is at schema ${schema.version}, this cardlink reads ${schema.current}` +
+          (schema.newer ? "" : ": run `cardlink migrate` first"),
+      );
+      return 1;
+    }
+    const s = readStats(db, file);
+    if (json) {
+      io.out(JSON.stringify(s, null, 2));
+      return 0;
+    }
+    io.out(`database            ${s.database} (schema ${s.schema})`);
+    io.out(`users with a card   ${s.usersWithCards}`);
+    io.out(
+      `devices             ${
+        Object.entries(s.devices)
+          .map(([p, n]) => `${n} ${p}`)
+          .join(", ") || "0"
+      }`,
+    );
+    io.out(`bindings            ${s.bindings} (${s.shares} shares)`);
+    io.out(`blocks              ${s.blocks}`);
+    io.out(
+      `exchange            ${s.exchangeRequestsPending} requests pending, ${s.exchangeCodesLive} codes live`,
+    );
+    const kinds = Object.entries(s.outbox);
+    io.out(`outbox              ${kinds.length === 0 ? "empty" : ""}`);
+    for (const [k, v] of kinds) {
+      io.out(
+        `  ${k.padEnd(18)}${v.entries} entries for ${v.recipients} users, oldest ${age(v.oldestAgeSeconds)}`,
+      );
+    }
+    const platforms = Object.entries(s.pushQueue);
+    io.out(`push queue          ${platforms.length === 0 ? "empty" : ""}`);
+    for (const [p, v] of platforms) {
+      io.out(`  ${p.padEnd(18)}${v.notices} notices, oldest ${age(v.oldestAgeSeconds)}`);
+    }
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
+function age(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86_400)} d`;
+}
+
+export function readStats(db: Db, file: string, now = Date.now()): DatabaseStats {
+  const count = (sql: string, ...p: unknown[]): number => (db.prepare(sql).get(...p) as { n: number }).n;
+  const ageOf = (t: number): number => Math.max(0, Math.round((now - t) / 1000));
+  const outbox: DatabaseStats["outbox"] = {};
+  for (const r of db
+    .prepare(
+      "SELECT kind, count(*) AS n, count(DISTINCT recipient) AS r, min(created_at) AS t FROM outbox GROUP BY kind",
+    )
+    .all() as Array<{ kind: string; n: number; r: number; t: number }>) {
+    outbox[r.kind] = { entries: r.n, recipients: r.r, oldestAgeSeconds: ageOf(r.t) };
+  }
+  const pushQueue: DatabaseStats["pushQueue"] = {};
+  for (const r of db
+    .prepare("SELECT platform, count(*) AS n, min(created_at) AS t FROM push_queue GROUP BY platform")
+    .all() as Array<{ platform: string; n: number; t: number }>) {
+    pushQueue[r.platform] = { notices: r.n, oldestAgeSeconds: ageOf(r.t) };
+  }
+  const devices: Record<string, number> = {};
+  for (const r of db.prepare("SELECT platform, count(*) AS n FROM devices GROUP BY platform").all() as Array<{
+    platform: string;
+    n: number;
+  }>) {
+    devices[r.platform] = r.n;
+  }
+  return {
+    database: file,
+    schema: schemaState(db).version,
+    usersWithCards: count("SELECT count(*) AS n FROM cards"),
+    devices,
+    bindings: count("SELECT count(*) AS n FROM bindings"),
+    shares: count("SELECT count(*) AS n FROM shares"),
+    blocks: count("SELECT count(*) AS n FROM blocks"),
+    exchangeRequestsPending: count("SELECT count(*) AS n FROM exchange_requests WHERE expires_at > ?", now),
+    exchangeCodesLive: count("SELECT count(*) AS n FROM exchange_codes WHERE expires_at > ?", now),
+    outbox,
+    pushQueue,
+  };
+}
