@@ -19,7 +19,7 @@ const OWNERS = Array.from({ length: 7 }, (_, i) => `owner${i + 1}`);
 
 describe("stanza budget: oversized answers and batches never drop the link (real Prosody)", function () {
   this.timeout(120_000);
-  const s = useServers(["hank", "bess", "carl", ...OWNERS], () => ({
+  const s = useServers(["hank", "bess", "carl", "dora", ...OWNERS], () => ({
     delivery: { ackTimeoutMs: 5000, retryBaseMs: 200, retryMaxMs: 1000, batchSize: 20 },
   }));
   const clients: CardClient[] = [];
@@ -236,6 +236,41 @@ describe("stanza budget: oversized answers and batches never drop the link (real
     expect(e.condition).to.equal("bad-request");
     expect(e.text).to.match(/^vcard4: card is [\d.]+ KiB in that format, limit 96 KiB$/);
     expect(await s.app().ctx.store.cards.get(s.jid("carl"))).to.equal(undefined);
+  });
+
+  it("ad-hoc “List my contacts” shows what fits in one answer and says how many were left out", async () => {
+    const dora = await s.login("dora", "desk"); // no presence to cardlink: the 600 binding notices just wait
+    const peer = (i: number) => `${String(i).padStart(4, "0")}${"c".repeat(1000)}@${s.prosody.host}`;
+    for (let i = 0; i < 600; i++) {
+      await s
+        .app()
+        .ctx.store.exchange.bind(
+          { id: `dora-${i}`, a: s.jid("dora"), b: peer(i), aDevices: [], bDevices: [], via: "code" },
+          undefined,
+          Date.now(),
+        );
+    }
+    const before = rec.sent.length;
+    const r = await dora.iq(
+      "set",
+      s.prosody.componentDomain,
+      xml("command", { xmlns: NS.COMMANDS, node: "urn:cardlink:cmd:contacts", action: "execute" }),
+    );
+    const cmd = r.getChild("command", NS.COMMANDS) as Element;
+    expect(cmd.attrs.status).to.equal("completed");
+    const shown = cmd
+      .getChild("x", NS.DATA)
+      ?.getChildren("field")
+      .find((f) => f.attrs.var === "contacts");
+    const n = shown?.getChildren("value").length ?? 0;
+    expect(n).to.be.within(100, 599);
+    expect(cmd.getChildText("note")).to.equal(
+      `${600 - n} of 600 contacts not shown (too many for one answer); the IQ API pages them (<contacts/> with <set/>).`,
+    );
+    const answer = rec.sent.slice(before).find((x) => x.payload === "command");
+    expect(answer?.bytes).to.be.within(LIMIT / 2, LIMIT);
+    await dora.stop();
+    linkHeld();
   });
 
   it("the send path's guard: an answer over the limit is not written; the requester gets resource-constraint", async () => {
