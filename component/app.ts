@@ -2,7 +2,10 @@
 import type { Server } from "node:http";
 import type { Element } from "../stanzas/xml.js";
 import { openStore } from "../storage/index.js";
+import { errorElement, StanzaError } from "../stanzas/errors.js";
+import { xml } from "../stanzas/xml.js";
 import { AdhocCommands } from "./adhoc.js";
+import { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
 import type { AppContext, Feature } from "./context.js";
@@ -41,9 +44,48 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
     rawStream: config.log.rawStream,
     log,
   });
-  const send = (el: Element): Promise<boolean> => {
+  const budget = new StanzaBudget(config.link.stanzaLimitBytes);
+  let largestSent = 0;
+  // The last guard of the link: Prosody drops the whole component stream (every user) on a stanza over its limit.
+  // Lists, pages and batches are cut to the budget before they get here, so this only fires on a bug: the stanza
+  // is not written, the bug is logged and counted, and a requester waiting for a result is told instead.
+  const send = async (el: Element): Promise<boolean> => {
     if (!el.attrs.from) el.attrs.from = config.domain;
-    return link.send(el);
+    const serialized = el.toString();
+    const bytes = Buffer.byteLength(serialized, "utf8");
+    if (!budget.allows(bytes)) {
+      metrics.inc("cardlink_stanza_over_budget_total", { kind: el.name });
+      log.error(
+        {
+          event: "stanza-over-budget",
+          kind: el.name,
+          type: el.attrs.type,
+          payload: el.getChildElements()[0]?.name,
+          size: bytes,
+          limit: budget.limitBytes,
+          to: el.attrs.to,
+        },
+        "a stanza over link.stanzaLimitBytes was not sent (it would drop the component link): this is a bug",
+      );
+      if (el.name === "iq" && el.attrs.type === "result") {
+        const err = new StanzaError(
+          "resource-constraint",
+          `the answer is ${bytes} bytes, over the ${budget.limitBytes}-byte link limit; it was not sent (logged)`,
+        );
+        return link
+          .send(
+            xml(
+              "iq",
+              { type: "error", id: el.attrs.id, to: el.attrs.to, from: el.attrs.from },
+              errorElement(err),
+            ),
+          )
+          .then(() => false);
+      }
+      return false;
+    }
+    if (bytes > largestSent) largestSent = bytes;
+    return link.send(el, serialized);
   };
   const iq = new IqCaller(send, {
     timeoutMs: config.iqTimeoutMs,
@@ -74,6 +116,7 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
     adhoc,
     events,
     iq,
+    budget,
     send,
     online: () => link.online,
   };
@@ -105,6 +148,15 @@ export function createCardlink(config: Config, opts: { log?: Logger; features?: 
     "failed connection attempts",
   );
   metrics.gauge("cardlink_iq_in_flight", () => iq.inFlight, "IQs cardlink sent and waits a reply for");
+  metrics.gauge(
+    "cardlink_link_largest_stanza_bytes",
+    () => largestSent,
+    "largest stanza written to the link since start (must stay under link.stanzaLimitBytes)",
+  );
+  metrics.describe(
+    "cardlink_stanza_over_budget_total",
+    "stanzas refused by the send path's size guard (bugs)",
+  );
 
   link.on("stanza", (el: Element) => router.handle(el));
   link.on("offline", () => iq.rejectAll("link to Prosody lost"));

@@ -12,9 +12,12 @@ import type { AppContext, Feature } from "./context.js";
 import type { Exchange } from "./exchange.js";
 import type { Command, CommandStep } from "./adhoc.js";
 import type { IqContext } from "./router.js";
+import { xml } from "../stanzas/xml.js";
 
 const FORM_CARD = "urn:cardlink:form:card";
 const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
+/** Most list entries one command answer carries (the stanza budget may cut earlier). */
+const MAX_FORM_ITEMS = 1000;
 
 function emptyCard(fn: string): Card {
   return normalizeCard({ fn, nickname: [], tel: [], email: [], adr: [], url: [], impp: [], categories: [] });
@@ -173,8 +176,13 @@ export class CardCommands implements Feature {
       name: "Answer exchange requests",
       run: async (ctx, req, state) => {
         if (!state) {
-          const pending = await store.exchange.pendingFor(ctx.user, Date.now());
-          if (pending.length === 0) return done("No pending exchange requests.");
+          const all = await store.exchange.pendingFor(ctx.user, Date.now());
+          if (all.length === 0) return done("No pending exchange requests.");
+          // The form lists as many requests as fit in one stanza (oldest first); the rest wait for a later run.
+          const fit = app.budget.page(MAX_FORM_ITEMS);
+          for (const p of all) if (!fit.add(xml("option", { label: p.from }, xml("value", {}, p.id)))) break;
+          const pending = all.slice(0, Math.max(1, fit.items.length));
+          const left = all.length - pending.length;
           return {
             status: "executing",
             state: { stage: 1 },
@@ -203,6 +211,16 @@ export class CardCommands implements Feature {
                 },
               ],
             }),
+            ...(left > 0
+              ? {
+                  notes: [
+                    {
+                      type: "info" as const,
+                      text: `${left} more request(s) not shown (too many for one form); answer these and run the command again, or use the IQ API, which pages (<exchange-requests/> with <set/>).`,
+                    },
+                  ],
+                }
+              : {}),
           };
         }
         const values = submitted(req);
@@ -255,13 +273,30 @@ export class CardCommands implements Feature {
           const card = await store.cards.get(peer);
           lines.push(card ? `${card.card.fn} <${peer}> (v${card.version})` : `<${peer}> (no card yet)`);
         }
+        lines.sort();
+        // As many lines as fit in one stanza, measured as the <value/> elements they become; a note says how
+        // many were left out, since a generic client has no way to page a form.
+        const fit = app.budget.page(MAX_FORM_ITEMS);
+        for (const l of lines) if (!fit.add(xml("value", {}, l))) break;
+        const shown = lines.slice(0, fit.items.length);
+        const left = lines.length - shown.length;
         return {
           status: "completed",
           form: formElement({
             type: "result",
             title: `${bindings.length} contact(s)`,
-            fields: [{ var: "contacts", type: "text-multi", label: "Contacts", values: lines.sort() }],
+            fields: [{ var: "contacts", type: "text-multi", label: "Contacts", values: shown }],
           }),
+          ...(left > 0
+            ? {
+                notes: [
+                  {
+                    type: "info" as const,
+                    text: `${left} of ${lines.length} contacts not shown (too many for one answer); the IQ API pages them (<contacts/> with <set/>).`,
+                  },
+                ],
+              }
+            : {}),
         };
       },
     });

@@ -20,6 +20,7 @@ import {
   CardError,
   cardHash,
   filterCard,
+  formatSize,
   parseVCard4,
   serializeVCard4,
   type Card,
@@ -27,6 +28,8 @@ import {
 } from "../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../stanzas/vcf.js";
 import { xml, childElements, type Element } from "../stanzas/xml.js";
+import { measure } from "./budget.js";
+import { pageList } from "./paging.js";
 import type { Binding, OutboxEntry, StoredCard } from "../storage/store.js";
 import type { AppContext, Feature } from "./context.js";
 import type { Delivery } from "./delivery.js";
@@ -35,6 +38,7 @@ import { optionalUserJid, requireUserJid } from "./jid.js";
 const SYNC_PAGE = 200;
 
 type Format = "vcard4" | "vcard-temp" | "vcf";
+const FORMATS: readonly Format[] = ["vcard4", "vcard-temp", "vcf"];
 
 function parseFormat(v: string | undefined): Format {
   const f = v ?? "vcard4";
@@ -48,6 +52,12 @@ export function cardContent(card: Card, format: Format): Element | string {
   if (format === "vcard-temp") return cardToVCardTemp(card);
   if (format === "vcf") return cardToVcf(card);
   return serializeVCard4(card);
+}
+
+/** Bytes a card's content takes on the wire in `format` (the .vcf text XML-escaped, as inside <card/>). */
+export function renderedBytes(card: Card, format: Format): number {
+  const content = cardContent(card, format);
+  return typeof content === "string" ? measure(xml("c", {}, content)) - "<c></c>".length : measure(content);
 }
 
 export function cardElement(
@@ -88,9 +98,16 @@ export class Cards implements Feature {
     const { router } = app;
     const ns = NS.CARDLINK;
     router.iq("set", ns, "device", (c) => this.registerDevice(c.user, c.payload));
-    router.iq("get", ns, "devices", async (c) =>
-      xml("devices", { xmlns: ns }, ...(await app.store.devices.list(c.user)).map(deviceElement)),
-    );
+    router.iq("get", ns, "devices", async (c) => {
+      const page = await pageList(
+        c.payload,
+        await app.store.devices.list(c.user),
+        (d) => d.deviceId,
+        deviceElement,
+        app.budget,
+      );
+      return xml("devices", { xmlns: ns }, ...page.items, page.set);
+    });
     router.iq("set", ns, "remove-device", async (c) => {
       const id = parseDeviceId(requireAttr(c.payload, "id")) as string;
       if (!(await app.store.devices.remove(c.user, id))) throw notFound(`you have no device '${quote(id)}'`);
@@ -98,7 +115,7 @@ export class Cards implements Feature {
     router.iq("set", ns, "card", (c) => this.setCard(c.user, c.payload));
     router.iq("get", ns, "card", (c) => this.getCard(c.user, c.payload));
     router.iq("set", ns, "share", (c) => this.setShare(c.user, c.payload));
-    router.iq("get", ns, "contacts", (c) => this.contacts(c.user));
+    router.iq("get", ns, "contacts", (c) => this.contacts(c.user, c.payload));
     router.iq("get", ns, "sync", (c) => this.sync(c.user, c.payload));
     this.delivery.register("card", (e) => this.renderCard(e));
   }
@@ -176,8 +193,27 @@ export class Cards implements Feature {
     }
   }
 
+  /**
+   * A holder may fetch a card in any format, and the formats differ in size (vcard-temp's markup is heavier, a
+   * .vcf with `&` grows fivefold once escaped inside XML): so card.maxBytes bounds every rendering, measured
+   * here before anything is written. This is what lets the start-up check (card.maxBytes vs the link budget)
+   * guarantee that any stored card fits in one stanza. A share policy only removes fields, so a filtered copy
+   * is never larger.
+   */
+  private checkRenderings(card: Card): void {
+    for (const format of FORMATS) {
+      const bytes = renderedBytes(card, format);
+      if (bytes > this.limits.maxBytes) {
+        throw badRequest(
+          `${format}: card is ${formatSize(bytes)} in that format, limit ${formatSize(this.limits.maxBytes)}`,
+        );
+      }
+    }
+  }
+
   /** Stores a parsed card and notifies holders; shared by the IQ and the ad-hoc edit command. */
   async store(user: string, card: Card): Promise<Element> {
+    this.checkRenderings(card);
     const r = await this.app.store.cards.set(user, card, cardHash(card));
     if (r.changed) {
       this.app.metrics.inc("cardlink_card_updates_total");
@@ -227,46 +263,65 @@ export class Cards implements Feature {
     return undefined;
   }
 
-  private async contacts(user: string): Promise<Element> {
+  private async contacts(user: string, el: Element): Promise<Element> {
     const bindings = await this.app.store.exchange.bindings(user);
-    const items: Element[] = [];
-    for (const b of bindings) {
-      const view = bindingView(b, user);
-      const [mine, theirs, card] = await Promise.all([
-        this.app.store.cards.share(user, view.peer),
-        this.app.store.cards.share(view.peer, user),
-        this.app.store.cards.get(view.peer),
-      ]);
-      items.push(
-        xml(
+    const page = await pageList(
+      el,
+      bindings.map((b) => bindingView(b, user)),
+      (view) => view.peer,
+      async (view) => {
+        const [mine, theirs, card] = await Promise.all([
+          this.app.store.cards.share(user, view.peer),
+          this.app.store.cards.share(view.peer, user),
+          this.app.store.cards.get(view.peer),
+        ]);
+        return xml(
           "contact",
           { jid: view.peer, version: card && theirs ? String(card.version) : undefined },
           bindingElement(view),
           sharePolicyElement(mine?.policy ?? null),
-        ),
-      );
-    }
-    return xml("contacts", { xmlns: NS.CARDLINK }, ...items);
+        );
+      },
+      this.app.budget,
+    );
+    return xml("contacts", { xmlns: NS.CARDLINK }, ...page.items, page.set);
   }
 
+  /**
+   * One page of pull sync: the store's ordered stream of changes, cut where the next card would not fit in the
+   * stanza budget (or at `max`). The token is then the seq of the last entry included, so the next call
+   * continues exactly after it; only a page holding everything up to now gets the store's newest seq.
+   */
   private async sync(user: string, el: Element): Promise<Element> {
     const since = parseNonNegativeInt(el.attrs.since, "since") ?? 0;
     const max =
       Math.min(parseNonNegativeInt(el.attrs.max, "max", 10_000) ?? SYNC_PAGE, SYNC_PAGE) || SYNC_PAGE;
     const format = parseFormat(el.attrs.format);
     const r = await this.app.store.cards.sync(user, since, max);
-    return xml(
-      "sync",
-      { xmlns: NS.CARDLINK, token: String(r.token), more: String(r.more) },
-      ...r.cards.map((c) => {
-        const card = c.policy ? filterCard(c.card, c.policy) : c.card;
-        return cardElement(
-          { owner: c.owner, version: c.version, hash: cardHash(card) },
+    const page = this.app.budget.page(max);
+    let last: number | undefined;
+    for (const e of r.entries) {
+      let item: Element;
+      if (e.removed) item = xml("removed", { owner: e.owner });
+      else {
+        const card = e.policy ? filterCard(e.card, e.policy) : e.card;
+        item = cardElement(
+          { owner: e.owner, version: e.version, hash: cardHash(card) },
           cardContent(card, format),
         );
-      }),
-      ...r.removed.map((owner) => xml("removed", { owner })),
-    );
+      }
+      if (!page.add(item)) break;
+      last = e.seq;
+    }
+    if (last === undefined && r.entries.length > 0) {
+      // Unreachable by construction (card.maxBytes is checked against the budget at start-up and every
+      // rendering at store time); refusing beats a page that can never advance.
+      this.app.log.error({ event: "sync-item-over-budget", holder: user, owner: r.entries[0]?.owner });
+      throw new StanzaError("resource-constraint", "a card is too large to send; this was logged");
+    }
+    const more = r.more || page.full;
+    const token = more ? (last as number) : r.token;
+    return xml("sync", { xmlns: NS.CARDLINK, token: String(token), more: String(more) }, ...page.items);
   }
 
   private async renderCard(e: OutboxEntry): Promise<Element | null> {

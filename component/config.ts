@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
+import { ITEM_RESERVE, LINK_LIMIT_MAX, LINK_LIMIT_MIN, StanzaBudget } from "./budget.js";
 
 export interface Config {
   /** The component's domain, as declared in Prosody's `Component "cards.example.org"`. */
@@ -27,6 +28,12 @@ export interface Config {
   iqTimeoutMs: number;
   /** Largest inbound stanza cardlink accepts (bytes of serialized XML); larger ones get policy-violation. */
   maxStanzaBytes: number;
+  /**
+   * The component link to Prosody. stanzaLimitBytes: the largest stanza the server accepts from cardlink —
+   * Prosody's `component_stanza_size_limit` (default 512 KiB), ejabberd's `max_stanza_size` on the
+   * ejabberd_service listener. Every stanza cardlink sends is built to fit (component/budget.ts).
+   */
+  link: { stanzaLimitBytes: number };
   /** How long shutdown waits for in-flight work before closing the database anyway. */
   shutdownGraceMs: number;
   /** Prometheus text metrics on <metricsAddress>:<port>/metrics (and /healthz); 0 = off. */
@@ -126,6 +133,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reconnect: { initialDelayMs: 250, maxDelayMs: 30_000 },
     iqTimeoutMs: 15_000,
     maxStanzaBytes: 256 * 1024,
+    link: { stanzaLimitBytes: 512 * 1024 },
     shutdownGraceMs: 5_000,
     metricsPort: 0,
     metricsAddress: "127.0.0.1",
@@ -210,6 +218,7 @@ const ENV: Array<[string, (c: Config, v: string) => void]> = [
   ["CARDLINK_LOG_RAW", (c, v) => (c.log.rawStream = v === "1" || v === "true")],
   ["CARDLINK_METRICS_PORT", (c, v) => (c.metricsPort = Number(v))],
   ["CARDLINK_METRICS_ADDRESS", (c, v) => (c.metricsAddress = v)],
+  ["CARDLINK_STANZA_LIMIT", (c, v) => (c.link.stanzaLimitBytes = Number(v))],
 ];
 
 function splitList(v: string): string[] {
@@ -266,6 +275,7 @@ function check(c: Config): void {
     ["reconnect.maxDelayMs", c.reconnect.maxDelayMs, 100, 3_600_000],
     ["iqTimeoutMs", c.iqTimeoutMs, 100, 600_000],
     ["maxStanzaBytes", c.maxStanzaBytes, 1024, 16 * 1024 * 1024],
+    ["link.stanzaLimitBytes", c.link.stanzaLimitBytes, LINK_LIMIT_MIN, LINK_LIMIT_MAX],
     ["shutdownGraceMs", c.shutdownGraceMs, 0, 600_000],
     ["metricsPort", c.metricsPort, 0, 65535],
     ["card.maxBytes", c.card.maxBytes, 512, 1024 * 1024],
@@ -333,6 +343,19 @@ function check(c: Config): void {
   }
   if (c.card.maxPhotoBytes >= c.card.maxBytes)
     throw new ConfigError("card.maxPhotoBytes must be below card.maxBytes");
+  if (!Number.isInteger(c.link.stanzaLimitBytes))
+    throw new ConfigError("link.stanzaLimitBytes must be a whole number");
+  // By construction, not by luck: one card (in its largest rendering, plus its <update><card> wrapper) must fit
+  // in one stanza, or a sync page or an <updates/> batch holding it could never be sent.
+  const budget = new StanzaBudget(c.link.stanzaLimitBytes);
+  if (c.card.maxBytes > budget.maxCardBytes) {
+    throw new ConfigError(
+      `card.maxBytes (${c.card.maxBytes}) does not fit in one stanza under link.stanzaLimitBytes ` +
+        `(${c.link.stanzaLimitBytes}): with the stanza envelope and the per-card wrapper (${ITEM_RESERVE} bytes) ` +
+        `the largest card is ${budget.maxCardBytes} bytes; lower card.maxBytes or raise link.stanzaLimitBytes ` +
+        `(and the server's component_stanza_size_limit / max_stanza_size with it)`,
+    );
+  }
 }
 
 /** Parses xmpp://host:port. */

@@ -31,7 +31,8 @@ export class XmppLink extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private stopping = false;
   status: LinkStatus = "offline";
-  readonly counters = { connects: 0, failures: 0, conflicts: 0 };
+  /** connects: handshakes that succeeded; drops: online streams that ended without stop(). */
+  readonly counters = { connects: 0, failures: 0, conflicts: 0, drops: 0 };
   /**
    * TCP_NODELAY on the component socket. cardlink often writes two stanzas back to back (an IQ result, then the
    * update it caused); with Nagle's algorithm the second write waits for the peer's delayed ACK (~40 ms on
@@ -56,9 +57,14 @@ export class XmppLink extends EventEmitter {
     this.entity = entity;
     let conflict = false;
     let lastError: string | undefined;
-    entity.on("error", (err: Error & { condition?: string }) => {
+    let streamError: { condition: string; text?: string } | undefined;
+    entity.on("error", (err: Error & { condition?: string; text?: string }) => {
       if (err.condition === "conflict") conflict = true;
       lastError = err.condition ?? err.message;
+      // A stream error once online is Prosody's verdict on something cardlink sent: kept for the diagnosis.
+      if (err.condition && this.entity === entity && this.status === "online") {
+        streamError = { condition: err.condition, ...(err.text ? { text: err.text } : {}) };
+      }
     });
     if (this.opts.rawStream) {
       entity.on("input", (s: string) => log.trace({ in: s }, "raw"));
@@ -81,7 +87,9 @@ export class XmppLink extends EventEmitter {
       return;
     }
     // Listen for the end only once online: failures before this point are handled above.
-    entity.on("disconnect", () => this.onDisconnect(entity, conflict ? "conflict" : (lastError ?? "closed")));
+    entity.on("disconnect", () =>
+      this.onDisconnect(entity, conflict ? "conflict" : (lastError ?? "closed"), streamError),
+    );
     this.attempt = 0;
     this.counters.connects++;
     this.status = "online";
@@ -92,24 +100,38 @@ export class XmppLink extends EventEmitter {
     this.emit("online");
   }
 
-  private onDisconnect(entity: Component, reason: string): void {
+  private onDisconnect(
+    entity: Component,
+    reason: string,
+    streamError: { condition: string; text?: string } | undefined,
+  ): void {
     if (this.entity !== entity) return;
     this.entity = null;
     const wasOnline = this.status === "online";
     this.status = this.stopping ? "stopping" : "offline";
     if (wasOnline) {
-      this.opts.log.warn({ event: "disconnected", reason }, "component link lost");
+      this.counters.drops++;
+      if (streamError) {
+        this.opts.log.error(
+          { event: "stream-error", condition: streamError.condition, text: streamError.text },
+          streamErrorMessage(streamError.condition, streamError.text),
+        );
+      }
+      this.opts.log.warn(
+        { event: "disconnected", reason, condition: streamError?.condition, text: streamError?.text },
+        "component link lost",
+      );
       this.emit("offline");
     }
-    if (!this.stopping) this.scheduleRetry(reason);
+    if (!this.stopping) this.scheduleRetry(reason, wasOnline ? "online" : "handshake");
   }
 
-  private scheduleRetry(reason: string): void {
+  private scheduleRetry(reason: string, phase: "handshake" | "online" = "handshake"): void {
     const delay = backoffDelay(this.attempt++, this.opts.initialDelayMs, this.opts.maxDelayMs);
     this.status = "offline";
     this.opts.log.warn(
-      { event: "reconnect-scheduled", reason, attempt: this.attempt, delayMs: delay },
-      retryMessage(reason),
+      { event: "reconnect-scheduled", reason, phase, attempt: this.attempt, delayMs: delay },
+      phase === "online" ? `link to Prosody lost (${reason}); reconnecting` : retryMessage(reason),
     );
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -137,12 +159,20 @@ export class XmppLink extends EventEmitter {
     return this.status === "online";
   }
 
-  /** Sends a stanza. Returns false when not online: callers own durability (the outbox), not this link. */
-  async send(el: Element): Promise<boolean> {
+  /**
+   * Sends a stanza. Returns false when not online: callers own durability (the outbox), not this link.
+   * `serialized` (el.toString(), already measured by the caller's size guard) is written as is, so a large
+   * stanza is not serialized twice.
+   */
+  async send(el: Element, serialized?: string): Promise<boolean> {
     const entity = this.entity;
     if (!entity || this.status !== "online") return false;
     try {
-      await entity.send(el);
+      if (serialized === undefined) await entity.send(el);
+      else {
+        await entity.write(serialized);
+        entity.emit("send", el);
+      }
       return true;
     } catch (e) {
       this.opts.log.warn({ event: "send-failed", err: (e as Error).message }, "send failed");
@@ -169,7 +199,28 @@ export class XmppLink extends EventEmitter {
   }
 }
 
-/** What an operator should read for each way a connection attempt ends. */
+/**
+ * What an operator should read when Prosody ends an online stream with a stream error. Prosody answers a stanza
+ * over component_stanza_size_limit by closing the stream (with the condition logged here), which cuts off every
+ * user: cardlink's own budget (link.stanzaLimitBytes) must not be above Prosody's limit.
+ */
+export function streamErrorMessage(condition: string, text?: string): string {
+  const said = `Prosody closed the stream with <${condition}/>${text ? ` ("${text}")` : ""}`;
+  if (
+    condition === "not-well-formed" ||
+    condition === "policy-violation" ||
+    condition === "resource-constraint"
+  ) {
+    return `${said}: a stanza from cardlink may have exceeded component_stanza_size_limit (check that link.stanzaLimitBytes is not above it); reconnecting`;
+  }
+  if (condition === "conflict") return `${said}: another cardlink connected for this domain; reconnecting`;
+  if (condition === "system-shutdown") return `${said}: Prosody is shutting down; reconnecting`;
+  if (condition === "invalid-from" || condition === "improper-addressing")
+    return `${said}: cardlink sent a stanza with an address Prosody refuses (a bug); reconnecting`;
+  return `${said}; reconnecting`;
+}
+
+/** What an operator should read for each way a connection attempt (before online) ends. */
 function retryMessage(reason: string): string {
   if (reason === "conflict") {
     return "Prosody refused the connection with <conflict/>: another cardlink holds this domain (component_conflict_resolve = kick_new); backing off";

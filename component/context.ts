@@ -2,6 +2,7 @@
 import type { Element } from "../stanzas/xml.js";
 import type { Store } from "../storage/store.js";
 import type { AdhocCommands } from "./adhoc.js";
+import type { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";
 import type { EventBus } from "./events.js";
 import type { IqCaller } from "./iq-caller.js";
@@ -18,6 +19,8 @@ export interface AppContext {
   adhoc: AdhocCommands;
   events: EventBus;
   iq: IqCaller;
+  /** The outgoing byte budget (link.stanzaLimitBytes): lists, pages and batches are cut to fit it. */
+  budget: StanzaBudget;
   /** Sends a stanza if the link is up; false otherwise. */
   send(el: Element): Promise<boolean>;
   /** True while the link to Prosody is up. */

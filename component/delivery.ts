@@ -153,7 +153,12 @@ export class Delivery implements Feature {
           if (next !== undefined) this.schedule(recipient, Math.max(10, next - Date.now()));
           return;
         }
-        const rendered: Element[] = [];
+        // The batch is cut by size as well as by count: updates are added in seq order until the next one would
+        // take the <updates/> IQ over the stanza budget; the rest stay due and go in the next IQ once this one
+        // is acked (the loop continues). A batch always carries at least one update: a single update over the
+        // budget cannot exist (card.maxBytes is checked against it at start-up and on every card stored), and if
+        // a bug made one, the send path's guard refuses it and it is retried with backoff, never spun on.
+        const page = this.app.budget.page(this.app.config.delivery.batchSize);
         const sendable: OutboxEntry[] = [];
         const moot: OutboxEntry[] = [];
         for (const e of entries) {
@@ -164,14 +169,21 @@ export class Delivery implements Feature {
               { event: "no-renderer", kind: e.kind },
               "outbox entry of unknown kind dropped",
             );
-          if (content) {
-            rendered.push(updateElement({ id: updateId(e), kind: e.kind, seq: e.seq }, content));
-            sendable.push(e);
-          } else moot.push(e);
+          if (!content) {
+            moot.push(e);
+            continue;
+          }
+          const update = updateElement({ id: updateId(e), kind: e.kind, seq: e.seq }, content);
+          if (!page.add(update)) {
+            if (page.items.length === 0) page.items.push(update);
+            else break;
+          }
+          sendable.push(e);
         }
         if (moot.length) await this.app.store.outbox.drop(moot);
         if (sendable.length === 0) continue;
-        const outcome = await this.sendToAll(recipient, updatesElement(rendered));
+        if (page.full) this.app.metrics.inc("cardlink_delivery_batches_cut_total");
+        const outcome = await this.sendToAll(recipient, updatesElement(page.items));
         if (outcome === "acked") {
           await this.app.store.outbox.ack(sendable);
           this.app.metrics.inc("cardlink_delivery_acked_total", undefined, sendable.length);

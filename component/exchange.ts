@@ -16,12 +16,20 @@ import type { AppContext, Feature } from "./context.js";
 import type { Delivery } from "./delivery.js";
 import { requireUserJid, userJid } from "./jid.js";
 import { RateLimiter, retryText } from "./ratelimit.js";
+import { pageList } from "./paging.js";
 
 // Crockford-style alphabet without 0/O, 1/I/L, U: easy to read aloud and type from a card.
 const CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789";
 const CODE_LENGTH = 10;
 /** Requests and codes a user may create per hour (spam brake on top of maxPendingPerUser). */
 const CREATE_PER_HOUR = 60;
+
+/**
+ * The RSM UID of a pending request: oldest first (the order clients have always seen), the id breaking ties.
+ * Opaque to clients; zero-padded so that string order is time order.
+ */
+export const requestUid = (r: { createdAt: number; id: string }): string =>
+  `${String(r.createdAt).padStart(16, "0")}-${r.id}`;
 
 export function newCode(): string {
   const bytes = randomBytes(CODE_LENGTH);
@@ -72,13 +80,16 @@ export class Exchange implements Feature {
     r.iq("set", ns, "unbind", (c) => this.unbind(c.user, c.payload));
     r.iq("set", ns, "block", (c) => this.block(c.user, c.payload, true));
     r.iq("set", ns, "unblock", (c) => this.block(c.user, c.payload, false));
-    r.iq("get", ns, "blocklist", async (c) =>
-      xml(
-        "blocklist",
-        { xmlns: ns },
-        ...(await app.store.exchange.blocked(c.user)).map((j) => xml("item", { jid: j })),
-      ),
-    );
+    r.iq("get", ns, "blocklist", async (c) => {
+      const page = await pageList(
+        c.payload,
+        await app.store.exchange.blocked(c.user),
+        (j) => j,
+        (j) => xml("item", { jid: j }),
+        app.budget,
+      );
+      return xml("blocklist", { xmlns: ns }, ...page.items, page.set);
+    });
     const d = this.delivery;
     d.register("binding", (e) => this.renderBinding(e));
     d.register("exchange-request", (e) => this.renderRequest(e));
@@ -194,17 +205,19 @@ export class Exchange implements Feature {
     const now = Date.now();
     const ex = this.app.store.exchange;
     const reqs = direction === "incoming" ? await ex.pendingFor(user, now) : await ex.pendingFrom(user, now);
-    return xml(
-      "exchange-requests",
-      { xmlns: NS.CARDLINK, direction },
-      ...reqs.map((r) =>
+    const page = await pageList(
+      el,
+      reqs,
+      requestUid,
+      (r) =>
         xml("exchange-request", {
           id: r.id,
           ...(direction === "incoming" ? { from: r.from } : { to: r.to }),
           expires: new Date(r.expiresAt).toISOString(),
         }),
-      ),
+      this.app.budget,
     );
+    return xml("exchange-requests", { xmlns: NS.CARDLINK, direction }, ...page.items, page.set);
   }
 
   /** Withdraws a request I sent: it disappears, with its notice if still undelivered. */

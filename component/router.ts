@@ -6,6 +6,7 @@
  */
 import { StanzaError, errorReply, quote } from "../stanzas/errors.js";
 import { xml, childElements, nestedDeeperThan, type Element } from "../stanzas/xml.js";
+import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
 import { parseJid, type Jid } from "./jid.js";
 import type { Logger } from "./log.js";
@@ -233,6 +234,15 @@ export class Router {
           "policy-violation",
           `request is ${size} bytes; the limit is ${this.opts.maxStanzaBytes}`,
         ),
+      );
+    }
+    // The result echoes the id: the outgoing budget's envelope reserve is sized for ids up to this length.
+    const idBytes = Buffer.byteLength(stanza.attrs.id ?? "");
+    if (idBytes > MAX_IQ_ID_BYTES) {
+      metrics.inc("cardlink_iq_total", { ...label, outcome: "bad-request" });
+      return this.reply(
+        stanza,
+        new StanzaError("bad-request", `iq id is ${idBytes} bytes; at most ${MAX_IQ_ID_BYTES} are accepted`),
       );
     }
     for (const l of this.requestListeners) l(from);

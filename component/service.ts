@@ -16,6 +16,8 @@ export function attachService(app: AppContext): void {
     NS.DISCO_INFO,
     NS.DISCO_ITEMS,
     NS.DATA,
+    // XEP-0059 §9: the lists in urn:cardlink:0 page with <set/> (component/paging.ts).
+    NS.RSM,
     ...(app.pushAppServer ? [NS.PUSH] : []),
   ];
 

@@ -14,6 +14,8 @@ export const NS = {
   COMMANDS: "http://jabber.org/protocol/commands",
   // XEP-0004
   DATA: "jabber:x:data",
+  // XEP-0059
+  RSM: "http://jabber.org/protocol/rsm",
   // XEP-0054 / XEP-0292
   VCARD_TEMP: "vcard-temp",
   VCARD4: "urn:ietf:params:xml:ns:vcard-4.0",

@@ -87,10 +87,19 @@ export interface CardSetResult {
   recipients: string[];
 }
 
+/** One change a holder sees in pull sync: a card (new content or policy) or a removal (unbind), with its seq. */
+export type SyncEntry =
+  | { seq: number; owner: string; removed: false; version: number; card: Card; policy: SharePolicy | null }
+  | { seq: number; owner: string; removed: true };
+
 export interface SyncResult {
+  /** The newest change seq in the store: the token when `entries` holds everything after `since`. */
   token: number;
-  cards: Array<{ owner: string; version: number; card: Card; policy: SharePolicy | null }>;
-  removed: string[];
+  /**
+   * Cards and removals changed after `since`, in one stream ordered by seq (each seq names at most one owner
+   * for one holder, so "everything after the last entry's seq" is a correct continuation).
+   */
+  entries: SyncEntry[];
 }
 
 export interface BindResult {
@@ -117,7 +126,7 @@ export interface CardRepo {
     holder: string,
   ): Promise<{ policy: SharePolicy | null; bindingId: string } | undefined>;
   setPolicy(owner: string, holder: string, policy: SharePolicy | null): Promise<boolean>;
-  /** Everything the holder holds that changed after `since` (a sync token), and the new token. */
+  /** At most `limit` changes the holder sees after `since` (a sync token), oldest first; more: there are others. */
   sync(holder: string, since: number, limit: number): Promise<SyncResult & { more: boolean }>;
   holders(owner: string): Promise<string[]>;
 }

@@ -45,6 +45,8 @@ declare module "@xmpp/component-core" {
     open(options: { domain: string; lang?: string; timeout?: number }): Promise<Element>;
     authenticate(id: string, password: string): Promise<void>;
     send(el: Element): Promise<void>;
+    /** Writes already-serialized XML to the socket (what send() does after el.toString()). */
+    write(s: string): Promise<void>;
     stop(): Promise<void>;
     disconnect(timeout?: number): Promise<void>;
     timeout: number;

@@ -15,6 +15,7 @@ import type {
   OutboxRepo,
   PresenceRepo,
   StoredCard,
+  SyncEntry,
   SyncResult,
 } from "../store.js";
 import type { Db } from "./db.js";
@@ -327,32 +328,37 @@ export class SqliteCards implements CardRepo {
   async sync(holder: string, since: number, limit: number): Promise<SyncResult & { more: boolean }> {
     return this.db.transaction(() => {
       const token = currentSeq(this.db);
+      // Cards and tombstones in one stream by seq, so that a page cut anywhere (by count here, by size in the
+      // caller) continues correctly from the seq of its last entry.
       const rows = this.db
         .prepare(
-          `SELECT c.owner, c.version, c.card, s.policy, MAX(c.seq, s.seq) AS changed
+          `SELECT c.owner AS owner, c.version AS version, c.card AS card, s.policy AS policy,
+                  MAX(c.seq, s.seq) AS changed, 0 AS removed
            FROM shares s JOIN cards c ON c.owner = s.owner
            WHERE s.holder = ? AND (c.seq > ? OR s.seq > ?)
+           UNION ALL
+           SELECT owner, NULL, NULL, NULL, seq, 1 FROM tombstones WHERE holder = ? AND seq > ?
            ORDER BY changed LIMIT ?`,
         )
-        .all(holder, since, since, limit + 1) as Row[];
+        .all(holder, since, since, holder, since, limit + 1) as Row[];
       const more = rows.length > limit;
       const page = rows.slice(0, limit);
-      const removed = (
-        this.db
-          .prepare("SELECT owner FROM tombstones WHERE holder = ? AND seq > ?")
-          .all(holder, since) as Array<{ owner: string }>
-      ).map((r) => r.owner);
       return {
-        // A partial page's token is the last row's change, so the next call continues after it.
-        token: more ? Number((page[page.length - 1] as Row).changed) : token,
+        token,
         more,
-        cards: page.map((r) => ({
-          owner: String(r.owner),
-          version: Number(r.version),
-          card: JSON.parse(String(r.card)) as Card,
-          policy: parsePolicy(r.policy),
-        })),
-        removed,
+        entries: page.map((r): SyncEntry => {
+          const seq = Number(r.changed);
+          const owner = String(r.owner);
+          if (Number(r.removed) === 1) return { seq, owner, removed: true };
+          return {
+            seq,
+            owner,
+            removed: false,
+            version: Number(r.version),
+            card: JSON.parse(String(r.card)) as Card,
+            policy: parsePolicy(r.policy),
+          };
+        }),
       };
     })();
   }

@@ -4,10 +4,12 @@ import os from "node:os";
 import path from "node:path";
 import { cardHash, normalizeCard, type Card } from "../../stanzas/vcard4.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
+import { bigVcard, recordSent } from "../harness/budget.js";
 import { CardlinkProcess } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { sleep, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
+import { useServers } from "../harness/suite.js";
 
 const HOLDERS = 1000;
 
@@ -110,5 +112,65 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
       "outbox drained",
       60_000,
     );
+  });
+});
+
+describe("fault: a large delivery to a returning holder while another user keeps working (link must hold)", function () {
+  this.timeout(120_000);
+  const owners = Array.from({ length: 7 }, (_, i) => `big${i + 1}`);
+  const s = useServers(["holder", "carol", ...owners]);
+  const clients: CardClient[] = [];
+  after(async () => {
+    for (const c of clients) await c.stop();
+  });
+
+  it("the holder gets all seven ~86 KiB updates, carol's requests all succeed meanwhile, no reconnect", async () => {
+    const app = s.app();
+    const rec = recordSent(app);
+    const connects = app.link.counters.connects;
+    for (const u of owners) {
+      const o = await cardClient(s.prosody, u);
+      clients.push(o);
+      await o.cardlink("set", "card", {}, bigVcard(`${u} card`));
+      // Bound directly while the holder is offline: the binding enqueues the owner's card for it.
+      await app.ctx.store.exchange.bind(
+        { id: `bind-${u}`, a: s.jid(u), b: s.jid("holder"), aDevices: [], bDevices: [], via: "code" },
+        undefined,
+        Date.now(),
+      );
+    }
+    expect(await app.ctx.store.outbox.count(s.jid("holder"))).to.equal(14); // 7 cards + 7 binding records
+    const carol = await cardClient(s.prosody, "carol");
+    clients.push(carol);
+    await carol.setCard("Carol");
+    let answered = 0;
+    let stop = false;
+    const busy = (async () => {
+      while (!stop) {
+        const r = await carol.cardlink("get", "card");
+        expect(r.getChild("card")?.attrs.owner).to.equal(s.jid("carol"));
+        answered++;
+      }
+    })();
+    const holder = await cardClient(s.prosody, "holder");
+    clients.push(holder);
+    for (const u of owners) {
+      await holder.waitForUpdate(
+        (x) => x.kind === "card" && cardSummary(x.content).fn === `${u} card`,
+        u,
+        60_000,
+      );
+    }
+    await waitFor(async () => (await app.ctx.store.outbox.count(s.jid("holder"))) === 0, "outbox drained");
+    stop = true;
+    await busy;
+    rec.stop();
+    expect(answered).to.be.at.least(1);
+    expect(app.link.counters.connects).to.equal(connects);
+    expect(app.link.counters.drops).to.equal(0);
+    expect(Math.max(...rec.sent.map((x) => x.bytes))).to.be.at.most(app.ctx.budget.limitBytes);
+    expect(
+      rec.sent.filter((x) => x.payload === "updates" && x.el.attrs.to?.startsWith(s.jid("holder"))).length,
+    ).to.be.at.least(2);
   });
 });

@@ -46,7 +46,7 @@ describe("foundation: cardlink on a real Prosody", function () {
     const identities = q?.getChildren("identity").map((i) => `${i.attrs.category}/${i.attrs.type}`) ?? [];
     expect(identities).to.include("component/generic");
     const features = q?.getChildren("feature").map((f) => f.attrs.var) ?? [];
-    for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.VERSION, NS.PING, NS.COMMANDS])
+    for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.VERSION, NS.PING, NS.COMMANDS, NS.RSM])
       expect(features).to.include(f);
   });
 

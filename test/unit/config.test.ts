@@ -54,6 +54,54 @@ describe("config", () => {
     }
   });
 
+  it("link.stanzaLimitBytes: default 512 KiB, bounded, settable by CARDLINK_STANZA_LIMIT", () => {
+    expect(loadConfig({ file: file({ secret: "s" }), env: {} }).link.stanzaLimitBytes).to.equal(512 * 1024);
+    const env = loadConfig({ file: file({ secret: "s" }), env: { CARDLINK_STANZA_LIMIT: "1048576" } });
+    expect(env.link.stanzaLimitBytes).to.equal(1024 * 1024);
+    for (const v of [1024, 32 * 1024 * 1024, 600_000.5]) {
+      expect(() =>
+        loadConfig({ file: file({ secret: "s", link: { stanzaLimitBytes: v } }), env: {} }),
+      ).to.throw(ConfigError, /link.stanzaLimitBytes must be/);
+    }
+  });
+
+  it("refuses at start-up a card limit that cannot fit in one stanza, naming both settings", () => {
+    // 96 KiB cards fit in the default 512 KiB link; under a 64 KiB link they cannot.
+    const small = { secret: "s", link: { stanzaLimitBytes: 64 * 1024 } };
+    expect(() => loadConfig({ file: file(small), env: {} })).to.throw(
+      ConfigError,
+      /card.maxBytes \(98304\) does not fit in one stanza under link.stanzaLimitBytes \(65536\).*largest card is 32768 bytes/,
+    );
+    // A 1 MiB card needs a link of 1 MiB plus envelope and wrapper reserves.
+    const big = { secret: "s", card: { maxBytes: 1024 * 1024 } };
+    expect(() => loadConfig({ file: file(big), env: {} })).to.throw(ConfigError, /card.maxBytes/);
+    const ok = loadConfig({
+      file: file({ ...big, link: { stanzaLimitBytes: 1024 * 1024 + 32 * 1024 } }),
+      env: {},
+    });
+    expect(ok.card.maxBytes).to.equal(1024 * 1024);
+    // The largest card that fits is accepted exactly at the boundary.
+    const edge = loadConfig({
+      file: file({
+        secret: "s",
+        link: { stanzaLimitBytes: 64 * 1024 },
+        card: { maxBytes: 32 * 1024, maxPhotoBytes: 1024 },
+      }),
+      env: {},
+    });
+    expect(edge.card.maxBytes).to.equal(32 * 1024);
+    expect(() =>
+      loadConfig({
+        file: file({
+          secret: "s",
+          link: { stanzaLimitBytes: 64 * 1024 },
+          card: { maxBytes: 32 * 1024 + 1, maxPhotoBytes: 1024 },
+        }),
+        env: {},
+      }),
+    ).to.throw(ConfigError, /card.maxBytes \(32769\)/);
+  });
+
   it("accepts provider settings under push.apns / push.fcm as given", () => {
     const c = loadConfig({
       file: file({
