@@ -60,8 +60,9 @@ component_interfaces = { "127.0.0.1" }
 
 -- No Nagle delay on Prosody's sockets (default: Nagle on). Prosody writes a user's request to cardlink right after
 -- the previous stanza on the same component socket; with Nagle that write waits for cardlink's delayed ACK
--- (~40 ms on Linux): measured here, a live card update took 43 ms (p50) with Nagle and 5.6 ms without
--- (bench/latency.ts). cardlink sets TCP_NODELAY on its own side. Costs a few more small packets.
+-- (~40 ms on Linux): measured on a busy link, a live card update took 42.7 ms (p50) with Nagle and 3.4 ms
+-- without (bench/latency.ts, docs/BENCHMARKS.md). cardlink sets TCP_NODELAY on its own side. Costs a few more
+-- small packets.
 network_settings = { nagle = false }
 
 -- Largest stanza a component may send or receive (default 512 KiB). cardlink's card limits stay well below.
