@@ -50,49 +50,36 @@ describe("delivery to a resource that comes back (real Prosody)", function () {
       `update '${fn}' offered to ${c.jid}`,
     );
 
-  it("a new resource gets the unacknowledged update at once", async () => {
-    const owner = await connect("owner");
-    const holder = await connect("holder");
+  /**
+   * The holder's only resource silently ignores the update IQ; then `resource` of the same user comes online. It
+   * must get the waiting update and ack it before the first IQ could time out: nothing retried, outbox empty.
+   */
+  async function comesBack(ownerName: string, holderName: string, resource: string): Promise<void> {
+    const owner = await connect(ownerName);
+    const holder = await connect(holderName);
     await bound(owner, holder);
     const before = retries();
     holder.setAck("ignore");
     await owner.setCard("Second");
     await offered(holder, "Second");
-    const tablet = await connect("holder", "tablet");
-    const u = await tablet.waitForUpdate(
+    const back = await connect(holderName, resource);
+    const u = await back.waitForUpdate(
       (x) => x.kind === "card" && cardSummary(x.content).fn === "Second",
-      "the waiting update at the new resource",
+      `the waiting update at ${resource}`,
     );
-    expect(u.to).to.equal(tablet.jid);
-    // Acked by the tablet before the phone's IQ could time out: nothing was retried, the outbox is empty.
+    expect(u.to).to.equal(back.jid);
     await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(tablet.jid.split("/")[0])) === 0,
-      "outbox empty after the tablet's ack",
-    );
-    expect(retries()).to.equal(before);
-  });
-
-  it("a client reconnecting under the same resource gets it at once", async () => {
-    const owner = await connect("owner2");
-    const holder = await connect("holder2");
-    await bound(owner, holder);
-    const before = retries();
-    holder.setAck("ignore");
-    await owner.setCard("Second");
-    await offered(holder, "Second");
-    // The same resource logs in again (Prosody replaces the old session); it sends presence to cardlink.
-    const again = await connect("holder2", "phone");
-    const u = await again.waitForUpdate(
-      (x) => x.kind === "card" && cardSummary(x.content).fn === "Second",
-      "the waiting update after reconnecting",
-    );
-    expect(u.to).to.equal(again.jid);
-    await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(again.jid.split("/")[0])) === 0,
+      async () => (await s.app().ctx.store.outbox.count(s.jid(holderName))) === 0,
       "outbox empty after the ack",
     );
     expect(retries()).to.equal(before);
-  });
+  }
+
+  it("a new resource gets the unacknowledged update at once", () => comesBack("owner", "holder", "tablet"));
+
+  // The same resource logs in again (Prosody replaces the old session) and sends presence to cardlink.
+  it("a client reconnecting under the same resource gets it at once", () =>
+    comesBack("owner2", "holder2", "phone"));
 
   it("a live resource's ack is not held up by a stale one", async () => {
     const owner = await connect("owner3");
