@@ -28,12 +28,12 @@ import {
 } from "../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../stanzas/vcf.js";
 import { xml, childElements, type Element } from "../stanzas/xml.js";
-import { measure } from "./budget.js";
-import { pageList } from "./paging.js";
+import { measure } from "./runtime/budget.js";
+import { pageList } from "./runtime/paging.js";
 import type { Binding, OutboxEntry, StoredCard } from "../storage/store.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature } from "./runtime/context.js";
 import type { Delivery } from "./delivery.js";
-import { optionalUserJid, requireUserJid } from "./jid.js";
+import { optionalUserJid, requireUserJid } from "./runtime/jid.js";
 
 const SYNC_PAGE = 200;
 
