@@ -5,7 +5,7 @@
  */
 import { StanzaError } from "../stanzas/errors.js";
 import { firstValue, formElement, parseForm, type FormField } from "../stanzas/dataforms.js";
-import { normalizeCard, type Card } from "../stanzas/vcard4.js";
+import { normalizeCard, type Card } from "../stanzas/model/card.js";
 import type { CommandRequest } from "../stanzas/adhoc.js";
 import type { Cards } from "./cards.js";
 import type { AppContext, Feature } from "./runtime/context.js";

@@ -16,16 +16,9 @@ import {
 } from "../stanzas/cardlink.js";
 import { NS } from "../stanzas/ns.js";
 import { cardFromVCardTemp, cardToVCardTemp } from "../stanzas/vcard-temp.js";
-import {
-  CardError,
-  cardHash,
-  filterCard,
-  formatSize,
-  parseVCard4,
-  serializeVCard4,
-  type Card,
-  type CardLimits,
-} from "../stanzas/vcard4.js";
+import { CardError, cardHash, formatSize, type Card, type CardLimits } from "../stanzas/model/card.js";
+import { filterCard } from "../stanzas/model/policy.js";
+import { parseVCard4, serializeVCard4 } from "../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../stanzas/vcf.js";
 import { xml, childElements, type Element } from "../stanzas/xml.js";
 import { measure } from "./runtime/budget.js";

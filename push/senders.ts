@@ -8,7 +8,8 @@ export type Senders = Partial<Record<Platform, PushSender>>;
 /**
  * A push provider setting is wrong: a configuration error like any other (exit status 2, no stack trace).
  * It extends Error, not the runtime's ConfigError, because push/ imports nothing of cardlink's
- * (docs/ARCHITECTURE.md); the `cardlink` command treats both as configuration errors (isConfigError in component/runtime/ctl.ts).
+ * (docs/ARCHITECTURE.md); the `cardlink` command treats both as configuration errors (isConfigError in
+ * component/runtime/ctl.ts).
  */
 export class PushConfigError extends Error {
   constructor(message: string) {
