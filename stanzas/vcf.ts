@@ -1,7 +1,7 @@
 /**
  * RFC 6350 vCard text (.vcf) ↔ the Card model (stanzas/model/card.ts), for import/export and address-book
- * apps.
- * Lexing, unfolding, escaping and folding are ical.js's; this module only maps its jCard (RFC 7095) arrays.
+ * apps. Lexing, unfolding, escaping and folding are ical.js's; this module only maps its jCard (RFC 7095)
+ * arrays.
  */
 import ICAL from "ical.js";
 import {
