@@ -1,68 +1,89 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
-/** `^(\.\./){n}`: a specifier that climbs n folders, i.e. out of a file's layer at depth n. */
+// ------------------------------------------------------------------------------------------------------------
+// Import rules per layer (docs/ARCHITECTURE.md §2). test/harness/layers.ts states the same rules over compiled
+// files (test/unit/layers.test.ts), so a drift here still fails CI. Specifiers are relative, so each block is
+// for one folder depth; the rules for component/features/<f>/ and runtime subfolders are set ahead of the
+// redesign steps that create them. A later block replaces an earlier one's options for files both match.
+// ------------------------------------------------------------------------------------------------------------
+
+/** A regex prefix for a specifier that climbs exactly n folders (`../` n times). */
 const up = (n) => `^(?:\\.\\./){${n}}`;
-const rule = (...patterns) => ({ "@typescript-eslint/no-restricted-imports": ["error", { patterns }] });
 const ARCH = "(docs/ARCHITECTURE.md)";
-const layerRules = [
-  { files: ["push/*.ts"], rules: rule({ regex: up(1), message: `push/ imports only push/ ${ARCH}` }) },
+const rule = (...patterns) => ({
+  "@typescript-eslint/no-restricted-imports": [
+    "error",
+    { patterns: patterns.map((p) => ({ ...p, message: `${p.message} ${ARCH}` })) },
+  ],
+});
+const TOOLS = "(?:test|bench|scripts)/";
+// Design §3.6: what a feature module may use of the runtime; the second list is types only.
+const RUNTIME_PUBLIC =
+  "(?:context|uow|events|budget|ratelimit|jid|paging|log|accounts/api|audience/api|queue/api)";
+const RUNTIME_TYPES = "(?:router|adhoc|config|metrics)";
+const featurePatterns = (mayUsePush) => [
+  { regex: `${up(1)}(?!\\.\\./)(?![^/]+/api\\.js$)`, message: "another feature only through its api.ts" },
   {
-    files: ["stanzas/*.ts"],
-    rules: rule({ regex: up(1), message: `stanzas/ imports only stanzas/ ${ARCH}` }),
+    regex: `${up(2)}(?!runtime/|\\.\\./)`,
+    message: "a feature module never imports the old component/ files",
   },
+  {
+    regex: `${up(2)}runtime/(?!${RUNTIME_PUBLIC}\\.js$)(?!${RUNTIME_TYPES}\\.js$)`,
+    message: "a feature module uses the public runtime files only",
+  },
+  { regex: `${up(2)}runtime/${RUNTIME_TYPES}\\.js$`, allowTypeImports: true, message: "types only" },
+  { regex: `${up(3)}storage/(?!errors\\.js$|store\\.js$)`, message: "storage/ only through store.ts types" },
+  { regex: `${up(3)}storage/store\\.js$`, allowTypeImports: true, message: "storage/store.ts: types only" },
+  ...(mayUsePush ? [] : [{ regex: `${up(3)}push/`, message: "only the push feature imports push/" }]),
+  { regex: `${up(3)}${TOOLS}`, message: "production code never imports test/, bench/, scripts/" },
+];
+const storagePatterns = (depth) => [
+  { regex: `${up(depth)}(?!stanzas/model/)`, message: "storage/ imports only storage/" },
+  {
+    regex: `${up(depth)}stanzas/model/`,
+    allowTypeImports: true,
+    message: "storage/ may import only types from stanzas/model/",
+  },
+];
+const runtimePatterns = (depth) => [
+  { regex: `${up(depth - 1)}(?!runtime/|\\.\\./)`, message: "component/runtime/ never imports a feature" },
+  { regex: `${up(depth)}(?:push/|${TOOLS})`, message: "component/runtime/ never imports push/, test/, …" },
+];
+const layerRules = [
+  { files: ["push/*.ts"], rules: rule({ regex: up(1), message: "push/ imports only push/" }) },
+  { files: ["stanzas/*.ts"], rules: rule({ regex: up(1), message: "stanzas/ imports only stanzas/" }) },
   {
     files: ["stanzas/model/*.ts"],
     rules: rule(
-      { regex: up(1), message: `stanzas/model/ imports only stanzas/model/: no XML, no stanzas/ ${ARCH}` },
-      {
-        regex: "^(?!node:)[^.]",
-        message: `stanzas/model/ imports node built-ins only, no npm package ${ARCH}`,
-      },
+      { regex: up(1), message: "stanzas/model/ imports only stanzas/model/: no XML, no stanzas/" },
+      { regex: "^(?!node:)[^.]", message: "stanzas/model/ imports node built-ins only, no npm package" },
     ),
   },
-  ...[1, 2].map((depth) => ({
-    files: [depth === 1 ? "storage/*.ts" : "storage/*/*.ts"],
-    rules: rule(
-      {
-        regex: `${up(depth)}(?!stanzas/model/)`,
-        message: `storage/ imports only storage/ (and types from stanzas/model/) ${ARCH}`,
-      },
-      {
-        regex: `${up(depth)}stanzas/model/`,
-        allowTypeImports: true,
-        message: `storage/ may import only types from stanzas/model/ ${ARCH}`,
-      },
-    ),
-  })),
-  {
-    files: ["component/runtime/*.ts"],
-    rules: rule(
-      { regex: "^\\.\\./(?!\\.\\./)", message: `component/runtime/ never imports a feature file ${ARCH}` },
-      {
-        regex: `${up(2)}(?:push|test|bench|scripts)/`,
-        message: `component/runtime/ never imports that ${ARCH}`,
-      },
-    ),
-  },
+  { files: ["storage/*.ts"], rules: rule(...storagePatterns(1)) },
+  { files: ["storage/*/*.ts"], rules: rule(...storagePatterns(2)) },
+  { files: ["component/runtime/*.ts"], rules: rule(...runtimePatterns(2)) },
+  { files: ["component/runtime/*/*.ts"], rules: rule(...runtimePatterns(3)) },
   {
     // The composition root: wires in the feature list and probes the push providers (check-config).
     files: ["component/runtime/ctl.ts"],
     rules: rule(
       {
-        regex: "^\\.\\./(?!\\.\\./|features\\.js$)",
-        message: `the composition root imports component/features.ts, no feature file ${ARCH}`,
+        regex: `${up(1)}(?!runtime/|\\.\\./|features\\.js$|features/index\\.js$)`,
+        message: "the composition root imports the feature list, no feature file",
       },
-      { regex: `${up(2)}(?:test|bench|scripts)/`, message: `runtime code never imports that ${ARCH}` },
+      { regex: `${up(2)}${TOOLS}`, message: "production code never imports test/, bench/, scripts/" },
     ),
   },
   {
-    files: ["component/*.ts"],
+    files: ["component/*.ts", "component/features/*.ts"],
     rules: rule({
-      regex: `${up(1)}(?:test|bench|scripts)/`,
-      message: `production code never imports that ${ARCH}`,
+      regex: `^(?:\\.\\./)+${TOOLS}`,
+      message: "production code never imports test/, bench/, scripts/",
     }),
   },
+  { files: ["component/features/*/*.ts"], rules: rule(...featurePatterns(false)) },
+  { files: ["component/features/push/*.ts"], rules: rule(...featurePatterns(true)) },
 ];
 
 export default tseslint.config(
@@ -83,9 +104,6 @@ export default tseslint.config(
     },
     rules: { "@typescript-eslint/no-require-imports": "off" },
   },
-  // Import rules per layer (docs/ARCHITECTURE.md §2); test/unit/layers.test.ts checks the same edges over dist/.
-  // Relative specifiers depend on a file's depth, hence one block per folder depth. A later block replaces an
-  // earlier one's options for the files both match (the composition root after runtime).
   ...layerRules,
   {
     // chai's property assertions (`expect(x).to.exist`) are expressions by design.

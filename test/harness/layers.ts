@@ -13,8 +13,8 @@ export interface Layer {
   name: string;
   /** Whether a source file (project-relative path, e.g. "component/runtime/app.ts") belongs to the layer. */
   owns(file: string): boolean;
-  /** Project files it may import: path prefixes ("stanzas/") or exact files ("component/features.ts"). */
-  may: readonly string[];
+  /** Whether `file` may import the project file `target` (both project-relative .ts paths). */
+  allows(file: string, target: string): boolean;
   /** npm packages it may import: "any", or a list (node built-ins are always allowed). */
   packages: "any" | readonly string[];
 }
@@ -24,6 +24,46 @@ const under =
   (file: string): boolean =>
     dirs.some((d) => file.startsWith(d));
 
+/** Targets given as folder prefixes ("stanzas/") or exact files ("component/features.ts"). */
+const only =
+  (...allowed: string[]) =>
+  (_file: string, target: string): boolean =>
+    allowed.some((a) => target === a || (a.endsWith("/") && target.startsWith(a)));
+
+const FEATURE = /^component\/features\/([^/]+)\//;
+
+/**
+ * What a feature module (component/features/<f>/, from S2a on) may import at run time: the public runtime
+ * files (design §3.6; router, adhoc, config and metrics are types only, so eslint checks them, and an
+ * import of them that survives compilation is a value import and is refused here), stanzas/ (with the
+ * model), storage/errors.ts (storage/store.ts is types only), its own folder, another feature's api.ts only,
+ * and push/ for the push feature.
+ */
+const RUNTIME_PUBLIC = [
+  "context",
+  "uow",
+  "events",
+  "budget",
+  "ratelimit",
+  "jid",
+  "paging",
+  "log",
+  "accounts/api",
+  "audience/api",
+  "queue/api",
+].map((f) => `component/runtime/${f}.ts`);
+
+function featureAllows(file: string, target: string): boolean {
+  const own = FEATURE.exec(file)?.[1];
+  const other = FEATURE.exec(target);
+  if (other) return other[1] === own || target === `component/features/${other[1]}/api.ts`;
+  return (
+    RUNTIME_PUBLIC.includes(target) ||
+    only("stanzas/", "storage/errors.ts")(file, target) ||
+    (own === "push" && target.startsWith("push/"))
+  );
+}
+
 /** First match wins, so the composition root precedes runtime, and runtime precedes the feature files. */
 export const LAYERS: readonly Layer[] = [
   {
@@ -31,28 +71,43 @@ export const LAYERS: readonly Layer[] = [
     // providers' credentials. It imports the composition list, never a feature file itself.
     name: "composition root",
     owns: (f) => f === "component/runtime/ctl.ts",
-    may: ["component/runtime/", "stanzas/", "storage/", "push/", "component/features.ts"],
+    allows: only(
+      "component/runtime/",
+      "stanzas/",
+      "storage/",
+      "push/",
+      "component/features.ts",
+      "component/features/index.ts",
+    ),
     packages: "any",
   },
   {
     name: "runtime",
     owns: under("component/runtime/"),
-    may: ["component/runtime/", "stanzas/", "storage/"],
+    allows: only("component/runtime/", "stanzas/", "storage/"),
     packages: "any",
   },
   {
-    // Today's flat feature files (cards.ts, exchange.ts, delivery.ts, presence.ts, push.ts, …), the
-    // composition list and the two entry shims; later component/features/<name>/ with rules of its own.
-    name: "features",
-    owns: under("component/"),
-    may: ["component/", "stanzas/", "storage/", "push/"],
+    // The composition list of the redesign (S11): imports every feature module.
+    name: "feature list",
+    owns: (f) => f === "component/features/index.ts",
+    allows: only("component/features/", "component/runtime/"),
     packages: "any",
   },
-  { name: "model", owns: under("stanzas/model/"), may: ["stanzas/model/"], packages: [] },
-  { name: "stanzas", owns: under("stanzas/"), may: ["stanzas/"], packages: "any" },
-  { name: "storage", owns: under("storage/"), may: ["storage/"], packages: "any" },
-  { name: "push", owns: under("push/"), may: ["push/"], packages: "any" },
-  { name: "tools", owns: under("test/", "bench/", "scripts/"), may: [""], packages: "any" },
+  { name: "feature module", owns: (f) => FEATURE.test(f), allows: featureAllows, packages: "any" },
+  {
+    // Today's flat feature files (cards.ts, exchange.ts, delivery.ts, presence.ts, push.ts, …), the
+    // composition list and the two entry shims. They go at S11.
+    name: "features",
+    owns: under("component/"),
+    allows: only("component/", "stanzas/", "storage/", "push/"),
+    packages: "any",
+  },
+  { name: "model", owns: under("stanzas/model/"), allows: only("stanzas/model/"), packages: [] },
+  { name: "stanzas", owns: under("stanzas/"), allows: only("stanzas/"), packages: "any" },
+  { name: "storage", owns: under("storage/"), allows: only("storage/"), packages: "any" },
+  { name: "push", owns: under("push/"), allows: only("push/"), packages: "any" },
+  { name: "tools", owns: under("test/", "bench/", "scripts/"), allows: () => true, packages: "any" },
 ];
 
 export interface SourceFile {
@@ -93,7 +148,7 @@ export function checkLayers(files: readonly SourceFile[], layers: readonly Layer
         const target = path.posix
           .normalize(path.posix.join(path.posix.dirname(file), spec))
           .replace(/\.js$/, ".ts");
-        const ok = !target.startsWith("../") && layer.may.some((m) => target === m || target.startsWith(m));
+        const ok = !target.startsWith("../") && layer.allows(file, target);
         if (!ok)
           out.push({ file, layer: layer.name, imports: target, why: `${layer.name} may not import it` });
       } else if (!isBuiltin(spec)) {
