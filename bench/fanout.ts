@@ -16,7 +16,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import Database from "better-sqlite3";
 import { NS } from "../stanzas/ns.js";
-import { cardHash, normalizeCard, type Card } from "../stanzas/vcard4.js";
+import { cardHash, normalizeCard, type Card } from "../stanzas/model/card.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
 import { CardlinkProcess } from "../test/harness/cardlink.js";
 import { connectClient, xml, type Element, type TestClient } from "../test/harness/clients.js";

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { NS } from "../stanzas/ns.js";
-import { cardHash, normalizeCard, type Card } from "../stanzas/vcard4.js";
+import { cardHash, normalizeCard, type Card } from "../stanzas/model/card.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
 import { CardlinkProcess } from "../test/harness/cardlink.js";
 import { cardClient, cardSummary, tel, type CardClient } from "../test/harness/cardclient.js";

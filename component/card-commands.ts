@@ -5,13 +5,13 @@
  */
 import { StanzaError } from "../stanzas/errors.js";
 import { firstValue, formElement, parseForm, type FormField } from "../stanzas/dataforms.js";
-import { normalizeCard, type Card } from "../stanzas/vcard4.js";
+import { normalizeCard, type Card } from "../stanzas/model/card.js";
 import type { CommandRequest } from "../stanzas/adhoc.js";
 import type { Cards } from "./cards.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature } from "./runtime/context.js";
 import type { Exchange } from "./exchange.js";
-import type { Command, CommandStep } from "./adhoc.js";
-import type { IqContext } from "./router.js";
+import type { Command, CommandStep } from "./runtime/adhoc.js";
+import type { IqContext } from "./runtime/router.js";
 import { xml } from "../stanzas/xml.js";
 
 const FORM_CARD = "urn:cardlink:form:card";

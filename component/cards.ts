@@ -16,24 +16,17 @@ import {
 } from "../stanzas/cardlink.js";
 import { NS } from "../stanzas/ns.js";
 import { cardFromVCardTemp, cardToVCardTemp } from "../stanzas/vcard-temp.js";
-import {
-  CardError,
-  cardHash,
-  filterCard,
-  formatSize,
-  parseVCard4,
-  serializeVCard4,
-  type Card,
-  type CardLimits,
-} from "../stanzas/vcard4.js";
+import { CardError, cardHash, formatSize, type Card, type CardLimits } from "../stanzas/model/card.js";
+import { filterCard } from "../stanzas/model/policy.js";
+import { parseVCard4, serializeVCard4 } from "../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../stanzas/vcf.js";
 import { xml, childElements, type Element } from "../stanzas/xml.js";
-import { measure } from "./budget.js";
-import { pageList } from "./paging.js";
+import { measure } from "./runtime/budget.js";
+import { pageList } from "./runtime/paging.js";
 import type { Binding, OutboxEntry, StoredCard } from "../storage/store.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature } from "./runtime/context.js";
 import type { Delivery } from "./delivery.js";
-import { optionalUserJid, requireUserJid } from "./jid.js";
+import { optionalUserJid, requireUserJid } from "./runtime/jid.js";
 
 const SYNC_PAGE = 200;
 

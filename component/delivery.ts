@@ -5,13 +5,13 @@
  * a stable id so clients drop duplicates. Features register a renderer per kind; a renderer returning null
  * means the entry is moot (e.g. the binding is gone) and it is dropped.
  */
-import { detach } from "./log.js";
+import { detach } from "./runtime/log.js";
 import { updateElement, updatesElement } from "../stanzas/cardlink.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { OutboxEntry } from "../storage/store.js";
-import { backoffDelay } from "./backoff.js";
-import type { AppContext, Feature } from "./context.js";
-import { IqErrorReply, IqTimeoutError } from "./iq-caller.js";
+import { backoffDelay } from "./runtime/backoff.js";
+import type { AppContext, Feature } from "./runtime/context.js";
+import { IqErrorReply, IqTimeoutError } from "./runtime/iq-caller.js";
 import type { PresenceTracker } from "./presence.js";
 
 export type Renderer = (entry: OutboxEntry) => Promise<Element | null>;

@@ -4,7 +4,7 @@
  * each had registered) and, in the same transaction, queues the binding record and each other's card for
  * both. Either side can unbind; both are told. Blocks stop requests.
  */
-import { detach } from "./log.js";
+import { detach } from "./runtime/log.js";
 import { randomBytes, randomUUID } from "node:crypto";
 import { StanzaError, badRequest, conflict, notFound, quote } from "../stanzas/errors.js";
 import { bindingElement, parseBool, parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
@@ -12,11 +12,11 @@ import { NS } from "../stanzas/ns.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { BindResult, OutboxEntry, OutboxItem } from "../storage/store.js";
 import { bindingView } from "./cards.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature } from "./runtime/context.js";
 import type { Delivery } from "./delivery.js";
-import { requireUserJid, userJid } from "./jid.js";
-import { RateLimiter, retryText } from "./ratelimit.js";
-import { pageList } from "./paging.js";
+import { requireUserJid, userJid } from "./runtime/jid.js";
+import { RateLimiter, retryText } from "./runtime/ratelimit.js";
+import { pageList } from "./runtime/paging.js";
 
 // Crockford-style alphabet without 0/O, 1/I/L, U: easy to read aloud and type from a card.
 const CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789";

@@ -1,7 +1,7 @@
 /** The feature modules a production cardlink runs, in attach order. */
 import { CardCommands } from "./card-commands.js";
 import { Cards } from "./cards.js";
-import type { Feature } from "./context.js";
+import type { Feature } from "./runtime/context.js";
 import { Delivery } from "./delivery.js";
 import { Exchange } from "./exchange.js";
 import { PresenceTracker } from "./presence.js";

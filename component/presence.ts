@@ -3,10 +3,10 @@
  * subscription (then cardlink is a contact like a transport, and Prosody tells it of every login). Available
  * resources are persisted so a restarted cardlink can try them at once; an error reply prunes a stale one.
  */
-import { detach } from "./log.js";
+import { detach } from "./runtime/log.js";
 import { xml, type Element } from "../stanzas/xml.js";
-import type { AppContext, Feature } from "./context.js";
-import type { Jid } from "./jid.js";
+import type { AppContext, Feature } from "./runtime/context.js";
+import type { Jid } from "./runtime/jid.js";
 
 export class PresenceTracker implements Feature {
   readonly name = "presence";

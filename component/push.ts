@@ -5,7 +5,7 @@
  * card content and no JID: an opaque reference and a generic text, optionally an AES-256-GCM encrypted blob
  * for clients that registered a key.
  */
-import { detach } from "./log.js";
+import { detach } from "./runtime/log.js";
 import { createCipheriv, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { StanzaError, badRequest, quote } from "../stanzas/errors.js";
 import { parseDeviceId, requireAttr } from "../stanzas/cardlink.js";
@@ -13,9 +13,9 @@ import { firstValue, parseForm } from "../stanzas/dataforms.js";
 import { NS } from "../stanzas/ns.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { Device, PushJob } from "../storage/store.js";
-import { PushDispatcher } from "../push/dispatcher.js";
+import { PushDispatcher } from "./push-dispatcher.js";
 import { createSenders, type Senders } from "../push/senders.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature } from "./runtime/context.js";
 
 type NewJob = Omit<PushJob, "attempts" | "nextAt">;
 

@@ -1,13 +1,17 @@
 /** Builds the provider senders a deployment configured (config.push.apns / config.push.fcm). */
-import { ConfigError } from "../component/config.js";
 import { ApnsSender, type ApnsConfig } from "./apns.js";
 import { FcmSender, type FcmConfig } from "./fcm.js";
 import type { Platform, PushSender } from "./types.js";
 
 export type Senders = Partial<Record<Platform, PushSender>>;
 
-/** A push provider setting is wrong: a configuration error like any other (exit status 2, no stack trace). */
-export class PushConfigError extends ConfigError {
+/**
+ * A push provider setting is wrong: a configuration error like any other (exit status 2, no stack trace).
+ * It extends Error, not the runtime's ConfigError, because push/ imports nothing of cardlink's
+ * (docs/ARCHITECTURE.md); the `cardlink` command treats both as configuration errors (isConfigError in
+ * component/runtime/ctl.ts).
+ */
+export class PushConfigError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "PushConfigError";

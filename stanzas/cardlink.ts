@@ -4,7 +4,8 @@
  */
 import { badRequest, quote } from "./errors.js";
 import { NS } from "./ns.js";
-import { FIELD_NAMES, type FieldName, type SharePolicy } from "./vcard4.js";
+import { FIELD_NAMES, type FieldName } from "./model/card.js";
+import type { SharePolicy } from "./model/policy.js";
 import { xml, type Element } from "./xml.js";
 
 const NSC = NS.CARDLINK;

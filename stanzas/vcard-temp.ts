@@ -1,6 +1,6 @@
 /**
- * XEP-0054 vcard-temp ↔ the Card model (stanzas/vcard4.ts), for legacy clients. The mapping follows XEP-0292
- * §11; docs/VCARD.md has the tables and what each direction drops.
+ * XEP-0054 vcard-temp ↔ the Card model (stanzas/model/card.ts), for legacy clients. The mapping follows
+ * XEP-0292 §11; docs/VCARD.md has the tables and what each direction drops.
  */
 import { quote as clip } from "./errors.js";
 import { NS } from "./ns.js";
@@ -21,7 +21,7 @@ import {
   type CardItemBase,
   type CardLimits,
   type FieldName,
-} from "./vcard4.js";
+} from "./model/card.js";
 import { childElements, xml, type Element } from "./xml.js";
 
 const FIELD: Record<FieldName, string> = {

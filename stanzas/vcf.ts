@@ -1,6 +1,7 @@
 /**
- * RFC 6350 vCard text (.vcf) ↔ the Card model (stanzas/vcard4.ts), for import/export and address-book apps.
- * Lexing, unfolding, escaping and folding are ical.js's; this module only maps its jCard (RFC 7095) arrays.
+ * RFC 6350 vCard text (.vcf) ↔ the Card model (stanzas/model/card.ts), for import/export and address-book
+ * apps. Lexing, unfolding, escaping and folding are ical.js's; this module only maps its jCard (RFC 7095)
+ * arrays.
  */
 import ICAL from "ical.js";
 import {
@@ -21,7 +22,7 @@ import {
   type CardFormatNames,
   type CardItemBase,
   type CardLimits,
-} from "./vcard4.js";
+} from "./model/card.js";
 
 const VCF: CardFormatNames = {
   prefix: "vcf",

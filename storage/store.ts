@@ -3,7 +3,8 @@
  * the outbox entries it causes commit together), so a second backend (PostgreSQL with BEGIN/COMMIT) can
  * implement it without touching handlers. The SQLite backend (storage/sqlite/) runs each in one transaction.
  */
-import type { Card, SharePolicy } from "../stanzas/vcard4.js";
+import type { Card } from "../stanzas/model/card.js";
+import type { SharePolicy } from "../stanzas/model/policy.js";
 
 export type Platform = "ios" | "android" | "other";
 

@@ -1,5 +1,6 @@
 /** SQLite implementations of the repositories. Each public method is one transaction. */
-import type { Card, SharePolicy } from "../../stanzas/vcard4.js";
+import type { Card } from "../../stanzas/model/card.js";
+import type { SharePolicy } from "../../stanzas/model/policy.js";
 import type {
   BindResult,
   Binding,

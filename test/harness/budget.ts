@@ -1,6 +1,6 @@
 /** Helpers for the oversized-stanza tests: full-size cards and a recorder of every stanza cardlink writes. */
 import { randomBytes } from "node:crypto";
-import type { Cardlink } from "../../component/app.js";
+import type { Cardlink } from "../../component/runtime/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { xml, type Element } from "./clients.js";
 

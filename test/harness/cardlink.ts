@@ -3,11 +3,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createCardlink, type Cardlink } from "../../component/app.js";
-import { loadConfig, type Config } from "../../component/config.js";
-import type { Feature } from "../../component/context.js";
+import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
+import { loadConfig, type Config } from "../../component/runtime/config.js";
+import type { Feature } from "../../component/runtime/context.js";
 import { allFeatures } from "../../component/features.js";
-import { createLogger } from "../../component/log.js";
+import { createLogger } from "../../component/runtime/log.js";
 import type { ProsodyServer } from "./prosody.js";
 import { waitFor } from "./ports.js";
 

@@ -2,7 +2,7 @@
  * The common shape of an integration suite: one real Prosody with the given users (password "<user>pw"), one
  * in-process cardlink configured for it, both started before the suite and torn down after it, even on failure.
  */
-import type { Cardlink } from "../../component/app.js";
+import type { Cardlink } from "../../component/runtime/app.js";
 import { startInProcess, testConfig } from "./cardlink.js";
 import { connectClient, type TestClient } from "./clients.js";
 import { ProsodyServer, type ProsodyOptions } from "./prosody.js";

@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { pino } from "pino";
 import { Writable } from "node:stream";
-import { createCardlink, type Cardlink } from "../../component/app.js";
+import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
 import { allFeatures } from "../../component/features.js";
 import { NS } from "../../stanzas/ns.js";
 import { parseRsmResult } from "../../stanzas/rsm.js";

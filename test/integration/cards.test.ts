@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import type { Cardlink } from "../../component/app.js";
+import type { Cardlink } from "../../component/runtime/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, email, tel, vcard, type CardClient } from "../harness/cardclient.js";

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { cardHash, normalizeCard, type Card } from "../../stanzas/vcard4.js";
+import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { bigVcard, recordSent } from "../harness/budget.js";
 import { CardlinkProcess } from "../harness/cardlink.js";

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { Cardlink } from "../../component/app.js";
+import type { Cardlink } from "../../component/runtime/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";

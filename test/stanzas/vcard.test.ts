@@ -8,15 +8,14 @@ import {
   FIELD_NAMES,
   cardHash,
   canonicalCardString,
-  filterCard,
   formatSize,
   normalizeCard,
   normalizeDate,
-  parseVCard4,
-  serializeVCard4,
   type Card,
   type CardLimits,
-} from "../../stanzas/vcard4.js";
+} from "../../stanzas/model/card.js";
+import { filterCard } from "../../stanzas/model/policy.js";
+import { parseVCard4, serializeVCard4 } from "../../stanzas/vcard4.js";
 import { cardFromVcf, cardToVcf } from "../../stanzas/vcf.js";
 import { parseXml } from "../../stanzas/xml.js";
 

@@ -7,7 +7,7 @@ import {
   measure,
   Page,
   StanzaBudget,
-} from "../../component/budget.js";
+} from "../../component/runtime/budget.js";
 import { xml } from "../../stanzas/xml.js";
 
 describe("stanza budget", () => {

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, loadConfig } from "../../component/config.js";
+import { ConfigError, loadConfig } from "../../component/runtime/config.js";
 
 describe("config", () => {
   const file = (o: unknown): string => {

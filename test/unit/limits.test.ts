@@ -1,13 +1,13 @@
 /** Fairness and input hygiene without a server: the limiter, quoting, the depth check, JIDs, push keys, IQ shares. */
 import { expect } from "chai";
-import { AdhocCommands } from "../../component/adhoc.js";
-import { loadConfig, ConfigError } from "../../component/config.js";
-import { IqBusyError, IqCaller } from "../../component/iq-caller.js";
-import { userJid } from "../../component/jid.js";
-import { createLogger } from "../../component/log.js";
-import { Metrics } from "../../component/metrics.js";
-import { RateLimiter } from "../../component/ratelimit.js";
-import { Router } from "../../component/router.js";
+import { AdhocCommands } from "../../component/runtime/adhoc.js";
+import { loadConfig, ConfigError } from "../../component/runtime/config.js";
+import { IqBusyError, IqCaller } from "../../component/runtime/iq-caller.js";
+import { userJid } from "../../component/runtime/jid.js";
+import { createLogger } from "../../component/runtime/log.js";
+import { Metrics } from "../../component/runtime/metrics.js";
+import { RateLimiter } from "../../component/runtime/ratelimit.js";
+import { Router } from "../../component/runtime/router.js";
 import { parsePushKey } from "../../stanzas/cardlink.js";
 import { QUOTE_MAX, StanzaError, TEXT_MAX, quote } from "../../stanzas/errors.js";
 import { NS } from "../../stanzas/ns.js";

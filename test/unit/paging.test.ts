@@ -1,6 +1,6 @@
 import { expect } from "chai";
-import { measure, StanzaBudget } from "../../component/budget.js";
-import { DEFAULT_PAGE_ITEMS, MAX_PAGE_ITEMS, pageList } from "../../component/paging.js";
+import { measure, StanzaBudget } from "../../component/runtime/budget.js";
+import { DEFAULT_PAGE_ITEMS, MAX_PAGE_ITEMS, pageList } from "../../component/runtime/paging.js";
 import { StanzaError } from "../../stanzas/errors.js";
 import { parseRsmResult } from "../../stanzas/rsm.js";
 import { parseXml, xml } from "../../stanzas/xml.js";

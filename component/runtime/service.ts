@@ -1,9 +1,9 @@
 /** Service basics: XEP-0030 disco, XEP-0092 version, XEP-0199 ping, and the admin "stats" command. */
-import { discoInfoResult, discoItemsResult } from "../stanzas/disco.js";
-import { formElement } from "../stanzas/dataforms.js";
-import { StanzaError, quote } from "../stanzas/errors.js";
-import { NS } from "../stanzas/ns.js";
-import { versionResult } from "../stanzas/version.js";
+import { discoInfoResult, discoItemsResult } from "../../stanzas/disco.js";
+import { formElement } from "../../stanzas/dataforms.js";
+import { StanzaError, quote } from "../../stanzas/errors.js";
+import { NS } from "../../stanzas/ns.js";
+import { versionResult } from "../../stanzas/version.js";
 import type { AppContext } from "./context.js";
 
 export const SOFTWARE = { name: "cardlink", version: "0.1.0" };
@@ -16,7 +16,7 @@ export function attachService(app: AppContext): void {
     NS.DISCO_INFO,
     NS.DISCO_ITEMS,
     NS.DATA,
-    // XEP-0059 §9: the lists in urn:cardlink:0 page with <set/> (component/paging.ts).
+    // XEP-0059 §9: the lists in urn:cardlink:0 page with <set/> (component/runtime/paging.ts).
     NS.RSM,
     ...(app.pushAppServer ? [NS.PUSH] : []),
   ];

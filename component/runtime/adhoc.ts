@@ -3,11 +3,11 @@
  * the full JID that started them, expiring), listing via disco#items, and the error rules of XEP-0050 §4.6.
  */
 import { randomUUID } from "node:crypto";
-import { commandElement, parseCommand, type CommandRequest } from "../stanzas/adhoc.js";
-import { discoInfoResult, discoItemsResult } from "../stanzas/disco.js";
-import { StanzaError, quote } from "../stanzas/errors.js";
-import { NS } from "../stanzas/ns.js";
-import type { Element } from "../stanzas/xml.js";
+import { commandElement, parseCommand, type CommandRequest } from "../../stanzas/adhoc.js";
+import { discoInfoResult, discoItemsResult } from "../../stanzas/disco.js";
+import { StanzaError, quote } from "../../stanzas/errors.js";
+import { NS } from "../../stanzas/ns.js";
+import type { Element } from "../../stanzas/xml.js";
 import type { IqContext, Router } from "./router.js";
 
 export interface CommandStep {

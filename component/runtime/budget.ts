@@ -5,7 +5,7 @@
  * (config `link.stanzaLimitBytes`), computed here and nowhere else: lists, sync pages and <updates/> batches are
  * cut with a Page, and the send path refuses (and logs) anything over the limit as a last guard.
  */
-import type { Element } from "../stanzas/xml.js";
+import type { Element } from "../../stanzas/xml.js";
 
 /**
  * Bytes kept for the stanza around a payload: `<iq type='result' id='…' to='…' from='…'>…</iq>`. `to` is a full

@@ -8,7 +8,7 @@
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import { Component } from "@xmpp/component-core";
-import type { Element } from "../stanzas/xml.js";
+import type { Element } from "../../stanzas/xml.js";
 import { backoffDelay } from "./backoff.js";
 import type { Logger } from "./log.js";
 

@@ -1,6 +1,6 @@
-import { requireAttr } from "../stanzas/cardlink.js";
-import { StanzaError, quote } from "../stanzas/errors.js";
-import type { Element } from "../stanzas/xml.js";
+import { requireAttr } from "../../stanzas/cardlink.js";
+import { StanzaError, quote } from "../../stanzas/errors.js";
+import type { Element } from "../../stanzas/xml.js";
 
 /** Minimal JID handling for addresses Prosody has already validated and normalised (RFC 7622). */
 export interface Jid {

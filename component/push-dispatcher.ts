@@ -5,13 +5,13 @@
  * owner's other devices are untouched) and its queued notices are dropped. A per-device hourly budget keeps
  * iOS from throttling: over budget, a notice waits (and keeps coalescing) instead of being sent.
  */
-import { detach } from "../component/log.js";
-import { backoffDelay } from "../component/backoff.js";
-import type { Logger } from "../component/log.js";
-import type { Metrics } from "../component/metrics.js";
+import { detach } from "./runtime/log.js";
+import { backoffDelay } from "./runtime/backoff.js";
+import type { Logger } from "./runtime/log.js";
+import type { Metrics } from "./runtime/metrics.js";
 import type { PushJob, Store } from "../storage/store.js";
-import type { Senders } from "./senders.js";
-import type { PushNotice, PushOutcome } from "./types.js";
+import type { Senders } from "../push/senders.js";
+import type { PushNotice, PushOutcome } from "../push/types.js";
 
 export interface DispatcherOptions {
   concurrency: number;

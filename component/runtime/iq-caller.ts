@@ -3,8 +3,8 @@
  * forged by any entity that guesses it), pending requests are bounded, and each one times out.
  */
 import { randomUUID } from "node:crypto";
-import { parseError } from "../stanzas/errors.js";
-import type { Element } from "../stanzas/xml.js";
+import { parseError } from "../../stanzas/errors.js";
+import type { Element } from "../../stanzas/xml.js";
 
 export class IqTimeoutError extends Error {
   constructor(to: string) {

@@ -8,12 +8,12 @@
 import { accessSync, chmodSync, constants, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { createSenders } from "../push/senders.js";
-import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../storage/sqlite/db.js";
+import { createSenders, PushConfigError } from "../../push/senders.js";
+import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../../storage/sqlite/db.js";
 import { createCardlink } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { probeHandshake } from "./connection.js";
-import { allFeatures } from "./features.js";
+import { allFeatures } from "../features.js";
 import { createLogger, type Logger } from "./log.js";
 import { SOFTWARE } from "./service.js";
 
@@ -128,8 +128,13 @@ function usage(io: Io, problem: string): number {
 
 type Source = { file?: string };
 
+/** A bad setting, from the config loader or from a push provider's credentials: one line, exit status 2. */
+function isConfigError(e: unknown): e is Error {
+  return e instanceof ConfigError || e instanceof PushConfigError;
+}
+
 function configError(io: Io, e: unknown): number {
-  if (e instanceof ConfigError) {
+  if (isConfigError(e)) {
     io.err(`cardlink: configuration error: ${e.message}`);
     return 2;
   }
@@ -170,8 +175,8 @@ async function run(source: Source, io: Io): Promise<number | "running"> {
     app = createCardlink(config, { log, features: allFeatures() });
     await app.start();
   } catch (e) {
-    // A push provider's bad credentials are a ConfigError too (push/senders.ts): one line, exit 2.
-    if (!(e instanceof ConfigError) && ["debug", "trace"].includes(config.log.level)) {
+    // A push provider's bad credentials are a configuration error too (push/senders.ts): one line, exit 2.
+    if (!isConfigError(e) && ["debug", "trace"].includes(config.log.level)) {
       io.err(String((e as Error).stack));
     }
     return configError(io, e);
@@ -277,7 +282,7 @@ async function checkConfig(source: Source, io: Io): Promise<number> {
       await s.close();
     }
   } catch (e) {
-    problem(2, e instanceof ConfigError ? e.message : `push: ${(e as Error).message}`);
+    problem(2, isConfigError(e) ? e.message : `push: ${(e as Error).message}`);
   }
 
   checkDatabase(config, ok, note, problem);

@@ -3,9 +3,9 @@
  * Result Set Management, cut by count and by the stanza budget. The order is the items' UIDs (plain string
  * order), so `after` continues where the last page ended even when items were added or removed in between.
  */
-import { StanzaError } from "../stanzas/errors.js";
-import { parseRsmRequest, rsmSetElement } from "../stanzas/rsm.js";
-import type { Element } from "../stanzas/xml.js";
+import { StanzaError } from "../../stanzas/errors.js";
+import { parseRsmRequest, rsmSetElement } from "../../stanzas/rsm.js";
+import type { Element } from "../../stanzas/xml.js";
 import type { StanzaBudget } from "./budget.js";
 
 /**

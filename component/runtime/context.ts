@@ -1,6 +1,6 @@
 /** What every feature module receives: the shared services of one running cardlink. */
-import type { Element } from "../stanzas/xml.js";
-import type { Store } from "../storage/store.js";
+import type { Element } from "../../stanzas/xml.js";
+import type { Store } from "../../storage/store.js";
 import type { AdhocCommands } from "./adhoc.js";
 import type { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";

@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
+import type { DatabaseConfig } from "../../storage/index.js";
 import { ITEM_RESERVE, LINK_LIMIT_MAX, LINK_LIMIT_MIN, StanzaBudget } from "./budget.js";
 
 export interface Config {
@@ -21,7 +22,7 @@ export interface Config {
   /** Bare JIDs allowed to run the admin ad-hoc commands. */
   admins: string[];
   dataDir: string;
-  database: { driver: "sqlite"; path: string };
+  database: DatabaseConfig;
   log: { level: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"; rawStream: boolean };
   reconnect: { initialDelayMs: number; maxDelayMs: number };
   /** How long cardlink waits for a reply to an IQ it sent. */
@@ -31,7 +32,7 @@ export interface Config {
   /**
    * The component link to Prosody. stanzaLimitBytes: the largest stanza the server accepts from cardlink —
    * Prosody's `component_stanza_size_limit` (default 512 KiB), ejabberd's `max_stanza_size` on the
-   * ejabberd_service listener. Every stanza cardlink sends is built to fit (component/budget.ts).
+   * ejabberd_service listener. Every stanza cardlink sends is built to fit (component/runtime/budget.ts).
    */
   link: { stanzaLimitBytes: number };
   /** How long shutdown waits for in-flight work before closing the database anyway. */

@@ -4,8 +4,8 @@
  * allow-list, a size limit, and every IQ answered (result or RFC 6120 error with <text/>), even when a handler
  * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
  */
-import { StanzaError, errorReply, quote } from "../stanzas/errors.js";
-import { xml, childElements, nestedDeeperThan, type Element } from "../stanzas/xml.js";
+import { StanzaError, errorReply, quote } from "../../stanzas/errors.js";
+import { xml, childElements, nestedDeeperThan, type Element } from "../../stanzas/xml.js";
 import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
 import { parseJid, type Jid } from "./jid.js";

@@ -1,9 +1,9 @@
 /** Composes one cardlink: config → store → link → router → features. start() connects; stop() is graceful. */
 import type { Server } from "node:http";
-import type { Element } from "../stanzas/xml.js";
-import { openStore } from "../storage/index.js";
-import { errorElement, StanzaError } from "../stanzas/errors.js";
-import { xml } from "../stanzas/xml.js";
+import type { Element } from "../../stanzas/xml.js";
+import { openStore } from "../../storage/index.js";
+import { errorElement, StanzaError } from "../../stanzas/errors.js";
+import { xml } from "../../stanzas/xml.js";
 import { AdhocCommands } from "./adhoc.js";
 import { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";
