@@ -3,6 +3,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, loadConfig } from "../../component/runtime/config.js";
+import type { ApnsConfig } from "../../push/apns.js";
+import type { FcmConfig } from "../../push/fcm.js";
+import type { DatabaseConfig } from "../../storage/index.js";
 
 describe("config", () => {
   const file = (o: unknown): string => {
@@ -159,6 +162,12 @@ describe("config", () => {
       env: {},
     });
     expect(cert.push.apns).to.deep.equal({ production: false, cert: "c.pem", key: "k.pem" });
+    // Compile-time half of the check: what the schema lets through is what the providers and the store read.
+    const asRead: { apns?: ApnsConfig; fcm?: FcmConfig; database: DatabaseConfig } = {
+      ...cert.push,
+      database: cert.database,
+    };
+    expect(asRead.apns?.production).to.equal(false);
   });
 
   it("reports every wrong setting at once, unknown keys first, and checks related settings by name", () => {
