@@ -1,106 +1,16 @@
 /**
  * cardlink configuration: defaults ← JSON file ← environment. Read and checked once at start-up; the rest of
  * the code receives a frozen, fully-typed Config and never reads process.env itself. Reference: docs/CONFIG.md.
+ *
+ * One zod schema (`configSchema`) is the single source of every setting's type, default, bounds and one-line
+ * description; `Config` is inferred from it, and test/unit/config-docs.test.ts checks docs/CONFIG.md's tables
+ * against it (through `describeConfig`) so the two cannot drift apart.
  */
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
-import type { DatabaseConfig } from "../../storage/index.js";
+import * as z from "zod";
 import { ITEM_RESERVE, LINK_LIMIT_MAX, LINK_LIMIT_MIN, StanzaBudget } from "./budget.js";
-
-export interface Config {
-  /** The component's domain, as declared in Prosody's `Component "cards.example.org"`. */
-  domain: string;
-  /** Shared secret, Prosody's `component_secret`. */
-  secret: string;
-  /** Where Prosody's component port listens (xmpp://host:port). Plaintext: keep it on loopback. */
-  service: string;
-  /** The Prosody VirtualHost(s) whose users cardlink serves. */
-  servedHosts: string[];
-  /** Stanzas from any other domain get `forbidden`. Defaults to servedHosts. */
-  allowedDomains: string[];
-  /** Bare JIDs allowed to run the admin ad-hoc commands. */
-  admins: string[];
-  dataDir: string;
-  database: DatabaseConfig;
-  log: { level: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent"; rawStream: boolean };
-  reconnect: { initialDelayMs: number; maxDelayMs: number };
-  /** How long cardlink waits for a reply to an IQ it sent. */
-  iqTimeoutMs: number;
-  /** Largest inbound stanza cardlink accepts (bytes of serialized XML); larger ones get policy-violation. */
-  maxStanzaBytes: number;
-  /**
-   * The component link to Prosody. stanzaLimitBytes: the largest stanza the server accepts from cardlink —
-   * Prosody's `component_stanza_size_limit` (default 512 KiB), ejabberd's `max_stanza_size` on the
-   * ejabberd_service listener. Every stanza cardlink sends is built to fit (component/runtime/budget.ts).
-   */
-  link: { stanzaLimitBytes: number };
-  /** How long shutdown waits for in-flight work before closing the database anyway. */
-  shutdownGraceMs: number;
-  /** Prometheus text metrics on <metricsAddress>:<port>/metrics (and /healthz); 0 = off. */
-  metricsPort: number;
-  /** Address the metrics listener binds: loopback unless the scraper is elsewhere. */
-  metricsAddress: string;
-  card: { maxBytes: number; maxPhotoBytes: number; maxItemsPerField: number; maxTextLength: number };
-  exchange: { codeTtlSeconds: number; requestTtlSeconds: number; maxPendingPerUser: number };
-  delivery: {
-    /** How long an update IQ may stay unanswered before it counts as failed and is retried. */
-    ackTimeoutMs: number;
-    retryBaseMs: number;
-    retryMaxMs: number;
-    /** Most entries carried by one <updates/> IQ (one ack covers them all). */
-    batchSize: number;
-  };
-  push: PushConfig;
-  limits: LimitsConfig;
-}
-
-/**
- * Shares and caps that keep one user from degrading another (docs/CONFIG.md "limits", PROTOCOL.md "Quotas and
- * rate limits"). Every shared resource has a global cap and a per-user share below it; every stored per-user
- * collection has a cap.
- */
-export interface LimitsConfig {
-  /** Deepest XML nesting accepted in an inbound stanza (the stanza element is level 1). */
-  maxDepth: number;
-  /** Open XEP-0050 sessions, all users together, and per user (bare JID). */
-  adhocSessions: number;
-  adhocSessionsPerUser: number;
-  /** IQs cardlink waits on, in total, and per recipient (bare JID). */
-  pendingIqs: number;
-  pendingIqsPerUser: number;
-  /** Available resources tracked per user; past it the least recently seen one is forgotten. */
-  resourcesPerUser: number;
-  devicesPerUser: number;
-  blocksPerUser: number;
-  /** Unused, unexpired exchange codes per user. */
-  codesPerUser: number;
-  /** Failed redeem attempts per user, and per sending domain, in a sliding window. */
-  redeemFailuresPerUser: number;
-  redeemFailuresPerHost: number;
-  redeemWindowSeconds: number;
-  /** Keys each rate limiter remembers at most (its memory bound); the least recently used are pruned. */
-  rateLimiterKeys: number;
-}
-
-export interface PushConfig {
-  /** Offline iOS device → alert; offline Android → background (FCM data); online → none. */
-  policy: { ios: "alert" | "background" | "none"; android: "alert" | "background" | "none" };
-  /** Seconds a notice stays deliverable at the provider. */
-  ttlSeconds: number;
-  /** Most notices per device per hour (iOS throttles background pushes); further ones coalesce. */
-  perDeviceHourlyBudget: number;
-  concurrency: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  maxAttempts: number;
-  /** Text of card-update alerts. locKey (optional) lets the app localize: APNs then sends loc-key, not body. */
-  alertText: { title: string; body: string; locKey: string };
-  /** Text of XEP-0357 message alerts (what mod_cloud_notify announces); never the message itself. */
-  messageText: { title: string; body: string; locKey: string };
-  apns?: Record<string, unknown>;
-  fcm?: Record<string, unknown>;
-}
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -108,6 +18,399 @@ export class ConfigError extends Error {
     this.name = "ConfigError";
   }
 }
+
+// ------------------------------------------------------------------------------------------- schema parts
+
+/**
+ * What a setting carries besides its zod type. `min`/`max` are the bounds as documented (the docs test checks
+ * them against CONFIG.md); `providerDefault` is a default applied by the push provider's constructor rather
+ * than by the schema (push.apns / push.fcm are handed to it exactly as written); `inline` marks an object
+ * documented as one row, not key by key.
+ */
+interface SettingMeta {
+  description: string;
+  min?: number;
+  max?: number;
+  providerDefault?: unknown;
+  inline?: boolean;
+}
+
+function meta<T extends z.ZodType>(schema: T, m: SettingMeta): T {
+  return schema.meta({ ...m });
+}
+
+/** A number in [min, max]; the message is completed with the key's path ("iqTimeoutMs must be between …"). */
+function bounded(min: number, max: number, opts: { int?: boolean } = {}) {
+  return z.number().refine((v) => v >= min && v <= max && (!opts.int || Number.isInteger(v)), {
+    message: opts.int
+      ? `must be a whole number between ${min} and ${max}`
+      : `must be between ${min} and ${max}`,
+  });
+}
+
+function num(def: number, min: number, max: number, description: string) {
+  return meta(bounded(min, max).prefault(def), { description, min, max });
+}
+
+function str(def: string, description: string) {
+  return meta(z.string().prefault(def), { description });
+}
+
+function strings(def: string[], description: string) {
+  return meta(z.array(z.string()).prefault(def), { description });
+}
+
+/**
+ * Defaults are zod "prefaults": a missing value is replaced by the default *before* parsing, so the default
+ * passes the same checks as a written value (an empty `secret` is refused whether written or left out).
+ * A section missing in the file is {}, which fills in each of its keys' defaults.
+ */
+function section<S extends z.ZodRawShape>(shape: S) {
+  const o = z.strictObject(shape);
+  // Every key of a section has a default, so {} is a valid input; TypeScript cannot see that for a generic S.
+  return o.prefault({} as z.input<typeof o>);
+}
+
+const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+const NOTICES = ["alert", "background", "none"] as const;
+
+const notice = (def: (typeof NOTICES)[number], description: string) =>
+  meta(
+    z
+      .enum(NOTICES, { error: (iss) => `must be alert, background or none, not '${String(iss.input)}'` })
+      .prefault(def),
+    { description },
+  );
+
+const pushText = (title: string, body: string, what: string) =>
+  section({
+    title: str(title, `title of ${what} alerts`),
+    body: meta(
+      z
+        .string()
+        .refine((v) => v.trim() !== "", { message: "must not be empty" })
+        .prefault(body),
+      { description: `body of ${what} alerts` },
+    ),
+    locKey: str("", `localization key of ${what} alerts ("" = none)`),
+  });
+
+/** A string a provider cannot do without: "" counts as missing, as push/senders.ts has always treated it. */
+const required = () => z.string({ error: "is required" }).min(1, { error: "is required" });
+const optionalString = (description: string) => meta(z.string().optional(), { description });
+
+/** `null` switches a provider off, like leaving the key out (docs/CONFIG.md). */
+function provider<T extends z.ZodType>(schema: T, description: string) {
+  return meta(
+    z.preprocess((v) => (v === null ? undefined : v), schema.optional()),
+    { description },
+  );
+}
+
+/**
+ * push.apns, read by push/apns.ts (ApnsConfig). Only the shape is checked here: the credentials themselves are
+ * loaded by the provider's constructor (push/senders.ts), whose errors name the key too.
+ */
+const apnsSchema = z
+  .strictObject({
+    production: meta(z.boolean({ error: "must be true or false" }), {
+      description: "true: api.push.apple.com; false: api.sandbox.push.apple.com",
+    }),
+    token: meta(z.strictObject({ key: required(), keyId: required(), teamId: required() }).optional(), {
+      description: "token auth: { key (.p8 path or PEM), keyId, teamId }",
+      inline: true,
+    }),
+    cert: optionalString("certificate auth: client certificate (path or PEM), used only without token"),
+    key: optionalString("certificate auth: private key (path or PEM)"),
+    passphrase: optionalString("certificate auth: passphrase of the key"),
+    defaultTopic: optionalString("apns-topic (bundle id) for devices that registered none"),
+    address: optionalString("host to connect to instead of Apple's (test stand-ins)"),
+    port: meta(bounded(1, 65535, { int: true }).optional(), {
+      description: "port to connect to",
+      min: 1,
+      max: 65535,
+      providerDefault: 443,
+    }),
+    ca: optionalString("extra trusted CA (path or PEM)"),
+    connections: meta(bounded(1, 64, { int: true }).optional(), {
+      description: "HTTP/2 sessions to open",
+      min: 1,
+      max: 64,
+      providerDefault: 2,
+    }),
+    requestTimeoutMs: meta(bounded(100, 600_000).optional(), {
+      description: "deadline per batch of requests",
+      min: 100,
+      max: 600_000,
+      providerDefault: 10_000,
+    }),
+  })
+  .refine((a) => a.token !== undefined || (a.cert !== undefined && a.cert !== ""), {
+    message: "needs token {key, keyId, teamId} or cert + key",
+  })
+  // Certificate auth needs both halves; under token auth cert/key are ignored (push/apns.ts).
+  .refine((a) => a.token !== undefined || !a.cert || (a.key !== undefined && a.key !== ""), {
+    message: "is required with push.apns.cert",
+    path: ["key"],
+  });
+
+/** push.fcm, read by push/fcm.ts (FcmConfig). */
+const fcmSchema = z.strictObject({
+  serviceAccount: meta(required(), { description: "path to the Google service-account JSON key" }),
+  projectId: optionalString("Firebase project (default: the key's project_id)"),
+  batchSize: meta(bounded(1, 500, { int: true }).optional(), {
+    description: "messages per sendEach() call",
+    min: 1,
+    max: 500,
+    providerDefault: 500,
+  }),
+  parallelBatches: meta(bounded(1, 64, { int: true }).optional(), {
+    description: "sendEach() calls in flight",
+    min: 1,
+    max: 64,
+    providerDefault: 4,
+  }),
+  requestTimeoutMs: meta(bounded(100, 600_000).optional(), {
+    description: "deadline per sendEach() call",
+    min: 100,
+    max: 600_000,
+    providerDefault: 30_000,
+  }),
+  dataOnlyForBackground: meta(z.literal(true, { error: "can only be true" }).optional(), {
+    description: "background notices are data-only (the only behaviour; states it)",
+  }),
+});
+
+const pushSchema = section({
+  policy: section({
+    ios: notice("alert", "notice for an offline user's iOS devices"),
+    android: notice("background", "notice for an offline user's Android devices"),
+  }),
+  ttlSeconds: num(24 * 3600, 0, 30 * 86_400, "how long a notice stays deliverable at the provider"),
+  perDeviceHourlyBudget: num(6, 1, 10_000, "notices per device per rolling hour; further ones coalesce"),
+  concurrency: num(64, 1, 10_000, "notices taken from the queue per dispatch round"),
+  // Bounds checked together with retryMaxMs below (one message names both).
+  retryBaseMs: meta(z.number().prefault(1_000), {
+    description: "first retry delay after a transient failure",
+  }),
+  retryMaxMs: meta(z.number().prefault(10 * 60_000), { description: "retry delay cap" }),
+  maxAttempts: num(8, 1, 100, "attempts before a notice is dropped"),
+  alertText: pushText("Contacts", "A contact card was updated. Open the app to see it.", "card-update"),
+  messageText: pushText("Messages", "You have a new message.", "XEP-0357 message"),
+  apns: provider(apnsSchema, "APNs provider (absent = off)"),
+  fcm: provider(fcmSchema, "FCM provider (absent = off)"),
+});
+
+/**
+ * Shares and caps that keep one user from degrading another (docs/CONFIG.md "limits", PROTOCOL.md "Quotas and
+ * rate limits"). Every shared resource has a global cap and a per-user share below it; every stored per-user
+ * collection has a cap.
+ */
+const limitsSchema = section({
+  maxDepth: num(32, 8, 256, "deepest XML nesting accepted in an inbound stanza"),
+  adhocSessions: num(10_000, 1, 1_000_000, "open XEP-0050 sessions, all users together"),
+  adhocSessionsPerUser: num(10, 1, 1000, "open XEP-0050 sessions per user"),
+  pendingIqs: num(100_000, 1, 10_000_000, "IQs cardlink waits on, in all"),
+  pendingIqsPerUser: num(64, 1, 100_000, "IQs cardlink waits on per recipient"),
+  resourcesPerUser: num(10, 1, 1000, "available resources tracked per user"),
+  devicesPerUser: num(20, 1, 1000, "registered devices per user"),
+  blocksPerUser: num(1000, 1, 100_000, "blocked JIDs per user"),
+  codesPerUser: num(10, 1, 1000, "unused, unexpired exchange codes per user"),
+  redeemFailuresPerUser: num(10, 1, 10_000, "failed redeems per user in the window"),
+  redeemFailuresPerHost: num(200, 2, 1_000_000, "failed redeems per sending domain in the window"),
+  redeemWindowSeconds: num(600, 10, 86_400, "the sliding window of both redeem limits"),
+  rateLimiterKeys: num(100_000, 100, 10_000_000, "keys each rate limiter remembers at most"),
+});
+
+export const configSchema = z.strictObject({
+  domain: meta(
+    z
+      .string()
+      .refine((v) => /^[a-z0-9.-]+$/i.test(v), {
+        error: (iss) => `'${String(iss.input)}' is not a domain name`,
+      })
+      .prefault("cards.localhost"),
+    { description: "the component's domain: Prosody's Component \"cards.example.org\"" },
+  ),
+  secret: meta(
+    z
+      .string()
+      .refine((v) => v !== "", {
+        message: "is empty: set it to Prosody's component_secret (or CARDLINK_SECRET)",
+      })
+      .prefault(""),
+    { description: "Prosody's component_secret (required)" },
+  ),
+  service: meta(
+    z
+      .string()
+      .refine((v) => /^xmpp:\/\/[^:/]+:\d+$/.test(v), {
+        error: (iss) => `'${String(iss.input)}' must look like xmpp://127.0.0.1:5347`,
+      })
+      .prefault("xmpp://127.0.0.1:5347"),
+    { description: "Prosody's component port (xmpp://host:port); plaintext: keep it on loopback" },
+  ),
+  servedHosts: meta(
+    z
+      .array(z.string())
+      .refine((v) => v.length > 0, { message: "must name at least one Prosody host" })
+      .prefault(["localhost"]),
+    { description: "the Prosody VirtualHosts whose users cardlink serves" },
+  ),
+  allowedDomains: strings([], "domains whose JIDs may talk to cardlink ([] = servedHosts)"),
+  admins: strings([], "bare JIDs allowed to run the admin ad-hoc commands"),
+  dataDir: str("", "data directory ('' = $STATE_DIRECTORY, else /var/lib/cardlink)"),
+  database: section({
+    driver: meta(z.literal("sqlite", { error: "must be sqlite" }).prefault("sqlite"), {
+      description: "storage backend",
+    }),
+    path: str("", "the SQLite file ('' = <dataDir>/cardlink.sqlite)"),
+  }),
+  log: section({
+    level: meta(z.enum(LEVELS, { error: `must be one of ${LEVELS.join(", ")}` }).prefault("info"), {
+      description: "pino log level",
+    }),
+    rawStream: meta(z.boolean().prefault(false), { description: "log every byte on the component stream" }),
+  }),
+  reconnect: section({
+    initialDelayMs: num(250, 10, 60_000, "first reconnect delay"),
+    maxDelayMs: num(30_000, 100, 3_600_000, "cap of the reconnect backoff"),
+  }),
+  iqTimeoutMs: num(15_000, 100, 600_000, "how long cardlink waits for a reply to an IQ it sent"),
+  maxStanzaBytes: num(256 * 1024, 1024, 16 * 1024 * 1024, "largest inbound stanza (bytes of serialized XML)"),
+  link: section({
+    // Prosody's `component_stanza_size_limit`, ejabberd's `max_stanza_size` on the ejabberd_service listener.
+    // Every stanza cardlink sends is built to fit it (component/runtime/budget.ts).
+    stanzaLimitBytes: meta(
+      bounded(LINK_LIMIT_MIN, LINK_LIMIT_MAX)
+        .refine((v) => Number.isInteger(v), { message: "must be a whole number" })
+        .prefault(512 * 1024),
+      {
+        description: "largest stanza the server accepts from cardlink",
+        min: LINK_LIMIT_MIN,
+        max: LINK_LIMIT_MAX,
+      },
+    ),
+  }),
+  shutdownGraceMs: num(5_000, 0, 600_000, "how long shutdown waits for in-flight work"),
+  metricsPort: num(0, 0, 65535, "port of /metrics and /healthz (0 = off)"),
+  metricsAddress: meta(
+    z
+      .string()
+      .refine((v) => isIP(v) !== 0 || v === "localhost", {
+        error: (iss) => `'${String(iss.input)}' must be an IP address (e.g. 127.0.0.1 or ::1)`,
+      })
+      .prefault("127.0.0.1"),
+    { description: "address the metrics listener binds" },
+  ),
+  card: section({
+    maxBytes: num(96 * 1024, 512, 1024 * 1024, "UTF-8 bytes of a submitted card"),
+    maxPhotoBytes: num(64 * 1024, 0, 1024 * 1024, "UTF-8 bytes of an inline data: photo URI"),
+    maxItemsPerField: num(20, 1, 1000, "entries of one card property"),
+    maxTextLength: num(1024, 16, 65536, "code points of any one card value"),
+  }),
+  exchange: section({
+    codeTtlSeconds: num(300, 10, 86_400, "lifetime of a one-time exchange code"),
+    requestTtlSeconds: num(7 * 24 * 3600, 60, 365 * 86_400, "lifetime of an unanswered exchange request"),
+    maxPendingPerUser: num(50, 1, 10_000, "unanswered exchange requests one user may have out"),
+  }),
+  delivery: section({
+    ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),
+    retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
+    retryMaxMs: num(5 * 60_000, 100, 86_400_000, "delivery retry delay cap"),
+    batchSize: num(20, 1, 200, "most entries carried by one <updates/> IQ"),
+  }),
+  push: pushSchema,
+  limits: limitsSchema,
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type PushConfig = Config["push"];
+export type LimitsConfig = Config["limits"];
+
+// ------------------------------------------------------------------------------------ cross-field checks
+
+/**
+ * Checks that relate several settings, run once every setting is valid on its own (their bounds are then known
+ * to hold). Each message names every key involved.
+ */
+function crossCheck(c: Config): string[] {
+  const problems: string[] = [];
+  const p = c.push;
+  if (p.retryBaseMs < 10 || p.retryMaxMs < p.retryBaseMs || p.retryMaxMs > 86_400_000)
+    problems.push("push.retryBaseMs must be ≥ 10 and ≤ push.retryMaxMs ≤ 86400000");
+  if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs)
+    problems.push("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
+  if (c.delivery.retryMaxMs < c.delivery.retryBaseMs)
+    problems.push("delivery.retryMaxMs must be ≥ delivery.retryBaseMs");
+  const l = c.limits;
+  const below: Array<[string, number, string, number]> = [
+    ["limits.adhocSessionsPerUser", l.adhocSessionsPerUser, "limits.adhocSessions", l.adhocSessions],
+    ["limits.pendingIqsPerUser", l.pendingIqsPerUser, "limits.pendingIqs", l.pendingIqs],
+    // One delivery sends an IQ to every resource of the recipient at once: they must fit in its share.
+    ["limits.resourcesPerUser", l.resourcesPerUser, "limits.pendingIqsPerUser", l.pendingIqsPerUser],
+  ];
+  for (const [a, x, b, y] of below) if (x > y) problems.push(`${a} must be ≤ ${b}`);
+  // A share equal to the whole would let one user exhaust the host's budget alone.
+  if (l.redeemFailuresPerHost <= l.redeemFailuresPerUser)
+    problems.push("limits.redeemFailuresPerHost must be above limits.redeemFailuresPerUser");
+  if (c.card.maxPhotoBytes >= c.card.maxBytes)
+    problems.push("card.maxPhotoBytes must be below card.maxBytes");
+  // By construction, not by luck: one card (in its largest rendering, plus its <update><card> wrapper) must fit
+  // in one stanza, or a sync page or an <updates/> batch holding it could never be sent.
+  const budget = new StanzaBudget(c.link.stanzaLimitBytes);
+  if (c.card.maxBytes > budget.maxCardBytes) {
+    problems.push(
+      `card.maxBytes (${c.card.maxBytes}) does not fit in one stanza under link.stanzaLimitBytes ` +
+        `(${c.link.stanzaLimitBytes}): with the stanza envelope and the per-card wrapper (${ITEM_RESERVE} bytes) ` +
+        `the largest card is ${budget.maxCardBytes} bytes; lower card.maxBytes or raise link.stanzaLimitBytes ` +
+        `(and the server's component_stanza_size_limit / max_stanza_size with it)`,
+    );
+  }
+  return problems;
+}
+
+// ------------------------------------------------------------------------------------------------ errors
+
+const ARTICLE: Record<string, string> = {
+  number: "a number",
+  string: "a string",
+  boolean: "a boolean",
+  array: "an array",
+  object: "an object",
+};
+
+/**
+ * One line per zod issue, each naming the full key path. A type mismatch keeps the loader's historical wording
+ * (`setting 'x' must be a number`); every other message is written in the schema without the key and gets it
+ * prefixed here (`iqTimeoutMs must be between 100 and 600000`).
+ */
+function describeIssue(issue: z.core.$ZodIssue): string[] {
+  const at = (p: readonly PropertyKey[]): string => p.map(String).join(".");
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((k) => `unknown setting '${at([...issue.path, k])}'`);
+  }
+  const keyPath = issue.path;
+  const last = keyPath[keyPath.length - 1];
+  if (typeof last === "number") return [`setting '${at(keyPath.slice(0, -1))}' must be an array of strings`];
+  const key = at(keyPath);
+  const generic = issue.message.startsWith("Invalid input");
+  if (issue.code === "invalid_type" && generic) {
+    if (issue.input === undefined) return [`${key} is required`];
+    return [`setting '${key}' must be ${ARTICLE[issue.expected] ?? issue.expected}`];
+  }
+  return [key ? `${key} ${issue.message}` : issue.message];
+}
+
+function fail(issues: readonly z.core.$ZodIssue[]): never {
+  // Unknown keys first: a typo explains the other problems it may cause (a default used instead).
+  const ordered = [...issues].sort(
+    (a, b) => Number(b.code === "unrecognized_keys") - Number(a.code === "unrecognized_keys"),
+  );
+  throw new ConfigError(ordered.flatMap(describeIssue).join("; "));
+}
+
+// -------------------------------------------------------------------------------------- sources and load
 
 /**
  * The default data directory: systemd's $STATE_DIRECTORY (StateDirectory=cardlink; the first entry when several
@@ -119,244 +422,184 @@ export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
   return state && path.isAbsolute(state) ? state : "/var/lib/cardlink";
 }
 
+/** Every setting's default, with the derived ones (data directory, database path, allowed domains) filled in. */
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const dataDir = defaultDataDir(env);
-  return {
-    domain: "cards.localhost",
-    secret: "",
-    service: "xmpp://127.0.0.1:5347",
-    servedHosts: ["localhost"],
-    allowedDomains: [],
-    admins: [],
-    dataDir,
-    database: { driver: "sqlite", path: "" },
-    log: { level: "info", rawStream: false },
-    reconnect: { initialDelayMs: 250, maxDelayMs: 30_000 },
-    iqTimeoutMs: 15_000,
-    maxStanzaBytes: 256 * 1024,
-    link: { stanzaLimitBytes: 512 * 1024 },
-    shutdownGraceMs: 5_000,
-    metricsPort: 0,
-    metricsAddress: "127.0.0.1",
-    card: { maxBytes: 96 * 1024, maxPhotoBytes: 64 * 1024, maxItemsPerField: 20, maxTextLength: 1024 },
-    exchange: { codeTtlSeconds: 300, requestTtlSeconds: 7 * 24 * 3600, maxPendingPerUser: 50 },
-    delivery: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 5 * 60_000, batchSize: 20 },
-    push: {
-      policy: { ios: "alert", android: "background" },
-      ttlSeconds: 24 * 3600,
-      perDeviceHourlyBudget: 6,
-      concurrency: 64,
-      retryBaseMs: 1_000,
-      retryMaxMs: 10 * 60_000,
-      maxAttempts: 8,
-      alertText: {
-        title: "Contacts",
-        body: "A contact card was updated. Open the app to see it.",
-        locKey: "",
-      },
-      messageText: { title: "Messages", body: "You have a new message.", locKey: "" },
-      // Provider settings (docs/CONFIG.md); absent = that provider is off. Checked by push/senders.ts.
-      apns: undefined,
-      fcm: undefined,
-    },
-    limits: {
-      maxDepth: 32,
-      adhocSessions: 10_000,
-      adhocSessionsPerUser: 10,
-      pendingIqs: 100_000,
-      pendingIqsPerUser: 64,
-      resourcesPerUser: 10,
-      devicesPerUser: 20,
-      blocksPerUser: 1000,
-      codesPerUser: 10,
-      redeemFailuresPerUser: 10,
-      redeemFailuresPerHost: 200,
-      redeemWindowSeconds: 600,
-      rateLimiterKeys: 100_000,
-    },
-  };
+  // The secret is the one setting without a usable default: parse with a stand-in, then hand back its "".
+  const c = configSchema.parse({ secret: "-" });
+  c.secret = "";
+  return derive(c, env);
 }
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+/** Environment variables, the setting each one sets, and how its text becomes a value. */
+export const ENV_VARS: ReadonlyArray<{
+  name: string;
+  key: string;
+  kind: "string" | "number" | "list" | "flag";
+}> = [
+  { name: "CARDLINK_DOMAIN", key: "domain", kind: "string" },
+  { name: "CARDLINK_SECRET", key: "secret", kind: "string" },
+  { name: "CARDLINK_SERVICE", key: "service", kind: "string" },
+  { name: "CARDLINK_SERVED_HOSTS", key: "servedHosts", kind: "list" },
+  { name: "CARDLINK_ALLOWED_DOMAINS", key: "allowedDomains", kind: "list" },
+  { name: "CARDLINK_ADMINS", key: "admins", kind: "list" },
+  { name: "CARDLINK_DATA_DIR", key: "dataDir", kind: "string" },
+  { name: "CARDLINK_DB", key: "database.path", kind: "string" },
+  { name: "CARDLINK_LOG_LEVEL", key: "log.level", kind: "string" },
+  { name: "CARDLINK_LOG_RAW", key: "log.rawStream", kind: "flag" },
+  { name: "CARDLINK_METRICS_PORT", key: "metricsPort", kind: "number" },
+  { name: "CARDLINK_METRICS_ADDRESS", key: "metricsAddress", kind: "string" },
+  { name: "CARDLINK_STANZA_LIMIT", key: "link.stanzaLimitBytes", kind: "number" },
+];
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** Deep-merges `src` into `dst`, refusing keys the defaults do not know (typos must not pass silently). */
-function merge(
-  dst: Record<string, unknown>,
-  src: Record<string, unknown>,
-  where: string,
-  open = false,
-): void {
-  for (const [k, v] of Object.entries(src)) {
-    const at = where ? `${where}.${k}` : k;
-    const cur = dst[k];
-    if (!(k in dst) && !open) throw new ConfigError(`unknown setting '${at}'`);
-    if (isObject(cur) && isObject(v)) merge(cur, v, at, at === "push.apns" || at === "push.fcm");
-    else if (
-      cur !== undefined &&
-      (v === null || typeof cur !== typeof v || Array.isArray(cur) !== Array.isArray(v))
-    ) {
-      throw new ConfigError(`setting '${at}' must be ${Array.isArray(cur) ? "an array" : `a ${typeof cur}`}`);
-    } else if (Array.isArray(v) && v.some((x) => typeof x !== "string")) {
-      throw new ConfigError(`setting '${at}' must be an array of strings`);
-    } else dst[k] = v;
+function envValue(kind: "string" | "number" | "list" | "flag", v: string): unknown {
+  switch (kind) {
+    case "number":
+      return Number(v);
+    case "flag":
+      return v === "1" || v === "true";
+    case "list":
+      return v
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+    default:
+      return v;
   }
 }
 
-const ENV: Array<[string, (c: Config, v: string) => void]> = [
-  ["CARDLINK_DOMAIN", (c, v) => (c.domain = v)],
-  ["CARDLINK_SECRET", (c, v) => (c.secret = v)],
-  ["CARDLINK_SERVICE", (c, v) => (c.service = v)],
-  ["CARDLINK_SERVED_HOSTS", (c, v) => (c.servedHosts = splitList(v))],
-  ["CARDLINK_ALLOWED_DOMAINS", (c, v) => (c.allowedDomains = splitList(v))],
-  ["CARDLINK_ADMINS", (c, v) => (c.admins = splitList(v))],
-  ["CARDLINK_DATA_DIR", (c, v) => (c.dataDir = v)],
-  ["CARDLINK_DB", (c, v) => (c.database.path = v)],
-  ["CARDLINK_LOG_LEVEL", (c, v) => (c.log.level = v as Config["log"]["level"])],
-  ["CARDLINK_LOG_RAW", (c, v) => (c.log.rawStream = v === "1" || v === "true")],
-  ["CARDLINK_METRICS_PORT", (c, v) => (c.metricsPort = Number(v))],
-  ["CARDLINK_METRICS_ADDRESS", (c, v) => (c.metricsAddress = v)],
-  ["CARDLINK_STANZA_LIMIT", (c, v) => (c.link.stanzaLimitBytes = Number(v))],
-];
+type Raw = Record<string, unknown>;
 
-function splitList(v: string): string[] {
-  return v
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean);
+function isObject(v: unknown): v is Raw {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Deep-merges `src` into `dst` (objects merge, anything else replaces); the schema judges the result. */
+function mergeRaw(dst: Raw, src: Raw): void {
+  for (const [k, v] of Object.entries(src)) {
+    const cur = dst[k];
+    if (isObject(cur) && isObject(v)) mergeRaw(cur, v);
+    else dst[k] = isObject(v) ? structuredClone(v) : v;
+  }
+}
+
+/** Sets a dotted key, creating missing sections; a section that is not an object is left for the schema to refuse. */
+function setRaw(dst: Raw, key: string, value: unknown): void {
+  const parts = key.split(".");
+  let at = dst;
+  for (const part of parts.slice(0, -1)) {
+    if (at[part] === undefined) at[part] = {};
+    const next = at[part];
+    if (!isObject(next)) return;
+    at = next;
+  }
+  at[parts[parts.length - 1] as string] = value;
 }
 
 export function loadConfig(
   opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: object } = {},
 ): Config {
   const env = opts.env ?? process.env;
-  const c = defaultConfig(env) as unknown as Record<string, unknown>;
+  const raw: Raw = {};
   const file = opts.file ?? env.CARDLINK_CONFIG;
   if (file) {
-    let parsed: Json;
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, "utf8")) as Json;
+      parsed = JSON.parse(readFileSync(file, "utf8"));
     } catch (e) {
       throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
     }
     if (!isObject(parsed)) throw new ConfigError(`config file ${file} must hold a JSON object`);
-    merge(c, parsed, "");
+    mergeRaw(raw, parsed);
   }
-  if (opts.overrides) merge(c, opts.overrides as Record<string, unknown>, "");
-  const cfg = c as unknown as Config;
-  for (const [name, apply] of ENV) {
+  if (opts.overrides) mergeRaw(raw, opts.overrides as Raw);
+  for (const { name, key, kind } of ENV_VARS) {
     const v = env[name];
-    if (v !== undefined && v !== "") apply(cfg, v);
+    if (v !== undefined && v !== "") setRaw(raw, key, envValue(kind, v));
   }
-  return finish(cfg);
+  const result = configSchema.safeParse(raw, { reportInput: true });
+  if (!result.success) fail(result.error.issues);
+  const problems = crossCheck(result.data);
+  if (problems.length > 0) throw new ConfigError(problems.join("; "));
+  return Object.freeze(derive(result.data, env));
 }
 
-function finish(c: Config): Config {
+/** Fills the settings whose default depends on others (or on the environment). */
+function derive(c: Config, env: NodeJS.ProcessEnv): Config {
+  if (!c.dataDir) c.dataDir = defaultDataDir(env);
   if (c.allowedDomains.length === 0) c.allowedDomains = [...c.servedHosts];
   if (!c.database.path) c.database.path = path.join(c.dataDir, "cardlink.sqlite");
-  check(c);
-  return Object.freeze(c);
+  return c;
 }
 
-function check(c: Config): void {
-  if (!/^[a-z0-9.-]+$/i.test(c.domain)) throw new ConfigError(`domain '${c.domain}' is not a domain name`);
-  if (!c.secret)
-    throw new ConfigError("secret is empty: set it to Prosody's component_secret (or CARDLINK_SECRET)");
-  if (!/^xmpp:\/\/[^:/]+:\d+$/.test(c.service)) {
-    throw new ConfigError(`service '${c.service}' must look like xmpp://127.0.0.1:5347`);
-  }
-  if (c.servedHosts.length === 0) throw new ConfigError("servedHosts must name at least one Prosody host");
-  const levels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
-  if (!levels.includes(c.log.level)) throw new ConfigError(`log.level must be one of ${levels.join(", ")}`);
-  const positive: Array<[string, number, number, number]> = [
-    ["reconnect.initialDelayMs", c.reconnect.initialDelayMs, 10, 60_000],
-    ["reconnect.maxDelayMs", c.reconnect.maxDelayMs, 100, 3_600_000],
-    ["iqTimeoutMs", c.iqTimeoutMs, 100, 600_000],
-    ["maxStanzaBytes", c.maxStanzaBytes, 1024, 16 * 1024 * 1024],
-    ["link.stanzaLimitBytes", c.link.stanzaLimitBytes, LINK_LIMIT_MIN, LINK_LIMIT_MAX],
-    ["shutdownGraceMs", c.shutdownGraceMs, 0, 600_000],
-    ["metricsPort", c.metricsPort, 0, 65535],
-    ["card.maxBytes", c.card.maxBytes, 512, 1024 * 1024],
-    ["card.maxPhotoBytes", c.card.maxPhotoBytes, 0, 1024 * 1024],
-    ["card.maxItemsPerField", c.card.maxItemsPerField, 1, 1000],
-    ["card.maxTextLength", c.card.maxTextLength, 16, 65536],
-    ["exchange.codeTtlSeconds", c.exchange.codeTtlSeconds, 10, 86_400],
-    ["exchange.requestTtlSeconds", c.exchange.requestTtlSeconds, 60, 365 * 86_400],
-    ["exchange.maxPendingPerUser", c.exchange.maxPendingPerUser, 1, 10_000],
-    ["delivery.ackTimeoutMs", c.delivery.ackTimeoutMs, 100, 600_000],
-    ["delivery.retryBaseMs", c.delivery.retryBaseMs, 10, 600_000],
-    ["delivery.retryMaxMs", c.delivery.retryMaxMs, 100, 86_400_000],
-    ["delivery.batchSize", c.delivery.batchSize, 1, 200],
-    ["push.ttlSeconds", c.push.ttlSeconds, 0, 30 * 86_400],
-    ["push.perDeviceHourlyBudget", c.push.perDeviceHourlyBudget, 1, 10_000],
-    ["push.concurrency", c.push.concurrency, 1, 10_000],
-    ["push.maxAttempts", c.push.maxAttempts, 1, 100],
-    ["limits.maxDepth", c.limits.maxDepth, 8, 256],
-    ["limits.adhocSessions", c.limits.adhocSessions, 1, 1_000_000],
-    ["limits.adhocSessionsPerUser", c.limits.adhocSessionsPerUser, 1, 1000],
-    ["limits.pendingIqs", c.limits.pendingIqs, 1, 10_000_000],
-    ["limits.pendingIqsPerUser", c.limits.pendingIqsPerUser, 1, 100_000],
-    ["limits.resourcesPerUser", c.limits.resourcesPerUser, 1, 1000],
-    ["limits.devicesPerUser", c.limits.devicesPerUser, 1, 1000],
-    ["limits.blocksPerUser", c.limits.blocksPerUser, 1, 100_000],
-    ["limits.codesPerUser", c.limits.codesPerUser, 1, 1000],
-    ["limits.redeemFailuresPerUser", c.limits.redeemFailuresPerUser, 1, 10_000],
-    ["limits.redeemFailuresPerHost", c.limits.redeemFailuresPerHost, 2, 1_000_000],
-    ["limits.redeemWindowSeconds", c.limits.redeemWindowSeconds, 10, 86_400],
-    ["limits.rateLimiterKeys", c.limits.rateLimiterKeys, 100, 10_000_000],
-  ];
-  for (const [name, v, min, max] of positive) {
-    if (!Number.isFinite(v) || v < min || v > max)
-      throw new ConfigError(`${name} must be between ${min} and ${max}`);
-  }
-  for (const [name, v] of Object.entries(c.push.policy)) {
-    if (!["alert", "background", "none"].includes(v)) {
-      throw new ConfigError(`push.policy.${name} must be alert, background or none, not '${v}'`);
+// ------------------------------------------------------------------------------------------ introspection
+
+/** One documented setting, as the schema defines it (docs/CONFIG.md has one table row per entry). */
+export interface SettingInfo {
+  key: string;
+  type: "string" | "number" | "boolean" | "string[]" | "object";
+  /** The default (the schema's, or for provider keys the provider's); undefined = none. */
+  default: unknown;
+  required: boolean;
+  min?: number;
+  max?: number;
+  description: string;
+}
+
+/** Every setting of the schema, depth first, with its type, default, bounds and description. */
+export function describeConfig(): SettingInfo[] {
+  const out: SettingInfo[] = [];
+  const walk = (
+    s: z.ZodType,
+    key: string,
+    m: Partial<SettingMeta>,
+    state: { def: unknown; opt: boolean },
+  ) => {
+    const here = { ...(z.globalRegistry.get(s) as Partial<SettingMeta> | undefined), ...m };
+    if (s instanceof z.ZodPrefault || s instanceof z.ZodDefault) {
+      walk(s.unwrap() as z.ZodType, key, here, { def: s.def.defaultValue, opt: true });
+    } else if (s instanceof z.ZodOptional) {
+      walk(s.unwrap() as z.ZodType, key, here, { ...state, opt: true });
+    } else if (s instanceof z.ZodPipe) {
+      // z.preprocess: the value's schema is the pipe's output side.
+      walk(s.def.out as z.ZodType, key, here, state);
+    } else if (s instanceof z.ZodObject && !here.inline) {
+      if (key && here.description) out.push(info(key, "object", here, state));
+      for (const [k, v] of Object.entries(s.shape)) {
+        walk(v as z.ZodType, key ? `${key}.${k}` : k, {}, { def: undefined, opt: false });
+      }
+    } else {
+      const type =
+        s instanceof z.ZodNumber
+          ? "number"
+          : s instanceof z.ZodBoolean || (s instanceof z.ZodLiteral && typeof s.value === "boolean")
+            ? "boolean"
+            : s instanceof z.ZodArray
+              ? "string[]"
+              : s instanceof z.ZodObject
+                ? "object"
+                : "string";
+      out.push(info(key, type, here, state));
     }
-  }
-  for (const t of ["alertText", "messageText"] as const) {
-    if (!c.push[t].body.trim()) throw new ConfigError(`push.${t}.body must not be empty`);
-  }
-  if (c.push.retryBaseMs < 10 || c.push.retryMaxMs < c.push.retryBaseMs || c.push.retryMaxMs > 86_400_000) {
-    throw new ConfigError("push.retryBaseMs must be ≥ 10 and ≤ push.retryMaxMs ≤ 86400000");
-  }
-  if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs) {
-    throw new ConfigError("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
-  }
-  const l = c.limits;
-  const below: Array<[string, number, string, number]> = [
-    ["limits.adhocSessionsPerUser", l.adhocSessionsPerUser, "limits.adhocSessions", l.adhocSessions],
-    ["limits.pendingIqsPerUser", l.pendingIqsPerUser, "limits.pendingIqs", l.pendingIqs],
-    // One delivery sends an IQ to every resource of the recipient at once: they must fit in its share.
-    ["limits.resourcesPerUser", l.resourcesPerUser, "limits.pendingIqsPerUser", l.pendingIqsPerUser],
-  ];
-  for (const [a, x, b, y] of below) if (x > y) throw new ConfigError(`${a} must be ≤ ${b}`);
-  // A share equal to the whole would let one user exhaust the host's budget alone.
-  if (l.redeemFailuresPerHost <= l.redeemFailuresPerUser)
-    throw new ConfigError("limits.redeemFailuresPerHost must be above limits.redeemFailuresPerUser");
-  if (isIP(c.metricsAddress) === 0 && c.metricsAddress !== "localhost") {
-    throw new ConfigError(
-      `metricsAddress '${c.metricsAddress}' must be an IP address (e.g. 127.0.0.1 or ::1)`,
-    );
-  }
-  if (c.card.maxPhotoBytes >= c.card.maxBytes)
-    throw new ConfigError("card.maxPhotoBytes must be below card.maxBytes");
-  if (!Number.isInteger(c.link.stanzaLimitBytes))
-    throw new ConfigError("link.stanzaLimitBytes must be a whole number");
-  // By construction, not by luck: one card (in its largest rendering, plus its <update><card> wrapper) must fit
-  // in one stanza, or a sync page or an <updates/> batch holding it could never be sent.
-  const budget = new StanzaBudget(c.link.stanzaLimitBytes);
-  if (c.card.maxBytes > budget.maxCardBytes) {
-    throw new ConfigError(
-      `card.maxBytes (${c.card.maxBytes}) does not fit in one stanza under link.stanzaLimitBytes ` +
-        `(${c.link.stanzaLimitBytes}): with the stanza envelope and the per-card wrapper (${ITEM_RESERVE} bytes) ` +
-        `the largest card is ${budget.maxCardBytes} bytes; lower card.maxBytes or raise link.stanzaLimitBytes ` +
-        `(and the server's component_stanza_size_limit / max_stanza_size with it)`,
-    );
-  }
+  };
+  walk(configSchema, "", {}, { def: undefined, opt: false });
+  return out;
+}
+
+function info(
+  key: string,
+  type: SettingInfo["type"],
+  m: Partial<SettingMeta>,
+  state: { def: unknown; opt: boolean },
+): SettingInfo {
+  return {
+    key,
+    type,
+    default: state.def ?? m.providerDefault,
+    required: !state.opt,
+    ...(m.min !== undefined ? { min: m.min } : {}),
+    ...(m.max !== undefined ? { max: m.max } : {}),
+    description: m.description ?? "",
+  };
 }
 
 /** Parses xmpp://host:port. */

@@ -3,6 +3,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, loadConfig } from "../../component/runtime/config.js";
+import type { ApnsConfig } from "../../push/apns.js";
+import type { FcmConfig } from "../../push/fcm.js";
+import type { DatabaseConfig } from "../../storage/index.js";
 
 describe("config", () => {
   const file = (o: unknown): string => {
@@ -112,6 +115,91 @@ describe("config", () => {
     });
     expect(c.push.apns).to.deep.equal({ production: true, token: { key: "k.p8", keyId: "K", teamId: "T" } });
     expect(c.push.fcm).to.equal(undefined);
+  });
+
+  it("checks the provider sections against their schema, naming the full key", () => {
+    const apns = (a: object): object => ({ secret: "s", push: { apns: a } });
+    const token = { key: "k.p8", keyId: "K", teamId: "T" };
+    const cases: Array<[object, RegExp]> = [
+      [apns({ production: "yes", token }), /^push\.apns\.production must be true or false$/],
+      [apns({ token }), /^push\.apns\.production must be true or false$/],
+      [apns({ production: true }), /^push\.apns needs token \{key, keyId, teamId\} or cert \+ key$/],
+      [
+        apns({ production: true, token: { key: "k.p8", keyId: "", teamId: "T" } }),
+        /^push\.apns\.token\.keyId is required$/,
+      ],
+      [apns({ production: true, cert: "c.pem" }), /^push\.apns\.key is required with push\.apns\.cert$/],
+      [apns({ production: true, token, tokn: 1 }), /^unknown setting 'push\.apns\.tokn'$/],
+      [
+        apns({ production: true, token, port: 70000 }),
+        /^push\.apns\.port must be a whole number between 1 and 65535$/,
+      ],
+      [
+        apns({ production: true, token, connections: "2" }),
+        /^setting 'push\.apns\.connections' must be a number$/,
+      ],
+      [{ secret: "s", push: { fcm: {} } }, /^push\.fcm\.serviceAccount is required$/],
+      [{ secret: "s", push: { fcm: { serviceAccount: "" } } }, /^push\.fcm\.serviceAccount is required$/],
+      [
+        { secret: "s", push: { fcm: { serviceAccount: "sa.json", batchSize: 501 } } },
+        /^push\.fcm\.batchSize must be a whole number between 1 and 500$/,
+      ],
+      [
+        { secret: "s", push: { fcm: { serviceAccount: "sa.json", dataOnlyForBackground: false } } },
+        /^push\.fcm\.dataOnlyForBackground can only be true$/,
+      ],
+      [{ secret: "s", push: { fcm: "sa.json" } }, /^setting 'push\.fcm' must be an object$/],
+    ];
+    for (const [o, re] of cases) {
+      expect(() => loadConfig({ file: file(o), env: {} }), JSON.stringify(o)).to.throw(ConfigError, re);
+    }
+    // null switches a provider off, like leaving it out; a cert with its key is certificate auth.
+    const off = loadConfig({ file: file({ secret: "s", push: { apns: null, fcm: null } }), env: {} });
+    expect(off.push.apns).to.equal(undefined);
+    expect(off.push.fcm).to.equal(undefined);
+    const cert = loadConfig({
+      file: file(apns({ production: false, cert: "c.pem", key: "k.pem" })),
+      env: {},
+    });
+    expect(cert.push.apns).to.deep.equal({ production: false, cert: "c.pem", key: "k.pem" });
+    // Compile-time half of the check: what the schema lets through is what the providers and the store read.
+    const asRead: { apns?: ApnsConfig; fcm?: FcmConfig; database: DatabaseConfig } = {
+      ...cert.push,
+      database: cert.database,
+    };
+    expect(asRead.apns?.production).to.equal(false);
+  });
+
+  it("reports every wrong setting at once, unknown keys first, and checks related settings by name", () => {
+    expect(() =>
+      loadConfig({ file: file({ secret: "s", iqTimeoutMs: 5, domain: "a b", sercet: "x" }), env: {} }),
+    ).to.throw(
+      ConfigError,
+      /^unknown setting 'sercet'; domain 'a b' is not a domain name; iqTimeoutMs must be between 100 and 600000$/,
+    );
+    expect(() =>
+      loadConfig({ file: file({ secret: "s", delivery: { retryBaseMs: 9000, retryMaxMs: 1000 } }), env: {} }),
+    ).to.throw(ConfigError, /^delivery\.retryMaxMs must be ≥ delivery\.retryBaseMs$/);
+    expect(() =>
+      loadConfig({
+        file: file({ secret: "s", reconnect: { initialDelayMs: 5000, maxDelayMs: 1000 } }),
+        env: {},
+      }),
+    ).to.throw(ConfigError, /^reconnect\.maxDelayMs must be ≥ reconnect\.initialDelayMs$/);
+    // A variable's text is checked like a file's value, under the setting's name.
+    expect(() => loadConfig({ env: { CARDLINK_SECRET: "s", CARDLINK_METRICS_PORT: "port" } })).to.throw(
+      ConfigError,
+      /^setting 'metricsPort' must be a number$/,
+    );
+    expect(() => loadConfig({ env: { CARDLINK_SECRET: "s", CARDLINK_LOG_LEVEL: "loud" } })).to.throw(
+      ConfigError,
+      /^log\.level must be one of trace, debug, info, warn, error, fatal, silent$/,
+    );
+    // An explicit empty list is refused like a missing one.
+    expect(() => loadConfig({ file: file({ secret: "s", servedHosts: [] }), env: {} })).to.throw(
+      ConfigError,
+      /^servedHosts must name at least one Prosody host$/,
+    );
   });
 
   it("defaults the data directory to $STATE_DIRECTORY (systemd), else /var/lib/cardlink: never the working directory", () => {
