@@ -172,6 +172,10 @@ export class UserData implements Feature {
 
   attach(app: AppContext): void {
     this.app = app;
+    app.metrics.describe(
+      "cardlink_accounts_deleted_total",
+      "users' data deleted over XMPP, by the user (self) or an admin",
+    );
     const ns = NS.CARDLINK;
     app.router.iq("get", ns, "export", (c) => this.exportIq(c.user, c.payload));
     app.router.iq("set", ns, "delete-account", (c) => this.deleteIq(c.user, c.payload));
