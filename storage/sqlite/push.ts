@@ -1,7 +1,8 @@
 /** SQLite push queue, budget log and XEP-0357 node registry. */
 import { randomBytes } from "node:crypto";
-import type { PushJob, PushNode, PushRepo } from "../store.js";
+import type { PushJob, PushNode, PushRepo, QueueDepth, QueueKindStats } from "../store.js";
 import type { Db } from "./db.js";
+import { queueDepth } from "./repos.js";
 
 type Row = Record<string, unknown>;
 
@@ -140,5 +141,37 @@ export class SqlitePush implements PushRepo {
           createdAt: Number(r.created_at),
         }
       : undefined;
+  }
+
+  async overview(): Promise<QueueKindStats[]> {
+    return (
+      this.db
+        .prepare(
+          `SELECT platform AS key, count(*) AS entries, count(DISTINCT owner) AS recipients,
+                  sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
+           FROM push_queue GROUP BY platform ORDER BY platform`,
+        )
+        .all() as QueueKindStats[]
+    ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+  }
+
+  async ownerStats(owner: string): Promise<QueueDepth> {
+    return queueDepth(
+      this.db
+        .prepare(
+          `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
+                  coalesce(max(attempts), 0) AS maxAttempts FROM push_queue WHERE owner = ?`,
+        )
+        .get(owner) as Row,
+    );
+  }
+
+  async redeliver(owner: string): Promise<number> {
+    return this.db.prepare("UPDATE push_queue SET attempts = 0, next_at = 0 WHERE owner = ?").run(owner)
+      .changes;
+  }
+
+  async dropOwner(owner: string): Promise<number> {
+    return this.db.prepare("DELETE FROM push_queue WHERE owner = ?").run(owner).changes;
   }
 }
