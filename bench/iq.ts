@@ -3,6 +3,11 @@
  *
  *   cardlink_ping   XEP-0199 ping to the component domain: client → Prosody → cardlink (a child process, its
  *                   own event loop) → Prosody → client. What every cardlink request pays before feature work.
+ *   cardlink_card   <card xmlns='urn:cardlink:0'/> get of the client's own card (FN, N, EMAIL, TEL: the fields
+ *                   prosody_vcard stores): the ping's path plus a SQLite read and a vCard4 rendering.
+ *   cardlink_card_held
+ *                   <card owner='…'/> get of a card the client holds through a binding whose owner shares only
+ *                   some fields: adds the share lookup and the policy filter (and hashing the filtered copy).
  *   prosody_vcard   vcard-temp get to the client's own bare JID, answered inside Prosody by mod_vcard_legacy
  *                   from the PEP vCard4 node (a vCard is stored first, so the reply carries data).
  *   prosody_ping    XEP-0199 ping to the server domain, answered by mod_ping: Prosody's cheapest reply, the
@@ -12,8 +17,13 @@
  * sent), in rounds that alternate the cases, on the same Prosody and the same client connection. Prosody logs
  * at warn (the test harness runs it at debug, which costs it more than routing does); cardlink logs at warn.
  *
- *   node dist/bench/iq.js [--requests N] [--rounds R] [--prosody-debug]
+ *   node dist/bench/iq.js [--requests N] [--rounds R] [--prosody-debug] [--only case,case…]
+ *                         [--cardlink-cpu-prof DIR]
  *     → one JSON object on stdout; run from the repository root (the harness resolves its files from there)
+ *
+ * --only runs just the named cases (ratios whose two sides did not both run are left out). --cardlink-cpu-prof
+ * runs the cardlink child under `node --cpu-prof` and writes its .cpuprofile into DIR when it stops; read it
+ * with `node dist/bench/cpu-prof.js DIR` (top self-time functions).
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -48,13 +58,22 @@ export interface IqBenchOptions {
   senderCheck?: boolean;
   /** Prosody's log level (default warn); debug is what the test harness uses, for comparison. */
   prosodyLog?: "warn" | "debug";
+  /** Only these cases (default: all). */
+  only?: readonly Target[];
+  /** Profile the cardlink child (node --cpu-prof) into this directory. */
+  cardlinkCpuProf?: string;
 }
 
 const NS_PING = "urn:xmpp:ping";
 const NS_VCARD = "vcard-temp";
+const NS_CARDLINK = "urn:cardlink:0";
+const NS_VCARD4 = "urn:ietf:params:xml:ns:vcard-4.0";
 const USER = "bench";
 const PASSWORD = "bench-pw";
 const FN = "Bench Mark";
+/** The owner of the held card: bound to USER by an exchange code, sharing only some fields with them. */
+const OWNER = "benchowner"; // no "-": Prosody would store it as %2d, and createUsers writes plain names
+const OWNER_FN = "Owen Held";
 const NS_SM = "urn:xmpp:sm:3";
 /**
  * xmpp.js (0.14) asks the server to acknowledge (XEP-0198 <r/>) only after 250 ms without sending, so under
@@ -66,15 +85,26 @@ const ACK_EVERY = 1000;
 /** A run with no reply for this long has lost requests (or a process died): fail instead of hanging. */
 const STALL_MS = 20_000;
 
-const TARGETS = ["cardlink_ping", "prosody_vcard", "prosody_ping"] as const;
-type Target = (typeof TARGETS)[number];
+/** In the order the results read: cardlink's floor, its own card, a held card, then Prosody's two anchors. */
+export const TARGETS = [
+  "cardlink_ping",
+  "cardlink_card",
+  "cardlink_card_held",
+  "prosody_vcard",
+  "prosody_ping",
+] as const;
+export type Target = (typeof TARGETS)[number];
 const WINDOWS = [1, 100] as const;
 type Window = (typeof WINDOWS)[number];
 type CaseKey = `${Target}:w${Window}`;
-/** Window sizes before targets: the three targets' runs of one window follow each other within a round. */
-const CASES = new Map<CaseKey, { target: Target; window: Window }>(
-  WINDOWS.flatMap((window) => TARGETS.map((target) => [`${target}:w${window}`, { target, window }] as const)),
-);
+/** Window sizes before targets: the targets' runs of one window follow each other within a round. */
+function caseMap(targets: readonly Target[]): Map<CaseKey, { target: Target; window: Window }> {
+  return new Map(
+    WINDOWS.flatMap((window) =>
+      targets.map((target) => [`${target}:w${window}` as CaseKey, { target, window }] as const),
+    ),
+  );
+}
 
 interface TargetSpec {
   /** The JID the request goes to, and that the reply must come from (matched with the id, as Prosody does). */
@@ -92,6 +122,9 @@ interface IqCallerLike {
 /** Parts of the xmpp.js client that types/xmpp.d.ts does not declare (it declares what cardlink uses). */
 type FullClient = Client & {
   iqCaller: IqCallerLike;
+  iqCallee: {
+    set(ns: string, name: string, handler: (ctx: { element: Element }) => boolean): void;
+  };
   streamManagement?: { enabled: boolean; outbound_q?: unknown[] };
 };
 
@@ -100,10 +133,39 @@ const isResult = (reply: Element): string | null =>
     ? null
     : `type=${String(reply.attrs.type)}: ${reply.toString().slice(0, 300)}`;
 
-function targetSpecs(host: string, componentDomain: string, bareJid: string): Record<Target, TargetSpec> {
+/** A cardlink <card/> result whose vCard4 carries `fn`. */
+function cardCheck(fn: string): (reply: Element) => string | null {
+  return (reply) => {
+    const problem = isResult(reply);
+    if (problem) return problem;
+    const got = reply
+      .getChild("card", NS_CARDLINK)
+      ?.getChild("vcard", NS_VCARD4)
+      ?.getChild("fn")
+      ?.getChildText("text");
+    return got === fn ? null : `card fn=${String(got)}, expected ${fn}`;
+  };
+}
+
+function targetSpecs(
+  host: string,
+  componentDomain: string,
+  bareJid: string,
+  ownerJid: string,
+): Record<Target, TargetSpec> {
   const ping = (): Element => xml("ping", { xmlns: NS_PING });
   return {
     cardlink_ping: { to: componentDomain, payload: ping, check: isResult },
+    cardlink_card: {
+      to: componentDomain,
+      payload: () => xml("card", { xmlns: NS_CARDLINK }),
+      check: cardCheck(FN),
+    },
+    cardlink_card_held: {
+      to: componentDomain,
+      payload: () => xml("card", { xmlns: NS_CARDLINK, owner: ownerJid }),
+      check: cardCheck(OWNER_FN),
+    },
     prosody_vcard: {
       to: bareJid,
       fromOmitted: true,
@@ -242,7 +304,18 @@ async function once(xmpp: Client, iq: Element, timeoutMs = 5000): Promise<Elemen
 
 const get = (spec: TargetSpec): Element => xml("iq", { type: "get", to: spec.to }, spec.payload());
 
-async function connect(port: number, domain: string): Promise<FullClient> {
+/**
+ * `onUpdates` sees every cardlink <updates/> push, each acknowledged with a result as a real client does.
+ * Without it xmpp.js answers service-unavailable: cardlink then forgets the resource, the next request (any IQ
+ * from a full JID proves it is online) brings it back, and the unacknowledged entries are sent again — a
+ * redelivery per measured request, which is what the first version of the card cases measured.
+ */
+async function connect(
+  port: number,
+  domain: string,
+  user = USER,
+  onUpdates: (updates: Element) => void = () => undefined,
+): Promise<FullClient> {
   const xmpp = client({
     service: `xmpp://127.0.0.1:${port}`,
     domain,
@@ -250,22 +323,96 @@ async function connect(port: number, domain: string): Promise<FullClient> {
     // loopback config offers only PLAIN (SCRAM's ~0.6 s of CPU per login has no place in a benchmark).
     credentials: (authenticate, mechanisms) =>
       authenticate(
-        { username: USER, password: PASSWORD },
+        { username: user, password: PASSWORD },
         mechanisms.includes("PLAIN") ? "PLAIN" : (mechanisms[0] as string),
       ),
     resource: "bench",
   }) as FullClient;
   xmpp.reconnect.stop();
+  xmpp.iqCallee.set(NS_CARDLINK, "updates", (ctx) => {
+    onUpdates(ctx.element);
+    return true;
+  });
   xmpp.on("error", (e: Error) => note(`iq: client error: ${e.message}`));
   await xmpp.start();
   return xmpp;
 }
 
-/** Stops cardlink gracefully, and for sure: SIGKILL if it has not exited 5 s after SIGTERM. */
-async function stopCardlink(cardlink: CardlinkProcess): Promise<void> {
+/** A cardlink IQ for setup; throws with the reply when it is not a result. */
+async function cardlinkIq(xmpp: Client, to: string, type: "get" | "set", payload: Element): Promise<Element> {
+  const reply = await once(xmpp, xml("iq", { type, to }, payload));
+  if (isResult(reply)) throw new Error(`setup: ${payload.name} ${type} refused: ${reply.toString()}`);
+  return reply;
+}
+
+const text = (name: string, value: string): Element => xml(name, {}, xml("text", {}, value));
+const typed = (name: string, type: string, valueName: string, value: string): Element =>
+  xml(name, {}, xml("parameters", {}, xml("type", {}, xml("text", {}, type))), xml(valueName, {}, value));
+
+/**
+ * The cards the cardlink cases read: the client's own card with the fields prosody_vcard stores (FN, N, EMAIL,
+ * TEL), and a second user's card (a few more fields) that the client holds through an exchange code, with a
+ * share policy (fn, email, tel; work entries only) so the held get filters. The owner's client connects only
+ * for this and leaves; neither client announces presence to cardlink, so nothing is delivered meanwhile.
+ */
+async function setUpCards(
+  client: Client,
+  port: number,
+  host: string,
+  comp: string,
+  bareJid: string,
+): Promise<void> {
+  const own = xml(
+    "vcard",
+    { xmlns: NS_VCARD4 },
+    text("fn", FN),
+    xml("n", {}, xml("surname", {}, "Mark"), xml("given", {}, "Bench")),
+    text("email", "bench@example.org"),
+    xml("tel", {}, xml("uri", {}, "tel:+1-555-0100")),
+  );
+  await cardlinkIq(client, comp, "set", xml("card", { xmlns: NS_CARDLINK }, own));
+  const owner = await connect(port, host, OWNER);
+  try {
+    const held = xml(
+      "vcard",
+      { xmlns: NS_VCARD4 },
+      text("fn", OWNER_FN),
+      xml("n", {}, xml("surname", {}, "Held"), xml("given", {}, "Owen")),
+      text("org", "Example Ltd"),
+      typed("email", "work", "text", "owen@example.com"),
+      typed("email", "home", "text", "owen@example.net"),
+      typed("tel", "work", "uri", "tel:+1-555-0101"),
+      typed("tel", "cell", "uri", "tel:+1-555-0102"),
+    );
+    await cardlinkIq(owner, comp, "set", xml("card", { xmlns: NS_CARDLINK }, held));
+    const made = await cardlinkIq(owner, comp, "set", xml("exchange-code", { xmlns: NS_CARDLINK }));
+    const code = String(made.getChild("exchange-code", NS_CARDLINK)?.attrs.code);
+    await cardlinkIq(client, comp, "set", xml("redeem", { xmlns: NS_CARDLINK, code }));
+    await cardlinkIq(
+      owner,
+      comp,
+      "set",
+      xml(
+        "share",
+        { xmlns: NS_CARDLINK, holder: bareJid },
+        xml("field", {}, "email"),
+        xml("field", {}, "tel"),
+        xml("type", {}, "work"),
+      ),
+    );
+  } finally {
+    await owner.stop().catch(() => undefined);
+  }
+}
+
+/**
+ * Stops cardlink gracefully, and for sure: SIGKILL if it has not exited `graceMs` after SIGTERM (longer when
+ * profiling: the .cpuprofile is written on the way out, and a SIGKILL would lose it).
+ */
+async function stopCardlink(cardlink: CardlinkProcess, graceMs = 5000): Promise<void> {
   const proc = cardlink.proc;
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
   await cardlink.kill("SIGTERM");
   clearTimeout(timer);
 }
@@ -288,6 +435,13 @@ function argNumber(flag: string): number | undefined {
   return Number.isFinite(v) && v > 0 ? v : undefined;
 }
 
+function argString(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  const v = i >= 0 ? process.argv[i + 1] : undefined;
+  if (i >= 0 && (v === undefined || v.startsWith("--"))) throw new Error(`${flag} needs a value`);
+  return v;
+}
+
 export async function run(opts: IqBenchOptions = {}): Promise<object> {
   const w100Requests = Math.max(100, Math.round(opts.requests ?? 20_000));
   const counts: Record<Window, number> = {
@@ -296,6 +450,9 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
   };
   const rounds = Math.max(1, opts.rounds ?? 3);
   const prosodyLog = opts.prosodyLog ?? "warn";
+  const targets = TARGETS.filter((t) => !opts.only || opts.only.includes(t));
+  if (targets.length === 0) throw new Error(`--only names no case; cases are ${TARGETS.join(", ")}`);
+  const CASES = caseMap(targets);
   const started = performance.now();
   const loadBefore = round(os.loadavg()[0] ?? 0, 2);
   // The harness resolves prosody.cfg.lua and dist/component/main.js from the working directory.
@@ -327,20 +484,28 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
       }),
     );
     await prosody.start();
-    prosody.createUsers([{ user: USER, password: PASSWORD }]);
+    prosody.createUsers([
+      { user: USER, password: PASSWORD },
+      { user: OWNER, password: PASSWORD },
+    ]);
     const prosodyPid = findPid(prosody.configFile);
 
     cardlink = CardlinkProcess.forProsody(prosody, path.join(dataDir, "cardlink.sqlite"), {
       CARDLINK_LOG_LEVEL: "warn",
       CARDLINK_DATA_DIR: dataDir,
     });
-    cardlink.start();
+    // The profile is written when cardlink exits: SIGTERM → graceful stop → process.exit (stopCardlink).
+    cardlink.start(
+      opts.cardlinkCpuProf ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(opts.cardlinkCpuProf)}`] : [],
+    );
     const cardlinkPid = cardlink.proc?.pid;
 
-    xmpp = await connect(prosody.c2sPort, prosody.host);
+    const pushed: Element[] = [];
+    xmpp = await connect(prosody.c2sPort, prosody.host, USER, (u) => pushed.push(u));
     const client = xmpp;
     const bareJid = `${USER}@${prosody.host}`;
-    const specs = targetSpecs(prosody.host, prosody.componentDomain, bareJid);
+    const ownerJid = `${OWNER}@${prosody.host}`;
+    const specs = targetSpecs(prosody.host, prosody.componentDomain, bareJid, ownerJid);
 
     // cardlink logs nothing at warn when it comes online: poll with pings until the component answers.
     const deadline = Date.now() + 15_000;
@@ -364,9 +529,34 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
     );
     const set = await once(client, xml("iq", { type: "set" }, vcard));
     if (isResult(set)) throw new Error(`vCard set refused: ${set.toString()}`);
+    await setUpCards(client, prosody.c2sPort, prosody.host, prosody.componentDomain, bareJid);
+    // Quiet before measuring: the filtered copy of the held card (enqueued by the share change, after the
+    // binding and the unfiltered copy) has been delivered and acknowledged, so nothing is pending for the client.
+    const filteredDelivered = (): boolean =>
+      pushed.some((u) =>
+        u.getChildren("update").some((up) => {
+          const card = up.getChild("card", NS_CARDLINK);
+          const v = card?.getChild("vcard", NS_VCARD4);
+          return (
+            up.attrs.kind === "card" && card?.attrs.owner === ownerJid && v !== undefined && !v.getChild("n")
+          );
+        }),
+      );
+    const quietBy = Date.now() + 15_000;
+    while (!filteredDelivered()) {
+      if (Date.now() > quietBy) throw new Error("setup: the held card's filtered copy was never delivered");
+      await once(client, get(specs.cardlink_ping)); // a request from the resource: cardlink delivers to it
+      await sleep(100);
+    }
     for (const t of TARGETS) {
-      const problem = specs[t].check(await once(client, get(specs[t])));
+      const reply = await once(client, get(specs[t]));
+      const problem = specs[t].check(reply);
       if (problem) throw new Error(`${t} probe: ${problem}`);
+      // The held card must really be the filtered copy: the owner shares no N and no ORG with this holder.
+      const v = reply.getChild("card", NS_CARDLINK)?.getChild("vcard", NS_VCARD4);
+      if (t === "cardlink_card_held" && (v?.getChild("n") || v?.getChild("org") || !v?.getChild("tel"))) {
+        throw new Error(`cardlink_card_held probe: share policy not applied: ${reply.toString()}`);
+      }
     }
     const memStart = procMem(cardlinkPid);
 
@@ -454,10 +644,11 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
     const memEnd = procMem(cardlinkPid);
     const prosodyMem = procMem(prosodyPid);
 
-    const cases = {} as Record<Target, Record<string, object>>;
+    const cases = {} as Partial<Record<Target, Record<string, object>>>;
     const medians = {} as Record<CaseKey, number>;
-    for (const t of TARGETS) {
-      cases[t] = {};
+    for (const t of targets) {
+      const perWindow: Record<string, object> = {};
+      cases[t] = perWindow;
       for (const w of WINDOWS) {
         const key: CaseKey = `${t}:w${w}`;
         const runs = samples[key];
@@ -465,7 +656,7 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
         medians[key] = med;
         const medOrNull = (xs: Array<number | null>): number | null =>
           xs.every((x): x is number => x !== null) ? round(median(xs), 1) : null;
-        cases[t][`w${w}`] = {
+        perWindow[`w${w}`] = {
           requests: counts[w],
           median_per_s: round(med),
           runs: runs.map((s) => round(s.perS)),
@@ -479,7 +670,9 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
         };
       }
     }
-    const ratio = (a: Target, b: Target): Record<string, number> => {
+    /** Ratio of medians per window; left out (undefined) when --only skipped either side. */
+    const ratio = (a: Target, b: Target): Record<string, number> | undefined => {
+      if (!targets.includes(a) || !targets.includes(b)) return undefined;
       const out: Record<string, number> = {};
       for (const w of WINDOWS) out[`w${w}`] = round(medians[`${a}:w${w}`] / medians[`${b}:w${w}`], 3);
       return out;
@@ -504,6 +697,9 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
       cases,
       ratio_cardlink_vs_prosody_vcard: ratio("cardlink_ping", "prosody_vcard"),
       ratio_cardlink_vs_prosody_ping: ratio("cardlink_ping", "prosody_ping"),
+      ratio_cardlink_card_vs_prosody_vcard: ratio("cardlink_card", "prosody_vcard"),
+      ratio_cardlink_card_held_vs_prosody_vcard: ratio("cardlink_card_held", "prosody_vcard"),
+      ratio_cardlink_card_vs_cardlink_ping: ratio("cardlink_card", "cardlink_ping"),
       cpu: {
         cardlink_user_ms: total((s) => s.cpu.cardlink, "userMs"),
         cardlink_system_ms: total((s) => s.cpu.cardlink, "systemMs"),
@@ -529,6 +725,8 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
         client_unacked_at_end: unacked,
         prosody_log: prosodyLog,
         cardlink: "child process, log warn, SQLite",
+        cases: targets,
+        cardlink_cpu_prof: opts.cardlinkCpuProf ? path.resolve(opts.cardlinkCpuProf) : null,
         node: process.version,
         cpus: os.cpus().length,
         // Other work on the machine shows here: on 2 cores anything else running skews the numbers.
@@ -540,7 +738,8 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
   } finally {
     // Every step guarded on its own: a failure in one must not leave a Prosody or cardlink running.
     if (xmpp) await xmpp.stop().catch(() => undefined);
-    if (cardlink) await stopCardlink(cardlink).catch(() => undefined);
+    if (cardlink) await stopCardlink(cardlink, opts.cardlinkCpuProf ? 60_000 : 5000).catch(() => undefined);
+    if (opts.cardlinkCpuProf) note(`iq: cardlink CPU profile in ${path.resolve(opts.cardlinkCpuProf)}`);
     await prosody.stop().catch(() => undefined);
     prosody.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
@@ -552,11 +751,20 @@ if (isMain(import.meta.url)) {
     const requests = argNumber("--requests");
     const rounds = argNumber("--rounds");
     const debug = process.argv.includes("--prosody-debug");
+    const only = argString("--only")
+      ?.split(",")
+      .map((x) => x.trim());
+    const unknown = only?.filter((x) => !(TARGETS as readonly string[]).includes(x)) ?? [];
+    if (unknown.length > 0)
+      throw new Error(`--only: unknown case(s) ${unknown.join(", ")}; cases are ${TARGETS.join(", ")}`);
+    const prof = argString("--cardlink-cpu-prof");
     printJson(
       await run({
         ...(requests ? { requests } : {}),
         ...(rounds ? { rounds } : {}),
         ...(debug ? { prosodyLog: "debug" } : {}),
+        ...(only ? { only: only as Target[] } : {}),
+        ...(prof ? { cardlinkCpuProf: prof } : {}),
       }),
     );
   } catch (e) {

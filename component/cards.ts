@@ -239,6 +239,11 @@ export class Cards implements Feature {
     }
     const stored = await this.app.store.cards.get(owner);
     if (!stored) throw notFound(owner === user ? "you have no card yet" : `you hold no card of ${owner}`);
+    if (owner === user && format === "vcard4") {
+      // The own card, unfiltered: the stored hash and the rendering cached per version (as for deliveries) are
+      // exactly what filtering nothing and serializing again would give.
+      return cardElement({ owner, version: stored.version, hash: stored.hash }, this.unfilteredVcard(stored));
+    }
     const card = policy ? filterCard(stored.card, policy) : stored.card;
     return cardElement(
       { owner, version: stored.version, hash: owner === user ? stored.hash : cardHash(card) },

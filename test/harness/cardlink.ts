@@ -62,9 +62,10 @@ export class CardlinkProcess {
     });
   }
 
-  start(): void {
+  /** `nodeArgs` go before the script (e.g. the iq benchmark's --cpu-prof, which NODE_OPTIONS does not accept). */
+  start(nodeArgs: readonly string[] = []): void {
     this.output = "";
-    const proc = spawn(process.execPath, [path.resolve("dist/component/main.js")], {
+    const proc = spawn(process.execPath, [...nodeArgs, path.resolve("dist/component/main.js")], {
       env: { PATH: process.env.PATH ?? "", ...this.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
