@@ -78,6 +78,9 @@ export function generateEjabberdConfig(o: EjabberdConfigOptions): string {
     "    starttls_required: false",
     `    max_stanza_size: ${C2S_MAX_STANZA}`,
     "    shaper: none",
+    // The listen backlog (ejabberd's default is small): 50 clients connecting at once otherwise overflow it and
+    // wait for SYN retransmits (1 s, then 3 s; xmpp.js gives up on the stream open). Observed here.
+    "    backlog: 1024",
     `  - port: ${o.componentPort}`,
     '    ip: "127.0.0.1"',
     "    module: ejabberd_service",
@@ -90,6 +93,7 @@ export function generateEjabberdConfig(o: EjabberdConfigOptions): string {
     `  - port: ${o.httpPort}`,
     '    ip: "127.0.0.1"',
     "    module: ejabberd_http",
+    "    backlog: 1024",
     "    request_handlers:",
     "      /api: mod_http_api",
     "api_permissions:",
@@ -173,8 +177,18 @@ export class EjabberdServer {
       this.spoolDir,
       ...args,
     ];
-    // runuser resets HOME to ejabberd's; `env` sets it back to the run dir (the Erlang cookie lives there).
-    const withHome = ["env", `HOME=${this.runDir}`, ...ctl];
+    // runuser resets HOME to ejabberd's (`env` sets it back to the run dir: the Erlang cookie lives there) and,
+    // through PAM, the soft open-files limit to 1024: 1,000 test clients then fail with "too many open files".
+    // The package's systemd unit sets LimitNOFILE=65536; here the soft limit is raised to the hard one.
+    const withHome = [
+      "sh",
+      "-c",
+      'ulimit -n "$(ulimit -Hn)"; exec "$@"',
+      "sh",
+      "env",
+      `HOME=${this.runDir}`,
+      ...ctl,
+    ];
     const me = os.userInfo().username;
     if (me === USER) return [withHome[0] as string, withHome.slice(1)];
     if (process.getuid?.() === 0) return ["runuser", ["-u", USER, "--", ...withHome]];
@@ -211,7 +225,10 @@ export class EjabberdServer {
         `ERLANG_NODE=${this.node}`,
         `ERL_DIST_PORT=${this.distPort}`,
         // Distribution on loopback only (INET_DIST_INTERFACE would cost an extra VM start per ejabberdctl call).
-        'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"',
+        // +sss: scheduler stacks of 8192 kilowords. With the default, one client IQ to a component nested
+        // 10,000 levels deep (70 kB, under max_stanza_size) segfaults the whole VM while ejabberd serializes it
+        // for the component link (observed here with 23.01; 1,000 levels pass). docs/OPERATIONS.md.
+        'ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 +sss 8192 -kernel inet_dist_use_interface {127,0,0,1}"',
         "",
       ].join("\n"),
     );

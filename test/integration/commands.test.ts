@@ -26,7 +26,7 @@ function submit(values: Record<string, string | string[]>): Element {
   );
 }
 
-describe("ad-hoc commands for the core flows, card formats, presence subscription", function () {
+describe(`ad-hoc commands for the core flows, card formats, presence subscription (${serverLabel()})`, function () {
   this.timeout(60_000);
   const prosody = newXmppServer();
   let app: Cardlink;
