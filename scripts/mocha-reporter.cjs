@@ -8,7 +8,9 @@ class SpecWithTotals extends Mocha.reporters.Spec {
     super(runner, options);
     runner.once(EVENT_RUN_END, () => {
       const s = runner.stats;
-      process.stdout.write(`\ntests: ${s.passes} passed, ${s.failures} failed, ${s.pending} skipped\n`);
+      // The ejabberd pass of scripts/test.sh says so: "tests:" stays the main run's line.
+      const label = process.env.CARDLINK_TEST_SERVER === "ejabberd" ? "tests on ejabberd" : "tests";
+      process.stdout.write(`\n${label}: ${s.passes} passed, ${s.failures} failed, ${s.pending} skipped\n`);
     });
   }
 }

@@ -1,7 +1,7 @@
 /** A test client that speaks cardlink's protocol: acks updates (recording them) and wraps the IQs. */
 import { NS } from "../../stanzas/ns.js";
 import { connectClient, xml, type Element, type TestClient } from "./clients.js";
-import type { ProsodyServer } from "./prosody.js";
+import type { XmppServer } from "./server.js";
 import { waitFor } from "./ports.js";
 
 export interface ReceivedUpdate {
@@ -60,7 +60,7 @@ export function email(value: string, ...types: string[]): Element {
 }
 
 export async function cardClient(
-  prosody: ProsodyServer,
+  prosody: XmppServer,
   username: string,
   opts: { resource?: string; presence?: boolean } = {},
 ): Promise<CardClient> {

@@ -8,10 +8,10 @@ import { loadConfig, type Config } from "../../component/runtime/config.js";
 import type { Feature } from "../../component/runtime/context.js";
 import { allFeatures } from "../../component/features.js";
 import { createLogger } from "../../component/runtime/log.js";
-import type { ProsodyServer } from "./prosody.js";
+import type { XmppServer } from "./server.js";
 import { waitFor } from "./ports.js";
 
-export function testConfig(prosody: ProsodyServer, overrides: object = {}, dbFile?: string): Config {
+export function testConfig(prosody: XmppServer, overrides: object = {}, dbFile?: string): Config {
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-data-"));
   return loadConfig({
     env: {},
@@ -47,7 +47,7 @@ export class CardlinkProcess {
   constructor(private readonly env: Record<string, string>) {}
 
   static forProsody(
-    prosody: ProsodyServer,
+    prosody: XmppServer,
     dbFile: string,
     extra: Record<string, string> = {},
   ): CardlinkProcess {

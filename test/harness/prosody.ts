@@ -18,6 +18,7 @@ export interface ProsodyOptions {
 }
 
 export class ProsodyServer {
+  readonly kind = "prosody" as const;
   readonly host: string;
   readonly componentDomain: string;
   readonly secret = "test-secret-" + Math.random().toString(36).slice(2);

@@ -1,14 +1,16 @@
 /**
- * The common shape of an integration suite: one real Prosody with the given users (password "<user>pw"), one
- * in-process cardlink configured for it, both started before the suite and torn down after it, even on failure.
+ * The common shape of an integration suite: one real XMPP server (Prosody, or ejabberd with
+ * CARDLINK_TEST_SERVER=ejabberd) with the given users (password "<user>pw"), one in-process cardlink configured
+ * for it, both started before the suite and torn down after it, even on failure.
  */
 import type { Cardlink } from "../../component/runtime/app.js";
 import { startInProcess, testConfig } from "./cardlink.js";
 import { connectClient, type TestClient } from "./clients.js";
-import { ProsodyServer, type ProsodyOptions } from "./prosody.js";
+import { newXmppServer, type ServerOptions, type XmppServer } from "./server.js";
 
 export interface Servers {
-  prosody: ProsodyServer;
+  /** The run's XMPP server (the name is historical: it is ejabberd in an ejabberd run). */
+  prosody: XmppServer;
   /** The running cardlink (valid inside tests and hooks, after the suite's before()). */
   app(): Cardlink;
   jid(user: string): string;
@@ -19,13 +21,13 @@ export interface Servers {
 export function useServers(
   users: string[],
   overrides: () => object | Promise<object> = () => ({}),
-  opts: ProsodyOptions = {},
+  opts: ServerOptions = {},
 ): Servers {
-  const prosody = new ProsodyServer(opts);
+  const prosody = newXmppServer(opts);
   let app: Cardlink | undefined;
   before(async () => {
     await prosody.start();
-    prosody.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
+    await prosody.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
     app = await startInProcess(testConfig(prosody, await overrides()));
   });
   after(async () => {

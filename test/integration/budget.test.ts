@@ -12,12 +12,15 @@ import { errorOf, xml, type Element } from "../harness/clients.js";
 import { waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 import { useServers } from "../harness/suite.js";
+import { serverLabel } from "../harness/server.js";
 
-const LIMIT = 512 * 1024; // Prosody's component_stanza_size_limit in the shipped prosody.cfg.lua, and cardlink's default
+// Prosody's component_stanza_size_limit in the shipped prosody.cfg.lua, the ejabberd_service max_stanza_size the
+// ejabberd harness sets (test/harness/ejabberd.ts), and cardlink's default.
+const LIMIT = 512 * 1024;
 const RSM = "http://jabber.org/protocol/rsm";
 const OWNERS = Array.from({ length: 7 }, (_, i) => `owner${i + 1}`);
 
-describe("stanza budget: oversized answers and batches never drop the link (real Prosody)", function () {
+describe(`stanza budget: oversized answers and batches never drop the link (${serverLabel()})`, function () {
   this.timeout(120_000);
   const s = useServers(["hank", "bess", "carl", "dora", ...OWNERS], () => ({
     delivery: { ackTimeoutMs: 5000, retryBaseMs: 200, retryMaxMs: 1000, batchSize: 20 },

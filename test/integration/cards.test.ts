@@ -5,11 +5,11 @@ import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, email, tel, vcard, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml } from "../harness/clients.js";
 import { sleep, waitFor } from "../harness/ports.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { newXmppServer, serverLabel } from "../harness/server.js";
 
-describe("cards, exchange and bindings (real Prosody, real clients)", function () {
+describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
+  const prosody = newXmppServer();
   let app: Cardlink;
   const clients: CardClient[] = [];
   const users = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory"];
@@ -23,7 +23,7 @@ describe("cards, exchange and bindings (real Prosody, real clients)", function (
 
   before(async () => {
     await prosody.start();
-    prosody.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
+    await prosody.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
     app = await startInProcess(
       testConfig(prosody, {
         delivery: { ackTimeoutMs: 2000, retryBaseMs: 200, retryMaxMs: 1000, batchSize: 20 },

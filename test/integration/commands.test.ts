@@ -5,7 +5,7 @@ import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml, type Element } from "../harness/clients.js";
 import { waitFor } from "../harness/ports.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { newXmppServer, serverLabel } from "../harness/server.js";
 
 function field(form: Element | undefined, name: string): string[] {
   return (
@@ -26,9 +26,9 @@ function submit(values: Record<string, string | string[]>): Element {
   );
 }
 
-describe("ad-hoc commands for the core flows, card formats, presence subscription", function () {
+describe(`ad-hoc commands for the core flows, card formats, presence subscription (${serverLabel()})`, function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
+  const prosody = newXmppServer();
   let app: Cardlink;
   let alice: CardClient;
   let bob: CardClient;
@@ -59,7 +59,7 @@ describe("ad-hoc commands for the core flows, card formats, presence subscriptio
 
   before(async () => {
     await prosody.start();
-    prosody.createUsers(["alice", "bob", "carol"].map((u) => ({ user: u, password: `${u}pw` })));
+    await prosody.createUsers(["alice", "bob", "carol"].map((u) => ({ user: u, password: `${u}pw` })));
     app = await startInProcess(testConfig(prosody, { admins: [`alice@${prosody.host}`] }));
     alice = await cardClient(prosody, "alice");
     bob = await cardClient(prosody, "bob");

@@ -8,7 +8,7 @@ import { bigVcard, recordSent } from "../harness/budget.js";
 import { CardlinkProcess } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { sleep, waitFor } from "../harness/ports.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { newXmppServer } from "../harness/server.js";
 import { useServers } from "../harness/suite.js";
 
 const HOLDERS = 1000;
@@ -18,7 +18,7 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
   // @xmpp/client 0.14 can ack fewer stanzas than it already acked when <enabled/> shares a read with stanzas,
   // and Prosody's mod_smacks then closes the stream: with 1,000 clients that happens. Stream management is not
   // what this test is about, so it is off here (bench/fanout.ts found and documents this).
-  const prosody = new ProsodyServer({ disableModules: ["smacks"] });
+  const prosody = newXmppServer({ disableModules: ["smacks"] });
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-crash-"));
   const db = path.join(dir, "cardlink.sqlite");
   const holders: CardClient[] = [];
@@ -29,7 +29,7 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
 
   before(async () => {
     await prosody.start();
-    prosody.createUsers([
+    await prosody.createUsers([
       { user: "owner", password: "ownerpw" },
       ...Array.from({ length: HOLDERS }, (_, i) => ({ user: name(i), password: `${name(i)}pw` })),
     ]);

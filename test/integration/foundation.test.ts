@@ -8,19 +8,19 @@ import { CardlinkProcess, startInProcess, testConfig } from "../harness/cardlink
 import { connectClient, errorOf, xml, type TestClient } from "../harness/clients.js";
 import { freePort, waitFor, sleep } from "../harness/ports.js";
 import { useServers } from "../harness/suite.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { newXmppServer, onlyOn, serverLabel } from "../harness/server.js";
 import { openDatabase, migrate } from "../../storage/sqlite/db.js";
 
-describe("foundation: cardlink on a real Prosody", function () {
+describe(`foundation: cardlink on a ${serverLabel()}`, function () {
   this.timeout(60_000);
-  const prosody = new ProsodyServer();
+  const prosody = newXmppServer();
   let app: Cardlink;
   let alice: TestClient;
   const comp = (): string => prosody.componentDomain;
 
   before(async () => {
     await prosody.start();
-    prosody.createUsers([
+    await prosody.createUsers([
       { user: "alice", password: "alicepw" },
       { user: "bob", password: "bobpw" },
     ]);
@@ -178,7 +178,7 @@ describe("foundation: domain allow-list", function () {
 
 describe("foundation: lifecycle (cardlink as a process)", function () {
   this.timeout(120_000);
-  const prosody = new ProsodyServer();
+  const prosody = newXmppServer();
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-life-"));
   const db = path.join(dir, "cardlink.sqlite");
   let alice: TestClient;
@@ -191,7 +191,7 @@ describe("foundation: lifecycle (cardlink as a process)", function () {
 
   before(async () => {
     await prosody.start();
-    prosody.createUsers([{ user: "alice", password: "alicepw" }]);
+    await prosody.createUsers([{ user: "alice", password: "alicepw" }]);
     alice = await connectClient({
       port: prosody.c2sPort,
       domain: prosody.host,
@@ -256,7 +256,12 @@ describe("foundation: lifecycle (cardlink as a process)", function () {
     await a.kill("SIGTERM");
   });
 
-  it("a second cardlink gets conflict, backs off, and does not spin", async () => {
+  it("a second cardlink gets conflict, backs off, and does not spin", async function () {
+    onlyOn(
+      "prosody",
+      this,
+      "ejabberd accepts several connections for one component domain and balances between them (domain_balancing); see the next test",
+    );
     const first = CardlinkProcess.forProsody(prosody, db);
     procs.push(first);
     first.start();
@@ -276,6 +281,23 @@ describe("foundation: lifecycle (cardlink as a process)", function () {
     // The first one is unaffected.
     expect(await ping()).to.equal(true);
     await second.kill("SIGTERM");
+    await first.kill("SIGTERM");
+  });
+
+  it("on ejabberd a second cardlink is accepted for the same domain, and the first keeps serving", async function () {
+    onlyOn("ejabberd", this, "Prosody allows one connection per component (the previous test)");
+    const first = CardlinkProcess.forProsody(prosody, db);
+    procs.push(first);
+    first.start();
+    await first.waitForEvent("connected");
+    const second = CardlinkProcess.forProsody(prosody, path.join(dir, "second.sqlite"));
+    procs.push(second);
+    second.start();
+    // ejabberd_service registers one route per authenticated connection: no conflict, no retry.
+    await second.waitForEvent("connected");
+    expect(second.events().find((e) => e.event === "reconnect-scheduled")).to.not.exist;
+    await second.kill("SIGTERM");
+    expect(await ping()).to.equal(true);
     await first.kill("SIGTERM");
   });
 });

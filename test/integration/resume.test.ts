@@ -8,9 +8,10 @@
 import { expect } from "chai";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { useServers } from "../harness/suite.js";
+import { serverLabel } from "../harness/server.js";
 import { waitFor } from "../harness/ports.js";
 
-describe("delivery to a resource that comes back (real Prosody)", function () {
+describe(`delivery to a resource that comes back (${serverLabel()})`, function () {
   this.timeout(60_000);
   const s = useServers(["owner", "holder", "owner2", "holder2", "owner3", "holder3"], () => ({
     delivery: { ackTimeoutMs: 60_000, retryBaseMs: 1000, retryMaxMs: 5000, batchSize: 20 },
