@@ -551,6 +551,11 @@ export function loadConfig(
   }
   const result = configSchema.safeParse(raw, { reportInput: true });
   if (!result.success) fail(result.error.issues);
+  // An unset lease follows a long ack timeout instead of refusing a config that never mentioned the queue.
+  const queueRaw = raw.queue;
+  if (!isObject(queueRaw) || queueRaw.leaseMs === undefined) {
+    result.data.queue.leaseMs = Math.max(result.data.queue.leaseMs, result.data.delivery.ackTimeoutMs + 5000);
+  }
   const problems = crossCheck(result.data);
   if (problems.length > 0) throw new ConfigError(problems.join("; "));
   return Object.freeze(derive(result.data, env));
