@@ -1,3 +1,5 @@
+import { flattenModules } from "./migrate.js";
+import { LEGACY } from "./sqlite/legacy.js";
 import { SqliteStore } from "./sqlite/store.js";
 import type { Repos, Store, StoreOptions } from "./store.js";
 
@@ -18,16 +20,26 @@ export interface DatabaseConfig {
 export type AppStore = Store & Repos & { migrations: { applied: number[]; current: number } };
 
 /**
- * Opens the configured backend, with the legacy migrations applied. Async because the PostgreSQL backend
+ * Opens the configured backend and applies the legacy migrations (storage/sqlite/legacy.ts). Async because the PostgreSQL backend
  * (issue 13) connects and migrates asynchronously; new backends are added here, behind the same interfaces.
  */
 export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<AppStore> {
   switch (db.driver) {
-    case "sqlite":
-      return new SqliteStore(db.path, {
+    case "sqlite": {
+      const store = new SqliteStore(db.path, {
         ...o,
+        legacy: false,
         busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
         txWarnMs: o.txWarnMs ?? db.txWarnMs,
       });
+      try {
+        // The legacy versions 1/100/200 through the backend-neutral runner (the same SQL as db.ts migrate()).
+        await store.migrate(flattenModules([LEGACY]));
+      } catch (e) {
+        await store.close();
+        throw e;
+      }
+      return store;
+    }
   }
 }

@@ -16,6 +16,7 @@ import { pino } from "pino";
 import type { Logger } from "pino";
 import { StoreBusyError, classify, type UniqueIndexLookup } from "../errors.js";
 import { Mutex } from "../mutex.js";
+import { runMigrations } from "../migrate.js";
 import { StatementCache, bindValues, compileNamed, dialectOf } from "../sql.js";
 import type {
   AccountId,
@@ -198,8 +199,8 @@ export class SqliteStore implements Store, Repos {
   readonly backend = "sqlite" as const;
   /** The writer connection (the old repositories' too). */
   readonly db: Db;
-  /** The legacy migrations applied at open (`legacy: true`). */
-  readonly migrations: LegacyReport;
+  /** The migrations applied at open (`legacy: true`), or by the last migrate(). */
+  migrations: LegacyReport;
 
   private readonly writer: Conn;
   private readonly reader: Conn | undefined;
@@ -394,28 +395,44 @@ export class SqliteStore implements Store, Repos {
   // ------------------------------------------------------------------------------------------- migrations
 
   async migrate(migrations: readonly Migration[], o: { dryRun?: boolean } = {}): Promise<MigrationReport> {
-    this.writer.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-      version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
-    const done = new Set(
-      this.writer.all<{ version: number }>("SELECT version FROM schema_migrations").map((r) => r.version),
+    const report = await runMigrations(
+      {
+        applied: async () => {
+          this.writer.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+          return this.writer
+            .all<{ version: number }>("SELECT version FROM schema_migrations")
+            .map((r) => r.version);
+        },
+        apply: (m) => this.applyMigration(m),
+      },
+      migrations,
+      o,
     );
-    const sorted = [...migrations].sort((a, b) => a.version - b.version);
-    const newest = sorted.length ? (sorted[sorted.length - 1] as Migration).version : 0;
-    const known = Math.max(0, ...done);
-    if (known > newest) {
-      throw new Error(
-        `database schema version ${known} is newer than this cardlink (${newest}); refusing to start`,
-      );
-    }
-    const pending = sorted.filter((m) => !done.has(m.version));
-    if (o.dryRun) return { applied: [], current: known, pending: pending.map((m) => m.version) };
-    const applied: number[] = [];
-    for (const m of pending) {
-      const sql = m.sql.sqlite;
-      if (sql === undefined) throw new Error(`migration ${m.version} ${m.name} has no SQLite variant`);
-      if (m.rebuild) throw new Error(`migration ${m.version}: rebuild mode is not built yet (S2a)`);
+    if (!o.dryRun) this.migrations = { applied: report.applied, current: report.current };
+    return report;
+  }
+
+  /**
+   * One migration and its schema_migrations row in one unit of work. Rebuild mode (§2.8.1): SQLite cannot change
+   * foreign_keys inside a transaction, so it is switched off around it, and foreign_key_check must come back
+   * empty before the COMMIT (else the whole migration rolls back, naming the table).
+   */
+  private async applyMigration(m: Migration): Promise<void> {
+    const sql = m.sql.sqlite;
+    if (sql === undefined) throw new Error(`migration ${m.version} ${m.name} has no SQLite variant`);
+    if (m.rebuild) this.db.pragma("foreign_keys = OFF");
+    try {
       await this.tx(`migrate.${m.version}`, async (tx) => {
         this.writer.exec(sql);
+        if (m.rebuild) {
+          const bad = this.writer.all<{ table: string }>("PRAGMA foreign_key_check");
+          if (bad.length > 0) {
+            throw new Error(
+              `migration ${m.version} ${m.name}: foreign keys broken in ${[...new Set(bad.map((r) => r.table))].join(", ")}`,
+            );
+          }
+        }
         await m.check?.(tx);
         await tx.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)", {
           v: m.version,
@@ -423,10 +440,10 @@ export class SqliteStore implements Store, Repos {
           t: tx.now,
         });
       });
-      applied.push(m.version);
+    } finally {
+      if (m.rebuild) this.db.pragma("foreign_keys = ON");
       this.seqStatement = undefined; // the counter table may have changed
     }
-    return { applied, current: Math.max(known, ...applied), pending: [] };
   }
 
   async schemaVersion(): Promise<number> {

@@ -13,6 +13,7 @@ import { pino } from "pino";
 import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js";
 import { compileNamed, bindValues } from "../../storage/sql.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
+import { describeMigrations } from "./migrate.contract.js";
 import { describeStore, type StoreFactory } from "./uow.contract.js";
 
 const dirs: string[] = [];
@@ -43,6 +44,52 @@ const sqlite: StoreFactory = {
 };
 
 describeStore("sqlite", sqlite);
+describeMigrations("sqlite", sqlite);
+
+describe("SqliteStore: rebuild-mode migrations", () => {
+  after(() => sqlite.cleanup());
+
+  it("runs with foreign keys off, refuses a result with broken foreign keys (naming the table), restores them", async () => {
+    const store = new SqliteStore(tempFile(), { legacy: false });
+    try {
+      await store.migrate([
+        {
+          version: 1,
+          name: "parents",
+          sql: {
+            sqlite: `CREATE TABLE p (id INTEGER PRIMARY KEY);
+                     CREATE TABLE k (p INTEGER NOT NULL REFERENCES p (id));
+                     INSERT INTO p VALUES (1); INSERT INTO k VALUES (1);`,
+          },
+        },
+      ]);
+      // A table rebuild (copy, drop, rename) that keeps every child's parent passes.
+      const rebuild = {
+        version: 2,
+        name: "rebuild p",
+        rebuild: true,
+        sql: {
+          sqlite: `CREATE TABLE p2 (id INTEGER PRIMARY KEY, note TEXT);
+                   INSERT INTO p2 (id) SELECT id FROM p; DROP TABLE p; ALTER TABLE p2 RENAME TO p;`,
+        },
+      };
+      expect((await store.migrate([rebuild])).applied).to.deep.equal([2]);
+      const orphaning = {
+        version: 3,
+        name: "drops a parent",
+        rebuild: true,
+        sql: { sqlite: "DELETE FROM p WHERE id = 1;" },
+      };
+      const err = (await store.migrate([orphaning]).catch((e: unknown) => e)) as Error;
+      expect(err.message).to.match(/foreign keys broken in k/);
+      expect(await store.schemaVersion()).to.equal(2);
+      expect(store.db.prepare("SELECT COUNT(*) AS n FROM p").get()).to.deep.equal({ n: 1 });
+      expect(store.db.pragma("foreign_keys", { simple: true })).to.equal(1);
+    } finally {
+      await store.close();
+    }
+  });
+});
 
 const tick = () => new Promise((r) => setTimeout(r, 1));
 const emptyCard = (fn: string): Card =>
