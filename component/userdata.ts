@@ -17,7 +17,7 @@ import { filterCard } from "../stanzas/model/policy.js";
 import type { Card } from "../stanzas/model/card.js";
 import { cardToVcf } from "../stanzas/vcf.js";
 import { xml, type Element } from "../stanzas/xml.js";
-import type { DeleteUserResult, OutboxItem, Store } from "../storage/store.js";
+import type { DeleteUserResult, OutboxItem, Repos } from "../storage/store.js";
 import type { AppContext, Feature } from "./runtime/context.js";
 import type { CommandStep } from "./runtime/adhoc.js";
 import type { StanzaBudget } from "./runtime/budget.js";
@@ -72,7 +72,7 @@ function exportRow(table: string, r: Json): Json {
 }
 
 /** Everything cardlink holds about `jid`. */
-export async function buildExport(store: Store, jid: string, now = Date.now()): Promise<ExportDoc> {
+export async function buildExport(store: Repos, jid: string, now = Date.now()): Promise<ExportDoc> {
   const raw = await store.userRows(jid);
   const tables: Record<string, Json[]> = {};
   for (const [t, rows] of Object.entries(raw)) tables[t] = rows.map((r) => exportRow(t, r));
@@ -105,7 +105,7 @@ export const unbindNotices =
     peers.map((p) => ({ recipient: p, kind: "unbound", subject: jid, version: 1 }));
 
 /** Erases the user's rows and queues the unbind notices, in one transaction. */
-export function deleteAccount(store: Store, jid: string): Promise<DeleteUserResult> {
+export function deleteAccount(store: Repos, jid: string): Promise<DeleteUserResult> {
   return store.deleteUser(jid, unbindNotices(jid));
 }
 

@@ -1,6 +1,6 @@
 /** What every feature module receives: the shared services of one running cardlink. */
 import type { Element } from "../../stanzas/xml.js";
-import type { Store } from "../../storage/store.js";
+import type { AppStore } from "../../storage/index.js";
 import type { AdhocCommands } from "./adhoc.js";
 import type { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";
@@ -14,7 +14,8 @@ export interface AppContext {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  store: Store;
+  /** The new Store (units of work) and the old repositories on one backend (storage/index.ts). */
+  store: AppStore;
   router: Router;
   adhoc: AdhocCommands;
   events: EventBus;

@@ -207,7 +207,7 @@ async function run(source: Source, io: Io): Promise<number | "running"> {
   const log = createLogger(config.log.level);
   let app;
   try {
-    app = createCardlink(config, { log, features: allFeatures() });
+    app = await createCardlink(config, { log, features: allFeatures() });
     await app.start();
   } catch (e) {
     // A push provider's bad credentials are a configuration error too (push/senders.ts): one line, exit 2.
@@ -621,7 +621,8 @@ async function exportUserCommand(
     return 1;
   }
   if (!currentDatabase(config, io)) return 1;
-  const store = openStore(config);
+  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
+  const store = await openStore(config.database, { log: createLogger("silent") });
   try {
     const doc = await buildExport(store, jid);
     if (isEmptyExport(doc)) {
@@ -658,7 +659,8 @@ async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: 
     }
   }
   if (!currentDatabase(config, io)) return 1;
-  const store = openStore(config);
+  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
+  const store = await openStore(config.database, { log: createLogger("silent") });
   try {
     const r = await deleteAccount(store, jid);
     if (r.deleted === 0) {
