@@ -1,6 +1,6 @@
 /** SQLite push queue, budget log and XEP-0357 node registry. */
 import { randomBytes } from "node:crypto";
-import type { PushJob, PushNode, PushRepo } from "../store.js";
+import type { PushJob, PushNode, PushRepo, QueueDepth } from "../store.js";
 import type { Db } from "./db.js";
 
 type Row = Record<string, unknown>;
@@ -18,6 +18,7 @@ function toJob(r: Row): PushJob {
     expiresAt: Number(r.expires_at),
     attempts: Number(r.attempts),
     nextAt: Number(r.next_at),
+    createdAt: Number(r.created_at),
   };
   if (r.topic !== null && r.topic !== undefined) job.topic = String(r.topic);
   if (r.alert !== null && r.alert !== undefined)
@@ -107,6 +108,16 @@ export class SqlitePush implements PushRepo {
 
   async count(): Promise<number> {
     return Number((this.db.prepare("SELECT COUNT(*) AS n FROM push_queue").get() as { n: number }).n);
+  }
+
+  async depthByPlatform(): Promise<Record<string, QueueDepth>> {
+    // A scan of the covering index push_queue_platform (platform, created_at): see SqliteOutbox.depthByKind.
+    const rows = this.db
+      .prepare("SELECT platform, COUNT(*) AS n, MIN(created_at) AS oldest FROM push_queue GROUP BY platform")
+      .all() as Array<{ platform: string; n: number; oldest: number }>;
+    const out: Record<string, QueueDepth> = {};
+    for (const r of rows) out[r.platform] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
+    return out;
   }
 
   async secret(name: string): Promise<string> {

@@ -15,6 +15,7 @@ import type {
   OutboxItem,
   OutboxRepo,
   PresenceRepo,
+  QueueDepth,
   StoredCard,
   SyncEntry,
   SyncResult,
@@ -45,6 +46,7 @@ export class SqliteOutbox implements OutboxRepo {
   private readonly dueStmt;
   private readonly ackStmt;
   private readonly retryStmt;
+  private readonly depthStmt;
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
@@ -61,6 +63,11 @@ export class SqliteOutbox implements OutboxRepo {
     );
     this.retryStmt = db.prepare(
       "UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE recipient = ? AND kind = ? AND subject = ? AND seq = ?",
+    );
+    // A scan of the covering index outbox_kind (kind, created_at), no table rows and no temp b-tree
+    // (test/integration/queue-metrics.test.ts checks the plan).
+    this.depthStmt = db.prepare(
+      "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox GROUP BY kind",
     );
   }
 
@@ -120,6 +127,14 @@ export class SqliteOutbox implements OutboxRepo {
     };
     return r.t ?? undefined;
   }
+
+  async depthByKind(): Promise<Record<string, QueueDepth>> {
+    const out: Record<string, QueueDepth> = {};
+    for (const r of this.depthStmt.all() as Array<{ kind: string; n: number; oldest: number }>) {
+      out[r.kind] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
+    }
+    return out;
+  }
 }
 
 function toEntry(r: Row): OutboxEntry {
@@ -133,6 +148,7 @@ function toEntry(r: Row): OutboxEntry {
     seq: Number(r.seq),
     attempts: Number(r.attempts),
     nextAt: Number(r.next_at),
+    createdAt: Number(r.created_at),
   };
 }
 
