@@ -74,6 +74,7 @@ export class Delivery implements Feature {
   private watchQueue(app: AppContext): void {
     app.metrics.histogram(
       "cardlink_delivery_latency_seconds",
+      ["kind"],
       LATENCY_BUCKETS,
       "time from an outbox entry being written to the holder's ack, per update kind",
     );

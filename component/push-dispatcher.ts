@@ -49,11 +49,13 @@ export class PushDispatcher {
     );
     metrics.histogram(
       "cardlink_push_latency_seconds",
+      ["provider"],
       LATENCY_BUCKETS,
       "time from a notice being queued to its provider accepting it, per provider (retries and budget waits included)",
     );
     metrics.histogram(
       "cardlink_push_request_duration_seconds",
+      ["provider"],
       PROVIDER_BUCKETS,
       "time of one send to a provider (a batch of up to push.concurrency notices, sent concurrently), per provider",
     );

@@ -122,7 +122,6 @@ export class Metrics {
   private readonly gauges = new Map<string, () => number>();
   private readonly help = new Map<string, string>(Object.entries(HELP));
   private readonly gaugeSets = new Map<string, { label: string; read: () => Record<string, number> }>();
-  private readonly bucketsOf = new Map<string, number[]>();
   /** gaugeRows() series as of their last read, for snapshot() (which stays synchronous). */
   private readonly rowsLast = new Map<string, GaugeRow[]>();
   private readonly rowReaders = new Map<string, () => Promise<GaugeRow[]>>();
@@ -190,12 +189,24 @@ export class Metrics {
   }
 
   /**
-   * Declares a histogram's buckets (and HELP) before its first observe(); without it a histogram gets
-   * DURATION_BUCKETS. Only the first declaration counts: prom-client fixes the buckets at creation.
+   * Declares a histogram with its label names and buckets before its first observe(), so that its family is
+   * in the exposition (HELP and TYPE) from the start; without it observe() makes one with DURATION_BUCKETS
+   * and the labels of its first call. A second declaration of the same name changes nothing (prom-client fixes
+   * a histogram's labels and buckets at creation).
    */
-  histogram(name: string, buckets: number[], help?: string): void {
+  histogram(name: string, labelNames: string[], buckets: number[], help?: string): void {
     if (help) this.help.set(name, help);
-    if (!this.bucketsOf.has(name)) this.bucketsOf.set(name, buckets);
+    if (this.histograms.has(name)) return;
+    this.histograms.set(
+      name,
+      new Histogram({
+        name,
+        help: this.help.get(name) ?? name,
+        labelNames: [...labelNames].sort(),
+        buckets,
+        registers: [this.registry],
+      }),
+    );
   }
 
   /**
@@ -249,7 +260,7 @@ export class Metrics {
         name,
         help: this.help.get(name) ?? name,
         labelNames: Object.keys(labels ?? {}).sort(),
-        buckets: this.bucketsOf.get(name) ?? DURATION_BUCKETS,
+        buckets: DURATION_BUCKETS,
         registers: [this.registry],
       });
       this.histograms.set(name, h);

@@ -26,6 +26,10 @@ function toJob(r: Row): PushJob {
   return job;
 }
 
+/** The push-queue gauges' one query: a scan of the covering index push_queue_platform (see OUTBOX_DEPTH_SQL). */
+export const PUSH_DEPTH_SQL =
+  "SELECT platform, COUNT(*) AS n, MIN(created_at) AS oldest FROM push_queue GROUP BY platform";
+
 export class SqlitePush implements PushRepo {
   constructor(private readonly db: Db) {}
 
@@ -111,10 +115,11 @@ export class SqlitePush implements PushRepo {
   }
 
   async depthByPlatform(): Promise<Record<string, QueueDepth>> {
-    // A scan of the covering index push_queue_platform (platform, created_at): see SqliteOutbox.depthByKind.
-    const rows = this.db
-      .prepare("SELECT platform, COUNT(*) AS n, MIN(created_at) AS oldest FROM push_queue GROUP BY platform")
-      .all() as Array<{ platform: string; n: number; oldest: number }>;
+    const rows = this.db.prepare(PUSH_DEPTH_SQL).all() as Array<{
+      platform: string;
+      n: number;
+      oldest: number;
+    }>;
     const out: Record<string, QueueDepth> = {};
     for (const r of rows) out[r.platform] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
     return out;

@@ -41,6 +41,13 @@ function currentSeq(db: Db): number {
   return Number((db.prepare("SELECT value FROM meta WHERE key = 'seq'").get() as { value: string }).value);
 }
 
+/**
+ * The outbox gauges' one query: a scan of the covering index outbox_kind (kind, created_at), in group order, so
+ * no table rows and no temp b-tree (test/integration/queue-metrics.test.ts checks the plan).
+ */
+export const OUTBOX_DEPTH_SQL =
+  "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox GROUP BY kind";
+
 export class SqliteOutbox implements OutboxRepo {
   private readonly insert;
   private readonly dueStmt;
@@ -64,11 +71,7 @@ export class SqliteOutbox implements OutboxRepo {
     this.retryStmt = db.prepare(
       "UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE recipient = ? AND kind = ? AND subject = ? AND seq = ?",
     );
-    // A scan of the covering index outbox_kind (kind, created_at), no table rows and no temp b-tree
-    // (test/integration/queue-metrics.test.ts checks the plan).
-    this.depthStmt = db.prepare(
-      "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox GROUP BY kind",
-    );
+    this.depthStmt = db.prepare(OUTBOX_DEPTH_SQL);
   }
 
   /** Inside a caller's transaction: enqueue with one seq for the whole batch. */
