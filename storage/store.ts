@@ -81,7 +81,7 @@ export interface OutboxEntry {
 }
 
 /** Pending entries of one kind (queue metrics): how many, and when the oldest was first written (epoch ms). */
-export interface QueueDepth {
+export interface QueueBacklog {
   entries: number;
   oldestCreatedAt: number;
 }
@@ -203,7 +203,33 @@ export interface OutboxRepo {
   /** Earliest next_at of a recipient's entries waiting for a retry; undefined if none waits. */
   nextRetryAt(recipient: string): Promise<number | undefined>;
   /** Pending entries per kind (kinds with none are absent): one indexed query, for the queue gauges. */
-  depthByKind(): Promise<Record<string, QueueDepth>>;
+  depthByKind(): Promise<Record<string, QueueBacklog>>;
+  /** Per kind: entries, distinct recipients, entries waiting for a retry, oldest created_at (admin overview). */
+  overview(): Promise<QueueKindStats[]>;
+  /** One recipient's entries: how many, how many wait for a retry, the oldest created_at and most attempts. */
+  recipientStats(recipient: string): Promise<QueueDepth>;
+  /** Makes every entry of `recipient` due now with its attempt count reset; returns how many. */
+  redeliver(recipient: string): Promise<number>;
+  /** Deletes every entry of `recipient` (an admin dropping stuck entries); returns how many. */
+  dropRecipient(recipient: string): Promise<number>;
+}
+
+/** Queue statistics for one outbox kind or push platform. */
+export interface QueueKindStats {
+  /** Outbox kind or push platform. */
+  key: string;
+  entries: number;
+  recipients: number;
+  retrying: number;
+  /** created_at of the oldest entry (ms since the epoch). */
+  oldestAt: number;
+}
+
+export interface QueueDepth {
+  entries: number;
+  retrying: number;
+  oldestAt?: number;
+  maxAttempts: number;
 }
 
 export interface PresenceRepo {
@@ -260,11 +286,34 @@ export interface PushRepo {
   sentSince(token: string, since: number): Promise<number[]>;
   count(): Promise<number>;
   /** Queued notices per platform (platforms with none are absent): one indexed query, for the queue gauges. */
-  depthByPlatform(): Promise<Record<string, QueueDepth>>;
+  depthByPlatform(): Promise<Record<string, QueueBacklog>>;
   createNode(n: PushNode): Promise<PushNode>;
   /** A per-installation random secret (base64), created on first use and kept in the database. */
   secret(name: string): Promise<string>;
   node(node: string): Promise<PushNode | undefined>;
+  /** Per platform: notices, distinct owners, notices waiting for a retry, oldest created_at (admin overview). */
+  overview(): Promise<QueueKindStats[]>;
+  /** One owner's queued notices (by the user whose devices they wake). */
+  ownerStats(owner: string): Promise<QueueDepth>;
+  /** Makes every notice for `owner` due now with its attempt count reset; returns how many. */
+  redeliver(owner: string): Promise<number>;
+  /** Deletes every queued notice for `owner`; returns how many. */
+  dropOwner(owner: string): Promise<number>;
+}
+
+/**
+ * Every stored row that names one user, per table, with the columns as stored (storage/sqlite/userdata.ts says
+ * which rows count). The export of a user's own data is built from it.
+ */
+export type UserRows = Record<string, Array<Record<string, unknown>>>;
+
+export interface DeleteUserResult {
+  /** Rows deleted in all. */
+  deleted: number;
+  /** Rows deleted per table. */
+  rows: Record<string, number>;
+  /** Users who held the card (or had an unbind notice about it pending) and were given the notices. */
+  peers: string[];
 }
 
 export interface Store {
@@ -274,6 +323,13 @@ export interface Store {
   exchange: ExchangeRepo;
   outbox: OutboxRepo;
   presence: PresenceRepo;
+  /** Every row about `jid` (its owner's view: others' blocks of `jid` are theirs), read in one transaction. */
+  userRows(jid: string): Promise<UserRows>;
+  /**
+   * Erases every row about `jid` and enqueues `notify(peers)` for the users who held its card, in one
+   * transaction (nothing is written if any part fails).
+   */
+  deleteUser(jid: string, notify: (peers: string[]) => OutboxItem[]): Promise<DeleteUserResult>;
   /** Schema version after migrations. */
   schemaVersion(): Promise<number>;
   /** Resolves when the database answers a query now (health checks); rejects with the reason otherwise. */

@@ -5,15 +5,18 @@
  * newer than this build); 2 a usage error or a configuration error (the file, a value, push credentials), which a
  * restart cannot fix (systemd: RestartPreventExitStatus=2).
  */
-import { accessSync, chmodSync, constants, existsSync, statSync } from "node:fs";
+import { accessSync, chmodSync, constants, existsSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { createInterface } from "node:readline/promises";
 import { parseArgs } from "node:util";
 import { createSenders, PushConfigError } from "../../push/senders.js";
 import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../../storage/sqlite/db.js";
 import { createCardlink } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { probeHandshake } from "./connection.js";
-import { allFeatures } from "../features.js";
+import { allFeatures, buildExport, deleteAccount, isEmptyExport } from "../features.js";
+import { openStore } from "../../storage/index.js";
+import { parseBareUserJid } from "./jid.js";
 import { createLogger, type Logger } from "./log.js";
 import { SOFTWARE } from "./service.js";
 
@@ -27,6 +30,13 @@ commands:
                        --dry-run lists them and changes nothing
   backup FILE          write a consistent copy of the database to FILE (safe while running)
   stats [--json]       summary of the database: users, bindings, outbox and push queues
+  export-user JID [-o FILE]
+                       everything stored about JID as JSON (with its card and book as .vcf) on
+                       stdout, or in FILE (created, never overwritten)
+  delete-user JID [--yes]
+                       delete everything stored about JID in one transaction; its holders get
+                       unbind notices (delivered when each comes online); asks for the JID on a
+                       terminal, needs --yes otherwise
   help                 this text
 
 options:
@@ -40,11 +50,22 @@ exit status: 0 ok, 1 failed or a check found a problem, 2 usage or configuration
 export interface Io {
   out(line: string): void;
   err(line: string): void;
+  /** Asks a question on a terminal; undefined when there is none to ask on (stdin is not a TTY). */
+  ask?(question: string): Promise<string | undefined>;
 }
 
 const stdio: Io = {
   out: (l) => process.stdout.write(l + "\n"),
   err: (l) => process.stderr.write(l + "\n"),
+  ask: async (q) => {
+    if (!process.stdin.isTTY) return undefined;
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      return await rl.question(q);
+    } finally {
+      rl.close();
+    }
+  },
 };
 
 /** Which options each command takes: anything else is a usage error, never silently ignored. */
@@ -54,6 +75,8 @@ const COMMANDS: Record<string, { options: string[]; args: number }> = {
   migrate: { options: ["config", "dry-run"], args: 0 },
   backup: { options: ["config"], args: 1 },
   stats: { options: ["config", "json"], args: 0 },
+  "export-user": { options: ["config", "output"], args: 1 },
+  "delete-user": { options: ["config", "yes"], args: 1 },
   help: { options: [], args: 0 },
 };
 
@@ -73,6 +96,8 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
         version: { type: "boolean", short: "V" },
         "dry-run": { type: "boolean" },
         json: { type: "boolean" },
+        output: { type: "string", short: "o" },
+        yes: { type: "boolean" },
       },
     });
   } catch (e) {
@@ -102,6 +127,8 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
         spec.args === 0 ? `'${command}' takes no arguments` : `'${command}' needs ${spec.args} argument(s)`,
       );
     }
+    if ((command === "export-user" || command === "delete-user") && !parseBareUserJid(args[0] as string))
+      throw new UsageError(`'${args[0] as string}' is not a bare user JID (user@host)`);
   } catch (e) {
     return usage(io, (e as Error).message);
   }
@@ -115,6 +142,14 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
       return withConfig(source, io, (c) => migrateCommand(c, values["dry-run"] === true, io));
     case "backup":
       return withConfig(source, io, (c) => backupCommand(c, args[0] as string, io));
+    case "export-user":
+      return withConfig(source, io, (c) =>
+        exportUserCommand(c, parseBareUserJid(args[0] as string) as string, values.output, io),
+      );
+    case "delete-user":
+      return withConfig(source, io, (c) =>
+        deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
+      );
     default:
       return withConfig(source, io, (c) => statsCommand(c, values.json === true, io));
   }
@@ -548,4 +583,99 @@ export function readStats(db: Db, file: string, now = Date.now()): DatabaseStats
     outbox,
     pushQueue,
   };
+}
+
+// ------------------------------------------------------------------------------- export-user, delete-user
+
+/** The database must exist and be at this build's schema: a user's data is never read from a half-known one. */
+function currentDatabase(config: Config, io: Io): boolean {
+  const file = config.database.path;
+  if (!existsSync(file)) {
+    io.err(`cardlink: database ${file} does not exist`);
+    return false;
+  }
+  const db = openReadOnly(file);
+  try {
+    const s = schemaState(db);
+    if (s.newer || s.pending.length > 0) {
+      io.err(
+        `cardlink: database ${file} is at schema ${s.version}, this cardlink reads ${s.current}` +
+          (s.newer ? "" : ": run `cardlink migrate` first"),
+      );
+      return false;
+    }
+    return true;
+  } finally {
+    db.close();
+  }
+}
+
+async function exportUserCommand(
+  config: Config,
+  jid: string,
+  output: string | undefined,
+  io: Io,
+): Promise<number> {
+  if (output !== undefined && existsSync(output)) {
+    io.err(`cardlink: ${output} exists; refusing to overwrite it`);
+    return 1;
+  }
+  if (!currentDatabase(config, io)) return 1;
+  const store = openStore(config);
+  try {
+    const doc = await buildExport(store, jid);
+    if (isEmptyExport(doc)) {
+      io.err(`cardlink: nothing is stored about ${jid}`);
+      return 1;
+    }
+    const text = JSON.stringify(doc, null, 2);
+    if (output === undefined) {
+      io.out(text);
+      return 0;
+    }
+    // The user's personal data: readable by the owner only, like backups.
+    writeFileSync(output, text + "\n", { mode: 0o600, flag: "wx" });
+    const rows = Object.values(doc.tables).reduce((a, t) => a + t.length, 0);
+    io.out(`exported ${jid} to ${output} (${rows} rows, ${doc.vcf.book.length} held cards)`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
+  if (!yes) {
+    const answer = await io.ask?.(
+      `Delete everything cardlink stores about ${jid}? Type the JID to confirm: `,
+    );
+    if (answer === undefined) {
+      io.err(`cardlink: delete-user needs --yes when not run on a terminal; nothing deleted`);
+      return 2;
+    }
+    if (answer.trim().toLowerCase() !== jid) {
+      io.err(`cardlink: the confirmation was not ${jid}; nothing deleted`);
+      return 1;
+    }
+  }
+  if (!currentDatabase(config, io)) return 1;
+  const store = openStore(config);
+  try {
+    const r = await deleteAccount(store, jid);
+    if (r.deleted === 0) {
+      io.err(`cardlink: nothing is stored about ${jid}; nothing deleted`);
+      return 1;
+    }
+    const per = Object.entries(r.rows)
+      .filter(([, n]) => n > 0)
+      .map(([t, n]) => `${t} ${n}`)
+      .join(", ");
+    io.out(`deleted ${r.deleted} rows about ${jid} (${per})`);
+    io.out(
+      `${r.peers.length} holder(s) get an unbind notice (in the outbox: delivered when each comes online, ` +
+        `by the running service or at its next start)`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
 }

@@ -1,7 +1,8 @@
 /** SQLite push queue, budget log and XEP-0357 node registry. */
 import { randomBytes } from "node:crypto";
-import type { PushJob, PushNode, PushRepo, QueueDepth } from "../store.js";
+import type { PushJob, PushNode, PushRepo, QueueBacklog, QueueDepth, QueueKindStats } from "../store.js";
 import type { Db } from "./db.js";
+import { queueDepth } from "./repos.js";
 
 type Row = Record<string, unknown>;
 
@@ -114,13 +115,13 @@ export class SqlitePush implements PushRepo {
     return Number((this.db.prepare("SELECT COUNT(*) AS n FROM push_queue").get() as { n: number }).n);
   }
 
-  async depthByPlatform(): Promise<Record<string, QueueDepth>> {
+  async depthByPlatform(): Promise<Record<string, QueueBacklog>> {
     const rows = this.db.prepare(PUSH_DEPTH_SQL).all() as Array<{
       platform: string;
       n: number;
       oldest: number;
     }>;
-    const out: Record<string, QueueDepth> = {};
+    const out: Record<string, QueueBacklog> = {};
     for (const r of rows) out[r.platform] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
     return out;
   }
@@ -156,5 +157,37 @@ export class SqlitePush implements PushRepo {
           createdAt: Number(r.created_at),
         }
       : undefined;
+  }
+
+  async overview(): Promise<QueueKindStats[]> {
+    return (
+      this.db
+        .prepare(
+          `SELECT platform AS key, count(*) AS entries, count(DISTINCT owner) AS recipients,
+                  sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
+           FROM push_queue GROUP BY platform ORDER BY platform`,
+        )
+        .all() as QueueKindStats[]
+    ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+  }
+
+  async ownerStats(owner: string): Promise<QueueDepth> {
+    return queueDepth(
+      this.db
+        .prepare(
+          `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
+                  coalesce(max(attempts), 0) AS maxAttempts FROM push_queue WHERE owner = ?`,
+        )
+        .get(owner) as Row,
+    );
+  }
+
+  async redeliver(owner: string): Promise<number> {
+    return this.db.prepare("UPDATE push_queue SET attempts = 0, next_at = 0 WHERE owner = ?").run(owner)
+      .changes;
+  }
+
+  async dropOwner(owner: string): Promise<number> {
+    return this.db.prepare("DELETE FROM push_queue WHERE owner = ?").run(owner).changes;
   }
 }

@@ -15,7 +15,9 @@ import type {
   OutboxItem,
   OutboxRepo,
   PresenceRepo,
+  QueueBacklog,
   QueueDepth,
+  QueueKindStats,
   StoredCard,
   SyncEntry,
   SyncResult,
@@ -131,13 +133,55 @@ export class SqliteOutbox implements OutboxRepo {
     return r.t ?? undefined;
   }
 
-  async depthByKind(): Promise<Record<string, QueueDepth>> {
-    const out: Record<string, QueueDepth> = {};
+  async depthByKind(): Promise<Record<string, QueueBacklog>> {
+    const out: Record<string, QueueBacklog> = {};
     for (const r of this.depthStmt.all() as Array<{ kind: string; n: number; oldest: number }>) {
       out[r.kind] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
     }
     return out;
   }
+
+  async overview(): Promise<QueueKindStats[]> {
+    return (
+      this.db
+        .prepare(
+          `SELECT kind AS key, count(*) AS entries, count(DISTINCT recipient) AS recipients,
+                  sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
+           FROM outbox GROUP BY kind ORDER BY kind`,
+        )
+        .all() as QueueKindStats[]
+    ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+  }
+
+  async recipientStats(recipient: string): Promise<QueueDepth> {
+    return queueDepth(
+      this.db
+        .prepare(
+          `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
+                  coalesce(max(attempts), 0) AS maxAttempts FROM outbox WHERE recipient = ?`,
+        )
+        .get(recipient) as Row,
+    );
+  }
+
+  async redeliver(recipient: string): Promise<number> {
+    return this.db.prepare("UPDATE outbox SET attempts = 0, next_at = 0 WHERE recipient = ?").run(recipient)
+      .changes;
+  }
+
+  async dropRecipient(recipient: string): Promise<number> {
+    return this.db.prepare("DELETE FROM outbox WHERE recipient = ?").run(recipient).changes;
+  }
+}
+
+/** A count/sum/min/max row as a QueueDepth (min is NULL when there are no rows). */
+export function queueDepth(r: Row): QueueDepth {
+  return {
+    entries: Number(r.entries),
+    retrying: Number(r.retrying),
+    ...(r.oldestAt !== null && r.oldestAt !== undefined ? { oldestAt: Number(r.oldestAt) } : {}),
+    maxAttempts: Number(r.maxAttempts),
+  };
 }
 
 function toEntry(r: Row): OutboxEntry {

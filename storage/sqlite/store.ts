@@ -1,6 +1,7 @@
-import type { Store } from "../store.js";
+import type { DeleteUserResult, OutboxItem, Store, UserRows } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport } from "./db.js";
 import { SqlitePush } from "./push.js";
+import { deleteUser, userRows } from "./userdata.js";
 import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
 
 export class SqliteStore implements Store {
@@ -22,6 +23,14 @@ export class SqliteStore implements Store {
     this.exchange = new SqliteExchange(this.db, this.outbox);
     this.presence = new SqlitePresence(this.db);
     this.push = new SqlitePush(this.db);
+  }
+
+  async userRows(jid: string): Promise<UserRows> {
+    return userRows(this.db, jid);
+  }
+
+  async deleteUser(jid: string, notify: (peers: string[]) => OutboxItem[]): Promise<DeleteUserResult> {
+    return deleteUser(this.db, this.outbox, jid, notify);
   }
 
   async schemaVersion(): Promise<number> {
