@@ -10,6 +10,7 @@ import { updateElement, updatesElement } from "../stanzas/cardlink.js";
 import { xml, type Element } from "../stanzas/xml.js";
 import type { OutboxEntry } from "../storage/store.js";
 import { backoffDelay } from "./runtime/backoff.js";
+import { cachedRead, LATENCY_BUCKETS } from "./runtime/metrics.js";
 import type { AppContext, Feature } from "./runtime/context.js";
 import { IqErrorReply, IqTimeoutError } from "./runtime/iq-caller.js";
 import type { PresenceTracker } from "./presence.js";
@@ -50,6 +51,7 @@ export class Delivery implements Feature {
 
   attach(app: AppContext): void {
     this.app = app;
+    this.watchQueue(app);
     app.events.on("outbox.enqueued", ({ recipients }) => {
       for (const r of recipients) this.kick(r, "newest");
     });
@@ -62,6 +64,46 @@ export class Delivery implements Feature {
     app.events.on("presence.unavailable", ({ bare }) => {
       if (!this.presence.isAvailable(bare) && !this.flushing.has(bare)) this.kick(bare, "all");
     });
+  }
+
+  /**
+   * Delivery latency per kind (observed at each ack), and the outbox depth and oldest entry's age per kind,
+   * read at scrape time by one query (cached: see SCRAPE_CACHE_MS). Every kind with a renderer is reported,
+   * 0 when none waits, so an alert on a kind's depth does not see its series vanish when the queue drains.
+   */
+  private watchQueue(app: AppContext): void {
+    app.metrics.histogram(
+      "cardlink_delivery_latency_seconds",
+      ["kind"],
+      LATENCY_BUCKETS,
+      "time from an outbox entry being written to the holder's ack, per update kind",
+    );
+    const depth = cachedRead(() => app.store.outbox.depthByKind());
+    const rows = async (
+      value: (d: { entries: number; oldestCreatedAt: number }, now: number) => number,
+    ): Promise<Array<{ labels: { kind: string }; value: number }>> => {
+      const byKind = await depth();
+      const now = Date.now();
+      const kinds = new Set([...this.renderers.keys(), ...Object.keys(byKind)]);
+      return [...kinds].sort().map((kind) => {
+        const d = byKind[kind];
+        return { labels: { kind }, value: d ? value(d, now) : 0 };
+      });
+    };
+    app.metrics.gaugeRows(
+      "cardlink_outbox_entries",
+      ["kind"],
+      () => rows((d) => d.entries),
+      "outbox entries waiting for a holder's ack, per update kind",
+    );
+    // The age is computed from the (possibly cached) oldest timestamp at each read, so it keeps growing
+    // between two queries instead of standing still.
+    app.metrics.gaugeRows(
+      "cardlink_outbox_oldest_entry_age_seconds",
+      ["kind"],
+      () => rows((d, now) => Math.max(0, now - d.oldestCreatedAt) / 1000),
+      "age of the oldest outbox entry not yet acknowledged, per update kind (0 when none waits)",
+    );
   }
 
   async online(): Promise<void> {
@@ -187,6 +229,16 @@ export class Delivery implements Feature {
         if (outcome === "acked") {
           await this.app.store.outbox.ack(sendable);
           this.app.metrics.inc("cardlink_delivery_acked_total", undefined, sendable.length);
+          const now = Date.now();
+          for (const e of sendable) {
+            // createdAt dates the oldest change the holder had not acked (a coalesced newer one keeps it).
+            if (e.createdAt !== undefined)
+              this.app.metrics.observe(
+                "cardlink_delivery_latency_seconds",
+                { kind: e.kind },
+                Math.max(0, now - e.createdAt) / 1000,
+              );
+          }
           continue;
         }
         if (outcome === "offline") {

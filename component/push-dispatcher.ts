@@ -8,10 +8,15 @@
 import { detach } from "./runtime/log.js";
 import { backoffDelay } from "./runtime/backoff.js";
 import type { Logger } from "./runtime/log.js";
-import type { Metrics } from "./runtime/metrics.js";
+import { cachedRead, LATENCY_BUCKETS, PROVIDER_BUCKETS, type Metrics } from "./runtime/metrics.js";
 import type { PushJob, Repos } from "../storage/store.js";
 import type { Senders } from "../push/senders.js";
 import type { PushNotice, PushOutcome } from "../push/types.js";
+
+/** The provider behind each platform: the `provider` label of the push latency and queue metrics. */
+export const PROVIDER = { ios: "apns", android: "fcm" } as const;
+const providerOf = (platform: string): string =>
+  (PROVIDER as Record<string, string | undefined>)[platform] ?? platform;
 
 export interface DispatcherOptions {
   concurrency: number;
@@ -41,6 +46,58 @@ export class PushDispatcher {
       "cardlink_push_queue",
       () => this.queued,
       "push notices waiting (as of the last queue run)",
+    );
+    metrics.histogram(
+      "cardlink_push_latency_seconds",
+      ["provider"],
+      LATENCY_BUCKETS,
+      "time from a notice being queued to its provider accepting it, per provider (retries and budget waits included)",
+    );
+    metrics.histogram(
+      "cardlink_push_request_duration_seconds",
+      ["provider"],
+      PROVIDER_BUCKETS,
+      "time of one send to a provider (a batch of up to push.concurrency notices, sent concurrently), per provider",
+    );
+    this.watchQueue();
+  }
+
+  /**
+   * Queue depth and oldest notice's age per provider, read at scrape time by one query (cached: see
+   * SCRAPE_CACHE_MS). Both providers are always reported, 0 when nothing waits.
+   */
+  private watchQueue(): void {
+    const depth = cachedRead(() => this.store.push.depthByPlatform());
+    const rows = async (
+      value: (d: { entries: number; oldestCreatedAt: number }, now: number) => number,
+    ): Promise<Array<{ labels: { provider: string }; value: number }>> => {
+      const byProvider = new Map<string, { entries: number; oldestCreatedAt: number }>();
+      for (const p of Object.values(PROVIDER)) byProvider.set(p, { entries: 0, oldestCreatedAt: Infinity });
+      for (const [platform, d] of Object.entries(await depth())) {
+        const p = providerOf(platform);
+        const cur = byProvider.get(p) ?? { entries: 0, oldestCreatedAt: Infinity };
+        byProvider.set(p, {
+          entries: cur.entries + d.entries,
+          oldestCreatedAt: Math.min(cur.oldestCreatedAt, d.oldestCreatedAt),
+        });
+      }
+      const now = Date.now();
+      return [...byProvider].map(([provider, d]) => ({
+        labels: { provider },
+        value: d.entries === 0 ? 0 : value(d, now),
+      }));
+    };
+    this.metrics.gaugeRows(
+      "cardlink_push_queue_notices",
+      ["provider"],
+      () => rows((d) => d.entries),
+      "push notices queued (waiting, retrying or over budget), per provider",
+    );
+    this.metrics.gaugeRows(
+      "cardlink_push_queue_oldest_notice_age_seconds",
+      ["provider"],
+      () => rows((d, now) => Math.max(0, now - d.oldestCreatedAt) / 1000),
+      "age of the oldest queued push notice, per provider (0 when none waits)",
     );
   }
 
@@ -141,10 +198,14 @@ export class PushDispatcher {
       data: j.data,
     }));
     let outcomes: PushOutcome[];
+    const provider = providerOf(platform);
+    const request = this.metrics.timer("cardlink_push_request_duration_seconds", { provider });
     try {
       outcomes = await sender.send(notices);
     } catch (e) {
       outcomes = notices.map(() => ({ status: "retry", reason: (e as Error).message }));
+    } finally {
+      request();
     }
     const now = Date.now();
     const sent: PushJob[] = [];
@@ -155,6 +216,12 @@ export class PushDispatcher {
       switch (out.status) {
         case "sent":
           sent.push(job);
+          if (job.createdAt !== undefined)
+            this.metrics.observe(
+              "cardlink_push_latency_seconds",
+              { provider },
+              Math.max(0, now - job.createdAt) / 1000,
+            );
           break;
         case "invalid-token": {
           const devices = await this.store.devices.invalidateToken(job.token);

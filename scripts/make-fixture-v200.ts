@@ -32,6 +32,8 @@ import path from "node:path";
 import { cardHash, DEFAULT_CARD_LIMITS, type Card } from "../stanzas/model/card.js";
 import type { SharePolicy } from "../stanzas/model/policy.js";
 import { cardFromVcf } from "../stanzas/vcf.js";
+import { flattenModules } from "../storage/migrate.js";
+import { LEGACY } from "../storage/sqlite/legacy.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
 import type { Db } from "../storage/sqlite/db.js";
 import type { Binding, Device, ExchangeCode, ExchangeRequest, PushJob, PushNode } from "../storage/store.js";
@@ -345,12 +347,14 @@ export async function writeFixture(file: string): Promise<void> {
   let tick = 0;
   Date.now = () => FIXTURE_CLOCK + 1000 * tick++;
   try {
-    const store = new SqliteStore(file);
+    // Exactly the pre-redesign schema (versions 1/100/200), whatever later legacy versions this code has (300
+    // only adds indexes): the old repositories still run on it, and the file stays what S2b's rekey starts from.
+    const store = new SqliteStore(file, { legacy: false });
     try {
-      if (store.migrations.current !== SCHEMA_VERSION) {
-        throw new Error(
-          `this code's schema is ${store.migrations.current}, not ${SCHEMA_VERSION}: the fixture is made on the pre-redesign code`,
-        );
+      const upTo200 = { ...LEGACY, migrations: LEGACY.migrations.filter((m) => m.version <= SCHEMA_VERSION) };
+      await store.migrate(flattenModules([upTo200]));
+      if ((await store.schemaVersion()) !== SCHEMA_VERSION) {
+        throw new Error(`the fixture database is not at schema ${SCHEMA_VERSION}`);
       }
       await populate(store);
       // Folds the WAL into the file, so the .sqlite alone is the whole database.

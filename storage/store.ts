@@ -78,6 +78,18 @@ export interface OutboxEntry {
   seq: number;
   attempts: number;
   nextAt: number;
+  /**
+   * Epoch ms when the pending entry for this (recipient, kind, subject) was first written. A newer change that
+   * replaces a pending entry keeps it: it dates the oldest change the recipient has not acknowledged. Set by the
+   * store on read.
+   */
+  createdAt?: number;
+}
+
+/** Pending entries of one kind (queue metrics): how many, and when the oldest was first written (epoch ms). */
+export interface QueueBacklog {
+  entries: number;
+  oldestCreatedAt: number;
 }
 
 /** What to enqueue; seq is assigned by the store. */
@@ -196,6 +208,8 @@ export interface OutboxRepo {
   count(recipient?: string): Promise<number>;
   /** Earliest next_at of a recipient's entries waiting for a retry; undefined if none waits. */
   nextRetryAt(recipient: string): Promise<number | undefined>;
+  /** Pending entries per kind (kinds with none are absent): one indexed query, for the queue gauges. */
+  depthByKind(): Promise<Record<string, QueueBacklog>>;
   /** Per kind: entries, distinct recipients, entries waiting for a retry, oldest created_at (admin overview). */
   overview(): Promise<QueueKindStats[]>;
   /** One recipient's entries: how many, how many wait for a retry, the oldest created_at and most attempts. */
@@ -251,6 +265,8 @@ export interface PushJob {
   expiresAt: number;
   attempts: number;
   nextAt: number;
+  /** Epoch ms when the notice was queued (a coalesced newer notice keeps it). Set by the store on read. */
+  createdAt?: number;
 }
 
 export interface PushNode {
@@ -275,6 +291,8 @@ export interface PushRepo {
   dropToken(token: string): Promise<number>;
   sentSince(token: string, since: number): Promise<number[]>;
   count(): Promise<number>;
+  /** Queued notices per platform (platforms with none are absent): one indexed query, for the queue gauges. */
+  depthByPlatform(): Promise<Record<string, QueueBacklog>>;
   createNode(n: PushNode): Promise<PushNode>;
   /** A per-installation random secret (base64), created on first use and kept in the database. */
   secret(name: string): Promise<string>;

@@ -4,7 +4,9 @@
  * its own prom-client Registry, so several instances in one process (the tests) never share a series.
  *
  * Types: inc() makes a counter, gauge() a gauge read at scrape time, counterFrom() a counter read from a
- * monotonic value another object keeps (the link's connection counts), observe()/timer() a histogram.
+ * monotonic value another object keeps (the link's connection counts), observe()/timer() a histogram (buckets
+ * DURATION_BUCKETS unless histogram() declared others), gaugeRows() labelled gauges read by one async query at
+ * scrape time (the queue depths; see cachedRead()).
  */
 import http from "node:http";
 import { monitorEventLoopDelay, type IntervalHistogram } from "node:perf_hooks";
@@ -25,6 +27,60 @@ function key(name: string, labels?: Labels): string {
  * large sync page or a busy database (busy_timeout is 5 s).
  */
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/**
+ * Seconds, for waits that include a recipient being offline: an update to an online holder is acked in a few
+ * ms, one to a phone that is off for the weekend in days. The buckets go from 2.5 ms to a week (21 of them), so
+ * both ends are resolved and histogram_quantile() stays meaningful for "how stale are holders' copies".
+ */
+export const LATENCY_BUCKETS = [
+  0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 10_800, 43_200,
+  86_400, 604_800,
+];
+
+/**
+ * Seconds, for one request to a push provider (APNs, FCM over HTTP/2): tens of ms normally; the top buckets
+ * catch a provider that answers only near the request timeout (push.*.requestTimeoutMs).
+ */
+export const PROVIDER_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * How long a gaugeRows() reader's result is reused: a scrape storm (several Prometheus servers, a dashboard
+ * polling /metrics, an admin re-running the stats command) then costs one store query per interval. The
+ * SQLite driver is synchronous, so each query holds the event loop (≈ 60 ms for 1 M outbox rows); ordinary
+ * scrape intervals (15–60 s) never see a cached value.
+ */
+export const SCRAPE_CACHE_MS = 2000;
+
+/**
+ * Wraps an async read so that calls within `ttlMs` of the last completed read share its result, and calls
+ * while one is running share that one (single flight). A failed read is not cached.
+ */
+export function cachedRead<T>(read: () => Promise<T>, ttlMs = SCRAPE_CACHE_MS): () => Promise<T> {
+  let last: { at: number; value: T } | undefined;
+  let running: Promise<T> | undefined;
+  return () => {
+    if (last && Date.now() - last.at < ttlMs) return Promise.resolve(last.value);
+    running ??= read().then(
+      (value) => {
+        last = { at: Date.now(), value };
+        running = undefined;
+        return value;
+      },
+      (e: unknown) => {
+        running = undefined;
+        throw e;
+      },
+    );
+    return running;
+  };
+}
+
+/** One series of a gaugeRows() gauge. */
+export interface GaugeRow {
+  labels: Labels;
+  value: number;
+}
 
 /** HELP texts of the metrics features increment without describing them (docs/OPERATIONS.md §4 has them all). */
 const HELP: Record<string, string> = {
@@ -66,6 +122,9 @@ export class Metrics {
   private readonly gauges = new Map<string, () => number>();
   private readonly help = new Map<string, string>(Object.entries(HELP));
   private readonly gaugeSets = new Map<string, { label: string; read: () => Record<string, number> }>();
+  /** gaugeRows() series as of their last read, for snapshot() (which stays synchronous). */
+  private readonly rowsLast = new Map<string, GaugeRow[]>();
+  private readonly rowReaders = new Map<string, () => Promise<GaugeRow[]>>();
   private loop: IntervalHistogram | undefined;
 
   inc(name: string, labels?: Labels, by = 1): void {
@@ -129,6 +188,69 @@ export class Metrics {
     this.gaugeSets.set(name, { label, read });
   }
 
+  /**
+   * Declares a histogram with its label names and buckets before its first observe(), so that its family is
+   * in the exposition (HELP and TYPE) from the start; without it observe() makes one with DURATION_BUCKETS
+   * and the labels of its first call. A second declaration of the same name changes nothing (prom-client fixes
+   * a histogram's labels and buckets at creation).
+   */
+  histogram(name: string, labelNames: string[], buckets: number[], help?: string): void {
+    if (help) this.help.set(name, help);
+    if (this.histograms.has(name)) return;
+    this.histograms.set(
+      name,
+      new Histogram({
+        name,
+        help: this.help.get(name) ?? name,
+        labelNames: [...labelNames].sort(),
+        buckets,
+        registers: [this.registry],
+      }),
+    );
+  }
+
+  /**
+   * A gauge whose series come from one async read at scrape time (a store query), e.g. queue depth per kind.
+   * The series are replaced at every read, so a label value that is gone disappears; readers that want a 0
+   * instead return it. A failing read leaves the family empty for that scrape instead of failing /metrics
+   * (the link and the other metrics stay visible; /healthz reports the store).
+   */
+  gaugeRows(name: string, labelNames: string[], read: () => Promise<GaugeRow[]>, help?: string): void {
+    if (help) this.help.set(name, help);
+    const first = !this.rowReaders.has(name);
+    this.rowReaders.set(name, read);
+    // A second call for the same name replaces the reader (a feature built again on the same Metrics).
+    if (!first) return;
+    const last = this.rowsLast;
+    const readers = this.rowReaders;
+    new Gauge({
+      name,
+      help: this.help.get(name) ?? name,
+      labelNames,
+      registers: [this.registry],
+      async collect() {
+        let rows: GaugeRow[];
+        try {
+          rows = await (readers.get(name) as () => Promise<GaugeRow[]>)();
+        } catch {
+          rows = [];
+        }
+        this.reset();
+        for (const r of rows) this.set(r.labels, r.value);
+        last.set(name, rows);
+      },
+    });
+  }
+
+  /** Re-reads every gaugeRows() gauge, so that the next snapshot() shows current values. */
+  async refresh(): Promise<void> {
+    await Promise.all(
+      [...this.rowReaders].map(async ([name, read]) => {
+        this.rowsLast.set(name, await read().catch(() => []));
+      }),
+    );
+  }
+
   /** Records one observation (seconds, or whatever unit the name says) in a histogram. */
   observe(name: string, labels: Labels | undefined, value: number, help?: string): void {
     if (help) this.help.set(name, help);
@@ -164,7 +286,7 @@ export class Metrics {
 
   /**
    * Every counter and gauge by series key (`name{label="v"}`), histograms as `<name>_count` and `<name>_sum`
-   * per series: what the admin stats command shows.
+   * per series: what the admin stats command shows. gaugeRows() gauges as of their last read (refresh()).
    */
   snapshot(): Record<string, number> {
     const out: Record<string, number> = {};
@@ -173,6 +295,7 @@ export class Metrics {
     for (const [name, g] of this.gaugeSets) {
       for (const [v, n] of Object.entries(g.read())) out[key(name, { [g.label]: v })] = n;
     }
+    for (const [name, rows] of this.rowsLast) for (const r of rows) out[key(name, r.labels)] = r.value;
     for (const [k, s] of this.histogramSeries) {
       const brace = k.indexOf("{");
       const [base, rest] = brace < 0 ? [k, ""] : [k.slice(0, brace), k.slice(brace)];

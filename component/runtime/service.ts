@@ -79,7 +79,9 @@ export function attachService(app: AppContext): void {
     node: "urn:cardlink:cmd:stats",
     name: "Show cardlink statistics",
     adminOnly: true,
-    run: () => {
+    run: async () => {
+      // The queue gauges are read from the store: read them now, not as of the last scrape.
+      await app.metrics.refresh();
       const snap = app.metrics.snapshot();
       return {
         status: "completed",

@@ -1,5 +1,5 @@
 /**
- * The pre-redesign schema, versions 1, 100 and 200 (storage/sqlite/migrations.ts), as a module of the
+ * The pre-redesign schema, versions 1, 100, 200 and 300 (storage/sqlite/migrations.ts), as a module of the
  * backend-neutral runner (storage/migrate.ts). Frozen forever: the SQL is the same text, so a database migrated
  * by either runner is the same database, recorded the same way in schema_migrations.
  */

@@ -91,4 +91,15 @@ export const MIGRATIONS: Migration[] = [
         created_at INTEGER NOT NULL, UNIQUE (owner, device_id));
     `,
   },
+  {
+    version: 300,
+    name: "indexes for the queue gauges (outbox per kind, push queue per platform)",
+    sql: `
+      -- /metrics reads depth and oldest age per kind / platform at scrape time: with these the GROUP BY is a scan
+      -- of a small covering index in group order (no table rows, no temp b-tree). Measured on 1 M outbox rows:
+      -- 60 ms instead of 250 ms (docs/OPERATIONS.md §4).
+      CREATE INDEX outbox_kind ON outbox (kind, created_at);
+      CREATE INDEX push_queue_platform ON push_queue (platform, created_at);
+    `,
+  },
 ];

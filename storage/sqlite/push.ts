@@ -1,6 +1,6 @@
 /** SQLite push queue, budget log and XEP-0357 node registry. */
 import { randomBytes } from "node:crypto";
-import type { PushJob, PushNode, PushRepo, QueueDepth, QueueKindStats } from "../store.js";
+import type { PushJob, PushNode, PushRepo, QueueBacklog, QueueDepth, QueueKindStats } from "../store.js";
 import type { Db } from "./db.js";
 import { queueDepth } from "./repos.js";
 
@@ -19,12 +19,17 @@ function toJob(r: Row): PushJob {
     expiresAt: Number(r.expires_at),
     attempts: Number(r.attempts),
     nextAt: Number(r.next_at),
+    createdAt: Number(r.created_at),
   };
   if (r.topic !== null && r.topic !== undefined) job.topic = String(r.topic);
   if (r.alert !== null && r.alert !== undefined)
     job.alert = JSON.parse(String(r.alert)) as NonNullable<PushJob["alert"]>;
   return job;
 }
+
+/** The push-queue gauges' one query: a scan of the covering index push_queue_platform (see OUTBOX_DEPTH_SQL). */
+export const PUSH_DEPTH_SQL =
+  "SELECT platform, COUNT(*) AS n, MIN(created_at) AS oldest FROM push_queue GROUP BY platform";
 
 export class SqlitePush implements PushRepo {
   constructor(private readonly db: Db) {}
@@ -108,6 +113,17 @@ export class SqlitePush implements PushRepo {
 
   async count(): Promise<number> {
     return Number((this.db.prepare("SELECT COUNT(*) AS n FROM push_queue").get() as { n: number }).n);
+  }
+
+  async depthByPlatform(): Promise<Record<string, QueueBacklog>> {
+    const rows = this.db.prepare(PUSH_DEPTH_SQL).all() as Array<{
+      platform: string;
+      n: number;
+      oldest: number;
+    }>;
+    const out: Record<string, QueueBacklog> = {};
+    for (const r of rows) out[r.platform] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
+    return out;
   }
 
   async secret(name: string): Promise<string> {

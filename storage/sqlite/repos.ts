@@ -15,6 +15,7 @@ import type {
   OutboxItem,
   OutboxRepo,
   PresenceRepo,
+  QueueBacklog,
   QueueDepth,
   QueueKindStats,
   StoredCard,
@@ -42,11 +43,19 @@ function currentSeq(db: Db): number {
   return Number((db.prepare("SELECT value FROM meta WHERE key = 'seq'").get() as { value: string }).value);
 }
 
+/**
+ * The outbox gauges' one query: a scan of the covering index outbox_kind (kind, created_at), in group order, so
+ * no table rows and no temp b-tree (test/integration/queue-metrics.test.ts checks the plan).
+ */
+export const OUTBOX_DEPTH_SQL =
+  "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox GROUP BY kind";
+
 export class SqliteOutbox implements OutboxRepo {
   private readonly insert;
   private readonly dueStmt;
   private readonly ackStmt;
   private readonly retryStmt;
+  private readonly depthStmt;
 
   constructor(private readonly db: Db) {
     this.insert = db.prepare(
@@ -64,6 +73,7 @@ export class SqliteOutbox implements OutboxRepo {
     this.retryStmt = db.prepare(
       "UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE recipient = ? AND kind = ? AND subject = ? AND seq = ?",
     );
+    this.depthStmt = db.prepare(OUTBOX_DEPTH_SQL);
   }
 
   /** Inside a caller's transaction: enqueue with one seq for the whole batch. */
@@ -123,6 +133,14 @@ export class SqliteOutbox implements OutboxRepo {
     return r.t ?? undefined;
   }
 
+  async depthByKind(): Promise<Record<string, QueueBacklog>> {
+    const out: Record<string, QueueBacklog> = {};
+    for (const r of this.depthStmt.all() as Array<{ kind: string; n: number; oldest: number }>) {
+      out[r.kind] = { entries: Number(r.n), oldestCreatedAt: Number(r.oldest) };
+    }
+    return out;
+  }
+
   async overview(): Promise<QueueKindStats[]> {
     return (
       this.db
@@ -177,6 +195,7 @@ function toEntry(r: Row): OutboxEntry {
     seq: Number(r.seq),
     attempts: Number(r.attempts),
     nextAt: Number(r.next_at),
+    createdAt: Number(r.created_at),
   };
 }
 

@@ -213,7 +213,7 @@ describe("cardlink check-config against a real Prosody", function () {
     oldDatabase(old);
     const r = await cardlink(["check-config"], env({ CARDLINK_DB: old }));
     expect(r.code).to.equal(0);
-    expect(r.stdout).to.match(/^note: database .* is at schema 100; 1 migration\(s\) pending \(200\)/m);
+    expect(r.stdout).to.match(/^note: database .* is at schema 100; 2 migration\(s\) pending \(200, 300\)/m);
     expect(versions(old), "not migrated").to.deep.equal([1, 100]);
     const newer = path.join(dir, "newer.sqlite");
     const db = openDatabase(newer);
@@ -221,7 +221,7 @@ describe("cardlink check-config against a real Prosody", function () {
     db.close();
     const n = await cardlink(["check-config"], env({ CARDLINK_DB: newer }));
     expect(n.code).to.equal(1);
-    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(200\)/m);
+    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(300\)/m);
   });
 });
 
@@ -236,8 +236,9 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const dry = await cardlink(["migrate", "--dry-run"], env(file));
     expect(dry.code).to.equal(0);
-    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 200\)/);
+    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 300\)/);
     expect(dry.stdout).to.match(/^would apply 200 push queue/m);
+    expect(dry.stdout).to.match(/^would apply 300 indexes for the queue gauges/m);
     expect(versions(file)).to.deep.equal([1, 100]);
 
     const real = await cardlink(["migrate"], env(file));
@@ -245,8 +246,8 @@ describe("cardlink migrate, backup, stats", function () {
     expect(real.code).to.equal(0);
     const copy = /^backed up .* to (.+)$/m.exec(real.stdout)?.[1] as string;
     expect(copy).to.be.a("string");
-    expect(real.stdout).to.match(/^applied 200; database .* is at schema 200$/m);
-    expect(versions(file)).to.deep.equal([1, 100, 200]);
+    expect(real.stdout).to.match(/^applied 200, 300; database .* is at schema 300$/m);
+    expect(versions(file)).to.deep.equal([1, 100, 200, 300]);
     // The copy is the database as it was before: schema 100, its data, owner-only.
     expect(versions(copy)).to.deep.equal([1, 100]);
     const c = new Database(copy, { readonly: true });
@@ -269,9 +270,9 @@ describe("cardlink migrate, backup, stats", function () {
     for (const args of [["migrate"], ["migrate", "--dry-run"]]) {
       const r = await cardlink(args, env(file));
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(200\)/);
+      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(300\)/);
     }
-    expect(versions(file)).to.deep.equal([1, 100, 200, 9999]);
+    expect(versions(file)).to.deep.equal([1, 100, 200, 300, 9999]);
   });
 
   it("backup writes a copy that opens and holds the data, while the database is in use", async () => {
@@ -289,7 +290,7 @@ describe("cardlink migrate, backup, stats", function () {
       expect(r.stderr).to.equal("");
       expect(r.code).to.equal(0);
       expect(r.stdout).to.match(
-        /^backed up .* to .*backup\.sqlite \(\d+ bytes, schema 200, integrity ok\)$/m,
+        /^backed up .* to .*backup\.sqlite \(\d+ bytes, schema 300, integrity ok\)$/m,
       );
       const copy = new SqliteStore(target);
       try {
@@ -313,7 +314,7 @@ describe("cardlink migrate, backup, stats", function () {
       const stats = await cardlink(["stats", "--json"], env(file));
       expect(stats.code).to.equal(0);
       const s = JSON.parse(stats.stdout) as Record<string, unknown>;
-      expect(s).to.deep.include({ schema: 200, usersWithCards: 0, bindings: 0, blocks: 1 });
+      expect(s).to.deep.include({ schema: 300, usersWithCards: 0, bindings: 0, blocks: 1 });
       const outbox = s.outbox as Record<
         string,
         { entries: number; recipients: number; oldestAgeSeconds: number }
@@ -334,7 +335,7 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const r = await cardlink(["stats"], env(file));
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/at schema 100, this cardlink reads 200: run `cardlink migrate` first/);
+    expect(r.stderr).to.match(/at schema 100, this cardlink reads 300: run `cardlink migrate` first/);
   });
 });
 
