@@ -9,7 +9,7 @@ import { detach } from "./runtime/log.js";
 import { backoffDelay } from "./runtime/backoff.js";
 import type { Logger } from "./runtime/log.js";
 import type { Metrics } from "./runtime/metrics.js";
-import type { PushJob, Store } from "../storage/store.js";
+import type { PushJob, Repos } from "../storage/store.js";
 import type { Senders } from "../push/senders.js";
 import type { PushNotice, PushOutcome } from "../push/types.js";
 
@@ -30,7 +30,7 @@ export class PushDispatcher {
   private queued = 0;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: Repos,
     private readonly senders: Senders,
     private readonly opts: DispatcherOptions,
     private readonly log: Logger,

@@ -1,8 +1,14 @@
 /**
- * The storage interface every handler uses. Methods are async and each one is atomic on its own (a change and
- * the outbox entries it causes commit together), so a second backend (PostgreSQL with BEGIN/COMMIT) can
- * implement it without touching handlers. The SQLite backend (storage/sqlite/) runs each in one transaction.
+ * Storage interfaces. Two generations live here side by side until the switch (docs/REDESIGN.md §6, S11):
+ *
+ * - The new core (§3.1): `Store` (units of work over portable SQL), `Tx`, `ReadTx`, `Sql`, `Dialect`,
+ *   `Migration`. No feature types: features keep their SQL in their own repo modules.
+ * - The old repositories (`Repos`: cards, devices, exchange, outbox, presence, push). Their methods are async and
+ *   each one is atomic on its own (a change and the outbox entries it causes commit together). The SQLite backend
+ *   runs them on the Store's writer connection, behind the same write lock as units of work
+ *   (docs/DECISIONS.md "Old repositories share the writer connection").
  */
+import type { Logger } from "pino";
 import type { Card } from "../stanzas/model/card.js";
 import type { SharePolicy } from "../stanzas/model/policy.js";
 
@@ -249,7 +255,8 @@ export interface PushRepo {
   node(node: string): Promise<PushNode | undefined>;
 }
 
-export interface Store {
+/** The old repositories, as one object (deleted at S11). */
+export interface Repos {
   push: PushRepo;
   devices: DeviceRepo;
   cards: CardRepo;
@@ -263,11 +270,7 @@ export interface Store {
   close(): Promise<void>;
 }
 
-// BEGIN §3.1 placeholder (the uow branch's version wins at merge)
-// docs/REDESIGN.md §3.1 verbatim, with one rename: the new `Store` is declared as `TxStore` here, because an
-// interface named `Store` above (the legacy repositories) would merge with it and break every legacy
-// implementation. uow.ts imports it as `TxStore`; the merge switches that one import to the uow branch's name.
-import type { Logger } from "pino";
+// ------------------------------------------------------------------------------------ the new core (§3.1)
 
 export type Backend = "sqlite" | "postgres";
 export type AccountId = number & { readonly __brand: "AccountId" };
@@ -283,6 +286,7 @@ export interface Sql {
   run(sql: string, params?: Params): Promise<{ changes: number }>;
   readonly dialect: Dialect;
 }
+
 export interface Dialect {
   readonly backend: Backend;
   /** '' on SQLite (writers are serialized), 'FOR UPDATE SKIP LOCKED' on PostgreSQL. */
@@ -290,10 +294,12 @@ export interface Dialect {
   /** A sub-select yielding the integers of a JSON-array parameter. */
   jsonIds(param: string): string;
 }
+
 export interface ReadTx extends Sql {
   /** One clock reading per unit of work; tests pin it with StoreOptions.clock. */
   readonly now: number;
 }
+
 export interface Tx extends ReadTx {
   /** The unit of work's change number, allocated on first call (§2.4); the same value for every later call. */
   seq(): Promise<Seq>;
@@ -302,6 +308,7 @@ export interface Tx extends ReadTx {
   /** Runs after COMMIT, in registration order; dropped on rollback. A throwing hook is logged, not rethrown. */
   afterCommit(fn: () => void): void;
 }
+
 export interface Migration {
   version: number;
   name: string;
@@ -310,13 +317,14 @@ export interface Migration {
   rebuild?: boolean; // SQLite: foreign_keys off + foreign_key_check (§2.8.1)
   check?(tx: Tx): Promise<void>; // post-conditions inside the transaction (row counts for 2000)
 }
+
 export interface MigrationReport {
   applied: number[];
   current: number;
   pending: number[];
 }
 
-export interface TxStore {
+export interface Store {
   readonly backend: Backend;
   /** One unit of work. Retries StoreBusyError/serialization failures up to 3 times (fn must be pure but for the store). */
   tx<T>(name: string, fn: (tx: Tx) => Promise<T>): Promise<T>;
@@ -328,10 +336,10 @@ export interface TxStore {
   onCommit(fn: (name: string, ms: number) => void): void;
   close(): Promise<void>;
 }
+
 export interface StoreOptions {
   log: Logger;
   clock?: () => number;
   busyTimeoutMs?: number;
   txWarnMs?: number;
 }
-// END §3.1 placeholder

@@ -25,10 +25,18 @@ export interface Cardlink {
   stop(): Promise<void>;
 }
 
-export function createCardlink(config: Config, opts: { log?: Logger; features?: Feature[] } = {}): Cardlink {
+export async function createCardlink(
+  config: Config,
+  opts: { log?: Logger; features?: Feature[] } = {},
+): Promise<Cardlink> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const store = openStore(config);
+  const store = await openStore(config.database, { log });
+  metrics.describe(
+    "cardlink_uow_duration_seconds",
+    "time a unit of work held the database write lock (BEGIN to COMMIT), by name",
+  );
+  store.onCommit((name, ms) => metrics.observe("cardlink_uow_duration_seconds", { name }, ms / 1000));
   if (store.migrations.applied.length > 0) {
     log.info(
       { event: "migrated", applied: store.migrations.applied, version: store.migrations.current },

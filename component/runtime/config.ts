@@ -265,6 +265,8 @@ export const configSchema = z.strictObject({
       description: "storage backend",
     }),
     path: str("", "the SQLite file ('' = <dataDir>/cardlink.sqlite)"),
+    busyTimeoutMs: num(5_000, 0, 60_000, "how long a write waits for another connection's lock (SQLite)"),
+    txWarnMs: num(50, 0, 60_000, "a unit of work holding the write lock longer is logged slow-unit-of-work"),
   }),
   log: section({
     level: meta(z.enum(LEVELS, { error: `must be one of ${LEVELS.join(", ")}` }).prefault("info"), {
@@ -319,6 +321,34 @@ export const configSchema = z.strictObject({
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
     retryMaxMs: num(5 * 60_000, 100, 86_400_000, "delivery retry delay cap"),
     batchSize: num(20, 1, 200, "most entries carried by one <updates/> IQ"),
+    coalesceWindowMs: num(50, 0, 1000, "a lane sent to less than this long ago waits until then"),
+    ackBatchMs: num(2, 0, 50, "acknowledgements written together"),
+    deviceIdleDays: num(30, 1, 365, "a device cursor idle this long goes dormant"),
+    sharedIdleDays: num(2, 1, 365, "a shared cursor of an account with device cursors goes dormant"),
+  }),
+  // Read by the queue engine of the redesign (docs/REDESIGN.md §3.7); defined now so later steps only read.
+  queue: section({
+    leaseMs: num(30_000, 1_000, 3_600_000, "claim lease of a cursor or job (≥ delivery.ackTimeoutMs + 5000)"),
+    heartbeatMs: num(
+      5_000,
+      1_000,
+      60_000,
+      "process heartbeat; a lease of a process silent for 3 beats is free",
+    ),
+    // true fits SQLite, today's only driver; a shared PostgreSQL database (issue 13) sets false.
+    exclusive: meta(z.boolean().prefault(true), {
+      description: "one process per database: clear all leases at start",
+    }),
+    persistInflight: meta(z.boolean().prefault(false), {
+      description: "write inflight_iq at claim, so another process can apply a remote ack",
+    }),
+    observerPollMs: num(1_000, 100, 60_000, "observers' safety-net poll"),
+    pollMs: num(1_000, 100, 60_000, "due retries and jobs safety-net poll"),
+    deadLetterDays: num(30, 1, 3650, "days dead letters are kept"),
+  }),
+  accounts: section({
+    cacheSize: num(100_000, 100, 10_000_000, "JID ↔ account ids the cache holds"),
+    cacheTtlMs: num(60_000, 0, 3_600_000, "how long a cached JID ↔ account mapping is used"),
   }),
   push: pushSchema,
   limits: limitsSchema,
@@ -343,6 +373,9 @@ function crossCheck(c: Config): string[] {
     problems.push("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
   if (c.delivery.retryMaxMs < c.delivery.retryBaseMs)
     problems.push("delivery.retryMaxMs must be ≥ delivery.retryBaseMs");
+  // A lease must outlive the IQ it covers, or a second claimer could send the same batch while it is in flight.
+  if (c.queue.leaseMs < c.delivery.ackTimeoutMs + 5000)
+    problems.push("queue.leaseMs must be ≥ delivery.ackTimeoutMs + 5000");
   const l = c.limits;
   const below: Array<[string, number, string, number]> = [
     ["limits.adhocSessionsPerUser", l.adhocSessionsPerUser, "limits.adhocSessions", l.adhocSessions],
@@ -518,6 +551,11 @@ export function loadConfig(
   }
   const result = configSchema.safeParse(raw, { reportInput: true });
   if (!result.success) fail(result.error.issues);
+  // An unset lease follows a long ack timeout instead of refusing a config that never mentioned the queue.
+  const queueRaw = raw.queue;
+  if (!isObject(queueRaw) || queueRaw.leaseMs === undefined) {
+    result.data.queue.leaseMs = Math.max(result.data.queue.leaseMs, result.data.delivery.ackTimeoutMs + 5000);
+  }
   const problems = crossCheck(result.data);
   if (problems.length > 0) throw new ConfigError(problems.join("; "));
   return Object.freeze(derive(result.data, env));

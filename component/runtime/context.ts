@@ -1,6 +1,7 @@
 /** What every feature module receives: the shared services of one running cardlink. */
 import type { Element } from "../../stanzas/xml.js";
-import type { AccountId, Migration, Store } from "../../storage/store.js";
+import type { AppStore } from "../../storage/index.js";
+import type { AccountId, Migration } from "../../storage/store.js";
 import type { AccountsRead } from "./accounts/api.js";
 import type { AdhocCommands } from "./adhoc.js";
 import type { AudiencePath } from "./audience/api.js";
@@ -18,7 +19,8 @@ export interface AppContext {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  store: Store;
+  /** The new Store (units of work) and the old repositories on one backend (storage/index.ts). */
+  store: AppStore;
   router: Router;
   adhoc: AdhocCommands;
   events: EventBus;

@@ -172,7 +172,7 @@ async function run(source: Source, io: Io): Promise<number | "running"> {
   const log = createLogger(config.log.level);
   let app;
   try {
-    app = createCardlink(config, { log, features: allFeatures() });
+    app = await createCardlink(config, { log, features: allFeatures() });
     await app.start();
   } catch (e) {
     // A push provider's bad credentials are a configuration error too (push/senders.ts): one line, exit 2.

@@ -5,6 +5,7 @@
  * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
  */
 import { StanzaError, errorReply, quote } from "../../stanzas/errors.js";
+import { StoreBusyError } from "../../storage/errors.js";
 import { xml, childElements, nestedDeeperThan, type Element } from "../../stanzas/xml.js";
 import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
@@ -275,6 +276,14 @@ export class Router {
         return await this.reply(stanza, e);
       }
       metrics.inc("cardlink_iq_total", { ...label, outcome: "internal-server-error" });
+      if (e instanceof StoreBusyError) {
+        // Transient and already retried by the store: nothing was written, the client may retry (§14.1).
+        log.warn({ event: "store-busy", ns, name: payload.name, err: e.message }, "storage busy");
+        return await this.reply(
+          stanza,
+          new StanzaError("internal-server-error", "storage is busy; retry shortly", { type: "wait" }),
+        );
+      }
       log.error(
         {
           event: "handler-crashed",

@@ -8,7 +8,7 @@
  * its own file (accounts/tx.ts, queue/stream-tx.ts, queue/jobs-tx.ts, audience/tx.ts), so the steps that build
  * them edit no shared file.
  */
-import type { AccountId, ReadTx, Seq, Tx, TxStore } from "../../storage/store.js";
+import type { AccountId, ReadTx, Seq, Store, Tx } from "../../storage/store.js";
 import type { AccountsRead, AccountsTx } from "./accounts/api.js";
 import type { AudienceRead, AudienceTx } from "./audience/api.js";
 import type { DomainEvents, EventBus, EventName } from "./events.js";
@@ -54,12 +54,12 @@ export interface ReadParts {
 export const MAX_EVENT_DEPTH = 8;
 
 /** `rt.uow`: every call is one `store.tx`, with a fresh UnitOfWork per attempt (the store may retry `fn`). */
-export function makeUow(store: Pick<TxStore, "tx">, parts: UowParts, events: EventBus): Uow {
+export function makeUow(store: Pick<Store, "tx">, parts: UowParts, events: EventBus): Uow {
   return (name, fn) => store.tx(name, (tx) => fn(new Work(tx, parts, events)));
 }
 
 /** `rt.read`: one consistent snapshot with the read halves of accounts and audience. */
-export function makeReader(store: Pick<TxStore, "read">, parts: ReadParts): Reader {
+export function makeReader(store: Pick<Store, "read">, parts: ReadParts): Reader {
   return (name, fn) =>
     store.read(name, (read) => {
       let accounts: AccountsRead | undefined;

@@ -1,38 +1,522 @@
-import type { Store } from "../store.js";
-import { migrate, openDatabase, type Db, type MigrationReport } from "./db.js";
+/**
+ * SqliteStore: the SQLite backend of both storage generations (storage/store.ts).
+ *
+ * - Units of work (`tx`) run on one writer connection behind an async FIFO mutex: acquire → BEGIN IMMEDIATE →
+ *   await fn(tx) → COMMIT → release → commit observers and after-commit hooks; ROLLBACK on any throw. The mutex
+ *   is the database write lock of this process, so fn must await only the store (no network I/O).
+ *   better-sqlite3's db.transaction() cannot wrap an async function, hence the explicit statements.
+ * - `read` runs on a second, read-only connection in BEGIN … COMMIT (a WAL snapshot), behind its own mutex.
+ * - The old repositories (storage/sqlite/repos.ts, push.ts) run on the writer connection. Each of their calls is
+ *   synchronous SQLite work; it runs at once when no unit of work holds the write lock, and is queued behind the
+ *   lock when one does, so it never joins an open unit of work's transaction. Called from inside a unit of work
+ *   it throws (it would wait for itself). docs/DECISIONS.md "Old repositories share the writer connection".
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import { StoreBusyError, classify, type UniqueIndexLookup } from "../errors.js";
+import { Mutex } from "../mutex.js";
+import { runMigrations } from "../migrate.js";
+import { StatementCache, bindValues, compileNamed, dialectOf } from "../sql.js";
+import type {
+  AccountId,
+  Dialect,
+  Migration,
+  MigrationReport,
+  Params,
+  ReadTx,
+  Repos,
+  Seq,
+  Store,
+  StoreOptions,
+  Tx,
+} from "../store.js";
+import { migrate, openDatabase, type Db, type MigrationReport as LegacyReport } from "./db.js";
 import { SqlitePush } from "./push.js";
 import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
+import Database from "better-sqlite3";
 
-export class SqliteStore implements Store {
+type Statement = Database.Statement<unknown[], unknown>;
+
+/** Retries of a unit of work that met StoreBusyError (so at most 4 attempts). */
+const BUSY_RETRIES = 3;
+
+/** What AsyncLocalStorage carries through one unit of work's (or read's) async calls. */
+interface Frame {
+  kind: "tx" | "read";
+  name: string;
+  /** False once the unit of work ended: async work it left behind is no longer "inside" it. */
+  open: boolean;
+}
+
+export interface SqliteStoreOptions extends Partial<StoreOptions> {
+  /**
+   * Apply the legacy migrations 1/100/200 at open (default true: the running app's schema). False opens the file
+   * as it is, for `migrate()` with another list (the contract suite, the new code's fresh-install path).
+   */
+  legacy?: boolean;
+}
+
+/** One connection, its statement cache and its error classification. */
+class Conn {
+  readonly stmts: StatementCache<Statement>;
+  private readonly lookup: UniqueIndexLookup;
+
+  constructor(readonly db: Db) {
+    this.stmts = new StatementCache((text) => db.prepare(text));
+    this.lookup = (table, columns) => uniqueIndex(db, table, columns);
+  }
+
+  private prepared(sql: string, params: Params | undefined): [Statement, unknown[]] {
+    const c = compileNamed(sql, "?");
+    return [this.stmts.get(c.text), bindValues(c, params)];
+  }
+
+  get<R>(sql: string, params?: Params): R | undefined {
+    try {
+      const [s, v] = this.prepared(sql, params);
+      return s.get(...v) as R | undefined;
+    } catch (e) {
+      throw classify(e, this.lookup);
+    }
+  }
+
+  all<R>(sql: string, params?: Params): R[] {
+    try {
+      const [s, v] = this.prepared(sql, params);
+      return s.all(...v) as R[];
+    } catch (e) {
+      throw classify(e, this.lookup);
+    }
+  }
+
+  run(sql: string, params?: Params): { changes: number } {
+    try {
+      const [s, v] = this.prepared(sql, params);
+      return { changes: s.run(...v).changes };
+    } catch (e) {
+      throw classify(e, this.lookup);
+    }
+  }
+
+  exec(sql: string): void {
+    try {
+      this.db.exec(sql);
+    } catch (e) {
+      throw classify(e, this.lookup);
+    }
+  }
+}
+
+/** The named unique index of `table` over exactly `columns`; undefined for SQLite's automatic ones. */
+function uniqueIndex(db: Db, table: string, columns: string[]): string | undefined {
+  try {
+    const list = db.pragma(`index_list("${table.replace(/"/g, '""')}")`) as Array<{
+      name: string;
+      unique: number;
+      origin: string;
+    }>;
+    for (const ix of list) {
+      if (!ix.unique || ix.origin !== "c") continue; // "c": CREATE INDEX; "u"/"pk": automatic
+      const cols = (db.pragma(`index_info("${ix.name.replace(/"/g, '""')}")`) as Array<{ name: string }>).map(
+        (c) => c.name,
+      );
+      if (cols.length === columns.length && cols.every((c, i) => c === columns[i])) return ix.name;
+    }
+  } catch {
+    // The lookup only improves the name; the default names are still right for automatic indexes.
+  }
+  return undefined;
+}
+
+class SqliteRead implements ReadTx {
+  constructor(
+    protected readonly conn: Conn,
+    readonly dialect: Dialect,
+    readonly now: number,
+    protected readonly frame: Frame,
+  ) {}
+
+  protected live(): void {
+    if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
+  }
+
+  async get<R extends object>(sql: string, params?: Params): Promise<R | undefined> {
+    this.live();
+    return this.conn.get<R>(sql, params);
+  }
+
+  async all<R extends object>(sql: string, params?: Params): Promise<R[]> {
+    this.live();
+    return this.conn.all<R>(sql, params);
+  }
+
+  async run(sql: string, params?: Params): Promise<{ changes: number }> {
+    this.live();
+    return this.conn.run(sql, params);
+  }
+}
+
+class SqliteTx extends SqliteRead implements Tx {
+  private allocated: Seq | undefined;
+  readonly hooks: Array<() => void> = [];
+
+  constructor(
+    conn: Conn,
+    dialect: Dialect,
+    now: number,
+    frame: Frame,
+    private readonly seqSql: () => string,
+  ) {
+    super(conn, dialect, now, frame);
+  }
+
+  async seq(): Promise<Seq> {
+    this.live();
+    // The write lock is held from BEGIN IMMEDIATE to COMMIT, so allocation order is commit order (§2.4).
+    if (this.allocated === undefined) {
+      const r = this.conn.get<{ value: number | string }>(this.seqSql());
+      if (!r) throw new Error("the seq counter row is missing");
+      this.allocated = Number(r.value);
+    }
+    return this.allocated;
+  }
+
+  async lockAccount(_id: AccountId): Promise<void> {
+    this.live(); // SQLite: the write lock already serializes every writer.
+  }
+
+  afterCommit(fn: () => void): void {
+    this.live();
+    this.hooks.push(fn);
+  }
+}
+
+const COUNTERS_SEQ = "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value";
+const META_SEQ = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq' RETURNING value";
+
+export class SqliteStore implements Store, Repos {
+  readonly backend = "sqlite" as const;
+  /** The writer connection (the old repositories' too). */
   readonly db: Db;
-  readonly migrations: MigrationReport;
-  readonly outbox: SqliteOutbox;
-  readonly devices: SqliteDevices;
-  readonly cards: SqliteCards;
-  readonly exchange: SqliteExchange;
-  readonly presence: SqlitePresence;
-  readonly push: SqlitePush;
+  /** The migrations applied at open (`legacy: true`), or by the last migrate(). */
+  migrations: LegacyReport;
 
-  constructor(file: string) {
+  private readonly writer: Conn;
+  private readonly reader: Conn | undefined;
+  private readonly writeLock = new Mutex();
+  private readonly readLock = new Mutex();
+  private readonly frames = new AsyncLocalStorage<Frame>();
+  private readonly commitObservers: Array<(name: string, ms: number) => void> = [];
+  private readonly dialect = dialectOf("sqlite");
+  private readonly log: Logger;
+  private readonly clock: () => number;
+  private readonly txWarnMs: number;
+  private seqStatement: string | undefined;
+
+  constructor(file: string, o: SqliteStoreOptions = {}) {
+    this.log = o.log ?? pino({ level: "silent" });
+    this.clock = o.clock ?? Date.now;
+    this.txWarnMs = o.txWarnMs ?? 50;
+    const busyTimeoutMs = o.busyTimeoutMs ?? 5000;
     this.db = openDatabase(file);
-    this.migrations = migrate(this.db);
-    this.outbox = new SqliteOutbox(this.db);
-    this.devices = new SqliteDevices(this.db);
-    this.cards = new SqliteCards(this.db, this.outbox);
-    this.exchange = new SqliteExchange(this.db, this.outbox);
-    this.presence = new SqlitePresence(this.db);
-    this.push = new SqlitePush(this.db);
+    this.db.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
+    this.migrations =
+      o.legacy === false ? { applied: [], current: currentVersion(this.db) } : migrate(this.db);
+    this.writer = new Conn(this.db);
+    if (file !== ":memory:" && file !== "") {
+      // Opened after the writer set WAL mode, so the snapshot reads never block it.
+      const r = new Database(file, { readonly: true, fileMustExist: true });
+      r.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
+      this.reader = new Conn(r);
+    }
+  }
+
+  // The old repositories prepare statements over the legacy tables when constructed, so they are made on first
+  // use: a Store opened with `legacy: false` on another schema never touches them.
+  private repos: Repos | undefined;
+  private legacyRepos(): Repos {
+    if (!this.repos) {
+      const rawCards = new SqliteCards(this.db, new SqliteOutbox(this.db));
+      this.repos = {
+        outbox: this.guard(new SqliteOutbox(this.db)),
+        devices: this.guard(new SqliteDevices(this.db)),
+        // The card set path is a real unit of work (issue 14's cardlink_uow_duration_seconds{name="card.set"}):
+        // the old set() runs inside it unchanged (its db.transaction() becomes a savepoint of BEGIN IMMEDIATE).
+        cards: this.guard(rawCards, {
+          set: (owner, card, hash) => this.tx("card.set", () => rawCards.set(owner, card, hash)),
+        }),
+        exchange: this.guard(new SqliteExchange(this.db, new SqliteOutbox(this.db))),
+        presence: this.guard(new SqlitePresence(this.db)),
+        push: this.guard(new SqlitePush(this.db)),
+        schemaVersion: () => this.schemaVersion(),
+        ping: () => this.ping(),
+        close: () => this.close(),
+      };
+    }
+    return this.repos;
+  }
+  get outbox(): SqliteOutbox {
+    return this.legacyRepos().outbox as SqliteOutbox;
+  }
+  get devices(): SqliteDevices {
+    return this.legacyRepos().devices as SqliteDevices;
+  }
+  get cards(): SqliteCards {
+    return this.legacyRepos().cards as SqliteCards;
+  }
+  get exchange(): SqliteExchange {
+    return this.legacyRepos().exchange as SqliteExchange;
+  }
+  get presence(): SqlitePresence {
+    return this.legacyRepos().presence as SqlitePresence;
+  }
+  get push(): SqlitePush {
+    return this.legacyRepos().push as SqlitePush;
+  }
+
+  // ---------------------------------------------------------------------------------------- units of work
+
+  async tx<T>(name: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    this.refuseNested(name);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.attempt(name, fn);
+      } catch (e) {
+        if (!(e instanceof StoreBusyError) || attempt >= BUSY_RETRIES) throw e;
+        this.log.warn({ event: "store-busy-retry", name, attempt: attempt + 1 }, "database busy; retrying");
+        // Jittered, growing pause: two processes that collided do not collide again in step.
+        await new Promise((r) => setTimeout(r, (attempt + 1) * (5 + Math.random() * 20)));
+      }
+    }
+  }
+
+  private refuseNested(name: string): void {
+    const outer = this.frames.getStore();
+    if (outer?.open && outer.kind === "tx") {
+      throw new Error(
+        `unit of work "${name}" started inside unit of work "${outer.name}": use the outer one's tx ` +
+          "(a nested one would wait for the write lock its caller holds)",
+      );
+    }
+  }
+
+  private async attempt<T>(name: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const release = await this.writeLock.acquire();
+    const frame: Frame = { kind: "tx", name, open: true };
+    let tx: SqliteTx;
+    let result: T;
+    let t0: bigint;
+    try {
+      this.writer.exec("BEGIN IMMEDIATE");
+      t0 = process.hrtime.bigint();
+      tx = new SqliteTx(this.writer, this.dialect, this.clock(), frame, () => this.seqSql());
+      try {
+        result = await this.frames.run(frame, () => fn(tx));
+        this.writer.exec("COMMIT");
+      } catch (e) {
+        if (this.db.inTransaction) {
+          try {
+            this.db.exec("ROLLBACK");
+          } catch {
+            // Already rolled back by SQLite (some errors end the transaction themselves).
+          }
+        }
+        throw classify(e);
+      } finally {
+        frame.open = false;
+      }
+    } finally {
+      release();
+    }
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (ms > this.txWarnMs) {
+      this.log.warn(
+        { event: "slow-unit-of-work", name, ms: Math.round(ms * 10) / 10, limitMs: this.txWarnMs },
+        "a unit of work held the write lock longer than database.txWarnMs",
+      );
+    }
+    // Outside the unit of work's async context: a hook may start the next unit of work.
+    this.frames.exit(() => {
+      for (const o of this.commitObservers) this.safely("commit-observer-failed", name, () => o(name, ms));
+      for (const h of tx.hooks) this.safely("after-commit-failed", name, h);
+    });
+    return result;
+  }
+
+  private safely(event: string, name: string, f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      this.log.error({ event, name, err: (e as Error).message }, "a post-commit hook threw");
+    }
+  }
+
+  async read<T>(name: string, fn: (tx: ReadTx) => Promise<T>): Promise<T> {
+    const outer = this.frames.getStore();
+    if (outer?.open && (outer.kind === "read" || !this.reader)) {
+      throw new Error(`read "${name}" started inside ${outer.kind} "${outer.name}": use the outer one`);
+    }
+    // A :memory: database has one connection: its reads take the write lock.
+    const conn = this.reader ?? this.writer;
+    const release = await (this.reader ? this.readLock : this.writeLock).acquire();
+    const frame: Frame = { kind: "read", name, open: true };
+    try {
+      conn.exec("BEGIN");
+      try {
+        return await this.frames.run(frame, () =>
+          fn(new SqliteRead(conn, this.dialect, this.clock(), frame)),
+        );
+      } finally {
+        frame.open = false;
+        if (conn.db.inTransaction) conn.db.exec("COMMIT");
+      }
+    } finally {
+      release();
+    }
+  }
+
+  onCommit(fn: (name: string, ms: number) => void): void {
+    this.commitObservers.push(fn);
+  }
+
+  private seqSql(): string {
+    if (this.seqStatement === undefined) {
+      const has = (t: string) =>
+        this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t) !== undefined;
+      // The redesign's counter row (§2.6) once migration 2000 made it; the legacy meta row until then.
+      if (has("counters")) this.seqStatement = COUNTERS_SEQ;
+      else if (has("meta")) this.seqStatement = META_SEQ;
+      else throw new Error("no seq counter: neither counters('seq') nor meta('seq') exists");
+    }
+    return this.seqStatement;
+  }
+
+  // ------------------------------------------------------------------------------------------- migrations
+
+  async migrate(migrations: readonly Migration[], o: { dryRun?: boolean } = {}): Promise<MigrationReport> {
+    const report = await runMigrations(
+      {
+        applied: async () => {
+          this.writer.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+          return this.writer
+            .all<{ version: number }>("SELECT version FROM schema_migrations")
+            .map((r) => r.version);
+        },
+        apply: (m) => this.applyMigration(m),
+      },
+      migrations,
+      o,
+    );
+    if (!o.dryRun) this.migrations = { applied: report.applied, current: report.current };
+    return report;
+  }
+
+  /**
+   * One migration and its schema_migrations row in one unit of work. Rebuild mode (§2.8.1): SQLite cannot change
+   * foreign_keys inside a transaction, so it is switched off around it, and foreign_key_check must come back
+   * empty before the COMMIT (else the whole migration rolls back, naming the table).
+   */
+  private async applyMigration(m: Migration): Promise<void> {
+    const sql = m.sql.sqlite;
+    if (sql === undefined) throw new Error(`migration ${m.version} ${m.name} has no SQLite variant`);
+    if (m.rebuild) this.db.pragma("foreign_keys = OFF");
+    try {
+      await this.tx(`migrate.${m.version}`, async (tx) => {
+        this.writer.exec(sql);
+        if (m.rebuild) {
+          const bad = this.writer.all<{ table: string }>("PRAGMA foreign_key_check");
+          if (bad.length > 0) {
+            throw new Error(
+              `migration ${m.version} ${m.name}: foreign keys broken in ${[...new Set(bad.map((r) => r.table))].join(", ")}`,
+            );
+          }
+        }
+        await m.check?.(tx);
+        await tx.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)", {
+          v: m.version,
+          n: m.name,
+          t: tx.now,
+        });
+      });
+    } finally {
+      if (m.rebuild) this.db.pragma("foreign_keys = ON");
+      this.seqStatement = undefined; // the counter table may have changed
+    }
   }
 
   async schemaVersion(): Promise<number> {
-    return this.migrations.current;
+    return currentVersion(this.db);
+  }
+
+  // ---------------------------------------------------------------------------------- old repositories
+
+  /**
+   * The old repositories' gate (module comment). Every method call runs synchronously when the write lock is free
+   * (exactly today's behaviour, so a caller that relies on the synchronous body, like a seed inside an outer
+   * db.transaction(), still works), is queued behind the lock while a unit of work holds it, and throws when made
+   * from inside a unit of work.
+   */
+  private guard<T extends object>(raw: T, overrides: Partial<T> = {}): T {
+    const wrapped = new Map<PropertyKey, unknown>();
+    return new Proxy(raw, {
+      get: (target, prop, receiver) => {
+        if (Object.prototype.hasOwnProperty.call(overrides, prop))
+          return (overrides as Record<PropertyKey, unknown>)[prop];
+        const v: unknown = Reflect.get(target, prop, receiver);
+        if (typeof v !== "function" || prop === "constructor") return v;
+        let w = wrapped.get(prop);
+        if (!w) {
+          const f = v as (...a: unknown[]) => unknown;
+          w = (...args: unknown[]) => this.gated(String(prop), () => f.apply(target, args));
+          wrapped.set(prop, w);
+        }
+        return w;
+      },
+    });
+  }
+
+  private gated<R>(method: string, call: () => R): R | Promise<R> {
+    const frame = this.frames.getStore();
+    if (frame?.open && frame.kind === "tx") {
+      throw new Error(
+        `old repository method ${method}() called inside unit of work "${frame.name}": use its tx (it would wait ` +
+          "for the write lock the unit of work holds)",
+      );
+    }
+    if (!this.writeLock.busy) return call();
+    return this.writeLock.acquire().then(async (release): Promise<R> => {
+      try {
+        // An old method's body is synchronous: awaiting its promise only waits for it to settle.
+        return (await call()) as R;
+      } finally {
+        release();
+      }
+    });
   }
 
   async ping(): Promise<void> {
-    this.db.prepare("SELECT count(*) FROM schema_migrations").get();
+    (this.reader ?? this.writer).db.prepare("SELECT count(*) FROM schema_migrations").get();
   }
 
   async close(): Promise<void> {
-    if (this.db.open) this.db.close();
+    // Wait for a unit of work in progress: closing under it would fail its COMMIT.
+    const release = await this.writeLock.acquire();
+    try {
+      if (this.reader?.db.open) this.reader.db.close();
+      if (this.db.open) this.db.close();
+    } finally {
+      release();
+    }
   }
+}
+
+function currentVersion(db: Db): number {
+  const has = db
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+    .get();
+  if (!has) return 0;
+  const r = db.prepare("SELECT MAX(version) AS v FROM schema_migrations").get() as { v: number | null };
+  return r.v ?? 0;
 }

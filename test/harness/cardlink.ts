@@ -33,7 +33,7 @@ export function testConfig(prosody: ProsodyServer, overrides: object = {}, dbFil
 }
 
 export async function startInProcess(config: Config, features: Feature[] = allFeatures()): Promise<Cardlink> {
-  const app = createCardlink(config, { log: createLogger(config.log.level), features });
+  const app = await createCardlink(config, { log: createLogger(config.log.level), features });
   await app.start();
   await waitFor(() => app.link.online, "cardlink online", 15_000);
   return app;

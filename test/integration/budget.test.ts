@@ -312,7 +312,7 @@ describe("link diagnosis: what Prosody does with a stanza over component_stanza_
       },
     });
     const config = testConfig(prosody, { reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
-    app = createCardlink(config, { log: pino({ level: "info" }, sink), features: allFeatures() });
+    app = await createCardlink(config, { log: pino({ level: "info" }, sink), features: allFeatures() });
     await app.start();
     await waitFor(() => app.link.online, "cardlink online");
   });

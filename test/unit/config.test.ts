@@ -242,4 +242,14 @@ describe("config", () => {
       /secret is empty/,
     );
   });
+  it("queue.leaseMs: an unset lease follows a long ack timeout; a written one below it is refused, naming both", () => {
+    const over = (o: object) => loadConfig({ env: { CARDLINK_SECRET: "s" }, overrides: o });
+    expect(over({}).queue.leaseMs).to.equal(30_000);
+    expect(over({ delivery: { ackTimeoutMs: 60_000 } }).queue.leaseMs).to.equal(65_000);
+    expect(() => over({ delivery: { ackTimeoutMs: 60_000 }, queue: { leaseMs: 30_000 } })).to.throw(
+      ConfigError,
+      "queue.leaseMs must be ≥ delivery.ackTimeoutMs + 5000",
+    );
+    expect(over({ queue: { leaseMs: 20_000 } }).queue.leaseMs).to.equal(20_000);
+  });
 });
