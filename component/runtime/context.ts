@@ -1,14 +1,19 @@
 /** What every feature module receives: the shared services of one running cardlink. */
 import type { Element } from "../../stanzas/xml.js";
 import type { AppStore } from "../../storage/index.js";
+import type { AccountId, Migration } from "../../storage/store.js";
+import type { AccountsRead } from "./accounts/api.js";
 import type { AdhocCommands } from "./adhoc.js";
+import type { AudiencePath } from "./audience/api.js";
 import type { StanzaBudget } from "./budget.js";
-import type { Config } from "./config.js";
+import type { Config, LimitsConfig } from "./config.js";
 import type { EventBus } from "./events.js";
 import type { IqCaller } from "./iq-caller.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import type { JobChannel, Observer, QueueEngine, StreamKind } from "./queue/api.js";
 import type { Router } from "./router.js";
+import type { Reader, Uow } from "./uow.js";
 
 export interface AppContext {
   config: Config;
@@ -37,4 +42,57 @@ export interface Feature {
   /** Called on every (re)connection to Prosody. */
   online?(): void | Promise<void>;
   stop?(): void | Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The redesign's feature interface (docs/REDESIGN.md §3.6), beside the legacy AppContext/Feature above: the
+// new feature modules (component/features/<name>/, issue 8 S8–S10) are written against these; the legacy
+// features keep AppContext until the switch (S11) deletes them.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** §3.6 names `limits: Limits`: the fair branch's `limits` config section. */
+export type Limits = LimitsConfig;
+
+/**
+ * §3.6 names `presence: PresenceView` without spelling it out: the in-memory view of available resources by
+ * account that features read (push-scan skips lanes with a resource; the devices feature reads declarations).
+ * Implemented by the new runtime/presence.ts (step S7), which may add read methods here.
+ */
+export interface PresenceView {
+  /** Available full JIDs of the account, declared to a device or not; [] when none. */
+  resources(account: AccountId): readonly string[];
+  /** True while the account has at least one available resource. */
+  available(account: AccountId): boolean;
+}
+
+export interface Runtime {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  budget: StanzaBudget;
+  limits: Limits;
+  router: Router;
+  adhoc: AdhocCommands;
+  events: EventBus;
+  iq: IqCaller;
+  uow: Uow;
+  read: Reader;
+  accounts: AccountsRead;
+  queue: QueueEngine;
+  presence: PresenceView;
+  send(el: Element): Promise<boolean>;
+  online(): boolean;
+}
+export interface FeatureModule {
+  readonly name: string;
+  readonly migrations?: readonly Migration[]; // versions inside the module's range (§1.2)
+  readonly kinds?: readonly StreamKind[];
+  readonly channels?: readonly JobChannel[];
+  readonly observers?: readonly Observer[];
+  readonly audiencePaths?: readonly AudiencePath[];
+  /** disco#info features this module adds (evaluated per request: push depends on configured providers). */
+  discoFeatures?(rt: Runtime): readonly string[];
+  attach(rt: Runtime): void; // routes, ad-hoc commands, event handlers
+  online?(): Promise<void>;
+  stop?(): Promise<void>;
 }

@@ -1,0 +1,34 @@
+/**
+ * Public types of the audience part (docs/REDESIGN.md §3.4): who sees an owner's card, as the union of
+ * registered paths (bindings now, groups later). Implemented by audience/tx.ts (issue 8 step S6).
+ */
+import type { SharePolicy } from "../../../stanzas/model/policy.js";
+import type { AccountId, Params, Seq } from "../../../storage/store.js";
+
+export interface AudiencePath {
+  name: string;
+  from: string; // FROM clause with aliases
+  owner: string; // column expression of the owner end
+  holder: string; // column expression of the holder end
+  policy: string; // expression: JSON SharePolicy text, NULL = everything
+  seq: string; // expression: when this path last changed for the pair (sync)
+  where?: string; // extra condition (exemptions), may use the owner/holder expressions
+}
+export interface AudienceRead {
+  /** The policies under which holder sees owner's card, one per path; [] = not visible. */
+  policies(owner: AccountId, holder: AccountId): Promise<Array<SharePolicy | null>>;
+  /** Owners the holder sees whose card or path changed after `since`, seq-ordered, for sync pages. */
+  changedFor(
+    holder: AccountId,
+    since: Seq,
+    limit: number,
+  ): Promise<Array<{ owner: AccountId; changed: Seq }>>;
+  holders(owner: AccountId): Promise<AccountId[]>;
+}
+export interface AudienceTx extends AudienceRead {
+  opened(owner: AccountId, holders: readonly AccountId[]): Promise<void>;
+  /** Pairs as a list or a SELECT (owner, holder); returns the pairs that lost sight (tombstoned). */
+  closed(
+    pairs: readonly [AccountId, AccountId][] | { sql: string; params: Params },
+  ): Promise<Array<[AccountId, AccountId]>>;
+}
