@@ -76,8 +76,16 @@ const TYPES: pg.CustomTypesConfig = {
       : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig["getTypeParser"],
 };
 
-const NET_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
-const NET_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|not queryable/i;
+const NET_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+const NET_MESSAGE =
+  /Connection terminated|connection error|timeout exceeded when trying to connect|not queryable/i;
 
 /** True for an error the server sent (it carries a five-character SQLSTATE). */
 function hasSqlState(e: unknown): boolean {
@@ -165,7 +173,8 @@ class PgTx extends PgRead implements Tx {
     // Two calls in parallel share the one UPDATE (a second UPDATE would allocate twice).
     this.allocating ??= (async () => {
       // Blocks while another unit of work holds the row (until it commits); the lock is then ours to COMMIT.
-      const r = (await query(this.client, SEQ_SQL, undefined)).rows[0] as { value: number | string } | undefined;
+      const r = (await query(this.client, SEQ_SQL, undefined)).rows[0] as
+        { value: number | string } | undefined;
       if (!r) throw new Error("the seq counter row counters('seq') is missing");
       this.turn = this.takeTurn();
       this.allocated = Number(r.value);

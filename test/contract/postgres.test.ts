@@ -6,6 +6,8 @@
  */
 import { expect } from "chai";
 import pg from "pg";
+import { pino } from "pino";
+import { openAppStore, openStore } from "../../storage/index.js";
 import { StoreBusyError } from "../../storage/errors.js";
 import { PostgresStore, WRITERS_GATE_KEY } from "../../storage/postgres/store.js";
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
@@ -127,21 +129,54 @@ describe("PostgreSQL backend", function () {
         return attempts;
       });
       expect(v).to.equal(2);
-      const rows = await s.read("kv", (t) => t.all<{ k: string; v: number }>("SELECT k, v FROM kv ORDER BY k"));
+      const rows = await s.read("kv", (t) =>
+        t.all<{ k: string; v: number }>("SELECT k, v FROM kv ORDER BY k"),
+      );
       expect(rows).to.deep.equal([
         { k: "kept", v: 2 },
         { k: "w", v: 1 },
       ]);
-      const refused = new PostgresStore({ connection: { url: "postgresql://postgres@127.0.0.1:1/x", poolSize: 1 } });
+      const refused = new PostgresStore({
+        connection: { url: "postgresql://postgres@127.0.0.1:1/x", poolSize: 1 },
+      });
       stores.push(refused);
       const err = await refused.tx("nowhere", async () => undefined).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(StoreBusyError);
     });
 
+    it("openStore with driver postgres gives the new Store only; openAppStore (the running app) refuses it", async () => {
+      const db = {
+        driver: "postgres" as const,
+        path: "",
+        url,
+        poolSize: 2,
+        busyTimeoutMs: 1000,
+        txWarnMs: 50,
+      };
+      const s = await openStore(db, { log: pino({ level: "silent" }) });
+      try {
+        expect(s).to.be.instanceOf(PostgresStore);
+        expect(s.backend).to.equal("postgres");
+        expect(await s.schemaVersion()).to.equal(1); // CONTRACT_SCHEMA, applied in beforeEach
+        expect("cards" in s, "no old repositories on PostgreSQL").to.equal(false);
+      } finally {
+        await s.close();
+      }
+      const err = await openAppStore(db, { log: pino({ level: "silent" }) }).catch((e: unknown) => e);
+      expect((err as Error).message).to.match(/step S11/);
+      const down = await openStore(
+        { ...db, url: "postgresql://postgres@127.0.0.1:1/x" },
+        { log: pino({ level: "silent" }) },
+      ).catch((e: unknown) => e);
+      expect(down, "a server that is not there fails the open").to.be.instanceOf(StoreBusyError);
+    });
+
     it("int8 comes back as a number; one above 2^53 is refused, not rounded", async () => {
       const s = mk();
       const r = await s.read("int8", (t) =>
-        t.get<{ n: number; big: number }>("SELECT COUNT(*) AS n, CAST(9007199254740991 AS bigint) AS big FROM kv"),
+        t.get<{ n: number; big: number }>(
+          "SELECT COUNT(*) AS n, CAST(9007199254740991 AS bigint) AS big FROM kv",
+        ),
       );
       expect(r).to.deep.equal({ n: 0, big: 9007199254740991 });
       const err = await s

@@ -39,7 +39,9 @@ export async function startPostgres(): Promise<PostgresServer> {
   const external = process.env.CARDLINK_TEST_PG_URL;
   if (external) return attach(new URL(external), async () => undefined);
   if (!existsSync(path.join(PG_BIN, "postgres"))) {
-    throw new Error(`PostgreSQL binaries not found in ${PG_BIN} (apt-get install postgresql, or set CARDLINK_TEST_PG_URL)`);
+    throw new Error(
+      `PostgreSQL binaries not found in ${PG_BIN} (apt-get install postgresql, or set CARDLINK_TEST_PG_URL)`,
+    );
   }
   const root = process.getuid?.() === 0;
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-pg-"));
