@@ -288,7 +288,7 @@ export class PostgresStore implements Store {
     let broken: Error | undefined;
     let tx: PgTx | undefined;
     let result!: T;
-    let t0 = process.hrtime.bigint();
+    let t0!: bigint;
     try {
       try {
         await client.query(BEGIN_WRITE);
@@ -313,6 +313,7 @@ export class PostgresStore implements Store {
         throw new Error(
           `unit of work "${name}": the database connection failed during COMMIT; whether it committed is unknown ` +
             `(${(e as Error).message})`,
+          { cause: e },
         );
       }
       // COMMIT of a transaction an earlier (caught) statement error aborted answers ROLLBACK, not an error.
