@@ -121,9 +121,16 @@ class PgRead implements ReadTx {
   constructor(
     protected readonly client: Queryable,
     readonly dialect: Dialect,
-    readonly now: number,
+    private readonly clock: () => number,
     protected readonly frame: Frame,
   ) {}
+
+  private reading: number | undefined;
+  /** Read from the clock on first use, then fixed (a unit of work that never asks reads no clock). */
+  get now(): number {
+    this.reading ??= this.clock();
+    return this.reading;
+  }
 
   protected live(): void {
     if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
@@ -160,11 +167,11 @@ class PgTx extends PgRead implements Tx {
   constructor(
     client: Queryable,
     dialect: Dialect,
-    now: number,
+    clock: () => number,
     frame: Frame,
     private readonly takeTurn: () => SeqTurn,
   ) {
-    super(client, dialect, now, frame);
+    super(client, dialect, clock, frame);
   }
 
   seq(): Promise<Seq> {
@@ -201,6 +208,13 @@ export interface PostgresStoreOptions extends Partial<StoreOptions> {
   connection: PostgresConnection;
 }
 
+/**
+ * The logger of a store opened without one. One per module, made at import: creating a pino logger reads the
+ * clock, which scripts/make-fixture-v200.ts fixes while it writes the fixture (one call per store shifted every
+ * timestamp it writes).
+ */
+const SILENT = pino({ level: "silent" });
+
 export class PostgresStore implements Store {
   readonly backend = "postgres" as const;
   private readonly pool: pg.Pool;
@@ -215,7 +229,7 @@ export class PostgresStore implements Store {
   private lastTurn: Promise<void> = Promise.resolve();
 
   constructor(o: PostgresStoreOptions) {
-    this.log = o.log ?? pino({ level: "silent" });
+    this.log = o.log ?? SILENT;
     this.clock = o.clock ?? Date.now;
     this.txWarnMs = o.txWarnMs ?? 50;
     // PostgreSQL's lock_timeout 0 means "wait forever"; SQLite's busy timeout 0 means "do not wait".
@@ -293,7 +307,7 @@ export class PostgresStore implements Store {
       try {
         await client.query(BEGIN_WRITE);
         t0 = process.hrtime.bigint();
-        const t = new PgTx(client, this.dialect, this.clock(), frame, this.takeTurn);
+        const t = new PgTx(client, this.dialect, this.clock, frame, this.takeTurn);
         tx = t;
         result = await this.frames.run(frame, () => fn(t));
       } catch (e) {
@@ -373,7 +387,7 @@ export class PostgresStore implements Store {
       try {
         await client.query(BEGIN_READ);
         const result = await this.frames.run(frame, () =>
-          fn(new PgRead(client, this.dialect, this.clock(), frame)),
+          fn(new PgRead(client, this.dialect, this.clock, frame)),
         );
         frame.open = false;
         await client.query("COMMIT");
@@ -443,7 +457,7 @@ export class PostgresStore implements Store {
     try {
       // The simple query protocol (no parameters): a migration may hold several statements.
       await client.query(sql);
-      const tx = new PgTx(client, this.dialect, this.clock(), frame, () => ({
+      const tx = new PgTx(client, this.dialect, this.clock, frame, () => ({
         prev: Promise.resolve(),
         done: () => undefined,
       }));
