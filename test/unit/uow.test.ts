@@ -183,9 +183,8 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
     expect(await fails(async (u) => u.queue.dropJobs("push", { target: "x" }))).to.equal(
       "queue jobs: not built yet (issue 8 step S5)",
     );
-    expect(await fails(async (u) => u.audience.holders(account(1)))).to.equal(
-      "audience: not built yet (issue 8 step S6)",
-    );
+    // The audience part is built (S6): with no path registered, nobody sees anybody.
+    expect(await uow("probe.audience", (u) => u.audience.holders(account(1)))).to.deep.equal([]);
     const read = makeReader(store, {
       accounts: accountsParts({ cacheSize: 10, cacheTtlMs: 1000, events }).read,
       audience: audienceParts({ paths: [] }).read,

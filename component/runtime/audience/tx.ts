@@ -1,10 +1,13 @@
 /**
- * SCAFFOLDING (issue 8 step S2a; docs/ARCHITECTURE.md "Redesign scaffolding"): the audience part of a unit of
- * work and of a read context. The signatures are final; step S6 fills the bodies (compose.ts, tombstones.ts).
- * Until then every use throws, and nothing in the running app calls it.
+ * The audience part of a unit of work and of a read context (docs/REDESIGN.md §3.4): the registered paths are
+ * composed once per process (compose.ts); each unit of work or read snapshot gets a thin object over its
+ * connection. Opening and closing paths is tombstones.ts.
  */
-import type { Part, ReadPart } from "../uow.js";
+import type { AccountId, Params } from "../../../storage/store.js";
+import type { Part, ReadPart, UnitOfWork } from "../uow.js";
 import type { AudiencePath, AudienceRead, AudienceTx } from "./api.js";
+import { AudienceReader, AudienceSql } from "./compose.js";
+import { closed, opened } from "./tombstones.js";
 
 /** Built once per process by createCardlink from every module's registered paths (§3.6). */
 export interface AudienceOptions {
@@ -12,13 +15,28 @@ export interface AudienceOptions {
 }
 
 export function audienceParts(o: AudienceOptions): { tx: Part<AudienceTx>; read: ReadPart<AudienceRead> } {
-  void o;
+  const q = new AudienceSql(o.paths); // checks the registry: a bad path fails at start-up
   return {
-    tx: () => notBuilt(),
-    read: () => notBuilt(),
+    tx: (u) => new AudienceWork(q, u),
+    read: (r) => new AudienceReader(q, r),
   };
 }
 
-function notBuilt(): never {
-  throw new Error("audience: not built yet (issue 8 step S6)");
+class AudienceWork extends AudienceReader implements AudienceTx {
+  constructor(
+    q: AudienceSql,
+    private readonly u: UnitOfWork,
+  ) {
+    super(q, u.tx);
+  }
+
+  opened(owner: AccountId, holders: readonly AccountId[]): Promise<void> {
+    return opened(this.u, owner, holders);
+  }
+
+  closed(
+    pairs: readonly [AccountId, AccountId][] | { sql: string; params: Params },
+  ): Promise<Array<[AccountId, AccountId]>> {
+    return closed(this.u, this.q, pairs);
+  }
 }

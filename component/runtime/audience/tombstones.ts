@@ -1,0 +1,97 @@
+/**
+ * Opening and closing audience paths (docs/REDESIGN.md §2.5.3), called by the feature that changed a path, in
+ * its unit of work, after it wrote or deleted the path's rows:
+ *
+ * - `opened(owner, holders)`: the holders see the owner again — their tombstones go, and each gets the owner's
+ *   card (a `card` stream entry) if there is one.
+ * - `closed(pairs)`: for each pair no path shows any more, a tombstone at this unit of work's seq and the pending
+ *   `card` entry retracted; for a pair another path still shows, a `card` refresh (the view may have narrowed)
+ *   and the seq kept as the pair's view change, so pull sync refreshes it too (DECISIONS.md "Audience close
+ *   marks"). Returns the pairs that lost sight.
+ */
+import type { AccountId, Params } from "../../../storage/store.js";
+import type { UnitOfWork } from "../uow.js";
+import type { AudienceSql } from "./compose.js";
+
+/** The stream kind that carries an owner's card to a holder (registered by features/cards). */
+export const CARD_KIND = "card";
+
+const UPSERT_TOMBSTONE =
+  "INSERT INTO tombstones (holder, owner, seq) VALUES (:holder, :owner, :seq) " +
+  "ON CONFLICT (holder, owner) DO UPDATE SET seq = excluded.seq";
+const HAS_CARD = "SELECT 1 AS one FROM cards WHERE account_id = :owner";
+
+type Pairs = readonly [AccountId, AccountId][] | { sql: string; params: Params };
+
+export async function opened(u: UnitOfWork, owner: AccountId, holders: readonly AccountId[]): Promise<void> {
+  const lanes = distinct(holders.filter((h) => h !== owner));
+  if (lanes.length === 0) return;
+  await u.tx.run(
+    `DELETE FROM tombstones WHERE owner = :owner AND holder IN (${u.tx.dialect.jsonIds("holders")})`,
+    { owner, holders: JSON.stringify(lanes) },
+  );
+  if (await u.tx.get(HAS_CARD, { owner })) {
+    await u.queue.append(CARD_KIND, lanes, { subject: String(owner), subjectAccount: owner });
+  }
+}
+
+export async function closed(
+  u: UnitOfWork,
+  q: AudienceSql,
+  pairs: Pairs,
+): Promise<Array<[AccountId, AccountId]>> {
+  const list = await materialize(u, pairs);
+  if (list.length === 0) return [];
+  const visible = `SELECT 1 AS one WHERE ${q.visible(":owner", ":holder")}`;
+  const seq = await u.seq();
+  const lost = new Map<AccountId, AccountId[]>();
+  const kept = new Map<AccountId, AccountId[]>();
+  const out: Array<[AccountId, AccountId]> = [];
+  for (const [owner, holder] of list) {
+    const still = (await u.tx.get(visible, { owner, holder })) !== undefined;
+    // Written either way: a tombstone when the pair lost sight, the view's change seq when it did not.
+    await u.tx.run(UPSERT_TOMBSTONE, { holder, owner, seq });
+    push(still ? kept : lost, owner, holder);
+    if (!still) out.push([owner, holder]);
+  }
+  for (const [owner, lanes] of lost) await u.queue.retract(CARD_KIND, String(owner), lanes);
+  for (const [owner, lanes] of kept) {
+    if (await u.tx.get(HAS_CARD, { owner })) {
+      await u.queue.append(CARD_KIND, lanes, { subject: String(owner), subjectAccount: owner });
+    }
+  }
+  return out;
+}
+
+/** The pairs as a list: a feature's SELECT runs once, here, after the feature removed the path rows. */
+async function materialize(u: UnitOfWork, pairs: Pairs): Promise<Array<[AccountId, AccountId]>> {
+  let raw: Array<[number, number]>;
+  if ("sql" in pairs) {
+    const rows = await u.tx.all<{ owner: number; holder: number }>(
+      `SELECT aud_q.owner AS owner, aud_q.holder AS holder FROM (${pairs.sql}) aud_q`,
+      pairs.params,
+    );
+    raw = rows.map((r) => [Number(r.owner), Number(r.holder)]);
+  } else {
+    raw = pairs.map(([o, h]) => [Number(o), Number(h)]);
+  }
+  const seen = new Set<string>();
+  const out: Array<[AccountId, AccountId]> = [];
+  for (const [o, h] of raw) {
+    const k = `${o}:${h}`;
+    if (o === h || seen.has(k)) continue;
+    seen.add(k);
+    out.push([o as AccountId, h as AccountId]);
+  }
+  return out;
+}
+
+function distinct(ids: readonly AccountId[]): AccountId[] {
+  return [...new Set(ids)];
+}
+
+function push(m: Map<AccountId, AccountId[]>, k: AccountId, v: AccountId): void {
+  const l = m.get(k);
+  if (l) l.push(v);
+  else m.set(k, [v]);
+}
