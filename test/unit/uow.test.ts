@@ -162,7 +162,7 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
     expect(await rows()).to.deep.equal([]);
   });
 
-  it("scaffolding parts throw 'not built yet' only when a unit of work uses them", async () => {
+  it("scaffolding parts throw 'not built yet' (built parts their own errors) only when a unit of work uses them", async () => {
     // Not touching a part: the unit of work commits.
     expect(await uow("probe.no-parts", async (u) => u.now > 0)).to.equal(true);
     const fails = async (f: Parameters<Uow>[1]): Promise<string> => {
@@ -176,8 +176,9 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
     expect(await fails(async (u) => u.accounts.resolve("a@example.com"))).to.equal(
       "accounts: not built yet (issue 8 step S3)",
     );
+    // The stream half is built (S4): with no kinds registered, it refuses the unknown kind when used.
     expect(await fails(async (u) => u.queue.retract("card", "1"))).to.equal(
-      "queue stream: not built yet (issue 8 step S4)",
+      "queue stream: unknown kind 'card' (not registered)",
     );
     expect(await fails(async (u) => u.queue.dropJobs("push", { target: "x" }))).to.equal(
       "queue jobs: not built yet (issue 8 step S5)",
