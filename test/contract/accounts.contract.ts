@@ -128,6 +128,12 @@ export function describeAccounts(name: string, factory: StoreFactory): void {
         await u.accounts.ensure("alice@example.com", { seen: true }),
       ]);
       expect(a1).to.equal(a2);
+      // Created as active: seen_at is the creation's, and a seen ensure within the hour does not write it again.
+      const seenAt = (await inspect.account(store, "alice@example.com"))?.seenAt;
+      expect(seenAt).to.equal(clock.t);
+      clock.t += 10;
+      await p.uow("t.seen", (u) => u.accounts.ensure("alice@example.com", { seen: true }));
+      expect((await inspect.account(store, "alice@example.com"))?.seenAt).to.equal(seenAt);
       expect(await p.uow("t.again", (u) => u.accounts.ensure("alice@example.com"))).to.equal(a1);
       // A second process (its own cache) finds the same account in the database.
       const q = proc(store);

@@ -133,7 +133,10 @@ class TxAccounts extends ReadAccounts implements AccountsTx {
     if (await this.repo.claimJid(jid, id, now)) {
       await this.repo.insertSharedCursor(id, now);
       this.lookups.created(jid, id);
-      if (seen) this.seenHere.add(id);
+      if (seen) {
+        this.seenHere.add(id);
+        this.u.afterCommit(() => this.dir.markSeen(id));
+      }
       await this.u.emit("account.created", { account: id, jid, placeholder: !seen });
       return { id, created: true };
     }
