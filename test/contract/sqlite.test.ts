@@ -14,6 +14,7 @@ import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js"
 import { compileNamed, bindValues } from "../../storage/sql.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { describeAudience } from "./audience.contract.js";
+import { describeAccounts } from "./accounts.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { describeStore, type StoreFactory } from "./uow.contract.js";
 
@@ -47,6 +48,7 @@ const sqlite: StoreFactory = {
 describeStore("sqlite", sqlite);
 describeMigrations("sqlite", sqlite);
 describeAudience("sqlite", sqlite);
+describeAccounts("sqlite", sqlite);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());

@@ -173,9 +173,6 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
         return (e as Error).message;
       }
     };
-    expect(await fails(async (u) => u.accounts.resolve("a@example.com"))).to.equal(
-      "accounts: not built yet (issue 8 step S3)",
-    );
     // The stream half is built (S4): with no kinds registered, it refuses the unknown kind when used.
     expect(await fails(async (u) => u.queue.retract("card", "1"))).to.equal(
       "queue stream: unknown kind 'card' (not registered)",
