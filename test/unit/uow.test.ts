@@ -180,7 +180,7 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
       "queue stream: not built yet (issue 8 step S4)",
     );
     expect(await fails(async (u) => u.queue.dropJobs("push", { target: "x" }))).to.equal(
-      "queue jobs: not built yet (issue 8 step S5)",
+      "queue: no channel 'push' is registered", // built (S5): the part refuses an unregistered channel
     );
     expect(await fails(async (u) => u.audience.holders(account(1)))).to.equal(
       "audience: not built yet (issue 8 step S6)",
