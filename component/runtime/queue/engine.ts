@@ -56,6 +56,7 @@ const RELEASE_MINE = [
   "UPDATE queue_marks SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = :me",
   "UPDATE stream_cursors SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = :me",
 ];
+const FORGET_OTHERS = "DELETE FROM processes WHERE id <> :me";
 const STREAM_DEPTH =
   "SELECT COUNT(*) AS entries, COUNT(DISTINCT account_id) AS lanes, MIN(created_at) AS oldest FROM stream_entries";
 
@@ -147,8 +148,11 @@ export class Engine implements QueueEngine {
       this.started = true;
       await this.o.uow("queue.start", async (u) => {
         const repo = jobsRepo(u.tx);
-        if (this.o.config.exclusive) for (const s of CLEAR_LEASES) await u.tx.run(s);
-        await repo.forgetSilent(u.now - this.silentMs);
+        if (this.o.config.exclusive) {
+          for (const s of CLEAR_LEASES) await u.tx.run(s);
+          // One process per database: any other row is a process that is gone (kill -9 leaves one behind).
+          await u.tx.run(FORGET_OTHERS, { me: this.me });
+        } else await repo.forgetSilent(u.now - this.silentMs);
         await repo.heartbeat(this.me, u.now);
       });
       this.every(this.o.config.heartbeatMs, () => this.beat());
