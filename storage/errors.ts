@@ -39,8 +39,9 @@ export type UniqueIndexLookup = (table: string, columns: string[]) => string | u
 
 const BUSY = /^SQLITE_(BUSY|LOCKED)/;
 const UNIQUE = new Set(["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"]);
-// PostgreSQL (issue 13): serialization_failure, deadlock_detected, connection exceptions, admin/crash shutdown.
-const PG_BUSY = /^(40001|40P01|08...|57P0[123])$/;
+// PostgreSQL (issue 13): serialization_failure, deadlock_detected, connection exceptions, admin/crash shutdown,
+// and lock_not_available (55P03: lock_timeout = database.busyTimeoutMs ran out, SQLITE_BUSY's counterpart).
+const PG_BUSY = /^(40001|40P01|08...|57P0[123]|55P03)$/;
 
 /**
  * Maps a backend error to StoreBusyError / StoreConflictError, or returns it unchanged. Idempotent: an error

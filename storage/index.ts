@@ -1,16 +1,23 @@
 import { flattenModules } from "./migrate.js";
 import { LEGACY } from "./sqlite/legacy.js";
+import { PostgresStore } from "./postgres/store.js";
 import { SqliteStore } from "./sqlite/store.js";
 import type { Repos, Store, StoreOptions } from "./store.js";
 
 /**
  * The `database` section of the configuration. Declared here, not in component/runtime/config.ts, because
- * storage/ imports nothing above it (docs/ARCHITECTURE.md); config.ts uses this type for its section.
+ * storage/ imports nothing above it (docs/ARCHITECTURE.md); config.ts uses this type for its section. One flat
+ * shape for both drivers: each reads its own keys (sqlite: path; postgres: url, poolSize) and ignores the rest.
  */
 export interface DatabaseConfig {
-  driver: "sqlite";
+  driver: "sqlite" | "postgres";
   path: string;
-  /** How long a connection waits for another one's write lock before the unit of work fails busy (SQLite). */
+  /** PostgreSQL connection URL; '' = the libpq environment variables (PGHOST, PGPORT, PGDATABASE, PGUSER, …). */
+  url: string;
+  /** Most PostgreSQL connections one process opens (each running unit of work or read holds one). */
+  poolSize: number;
+  /** How long a unit of work waits for another connection's lock before it fails busy (SQLite busy_timeout,
+   *  PostgreSQL lock_timeout). */
   busyTimeoutMs: number;
   /** A unit of work that holds the write lock longer than this is logged as `slow-unit-of-work`. */
   txWarnMs: number;
@@ -19,22 +26,34 @@ export interface DatabaseConfig {
 /** A Store that also carries the old repositories (until the switch, S11), as the running app uses it. */
 export type AppStore = Store & Repos & { migrations: { applied: number[]; current: number } };
 
+/** Why the running app cannot use this database yet (undefined: it can). */
+export function appStoreRefusal(db: Pick<DatabaseConfig, "driver">): string | undefined {
+  if (db.driver === "sqlite") return undefined;
+  return (
+    'database.driver "postgres" opens only the new core\'s Store for now: cardlink run, migrate, backup, ' +
+    "export-user and delete-user still need the old repositories, which are SQLite-only. The redesign's switch " +
+    "(docs/REDESIGN.md §6, step S11) enables PostgreSQL for them; until then use sqlite (docs/OPERATIONS.md " +
+    '"PostgreSQL (preview)")'
+  );
+}
+
 /**
- * Opens the configured backend and applies the legacy migrations (storage/sqlite/legacy.ts). Async because the PostgreSQL backend
- * (issue 13) connects and migrates asynchronously; new backends are added here, behind the same interfaces.
+ * The new core's Store on the configured backend, no migrations applied (the caller runs its modules through
+ * `migrate`). SQLite: the file as it is; PostgreSQL: a pool of `poolSize` connections.
  */
-export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<AppStore> {
+export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<Store> {
+  const common = {
+    ...o,
+    busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
+    txWarnMs: o.txWarnMs ?? db.txWarnMs,
+  };
   switch (db.driver) {
-    case "sqlite": {
-      const store = new SqliteStore(db.path, {
-        ...o,
-        legacy: false,
-        busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
-        txWarnMs: o.txWarnMs ?? db.txWarnMs,
-      });
+    case "sqlite":
+      return new SqliteStore(db.path, { ...common, legacy: false });
+    case "postgres": {
+      const store = new PostgresStore({ ...common, connection: { url: db.url, poolSize: db.poolSize } });
       try {
-        // The legacy versions 1/100/200 through the backend-neutral runner (the same SQL as db.ts migrate()).
-        await store.migrate(flattenModules([LEGACY]));
+        await store.ping(); // fail at open, not at the first unit of work, when the server is not there
       } catch (e) {
         await store.close();
         throw e;
@@ -42,4 +61,27 @@ export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<Ap
       return store;
     }
   }
+}
+
+/**
+ * The running app's store: the new core plus the old repositories, legacy migrations applied
+ * (storage/sqlite/legacy.ts). SQLite only until the switch: PostgreSQL throws appStoreRefusal's reason.
+ */
+export async function openAppStore(db: DatabaseConfig, o: StoreOptions): Promise<AppStore> {
+  const refused = appStoreRefusal(db);
+  if (refused) throw new Error(refused);
+  const store = new SqliteStore(db.path, {
+    ...o,
+    legacy: false,
+    busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
+    txWarnMs: o.txWarnMs ?? db.txWarnMs,
+  });
+  try {
+    // The legacy versions 1/100/200 through the backend-neutral runner (the same SQL as db.ts migrate()).
+    await store.migrate(flattenModules([LEGACY]));
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return store;
 }

@@ -1,12 +1,12 @@
 /** Composes one cardlink: config → store → link → router → features. start() connects; stop() is graceful. */
 import type { Server } from "node:http";
 import type { Element } from "../../stanzas/xml.js";
-import { openStore } from "../../storage/index.js";
+import { appStoreRefusal, openAppStore } from "../../storage/index.js";
 import { errorElement, StanzaError } from "../../stanzas/errors.js";
 import { xml } from "../../stanzas/xml.js";
 import { AdhocCommands } from "./adhoc.js";
 import { StanzaBudget } from "./budget.js";
-import type { Config } from "./config.js";
+import { ConfigError, type Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
 import type { AppContext, Feature } from "./context.js";
 import { EventBus } from "./events.js";
@@ -31,7 +31,10 @@ export async function createCardlink(
 ): Promise<Cardlink> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const store = await openStore(config.database, { log });
+  // PostgreSQL runs the new core's Store only; the old features need the SQLite repositories until S11.
+  const refused = appStoreRefusal(config.database);
+  if (refused) throw new ConfigError(refused);
+  const store = await openAppStore(config.database, { log });
   metrics.describe(
     "cardlink_uow_duration_seconds",
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",

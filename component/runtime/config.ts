@@ -261,10 +261,13 @@ export const configSchema = z.strictObject({
   admins: strings([], "bare JIDs allowed to run the admin ad-hoc commands"),
   dataDir: str("", "data directory ('' = $STATE_DIRECTORY, else /var/lib/cardlink)"),
   database: section({
-    driver: meta(z.literal("sqlite", { error: "must be sqlite" }).prefault("sqlite"), {
+    // postgres opens only the new core's Store (issue 13); `cardlink run` refuses it until the switch (S11).
+    driver: meta(z.enum(["sqlite", "postgres"], { error: "must be sqlite or postgres" }).prefault("sqlite"), {
       description: "storage backend",
     }),
     path: str("", "the SQLite file ('' = <dataDir>/cardlink.sqlite)"),
+    url: str("", "PostgreSQL connection URL ('' = the libpq environment: PGHOST, PGDATABASE, …)"),
+    poolSize: num(10, 1, 1000, "most PostgreSQL connections one process opens"),
     busyTimeoutMs: num(5_000, 0, 60_000, "how long a write waits for another connection's lock (SQLite)"),
     txWarnMs: num(50, 0, 60_000, "a unit of work holding the write lock longer is logged slow-unit-of-work"),
   }),

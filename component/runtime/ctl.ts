@@ -15,7 +15,7 @@ import { createCardlink } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { probeHandshake } from "./connection.js";
 import { allFeatures, buildExport, deleteAccount, isEmptyExport } from "../features.js";
-import { openStore } from "../../storage/index.js";
+import { appStoreRefusal, openAppStore } from "../../storage/index.js";
 import { parseBareUserJid } from "./jid.js";
 import { createLogger, type Logger } from "./log.js";
 import { SOFTWARE } from "./service.js";
@@ -185,6 +185,9 @@ async function withConfig(
   let config: Config;
   try {
     config = loadConfig(source);
+    // Every command but run and check-config reads the SQLite file (or the old repositories) directly.
+    const refused = appStoreRefusal(config.database);
+    if (refused) throw new ConfigError(refused);
   } catch (e) {
     return configError(io, e);
   }
@@ -320,7 +323,9 @@ async function checkConfig(source: Source, io: Io): Promise<number> {
     problem(2, isConfigError(e) ? e.message : `push: ${(e as Error).message}`);
   }
 
-  checkDatabase(config, ok, note, problem);
+  const refused = appStoreRefusal(config.database);
+  if (refused) problem(2, refused);
+  else checkDatabase(config, ok, note, problem);
 
   const probe = await probeHandshake({
     service: config.service,
@@ -622,7 +627,7 @@ async function exportUserCommand(
   }
   if (!currentDatabase(config, io)) return 1;
   // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
-  const store = await openStore(config.database, { log: createLogger("silent") });
+  const store = await openAppStore(config.database, { log: createLogger("silent") });
   try {
     const doc = await buildExport(store, jid);
     if (isEmptyExport(doc)) {
@@ -660,7 +665,7 @@ async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: 
   }
   if (!currentDatabase(config, io)) return 1;
   // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
-  const store = await openStore(config.database, { log: createLogger("silent") });
+  const store = await openAppStore(config.database, { log: createLogger("silent") });
   try {
     const r = await deleteAccount(store, jid);
     if (r.deleted === 0) {

@@ -137,9 +137,16 @@ class SqliteRead implements ReadTx {
   constructor(
     protected readonly conn: Conn,
     readonly dialect: Dialect,
-    readonly now: number,
+    private readonly clock: () => number,
     protected readonly frame: Frame,
   ) {}
+
+  private reading: number | undefined;
+  /** Read from the clock on first use, then fixed (a unit of work that never asks reads no clock). */
+  get now(): number {
+    this.reading ??= this.clock();
+    return this.reading;
+  }
 
   protected live(): void {
     if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
@@ -168,11 +175,11 @@ class SqliteTx extends SqliteRead implements Tx {
   constructor(
     conn: Conn,
     dialect: Dialect,
-    now: number,
+    clock: () => number,
     frame: Frame,
     private readonly seqSql: () => string,
   ) {
-    super(conn, dialect, now, frame);
+    super(conn, dialect, clock, frame);
   }
 
   async seq(): Promise<Seq> {
@@ -199,6 +206,13 @@ class SqliteTx extends SqliteRead implements Tx {
 const COUNTERS_SEQ = "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value";
 const META_SEQ = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq' RETURNING value";
 
+/**
+ * The logger of a store opened without one. One per module, made at import: creating a pino logger reads the
+ * clock, which scripts/make-fixture-v200.ts fixes while it writes the fixture (one call per store shifted every
+ * timestamp it writes).
+ */
+const SILENT = pino({ level: "silent" });
+
 export class SqliteStore implements Store, Repos {
   readonly backend = "sqlite" as const;
   /** The writer connection (the old repositories' too). */
@@ -219,7 +233,7 @@ export class SqliteStore implements Store, Repos {
   private seqStatement: string | undefined;
 
   constructor(file: string, o: SqliteStoreOptions = {}) {
-    this.log = o.log ?? pino({ level: "silent" });
+    this.log = o.log ?? SILENT;
     this.clock = o.clock ?? Date.now;
     this.txWarnMs = o.txWarnMs ?? 50;
     const busyTimeoutMs = o.busyTimeoutMs ?? 5000;
@@ -324,7 +338,7 @@ export class SqliteStore implements Store, Repos {
     try {
       this.writer.exec("BEGIN IMMEDIATE");
       t0 = process.hrtime.bigint();
-      tx = new SqliteTx(this.writer, this.dialect, this.clock(), frame, () => this.seqSql());
+      tx = new SqliteTx(this.writer, this.dialect, this.clock, frame, () => this.seqSql());
       try {
         result = await this.frames.run(frame, () => fn(tx));
         this.writer.exec("COMMIT");
@@ -378,9 +392,7 @@ export class SqliteStore implements Store, Repos {
     try {
       conn.exec("BEGIN");
       try {
-        return await this.frames.run(frame, () =>
-          fn(new SqliteRead(conn, this.dialect, this.clock(), frame)),
-        );
+        return await this.frames.run(frame, () => fn(new SqliteRead(conn, this.dialect, this.clock, frame)));
       } finally {
         frame.open = false;
         if (conn.db.inTransaction) conn.db.exec("COMMIT");

@@ -5,7 +5,7 @@
  */
 import { expect } from "chai";
 import { StoreBusyError, StoreConflictError } from "../../storage/errors.js";
-import type { Migration, Store, StoreOptions, Tx } from "../../storage/store.js";
+import type { AccountId, Migration, Store, StoreOptions, Tx } from "../../storage/store.js";
 
 export interface StoreBackend {
   /** Opens (another) Store on this case's database. */
@@ -210,11 +210,14 @@ export function describeStore(name: string, factory: StoreFactory): void {
       }
     });
 
-    it("6. 50 concurrent units of work incrementing one row lose no update", async () => {
+    it("6. 50 concurrent units of work incrementing one row (read, then write, under lockAccount) lose no update", async () => {
       await store.tx("init", (tx) => put(tx, "n", 0));
       await Promise.all(
         Array.from({ length: 50 }, (_, i) =>
           store.tx(`inc${i}`, async (tx) => {
+            // Read-then-write takes the explicit lock (a no-op on SQLite, whose write lock serializes every
+            // writer; PostgreSQL's READ COMMITTED would lose updates without it).
+            await tx.lockAccount(1 as AccountId);
             const r = await tx.get<{ v: number }>("SELECT v FROM kv WHERE k = 'n'");
             await tick();
             await put(tx, "n", Number(r?.v) + 1);

@@ -130,6 +130,35 @@ describe("cardlink command: usage, version, configuration errors", function () {
     expect(r2.code).to.equal(2);
     expect(r2.stderr).to.equal("cardlink: configuration error: push.fcm.serviceAccount is required\n");
   });
+
+  it("database.driver postgres (preview): run and the database commands refuse it, naming the step that enables it", async () => {
+    const dir = tmp();
+    const pgConfig = json(dir, "pg.json", {
+      secret: "s",
+      dataDir: dir,
+      database: { driver: "postgres", url: "postgresql://cardlink@127.0.0.1:1/cardlink", poolSize: 4 },
+    });
+    for (const args of [["run"], ["migrate"], ["stats"], ["backup", path.join(dir, "b.sqlite")]]) {
+      const r = await cardlink([...args, "-c", pgConfig]);
+      expect(r.code, args.join(" ")).to.equal(2);
+      expect(r.stderr.trim().split("\n"), args.join(" ")).to.have.length(1);
+      expect(r.stderr, args.join(" ")).to.match(
+        /^cardlink: configuration error: database\.driver "postgres" opens only the new core's Store .*step S11/,
+      );
+    }
+    // Nothing was created in the data directory on the way.
+    expect(existsSync(path.join(dir, "cardlink.sqlite"))).to.equal(false);
+    const check = await cardlink(["check-config", "-c", pgConfig]);
+    expect(check.code).to.equal(2);
+    expect(check.stderr).to.match(/problem: database\.driver "postgres" opens only the new core's Store/);
+    const bad = await cardlink([
+      "check-config",
+      "-c",
+      json(dir, "x.json", { secret: "s", database: { driver: "mysql" } }),
+    ]);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/database\.driver must be sqlite or postgres/);
+  });
 });
 
 describe("cardlink check-config against a real Prosody", function () {

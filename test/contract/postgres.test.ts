@@ -1,0 +1,200 @@
+/**
+ * The Store contract on PostgreSQL (issue 13): the same cases as on SQLite (uow.contract.ts, migrate.contract.ts)
+ * against a throwaway cluster started for this file (test/harness/postgres.ts), one fresh database per case. Plus
+ * what only this backend has: seq order under two processes' worth of connections, busy classification of a
+ * lost connection, the int8 parser.
+ */
+import { expect } from "chai";
+import pg from "pg";
+import { pino } from "pino";
+import { openAppStore, openStore } from "../../storage/index.js";
+import { StoreBusyError } from "../../storage/errors.js";
+import { PostgresStore, WRITERS_GATE_KEY } from "../../storage/postgres/store.js";
+import { startPostgres, type PostgresServer } from "../harness/postgres.js";
+import { describeMigrations } from "./migrate.contract.js";
+import { CONTRACT_SCHEMA, describeStore, type StoreFactory } from "./uow.contract.js";
+
+let server: PostgresServer | undefined;
+const cluster = async (): Promise<PostgresServer> => (server ??= await startPostgres());
+
+const open = (url: string, o: Partial<ConstructorParameters<typeof PostgresStore>[0]> = {}) =>
+  new PostgresStore({ ...o, connection: { url, poolSize: 10 } });
+
+const postgres: StoreFactory = {
+  async create() {
+    const url = await (await cluster()).createDatabase();
+    return {
+      open: async (o = {}) => open(url, o),
+      // The writers' gate held exclusively by another session: what a migration of another process does.
+      lockFromOutside: async () => {
+        const other = new pg.Client({ connectionString: url });
+        await other.connect();
+        await other.query(`SELECT pg_advisory_lock(${WRITERS_GATE_KEY})`);
+        return async () => {
+          await other.end();
+        };
+      },
+    };
+  },
+  async cleanup() {
+    await server?.dropDatabases();
+  },
+};
+
+describe("PostgreSQL backend", function () {
+  this.timeout(60_000);
+  before(async () => {
+    await cluster();
+  });
+  after(async () => {
+    await server?.stop();
+    server = undefined;
+  });
+
+  describeStore("postgres", postgres);
+  describeMigrations("postgres", postgres);
+
+  describe("PostgresStore: what only this backend has", () => {
+    let url: string;
+    const stores: PostgresStore[] = [];
+    const mk = (o: Partial<ConstructorParameters<typeof PostgresStore>[0]> = {}) => {
+      const s = open(url, o);
+      stores.push(s);
+      return s;
+    };
+    beforeEach(async () => {
+      url = await (await cluster()).createDatabase();
+      await mk().migrate(CONTRACT_SCHEMA);
+    });
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close();
+      await postgres.cleanup();
+    });
+
+    it("two stores (two processes' pools): the second seq() waits for the first commit; seq order = commit order", async () => {
+      const a = mk();
+      const b = mk();
+      const events: string[] = [];
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let aHasSeq!: () => void;
+      const aSeq = new Promise<void>((r) => (aHasSeq = r));
+      const first = a.tx("a", async (tx) => {
+        const s = await tx.seq();
+        events.push(`a:seq ${s}`);
+        aHasSeq();
+        await held; // a keeps the counter row locked until this resolves
+        await tx.run("INSERT INTO entries (seq, note) VALUES (:s, 'a')", { s });
+      });
+      await aSeq;
+      const second = b.tx("b", async (tx) => {
+        const s = await tx.seq();
+        events.push(`b:seq ${s}`);
+        await tx.run("INSERT INTO entries (seq, note) VALUES (:s, 'b')", { s });
+      });
+      // b's UPDATE is waiting on a's row lock: visible in pg_locks as an ungranted lock.
+      const probe = mk();
+      for (let i = 0; i < 200; i++) {
+        const w = await probe.read("locks", (t) =>
+          t.get<{ n: number }>("SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted"),
+        );
+        if (Number(w?.n) > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(events).to.deep.equal(["a:seq 1"]);
+      release();
+      await Promise.all([first, second]);
+      expect(events).to.deep.equal(["a:seq 1", "b:seq 2"]);
+      const rows = await probe.read("rows", (t) =>
+        t.all<{ seq: number; note: string }>("SELECT seq, note FROM entries ORDER BY seq"),
+      );
+      expect(rows).to.deep.equal([
+        { seq: 1, note: "a" },
+        { seq: 2, note: "b" },
+      ]);
+    });
+
+    it("a connection the server ends is StoreBusyError (retried), not a crash; the pool recovers", async () => {
+      const s = mk();
+      await s.tx("warm", (tx) => tx.run("INSERT INTO kv (k, v) VALUES ('w', 1)"));
+      let attempts = 0;
+      const v = await s.tx("killed once", async (tx) => {
+        attempts++;
+        if (attempts === 1) {
+          // This unit of work's own backend is terminated (57P01 / connection lost): nothing of it is kept.
+          await tx.run("INSERT INTO kv (k, v) VALUES ('gone', 1)");
+          await tx.get("SELECT pg_terminate_backend(pg_backend_pid())");
+        }
+        await tx.run("INSERT INTO kv (k, v) VALUES ('kept', :a)", { a: attempts });
+        return attempts;
+      });
+      expect(v).to.equal(2);
+      const rows = await s.read("kv", (t) =>
+        t.all<{ k: string; v: number }>("SELECT k, v FROM kv ORDER BY k"),
+      );
+      expect(rows).to.deep.equal([
+        { k: "kept", v: 2 },
+        { k: "w", v: 1 },
+      ]);
+      const refused = new PostgresStore({
+        connection: { url: "postgresql://postgres@127.0.0.1:1/x", poolSize: 1 },
+      });
+      stores.push(refused);
+      const err = await refused.tx("nowhere", async () => undefined).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(StoreBusyError);
+    });
+
+    it("openStore with driver postgres gives the new Store only; openAppStore (the running app) refuses it", async () => {
+      const db = {
+        driver: "postgres" as const,
+        path: "",
+        url,
+        poolSize: 2,
+        busyTimeoutMs: 1000,
+        txWarnMs: 50,
+      };
+      const s = await openStore(db, { log: pino({ level: "silent" }) });
+      try {
+        expect(s).to.be.instanceOf(PostgresStore);
+        expect(s.backend).to.equal("postgres");
+        expect(await s.schemaVersion()).to.equal(1); // CONTRACT_SCHEMA, applied in beforeEach
+        expect("cards" in s, "no old repositories on PostgreSQL").to.equal(false);
+      } finally {
+        await s.close();
+      }
+      const err = await openAppStore(db, { log: pino({ level: "silent" }) }).catch((e: unknown) => e);
+      expect((err as Error).message).to.match(/step S11/);
+      const down = await openStore(
+        { ...db, url: "postgresql://postgres@127.0.0.1:1/x" },
+        { log: pino({ level: "silent" }) },
+      ).catch((e: unknown) => e);
+      expect(down, "a server that is not there fails the open").to.be.instanceOf(StoreBusyError);
+    });
+
+    it("int8 comes back as a number; one above 2^53 is refused, not rounded", async () => {
+      const s = mk();
+      const r = await s.read("int8", (t) =>
+        t.get<{ n: number; big: number }>(
+          "SELECT COUNT(*) AS n, CAST(9007199254740991 AS bigint) AS big FROM kv",
+        ),
+      );
+      expect(r).to.deep.equal({ n: 0, big: 9007199254740991 });
+      const err = await s
+        .read("too big", (t) => t.get("SELECT CAST(9007199254740993 AS bigint) AS x"))
+        .catch((e: unknown) => e);
+      expect((err as Error).message).to.match(/outside the safe integer range/);
+    });
+
+    it("a statement error fn catches still rolls the unit of work back, and says so", async () => {
+      const s = mk();
+      const err = await s
+        .tx("swallows", async (tx) => {
+          await tx.run("INSERT INTO kv (k, v) VALUES ('x', 1)");
+          await tx.run("INSERT INTO nowhere VALUES (1)").catch(() => undefined);
+        })
+        .catch((e: unknown) => e);
+      expect((err as Error).message).to.match(/rolled back: a statement failed inside it/);
+      expect(await s.read("x", (t) => t.get("SELECT v FROM kv WHERE k = 'x'"))).to.equal(undefined);
+    });
+  });
+});
