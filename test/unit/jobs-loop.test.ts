@@ -17,6 +17,7 @@ import type { LoopEvent } from "../../component/runtime/queue/jobs.js";
 import { makeUow, type Uow } from "../../component/runtime/uow.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
+import type { AccountId } from "../../storage/store.js";
 
 const T0 = 1_700_000_000_000;
 const unused = (): never => {
@@ -329,5 +330,57 @@ describe("job loop and queue engine (docs/REDESIGN.md §2.3.6, §4.3) with an in
     expect((await rows()).map((r) => [r.id as JobId, r.lease_owner, r.attempts])).to.deep.equal([
       [again.id, null, 1],
     ]);
+  });
+
+  it("observers: run at start from their mark; a queue.appended hint wakes them; their jobs reach the channel", async () => {
+    const e = engine();
+    const push = withChannel(e, new Receiver("push"));
+    const seen: number[] = [];
+    e.registerObserver({
+      name: "push-scan",
+      kinds: ["card"],
+      batchSize: 100,
+      async batch(u, entries) {
+        for (const en of entries) {
+          seen.push(en.seq);
+          await u.queue.job("push", {
+            kind: "wake",
+            target: String(en.lane),
+            ckey: "ref",
+            body: { seq: en.seq },
+          });
+        }
+      },
+    });
+    const append = (seq: number) =>
+      store.tx("append", async (tx) => {
+        await tx.run(
+          "INSERT INTO accounts (id, state, created_at) VALUES (:id, 'active', :now) ON CONFLICT (id) DO NOTHING",
+          { id: 1, now },
+        );
+        await tx.run(
+          `INSERT INTO stream_entries (account_id, seq, ord, kind, subject, created_at)
+           VALUES (1, :seq, 0, 'card', :subject, :now)`,
+          { seq, subject: String(seq), now },
+        );
+      });
+    // Committed before the engine ran (a kill -9 between the change and the scan): found at start.
+    await append(1);
+    await e.start();
+    await e.idle();
+    expect(seen).to.deep.equal([1]);
+    await append(2);
+    expect(seen).to.deep.equal([1]); // no hint yet, and the poll is a minute away
+    events.emit("queue.appended", { lanes: [1 as AccountId], seq: 2 });
+    await e.idle();
+    expect(seen).to.deep.equal([1, 2]);
+    // The observer's jobs were enqueued in its unit of work and sent after its commit (the jobs.enqueued hint).
+    expect(push.deliveries.map((d) => d.body)).to.deep.equal([{ seq: 1 }, { seq: 2 }]);
+    const mark = await store.read("mark", (r) =>
+      r.get<{ pos: number; lease_owner: string }>(
+        "SELECT pos, lease_owner FROM queue_marks WHERE name = 'push-scan'",
+      ),
+    );
+    expect(mark).to.deep.equal({ pos: 2, lease_owner: "test:1:aaaa" });
   });
 });
