@@ -102,7 +102,7 @@ VALUES (:channel, :kind, :target, :account, :body, :uid, :attempts, :error, :cre
 /** A dead letter replays as a new job (no ckey: it is one concrete delivery) with the same uid (§4.5 case 38). */
 const REPLAY = `
 INSERT INTO jobs (channel, kind, target, account_id, body, uid, next_at, created_at)
-SELECT channel, kind, target, account_id, body, uid, CAST(:now AS BIGINT), CAST(:now AS BIGINT)
+SELECT channel, kind, target, account_id, body, uid, :now, :now
   FROM dead_letters WHERE id = :id
 RETURNING id`;
 const DELETE_DEAD = "DELETE FROM dead_letters WHERE id = :id";
