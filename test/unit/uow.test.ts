@@ -178,7 +178,7 @@ describe("unit of work: makeUow and in-transaction events (docs/REDESIGN.md §3.
       "queue stream: unknown kind 'card' (not registered)",
     );
     expect(await fails(async (u) => u.queue.dropJobs("push", { target: "x" }))).to.equal(
-      "queue jobs: not built yet (issue 8 step S5)",
+      "queue: no channel 'push' is registered", // built (S5): the part refuses an unregistered channel
     );
     // The audience part is built (S6): with no path registered, nobody sees anybody.
     expect(await uow("probe.audience", (u) => u.audience.holders(account(1)))).to.deep.equal([]);
