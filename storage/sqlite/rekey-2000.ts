@@ -154,7 +154,8 @@ SELECT ROW_NUMBER() OVER (ORDER BY o.id, d.device_id), o.id, d.device_id, d.plat
   FROM _old_devices d JOIN _ids o ON o.j = d.owner;
 
 INSERT INTO cards (account_id, version, hash, card, seq, updated_at)
-SELECT o.id, c.version, c.hash, c.card, c.seq, c.updated_at FROM _old_cards c JOIN _ids o ON o.j = c.owner;
+SELECT o.id, c.version, c.hash, c.card, c.seq, c.updated_at FROM _old_cards c JOIN _ids o ON o.j = c.owner
+ ORDER BY o.id;
 
 -- a < b by account id: the smaller id goes first, and its devices with it.
 INSERT INTO bindings (id, a, b, a_devices, b_devices, via, created_at)
@@ -164,14 +165,17 @@ SELECT x.id,
        CASE WHEN ia.id < ib.id THEN x.a_devices ELSE x.b_devices END,
        CASE WHEN ia.id < ib.id THEN x.b_devices ELSE x.a_devices END,
        x.via, x.created_at
-  FROM _old_bindings x JOIN _ids ia ON ia.j = x.a JOIN _ids ib ON ib.j = x.b;
+  FROM _old_bindings x JOIN _ids ia ON ia.j = x.a JOIN _ids ib ON ib.j = x.b
+ ORDER BY x.id;
 
 INSERT INTO shares (owner, holder, binding_id, policy, seq)
 SELECT o.id, h.id, s.binding_id, s.policy, s.seq
-  FROM _old_shares s JOIN _ids o ON o.j = s.owner JOIN _ids h ON h.j = s.holder;
+  FROM _old_shares s JOIN _ids o ON o.j = s.owner JOIN _ids h ON h.j = s.holder
+ ORDER BY o.id, h.id;
 
 INSERT INTO tombstones (holder, owner, seq)
-SELECT h.id, o.id, t.seq FROM _old_tombstones t JOIN _ids h ON h.j = t.holder JOIN _ids o ON o.j = t.owner;
+SELECT h.id, o.id, t.seq FROM _old_tombstones t JOIN _ids h ON h.j = t.holder JOIN _ids o ON o.j = t.owner
+ ORDER BY h.id, o.id;
 
 -- Today's blocks have no time: the upgrade's.
 INSERT INTO blocks (owner, blocked, created_at)
