@@ -4,6 +4,7 @@
 import { expect } from "chai";
 import { flattenModules, type MigrationModule } from "../../storage/migrate.js";
 import { LEGACY } from "../../storage/sqlite/legacy.js";
+import { accountsModule } from "../../storage/sqlite/rekey-2000.js";
 import type { Migration, Store } from "../../storage/store.js";
 import type { StoreBackend, StoreFactory } from "./uow.contract.js";
 
@@ -111,6 +112,12 @@ export function describeMigrations(name: string, factory: StoreFactory): void {
       expect(() => flattenModules([mod("a", [1, 99], [m(120, "")])])).to.throw(/outside a's range/);
       expect(() => flattenModules([mod("a", [1, 99], [V2, V1])])).to.throw(/not ascending/);
       expect(flattenModules([LEGACY]).map((x) => x.version)).to.deep.equal([1, 100, 200, 300]);
+      // The accounts module beside it (both of its choices: the rekey for a legacy database, the fresh DDL).
+      for (const version of [0, 300]) {
+        expect(flattenModules([LEGACY, accountsModule({ version })]).map((x) => x.version)).to.deep.equal([
+          1, 100, 200, 300, 2000,
+        ]);
+      }
     });
   });
 }
