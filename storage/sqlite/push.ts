@@ -2,7 +2,9 @@
 import { randomBytes } from "node:crypto";
 import type { PushJob, PushNode, PushRepo, QueueBacklog, QueueDepth, QueueKindStats } from "../store.js";
 import type { Db } from "./db.js";
-import { queueDepth } from "./repos.js";
+import { queueDrop, queueOverview, queueOwnerDepth, queueRedeliver, type QueueTable } from "./repos.js";
+
+const PUSH_QUEUE: QueueTable = { table: "push_queue", key: "platform", who: "owner" };
 
 type Row = Record<string, unknown>;
 
@@ -160,34 +162,18 @@ export class SqlitePush implements PushRepo {
   }
 
   async overview(): Promise<QueueKindStats[]> {
-    return (
-      this.db
-        .prepare(
-          `SELECT platform AS key, count(*) AS entries, count(DISTINCT owner) AS recipients,
-                  sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
-           FROM push_queue GROUP BY platform ORDER BY platform`,
-        )
-        .all() as QueueKindStats[]
-    ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+    return queueOverview(this.db, PUSH_QUEUE);
   }
 
   async ownerStats(owner: string): Promise<QueueDepth> {
-    return queueDepth(
-      this.db
-        .prepare(
-          `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
-                  coalesce(max(attempts), 0) AS maxAttempts FROM push_queue WHERE owner = ?`,
-        )
-        .get(owner) as Row,
-    );
+    return queueOwnerDepth(this.db, PUSH_QUEUE, owner);
   }
 
   async redeliver(owner: string): Promise<number> {
-    return this.db.prepare("UPDATE push_queue SET attempts = 0, next_at = 0 WHERE owner = ?").run(owner)
-      .changes;
+    return queueRedeliver(this.db, PUSH_QUEUE, owner);
   }
 
   async dropOwner(owner: string): Promise<number> {
-    return this.db.prepare("DELETE FROM push_queue WHERE owner = ?").run(owner).changes;
+    return queueDrop(this.db, PUSH_QUEUE, owner);
   }
 }

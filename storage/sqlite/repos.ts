@@ -142,36 +142,66 @@ export class SqliteOutbox implements OutboxRepo {
   }
 
   async overview(): Promise<QueueKindStats[]> {
-    return (
-      this.db
-        .prepare(
-          `SELECT kind AS key, count(*) AS entries, count(DISTINCT recipient) AS recipients,
-                  sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
-           FROM outbox GROUP BY kind ORDER BY kind`,
-        )
-        .all() as QueueKindStats[]
-    ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+    return queueOverview(this.db, OUTBOX_QUEUE);
   }
 
   async recipientStats(recipient: string): Promise<QueueDepth> {
-    return queueDepth(
-      this.db
-        .prepare(
-          `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
-                  coalesce(max(attempts), 0) AS maxAttempts FROM outbox WHERE recipient = ?`,
-        )
-        .get(recipient) as Row,
-    );
+    return queueOwnerDepth(this.db, OUTBOX_QUEUE, recipient);
   }
 
   async redeliver(recipient: string): Promise<number> {
-    return this.db.prepare("UPDATE outbox SET attempts = 0, next_at = 0 WHERE recipient = ?").run(recipient)
-      .changes;
+    return queueRedeliver(this.db, OUTBOX_QUEUE, recipient);
   }
 
   async dropRecipient(recipient: string): Promise<number> {
-    return this.db.prepare("DELETE FROM outbox WHERE recipient = ?").run(recipient).changes;
+    return queueDrop(this.db, OUTBOX_QUEUE, recipient);
   }
+}
+
+/**
+ * The two old queues (outbox, push_queue) answer the admin commands with the same four statements; only the
+ * table, the grouping column and the user column differ. Names are code constants, never input.
+ */
+export interface QueueTable {
+  table: "outbox" | "push_queue";
+  key: "kind" | "platform";
+  who: "recipient" | "owner";
+}
+const OUTBOX_QUEUE: QueueTable = { table: "outbox", key: "kind", who: "recipient" };
+
+/** Entries, users, retrying and oldest per kind (outbox) or platform (push queue). */
+export function queueOverview(db: Db, q: QueueTable): QueueKindStats[] {
+  return (
+    db
+      .prepare(
+        `SELECT ${q.key} AS key, count(*) AS entries, count(DISTINCT ${q.who}) AS recipients,
+                sum(attempts > 0) AS retrying, min(created_at) AS oldestAt
+         FROM ${q.table} GROUP BY ${q.key} ORDER BY ${q.key}`,
+      )
+      .all() as QueueKindStats[]
+  ).map((r) => ({ ...r, retrying: Number(r.retrying) }));
+}
+
+/** One user's entries in a queue. */
+export function queueOwnerDepth(db: Db, q: QueueTable, who: string): QueueDepth {
+  return queueDepth(
+    db
+      .prepare(
+        `SELECT count(*) AS entries, coalesce(sum(attempts > 0), 0) AS retrying, min(created_at) AS oldestAt,
+                coalesce(max(attempts), 0) AS maxAttempts FROM ${q.table} WHERE ${q.who} = ?`,
+      )
+      .get(who) as Row,
+  );
+}
+
+/** Makes a user's entries due now with their attempts reset; returns how many. */
+export function queueRedeliver(db: Db, q: QueueTable, who: string): number {
+  return db.prepare(`UPDATE ${q.table} SET attempts = 0, next_at = 0 WHERE ${q.who} = ?`).run(who).changes;
+}
+
+/** Deletes a user's entries; returns how many. */
+export function queueDrop(db: Db, q: QueueTable, who: string): number {
+  return db.prepare(`DELETE FROM ${q.table} WHERE ${q.who} = ?`).run(who).changes;
 }
 
 /** A count/sum/min/max row as a QueueDepth (min is NULL when there are no rows). */
