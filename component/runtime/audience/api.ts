@@ -24,6 +24,23 @@ export interface AudienceRead {
     limit: number,
   ): Promise<Array<{ owner: AccountId; changed: Seq }>>;
   holders(owner: AccountId): Promise<AccountId[]>;
+  /**
+   * One pull-sync page (§2.5): visible owners whose card, path or view changed after `since` and owners who left
+   * sight (tombstones), seq-ordered; a page never ends inside a seq. Added for features/cards/sync.ts (S9).
+   */
+  syncPage(holder: AccountId, since: Seq, limit: number): Promise<SyncPage>;
+}
+/** One sync change: an owner whose card or view changed at `seq`, or who left the holder's sight (`removed`). */
+export interface SyncChange {
+  owner: AccountId;
+  seq: Seq;
+  removed: boolean;
+}
+export interface SyncPage {
+  changes: SyncChange[];
+  /** More changes follow; then `token` is the seq of the last included change, else the store's newest seq. */
+  more: boolean;
+  token: Seq;
 }
 export interface AudienceTx extends AudienceRead {
   opened(owner: AccountId, holders: readonly AccountId[]): Promise<void>;

@@ -9,7 +9,7 @@
  */
 import type { SharePolicy } from "../../../stanzas/model/policy.js";
 import type { AccountId, Seq, Sql } from "../../../storage/store.js";
-import type { AudiencePath } from "./api.js";
+import type { AudiencePath, SyncChange, SyncPage } from "./api.js";
 
 /** A query that yields no rows, for a registry with no path (valid on both backends). */
 const NO_HOLDERS = "SELECT CAST(NULL AS INTEGER) AS holder WHERE 1 = 0";
@@ -64,18 +64,8 @@ const holdersCache = new WeakMap<readonly AudiencePath[], Map<string, string>>()
 /** The seq of a card: the runtime reads the cards table (§2.6) for "the card or a path changed" (sync). */
 const CARD_SEQ = "SELECT c.account_id AS owner, c.seq AS seq FROM cards c";
 
-/** One sync change: an owner whose card or view changed at `seq`, or who left the holder's sight (`removed`). */
-export interface SyncChange {
-  owner: AccountId;
-  seq: Seq;
-  removed: boolean;
-}
-export interface SyncPage {
-  changes: SyncChange[];
-  /** More changes follow; then `token` is the seq of the last included change, else the store's newest seq. */
-  more: boolean;
-  token: Seq;
-}
+// The sync page types are public (api.ts): features/cards/sync.ts reads them through AudienceRead.
+export type { SyncChange, SyncPage };
 
 /** The composed statements of one path registry (built once per process; every text constant afterwards). */
 export class AudienceSql {

@@ -1,0 +1,21 @@
+/**
+ * What other features may read of cards (docs/REDESIGN.md §1.1: another feature only through api.ts): plain
+ * functions over a read snapshot or a unit of work's tx, never an instance to be constructed with.
+ */
+import type { AccountId, Sql } from "../../../storage/store.js";
+import { cardsRepo, type StoredCard } from "./repo.js";
+
+export type { StoredCard } from "./repo.js";
+
+/** The stored card of `owner`, unfiltered (a feature rendering a view applies the audience's policies). */
+export function getCard(read: Sql, owner: AccountId): Promise<StoredCard | undefined> {
+  return cardsRepo(read).get(owner);
+}
+
+/** The version and hash of `owner`'s card, without parsing it (contacts list, addressbook links). */
+export function cardVersion(
+  read: Sql,
+  owner: AccountId,
+): Promise<{ version: number; hash: string } | undefined> {
+  return cardsRepo(read).version(owner);
+}

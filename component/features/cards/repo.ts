@@ -1,0 +1,58 @@
+/**
+ * The cards table (docs/REDESIGN.md §2.6, §3.2): one row per account, the stored card as canonical JSON with its
+ * hash and version, and the seq of its last change (sync reads it through the audience's composed queries).
+ * Portable SQL only (§2.1): the same text runs on SQLite and PostgreSQL; each constant is a statement-cache key.
+ */
+import type { Card } from "../../../stanzas/model/card.js";
+import type { AccountId, Seq, Sql } from "../../../storage/store.js";
+
+export interface StoredCard {
+  owner: AccountId;
+  version: number;
+  hash: string;
+  card: Card;
+  seq: Seq;
+  updatedAt: number;
+}
+
+interface CardRow {
+  account_id: number;
+  version: number;
+  hash: string;
+  card: string;
+  seq: number;
+  updated_at: number;
+}
+
+const GET = "SELECT account_id, version, hash, card, seq, updated_at FROM cards WHERE account_id = :owner";
+const VERSION = "SELECT version, hash FROM cards WHERE account_id = :owner";
+const PUT = `INSERT INTO cards (account_id, version, hash, card, seq, updated_at)
+  VALUES (:owner, :version, :hash, :card, :seq, :now)
+  ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, hash = excluded.hash,
+    card = excluded.card, seq = excluded.seq, updated_at = excluded.updated_at`;
+
+function toCard(r: CardRow | undefined): StoredCard | undefined {
+  if (!r) return undefined;
+  return {
+    owner: Number(r.account_id) as AccountId,
+    version: Number(r.version),
+    hash: r.hash,
+    card: JSON.parse(r.card) as Card,
+    seq: Number(r.seq),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+export type CardsRepo = ReturnType<typeof cardsRepo>;
+
+/** Plain functions over one connection (a unit of work's tx or a read snapshot). */
+export const cardsRepo = (q: Sql) => ({
+  get: async (owner: AccountId): Promise<StoredCard | undefined> =>
+    toCard(await q.get<CardRow>(GET, { owner })),
+  version: async (owner: AccountId): Promise<{ version: number; hash: string } | undefined> => {
+    const r = await q.get<{ version: number; hash: string }>(VERSION, { owner });
+    return r ? { version: Number(r.version), hash: r.hash } : undefined;
+  },
+  put: (owner: AccountId, c: { version: number; hash: string; card: Card; seq: Seq }, now: number) =>
+    q.run(PUT, { owner, version: c.version, hash: c.hash, card: JSON.stringify(c.card), seq: c.seq, now }),
+});
