@@ -18,6 +18,8 @@ import { BINDING_PATH } from "../../component/features/exchange/repo.js";
 import { CODE_ALPHABET, newCode, normalizeCode } from "../../component/features/exchange/code.js";
 import { EXCHANGE_KINDS } from "../../component/features/exchange/render.js";
 import { ExchangeService } from "../../component/features/exchange/service.js";
+import { contacts, setShare, type CardVersion } from "../../component/features/exchange/contacts.js";
+import type { SharePolicy } from "../../stanzas/model/policy.js";
 import { accountsParts } from "../../component/runtime/accounts/tx.js";
 import type { AudiencePath } from "../../component/runtime/audience/api.js";
 import { audienceParts } from "../../component/runtime/audience/tx.js";
@@ -378,6 +380,46 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
         `${A} has already asked you: answer request ${r.id} instead`,
       );
       expect(await rows(e, "SELECT id FROM exchange_requests")).to.have.length(1);
+    });
+  });
+
+  describe("share, contacts, expiry", () => {
+    it("a policy change refreshes the holder's card copy; contacts list my policy and the peer's card version", async () => {
+      await setCard(e, A);
+      const { code } = await e.svc.createCode(A);
+      await e.svc.redeemCode(B, code);
+      const [a, b] = [await idOf(e, A), await idOf(e, B)];
+      await e.store.tx("test.ack", (tx) => tx.run("DELETE FROM stream_entries"));
+      await setShare(e.uow, A, B, { fields: ["fn", "tel"] } satisfies SharePolicy);
+      expect((await entries(e)).map(({ lane, kind, subject }) => ({ lane, kind, subject }))).to.deep.equal([
+        { lane: b, kind: "card", subject: String(a) },
+      ]);
+      expect(await e.read("p", (r) => r.audience.policies(a, b))).to.deep.equal([{ fields: ["fn", "tel"] }]);
+      expect((await failure(setShare(e.uow, A, C, null))).condition).to.equal("item-not-found");
+      const version: CardVersion = async (r, owner) =>
+        (await r.get<{ version: number }>("SELECT version FROM cards WHERE account_id = :owner", { owner }))
+          ?.version;
+      const mine = await contacts(e.read, A, version);
+      expect(mine.map((k) => ({ peer: k.peer, policy: k.policy, version: k.version }))).to.deep.equal([
+        { peer: B, policy: { fields: ["fn", "tel"] }, version: undefined },
+      ]);
+      const theirs = await contacts(e.read, B, version);
+      expect(theirs.map((k) => ({ peer: k.peer, policy: k.policy, version: k.version }))).to.deep.equal([
+        { peer: A, policy: null, version: 1 },
+      ]);
+      expect(await contacts(e.read, C, version)).to.deep.equal([]);
+    });
+
+    it("expire drops expired requests with their notices and expired codes, nothing else", async () => {
+      const old = await e.svc.requestExchange(A, B);
+      await e.svc.createCode(A);
+      e.clock.t += 7 * 86_400_000;
+      const fresh = await e.svc.requestExchange(C, B);
+      expect(await e.svc.expire()).to.equal(2);
+      expect(await rows(e, "SELECT id FROM exchange_requests")).to.deep.equal([{ id: fresh.id }]);
+      expect((await entries(e)).map((x) => x.subject)).to.deep.equal([fresh.id]);
+      expect(await rows(e, "SELECT code FROM exchange_codes")).to.deep.equal([]);
+      void old;
     });
   });
 

@@ -399,6 +399,19 @@ export class ExchangeService {
     });
   }
 
+  /**
+   * The sweeper's step: expired requests go with their undelivered notices, expired codes go. At most `limit`
+   * requests per unit of work (bounded batch); returns how many rows went.
+   */
+  async expire(limit = 500): Promise<number> {
+    return this.o.uow("exchange.expire", async (u) => {
+      const ex = exchangeRepo(u.tx);
+      const reqs = await ex.expiredRequests(u.now, limit);
+      for (const r of reqs) await this.dropRequest(u, r);
+      return reqs.length + (await ex.deleteExpiredCodes(u.now));
+    });
+  }
+
   // ---- helpers -------------------------------------------------------------------------------------------
 
   /** Deletes a request and retracts its undelivered notice (it is moot now). */
