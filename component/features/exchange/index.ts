@@ -1,0 +1,168 @@
+/**
+ * The exchange feature module on the new core (docs/REDESIGN.md §1.2, §3.6): stream kinds binding, unbound,
+ * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of today's
+ * component/exchange.ts (and the contacts/share routes of component/cards.ts), with the same payloads and
+ * results. Not listed in any feature list yet: the running app keeps component/exchange.ts until the switch
+ * (S11), which adds this module to component/features/index.ts and deletes the old file. Ad-hoc commands
+ * (commands.ts) come with the switch too.
+ */
+import {
+  parseBool,
+  parseDeviceId,
+  parseSharePolicy,
+  requireAttr,
+  sharePolicyElement,
+} from "../../../stanzas/cardlink.js";
+import { badRequest, quote } from "../../../stanzas/errors.js";
+import { NS } from "../../../stanzas/ns.js";
+import { xml, type Element } from "../../../stanzas/xml.js";
+import type { FeatureModule, Runtime } from "../../runtime/context.js";
+import { requireUserJid } from "../../runtime/jid.js";
+import { detach } from "../../runtime/log.js";
+import { pageList } from "../../runtime/paging.js";
+import { contacts, setShare, type CardVersion } from "./contacts.js";
+import { EXCHANGE_MIGRATIONS } from "./migrations.js";
+import { EXCHANGE_KINDS } from "./render.js";
+import { BINDING_PATH } from "./repo.js";
+import { ExchangeService, type ListedRequest } from "./service.js";
+
+/** The RSM UID of a pending request (as today): oldest first, the id breaking ties; zero-padded. */
+export const requestUid = (r: { createdAt: number; id: string }): string =>
+  `${String(r.createdAt).padStart(16, "0")}-${r.id}`;
+
+export function serviceFor(rt: Runtime): ExchangeService {
+  const l = rt.limits;
+  const x = rt.config.exchange;
+  return new ExchangeService({
+    uow: rt.uow,
+    read: rt.read,
+    servedHosts: rt.config.servedHosts,
+    requestTtlMs: x.requestTtlSeconds * 1000,
+    codeTtlMs: x.codeTtlSeconds * 1000,
+    maxPendingPerUser: x.maxPendingPerUser,
+    codesPerUser: l.codesPerUser,
+    blocksPerUser: l.blocksPerUser,
+    redeem: {
+      failuresPerUser: l.redeemFailuresPerUser,
+      failuresPerHost: l.redeemFailuresPerHost,
+      windowMs: l.redeemWindowSeconds * 1000,
+      maxKeys: l.rateLimiterKeys,
+    },
+  });
+}
+
+/** The module; `cardVersion` is features/cards' api (contacts' `version` attribute), given by the feature list. */
+export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureModule {
+  let sweeper: NodeJS.Timeout | undefined;
+  return {
+    name: "exchange",
+    migrations: EXCHANGE_MIGRATIONS,
+    kinds: EXCHANGE_KINDS,
+    audiencePaths: [BINDING_PATH],
+    attach(rt) {
+      const svc = serviceFor(rt);
+      const ns = NS.CARDLINK;
+      const r = rt.router;
+      r.iq("set", ns, "exchange-request", async (c) => {
+        const q = await svc.requestExchange(
+          c.user,
+          requireAttr(c.payload, "to"),
+          parseDeviceId(c.payload.attrs.device),
+        );
+        rt.metrics.inc("cardlink_exchange_requests_total");
+        return xml("exchange-request", {
+          xmlns: ns,
+          id: q.id,
+          to: q.to,
+          expires: new Date(q.expiresAt).toISOString(),
+        });
+      });
+      r.iq("get", ns, "exchange-requests", async (c) => {
+        const direction = c.payload.attrs.direction ?? "incoming";
+        if (direction !== "incoming" && direction !== "outgoing") {
+          throw badRequest(`direction must be incoming or outgoing, not '${quote(direction)}'`);
+        }
+        const page = await pageList(
+          c.payload,
+          await svc.listRequests(c.user, direction),
+          requestUid,
+          (q: ListedRequest) =>
+            xml("exchange-request", {
+              id: q.id,
+              ...(direction === "incoming" ? { from: q.peer } : { to: q.peer }),
+              expires: new Date(q.expiresAt).toISOString(),
+            }),
+          rt.budget,
+        );
+        return xml("exchange-requests", { xmlns: ns, direction }, ...page.items, page.set);
+      });
+      r.iq("set", ns, "exchange-cancel", (c) => svc.cancel(c.user, requireAttr(c.payload, "id")));
+      r.iq("set", ns, "exchange-answer", async (c) => {
+        const id = requireAttr(c.payload, "id");
+        const accept = parseBool(c.payload.attrs.accept, "accept");
+        const b = await svc.answerRequest(c.user, id, accept, parseDeviceId(c.payload.attrs.device));
+        if (b) rt.metrics.inc("cardlink_bindings_created_total");
+        return b?.element;
+      });
+      r.iq("set", ns, "exchange-code", async (c) => {
+        const k = await svc.createCode(c.user, parseDeviceId(c.payload.attrs.device));
+        return xml("exchange-code", {
+          xmlns: ns,
+          code: k.code,
+          expires: new Date(k.expiresAt).toISOString(),
+          uri: `xmpp:${rt.config.domain}?cardlink;code=${k.code}`,
+        });
+      });
+      r.iq("set", ns, "redeem", async (c) => {
+        const b = await svc.redeemCode(
+          c.user,
+          requireAttr(c.payload, "code"),
+          parseDeviceId(c.payload.attrs.device),
+        );
+        rt.metrics.inc("cardlink_bindings_created_total");
+        return b.element;
+      });
+      r.iq("set", ns, "unbind", (c) => svc.unbind(c.user, requireAttr(c.payload, "peer")));
+      r.iq("set", ns, "block", (c) => svc.block(c.user, requireAttr(c.payload, "jid")));
+      r.iq("set", ns, "unblock", (c) => svc.unblock(c.user, requireAttr(c.payload, "jid")));
+      r.iq("get", ns, "blocklist", async (c) => {
+        const page = await pageList(
+          c.payload,
+          await svc.blocklist(c.user),
+          (j) => j,
+          (j) => xml("item", { jid: j }),
+          rt.budget,
+        );
+        return xml("blocklist", { xmlns: ns }, ...page.items, page.set);
+      });
+      r.iq("set", ns, "share", (c) =>
+        // The holder is checked before the policy, as today.
+        setShare(rt.uow, c.user, requireUserJid(c.payload, "holder"), parseSharePolicy(c.payload)),
+      );
+      r.iq("get", ns, "contacts", async (c) => {
+        const page = await pageList(
+          c.payload,
+          await contacts(rt.read, c.user, o.cardVersion),
+          (k) => k.peer,
+          (k): Element =>
+            xml(
+              "contact",
+              { jid: k.peer, version: k.version === undefined ? undefined : String(k.version) },
+              k.binding,
+              sharePolicyElement(k.policy),
+            ),
+          rt.budget,
+        );
+        return xml("contacts", { xmlns: ns }, ...page.items, page.set);
+      });
+      sweeper = setInterval(() => {
+        detach(rt.log, "expire-failed", svc.expire());
+        svc.prune();
+      }, 60_000);
+      sweeper.unref();
+    },
+    async stop() {
+      clearInterval(sweeper);
+    },
+  };
+}
