@@ -11,6 +11,8 @@ import { openAppStore, openStore } from "../../storage/index.js";
 import { StoreBusyError } from "../../storage/errors.js";
 import { PostgresStore, WRITERS_GATE_KEY } from "../../storage/postgres/store.js";
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
+import { describeAccounts } from "./accounts.contract.js";
+import { describeAudience } from "./audience.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { CONTRACT_SCHEMA, describeStore, type StoreFactory } from "./uow.contract.js";
 
@@ -53,6 +55,8 @@ describe("PostgreSQL backend", function () {
 
   describeStore("postgres", postgres);
   describeMigrations("postgres", postgres);
+  describeAudience("postgres", postgres);
+  describeAccounts("postgres", postgres);
 
   describe("PostgresStore: what only this backend has", () => {
     let url: string;
