@@ -126,7 +126,7 @@ describe("PostgreSQL backend", function () {
           const ix = await t.all<{ name: string; t: string; def: string }>(
             `SELECT indexname AS name, tablename AS t, indexdef AS def FROM pg_indexes
              WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
-               AND indexname NOT LIKE '%\_pkey' AND indexname NOT LIKE '%\_key'`,
+               AND indexname !~ '_(pkey|key)$'`,
           );
           for (const r of ix) {
             const m = /^CREATE (UNIQUE )?INDEX \S+ ON \S+ USING btree \(([^)]*)\)( WHERE .*)?$/.exec(r.def);
