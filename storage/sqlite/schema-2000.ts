@@ -6,6 +6,8 @@
  * S11). This is the fresh-install path for the new code (the runner's `allMigrationsV2()`, S2a's migrate.ts
  * half); S2b's rekey-2000.ts is the upgrade path, which builds the same tables from a version-200 database.
  * test/unit/schema-2000.test.ts loads it and checks its constraints and the hot queries' plans (§2.7).
+ * SCHEMA_2000 below also carries the PostgreSQL baseline (storage/postgres/schema-2000.ts, issue 13), which
+ * test/contract/postgres.test.ts checks against this DDL's catalogue.
  */
 import { SCHEMA_2000_POSTGRES_DDL } from "../postgres/schema-2000.js";
 import type { Migration } from "../store.js";
