@@ -6,7 +6,10 @@
  * S11). This is the fresh-install path for the new code (the runner's `allMigrationsV2()`, S2a's migrate.ts
  * half); S2b's rekey-2000.ts is the upgrade path, which builds the same tables from a version-200 database.
  * test/unit/schema-2000.test.ts loads it and checks its constraints and the hot queries' plans (§2.7).
+ * SCHEMA_2000 below also carries the PostgreSQL baseline (storage/postgres/schema-2000.ts, issue 13), which
+ * test/contract/postgres.test.ts checks against this DDL's catalogue.
  */
+import { SCHEMA_2000_POSTGRES_DDL } from "../postgres/schema-2000.js";
 import type { Migration } from "../store.js";
 
 /** §2.6 exactly as written there (statements separated by `;`, SQL comments kept). */
@@ -160,9 +163,16 @@ INSERT INTO counters (name, value) VALUES ('seq', 0);
 INSERT INTO queue_marks (name, pos, lease_owner, lease_until) VALUES ('push-scan', 0, NULL, 0);
 `;
 
-/** Migration 2000 for a new database (SQLite only: PostgreSQL's baseline is issue 13's). */
+/**
+ * Migration 2000 for a new database, on both backends: one Migration per version, one text per backend. The
+ * PostgreSQL text (issue 13's baseline) is §2.6 translated by §2.1's rules (storage/postgres/schema-2000.ts); the
+ * fresh rows are portable SQL.
+ */
 export const SCHEMA_2000: Migration = {
   version: 2000,
   name: "accounts: every table keyed by account id",
-  sql: { sqlite: SCHEMA_2000_DDL + SCHEMA_2000_FRESH_ROWS },
+  sql: {
+    sqlite: SCHEMA_2000_DDL + SCHEMA_2000_FRESH_ROWS,
+    postgres: SCHEMA_2000_POSTGRES_DDL + SCHEMA_2000_FRESH_ROWS,
+  },
 };

@@ -5,12 +5,16 @@
  * lost connection, the int8 parser.
  */
 import { expect } from "chai";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { pino } from "pino";
 import { openAppStore, openStore } from "../../storage/index.js";
 import { StoreBusyError } from "../../storage/errors.js";
 import { PostgresStore, WRITERS_GATE_KEY } from "../../storage/postgres/store.js";
+import { SCHEMA_2000, SCHEMA_2000_DDL } from "../../storage/sqlite/schema-2000.js";
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
+import { describeAccounts } from "./accounts.contract.js";
+import { describeAudience } from "./audience.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { CONTRACT_SCHEMA, describeStore, type StoreFactory } from "./uow.contract.js";
 
@@ -53,6 +57,139 @@ describe("PostgreSQL backend", function () {
 
   describeStore("postgres", postgres);
   describeMigrations("postgres", postgres);
+  describeAudience("postgres", postgres);
+  describeAccounts("postgres", postgres);
+
+  describe("migration 2000: the PostgreSQL baseline against the SQLite DDL", () => {
+    after(() => postgres.cleanup());
+
+    /** One table's catalogue, backend-neutral: what portable SQL and StoreConflictError depend on. */
+    interface Catalogue {
+      columns: Record<string, string[]>;
+      indexes: string[]; // "name table unique|plain (cols) [partial]"
+      fks: string[]; // "table.col -> parent ON DELETE rule"
+    }
+
+    const sqliteCatalogue = (): Catalogue => {
+      const db = new Database(":memory:");
+      try {
+        db.exec(SCHEMA_2000_DDL);
+        const tables = (
+          db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{
+            name: string;
+          }>
+        ).map((r) => r.name);
+        const c: Catalogue = { columns: {}, indexes: [], fks: [] };
+        for (const t of tables) {
+          c.columns[t] = (db.pragma(`table_info(${t})`) as Array<{ name: string }>).map((x) => x.name).sort();
+          const list = db.pragma(`index_list(${t})`) as Array<{
+            name: string;
+            unique: number;
+            origin: string;
+            partial: number;
+          }>;
+          for (const ix of list.filter((x) => x.origin === "c")) {
+            const cols = (db.pragma(`index_info(${ix.name})`) as Array<{ name: string }>).map((x) => x.name);
+            c.indexes.push(
+              `${ix.name} ${t} ${ix.unique ? "unique" : "plain"} (${cols.join(", ")})${ix.partial ? " partial" : ""}`,
+            );
+          }
+          for (const fk of db.pragma(`foreign_key_list(${t})`) as Array<{
+            table: string;
+            from: string;
+            on_delete: string;
+          }>) {
+            c.fks.push(`${t}.${fk.from} -> ${fk.table} ON DELETE ${fk.on_delete}`);
+          }
+        }
+        c.indexes.sort();
+        c.fks.sort();
+        return c;
+      } finally {
+        db.close();
+      }
+    };
+
+    it("same tables, columns, index names (unique, columns, partial) and foreign keys with the same ON DELETE", async () => {
+      const url = await (await cluster()).createDatabase();
+      const s = open(url);
+      try {
+        expect((await s.migrate([SCHEMA_2000])).applied).to.deep.equal([2000]);
+        const pgc = await s.read("catalogue", async (t) => {
+          const c: Catalogue = { columns: {}, indexes: [], fks: [] };
+          const cols = await t.all<{ t: string; c: string }>(
+            `SELECT table_name AS t, column_name AS c FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> 'schema_migrations' ORDER BY table_name, column_name`,
+          );
+          for (const r of cols) (c.columns[r.t] ??= []).push(r.c);
+          for (const k of Object.keys(c.columns)) c.columns[k]?.sort();
+          const ix = await t.all<{ name: string; t: string; def: string }>(
+            `SELECT indexname AS name, tablename AS t, indexdef AS def FROM pg_indexes
+             WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
+               AND indexname !~ '_(pkey|key)$'`,
+          );
+          for (const r of ix) {
+            const m = /^CREATE (UNIQUE )?INDEX \S+ ON \S+ USING btree \(([^)]*)\)( WHERE .*)?$/.exec(r.def);
+            expect(m, r.def).to.not.equal(null);
+            c.indexes.push(
+              `${r.name} ${r.t} ${m?.[1] ? "unique" : "plain"} (${m?.[2]})${m?.[3] ? " partial" : ""}`,
+            );
+          }
+          const fks = await t.all<{ t: string; col: string; parent: string; del: string }>(
+            `SELECT CAST(c.conrelid::regclass AS TEXT) AS t, a.attname AS col,
+                    CAST(c.confrelid::regclass AS TEXT) AS parent, CAST(c.confdeltype AS TEXT) AS del
+             FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+             WHERE c.contype = 'f'`,
+          );
+          const rule: Record<string, string> = { c: "CASCADE", n: "SET NULL", a: "NO ACTION", r: "RESTRICT" };
+          for (const r of fks) c.fks.push(`${r.t}.${r.col} -> ${r.parent} ON DELETE ${rule[r.del] ?? r.del}`);
+          c.indexes.sort();
+          c.fks.sort();
+          return c;
+        });
+        const lite = sqliteCatalogue();
+        expect(Object.keys(pgc.columns).sort()).to.deep.equal(Object.keys(lite.columns).sort());
+        expect(pgc.columns).to.deep.equal(lite.columns);
+        expect(pgc.indexes).to.deep.equal(lite.indexes);
+        expect(pgc.fks).to.deep.equal(lite.fks);
+        // The fresh rows (portable SQL, the same text on both).
+        const rows = await s.read("rows", async (t) => ({
+          seq: await t.get("SELECT value FROM counters WHERE name = 'seq'"),
+          mark: await t.get("SELECT pos FROM queue_marks WHERE name = 'push-scan'"),
+        }));
+        expect(rows).to.deep.equal({ seq: { value: 0 }, mark: { pos: 0 } });
+      } finally {
+        await s.close();
+      }
+    });
+
+    it("ids come from identities that start at 1; every integer column is BIGINT (numbers back, not strings)", async () => {
+      const url = await (await cluster()).createDatabase();
+      const s = open(url);
+      try {
+        await s.migrate([SCHEMA_2000]);
+        const types = await s.read("types", (t) =>
+          t.all<{ data_type: string }>(
+            `SELECT DISTINCT data_type FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> 'schema_migrations' ORDER BY data_type`,
+          ),
+        );
+        expect(types.map((r) => r.data_type)).to.deep.equal(["bigint", "text"]);
+        const ids = await s.tx("ids", async (tx) => {
+          const a = await tx.get<{ id: number }>(
+            "INSERT INTO accounts (state, created_at) VALUES ('active', 0) RETURNING id",
+          );
+          const b = await tx.get<{ id: number }>(
+            "INSERT INTO accounts (state, created_at) VALUES ('active', 0) RETURNING id",
+          );
+          return [a?.id, b?.id];
+        });
+        expect(ids).to.deep.equal([1, 2]);
+      } finally {
+        await s.close();
+      }
+    });
+  });
 
   describe("PostgresStore: what only this backend has", () => {
     let url: string;

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
+import { SCHEMA_2000_POSTGRES_DDL } from "../../storage/postgres/schema-2000.js";
 import { SCHEMA_2000, SCHEMA_2000_DDL } from "../../storage/sqlite/schema-2000.js";
 
 type Db = Database.Database;
@@ -200,9 +201,10 @@ describe("schema 2000 (docs/REDESIGN.md §2.6) on SQLite", () => {
   });
 
   describe("loading", () => {
-    it("is migration 2000 for SQLite only, and loads every table with foreign keys on", () => {
+    it("is migration 2000 (with its PostgreSQL baseline beside it), and loads every table with foreign keys on", () => {
       expect(SCHEMA_2000.version).to.equal(2000);
-      expect(SCHEMA_2000.sql.postgres).to.equal(undefined);
+      // The PostgreSQL text is checked against this catalogue in test/contract/postgres.test.ts.
+      expect(SCHEMA_2000.sql.postgres?.startsWith(SCHEMA_2000_POSTGRES_DDL)).to.equal(true);
       expect(SCHEMA_2000.sql.sqlite?.startsWith(SCHEMA_2000_DDL)).to.equal(true);
       expect(db.pragma("foreign_keys", { simple: true })).to.equal(1);
       const tables = (

@@ -42,7 +42,9 @@ export async function closed(
 ): Promise<Array<[AccountId, AccountId]>> {
   const list = await materialize(u, pairs);
   if (list.length === 0) return [];
-  const visible = `SELECT 1 AS one WHERE ${q.visible(":owner", ":holder")}`;
+  // Typed parameters: visible() starts with `:owner <> :holder`, which PostgreSQL would type as text (two untyped
+  // parameters) and then refuse to compare with the BIGINT path columns. A no-op on SQLite.
+  const visible = `SELECT 1 AS one WHERE ${q.visible("CAST(:owner AS BIGINT)", "CAST(:holder AS BIGINT)")}`;
   const seq = await u.seq();
   const lost = new Map<AccountId, AccountId[]>();
   const kept = new Map<AccountId, AccountId[]>();
