@@ -1,6 +1,8 @@
 /**
  * The Store contract on PostgreSQL (issue 13): the same cases as on SQLite (uow.contract.ts, migrate.contract.ts)
- * against a throwaway cluster started for this file (test/harness/postgres.ts), one fresh database per case. Plus
+ * and every other contract file (audience, accounts, stream, jobs: the same files as on SQLite, on migration
+ * 2000's PostgreSQL baseline) against a throwaway cluster started for this file (test/harness/postgres.ts), one
+ * fresh database per case; cases that need two instances open a second PostgresStore (its own pool). Plus
  * what only this backend has: seq order under two processes' worth of connections, busy classification of a
  * lost connection, the int8 parser.
  */
@@ -15,7 +17,9 @@ import { SCHEMA_2000, SCHEMA_2000_DDL } from "../../storage/sqlite/schema-2000.j
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeAudience } from "./audience.contract.js";
+import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
+import { describeStream } from "./stream.contract.js";
 import { CONTRACT_SCHEMA, describeStore, type StoreFactory } from "./uow.contract.js";
 
 let server: PostgresServer | undefined;
@@ -59,6 +63,8 @@ describe("PostgreSQL backend", function () {
   describeMigrations("postgres", postgres);
   describeAudience("postgres", postgres);
   describeAccounts("postgres", postgres);
+  describeStream("postgres", postgres, [SCHEMA_2000]);
+  describeJobs("postgres", postgres, [SCHEMA_2000]);
 
   describe("migration 2000: the PostgreSQL baseline against the SQLite DDL", () => {
     after(() => postgres.cleanup());

@@ -1,5 +1,6 @@
 /**
- * The Store contract on SQLite (real files in temp dirs), plus what only the SQLite backend has: the old
+ * The Store contract on SQLite (real files in temp dirs; every contract file: unit of work, migrations, audience,
+ * accounts, stream, jobs — cases that need two instances open a second SqliteStore on the same file), plus what only the SQLite backend has: the old
  * repositories sharing the writer connection, the card set path as a unit of work, the slow-unit-of-work log, the
  * named-parameter rewrite.
  */
@@ -12,10 +13,13 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js";
 import { compileNamed, bindValues } from "../../storage/sql.js";
+import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { describeAudience } from "./audience.contract.js";
 import { describeAccounts } from "./accounts.contract.js";
+import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
+import { describeStream } from "./stream.contract.js";
 import { describeStore, type StoreFactory } from "./uow.contract.js";
 
 const dirs: string[] = [];
@@ -49,6 +53,8 @@ describeStore("sqlite", sqlite);
 describeMigrations("sqlite", sqlite);
 describeAudience("sqlite", sqlite);
 describeAccounts("sqlite", sqlite);
+describeStream("sqlite", sqlite, [SCHEMA_2000]);
+describeJobs("sqlite", sqlite, [SCHEMA_2000]);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());
