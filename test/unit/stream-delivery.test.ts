@@ -14,6 +14,7 @@ import { accountsParts } from "../../component/runtime/accounts/tx.js";
 import { StanzaBudget } from "../../component/runtime/budget.js";
 import { EventBus } from "../../component/runtime/events.js";
 import type { Json, StreamKind } from "../../component/runtime/queue/api.js";
+import { Engine } from "../../component/runtime/queue/engine.js";
 import { KindRegistry } from "../../component/runtime/queue/registry.js";
 import {
   StreamDelivery,
@@ -132,8 +133,11 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
   let noteN: number;
   const logged: string[] = [];
 
-  const make = (o: { limitBytes?: number; batchSize?: number } = {}): StreamDelivery => {
-    const events = new EventBus();
+  let events: EventBus;
+  const silent = pino({ level: "silent" });
+
+  const make = (o: { limitBytes?: number; persistInflight?: boolean } = {}): StreamDelivery => {
+    events = new EventBus();
     const accounts = accountsParts({ cacheSize: 100, cacheTtlMs: 60_000, events, clock: () => now });
     const registry = new KindRegistry();
     registry.register(NOTE);
@@ -168,11 +172,12 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
         ackTimeoutMs: 15_000,
         retryBaseMs: 60_000,
         retryMaxMs: 600_000,
-        batchSize: o.batchSize ?? 20,
+        batchSize: 20,
       },
       leaseMs: 30_000,
       me: "test:1:aaaa",
       random: () => 1, // backoff = its ceiling
+      ...(o.persistInflight ? { persistInflight: true } : {}),
     });
   };
 
@@ -395,5 +400,54 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
     transport.sent[1]?.answer({ type: "result" });
     await delivery.idle();
     expect((await cursor())?.pos).to.equal(s1);
+  });
+
+  it("the engine wires it: an append's hint delivers; a result that reached another process applies by IQ id", async () => {
+    await delivery.stop();
+    delivery = make({ persistInflight: true });
+    const engine = new Engine({
+      store,
+      uow,
+      events,
+      log: silent,
+      config: {
+        leaseMs: 30_000,
+        heartbeatMs: 5_000,
+        exclusive: true,
+        observerPollMs: 60_000,
+        pollMs: 60_000,
+        deadLetterDays: 30,
+      },
+      processId: "test:1:aaaa",
+      clock: () => now,
+      delivery,
+      laneOf: async (from) => (from.startsWith("alice@example.test/") ? alice : undefined),
+    });
+    try {
+      await engine.start();
+      presence.add(alice, 0, "alice@example.test/phone");
+      const s1 = await notes(alice, { text: "one" }); // queue.appended after commit → engine.kickLanes
+      await until(() => transport.sent.length === 1, "IQ from the post-commit hint");
+      const id = transport.sent[0]?.id as string;
+      const inflight = await store.read("inflight", (r) =>
+        r.get<{ inflight_iq: string | null; inflight_upto: number | null }>(
+          "SELECT inflight_iq, inflight_upto FROM stream_cursors WHERE account_id = :a AND consumer = 0",
+          { a: alice },
+        ),
+      );
+      expect(inflight).to.deep.equal({ inflight_iq: id, inflight_upto: s1 });
+      expect(await engine.remoteAck("alice@example.test/phone", "not-ours")).to.equal(false);
+      expect(await engine.remoteAck("bob@example.test/phone", id)).to.equal(false);
+      expect(await engine.remoteAck("alice@example.test/phone", id)).to.equal(true);
+      expect(await cursor()).to.deep.include({ pos: s1, lease_owner: null });
+      expect(await entries()).to.deep.equal([]);
+      // The sender's own copy of the result comes too: applying it again changes nothing.
+      transport.sent[0]?.answer({ type: "result" });
+      await delivery.idle();
+      expect(await cursor()).to.deep.include({ pos: s1, attempts: 0 });
+      expect(transport.sent).to.have.length(1);
+    } finally {
+      await engine.stop();
+    }
   });
 });
