@@ -2,8 +2,8 @@
  * The queue engine (docs/REDESIGN.md §2.3.5–2.3.7, §3.3), skeleton of step S5: registries, this process's
  * identity and heartbeat, lease clearing at start (queue.exclusive), one JobLoop per channel, one
  * ObserverRunner per observer, their wake-ups (post-commit hints and safety-net polls) and depth() for the
- * metrics. Stream delivery (kickLanes' consumers, remoteAck) is step S7's stream-delivery.ts; until it lands,
- * kickLanes only wakes the observers and remoteAck applies nothing.
+ * metrics. Stream delivery is stream-delivery.ts (S7), handed in as `delivery`: kickLanes wakes its consumers
+ * too, remoteAck applies an IQ result by the recorded IQ id, stop waits for its rounds.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -15,6 +15,7 @@ import type { JobChannel, Observer, QueueEngine, StreamKind } from "./api.js";
 import { jobsRepo } from "./jobs-repo.js";
 import { JobLoop, type LoopEvent } from "./jobs.js";
 import { ObserverRunner } from "./observers.js";
+import type { StreamDelivery } from "./stream-delivery.js";
 
 /** The queue.* config keys the engine reads (§3.7). */
 export interface EngineConfig {
@@ -38,6 +39,10 @@ export interface EngineOptions {
   readonly clock?: () => number;
   readonly random?: () => number;
   readonly onJobEvent?: (channel: string, e: LoopEvent, n: number) => void;
+  /** Stream delivery, built with this engine's process id as its lease owner (createCardlink, S11). */
+  readonly delivery?: Pick<StreamDelivery, "kickLanes" | "remoteAck" | "stop">;
+  /** The account of an IQ result's sender (a full JID), for remoteAck; the accounts directory in the app. */
+  readonly laneOf?: (from: string) => Promise<AccountId | undefined>;
 }
 
 /** Heartbeats a process may miss before its leases are free (§2.3.5). */
@@ -173,6 +178,7 @@ export class Engine implements QueueEngine {
     if (this.stopped) return;
     this.stopped = true;
     for (const t of this.timers.splice(0)) clearInterval(t);
+    await this.o.delivery?.stop();
     await Promise.all([...this.loops.values()].map((l) => l.stop()));
     await Promise.all([...this.observers.values()].map((r) => r.stop()));
     if (!this.started) return;
@@ -182,9 +188,10 @@ export class Engine implements QueueEngine {
     });
   }
 
-  /** Stream delivery is S7's: until then a lane hint only means "entries were appended" to the observers. */
+  /** A lane hint: its consumers with a resource get a delivery round, the observers read what was appended. */
   kickLanes(lanes: readonly AccountId[]): void {
     if (this.stopped || !this.started || lanes.length === 0) return;
+    this.o.delivery?.kickLanes(lanes);
     for (const r of this.observers.values()) r.kick();
   }
 
@@ -193,11 +200,11 @@ export class Engine implements QueueEngine {
     this.loops.get(name)?.kick();
   }
 
-  /** S7 (stream-delivery.ts) applies remote acks by inflight_iq; nothing claims with it before then. */
+  /** An IQ result no request of this process matched: applied by inflight_iq if it was a batch's (§2.3.5). */
   async remoteAck(from: string, iqId: string): Promise<boolean> {
-    void from;
-    void iqId;
-    return false;
+    if (this.stopped || !this.o.delivery || !this.o.laneOf) return false;
+    const lane = await this.o.laneOf(from);
+    return lane === undefined ? false : this.o.delivery.remoteAck(lane, iqId);
   }
 
   /** Resolves when every loop and observer is idle (tests; a drain's own kicks included). */

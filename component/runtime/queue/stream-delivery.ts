@@ -1,0 +1,486 @@
+/**
+ * Stream delivery (docs/REDESIGN.md §2.3.3–2.3.5, §4.2; step S7): a per-consumer scheduler that moves a lane's
+ * entries to the consumer's resources as `<updates/>` IQs, written beside component/delivery.ts (which serves the
+ * running app until the switch, S11) and keeping its rules:
+ *
+ * - single flight per consumer (in memory here; the cursor's lease across processes), a kick during a flight
+ *   runs one more round after it;
+ * - a batch goes to every resource of the consumer and the first IQ result acknowledges it for all (the shared
+ *   cursor: today's per-user outbox); a resource that comes online while a batch waits gets that batch at once;
+ * - batches are cut by the stanza budget (runtime/budget.ts) and by `batchSize`;
+ * - errors and timeouts retry with backoff (attempts and next_at on the cursor), a client's refusal counts as
+ *   delivered (it would refuse again), every resource gone releases the consumer until presence brings one back.
+ *
+ * What the cursor adds: an ack moves `pos` to a seq (never back) and collects what every active cursor passed;
+ * moot entries (renderer returned null) are passed with the batch's ack, or at once without an IQ when the whole
+ * batch was moot; a renderer that throws keeps the cursor where it is (logged, retried with backoff, never
+ * skipped). The transport is a small interface (StreamTransport) so the scheduler runs against any sender: the
+ * component link's IqCaller in the app (S11), an in-process one in the unit tests.
+ */
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import type { Element } from "../../../stanzas/xml.js";
+import { updateElement, updatesElement } from "../../../stanzas/cardlink.js";
+import type { AccountId, Seq } from "../../../storage/store.js";
+import { backoffDelay } from "../backoff.js";
+import type { StanzaBudget } from "../budget.js";
+import type { Reader, Uow } from "../uow.js";
+import type { RenderCache, RenderContext, StreamKind } from "./api.js";
+import { updateId } from "./registry.js";
+import { streamRepo, type LaneEntry } from "./stream-repo.js";
+
+/** How one `<updates/>` IQ to one full JID ended. */
+export type SendOutcome = { type: "result" } | { type: "error"; condition: string } | { type: "timeout" };
+
+/** Sends one IQ of type set carrying `payload` to a full JID and reports how it ended (never throws for that). */
+export interface StreamTransport {
+  send(iq: { id: string; to: string; payload: Element; timeoutMs: number }): Promise<SendOutcome>;
+}
+
+/** Which resources serve which consumer: the in-memory presence (runtime/presence.ts at S11; a test's own). */
+export interface DeliveryPresence {
+  /** Consumers of the lane with at least one available resource (0 = the shared cursor, else a device id). */
+  consumers(lane: AccountId): readonly number[];
+  /** Available full JIDs of that consumer (shared: the resources that declared no device). */
+  resources(lane: AccountId, consumer: number): readonly string[];
+  /** The server said this resource is not there: forget it. */
+  gone(lane: AccountId, full: string): void;
+}
+
+/** The delivery.* keys this file reads (§3.7). */
+export interface StreamDeliveryConfig {
+  readonly ackTimeoutMs: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly batchSize: number;
+}
+
+export interface StreamDeliveryOptions {
+  readonly uow: Uow;
+  readonly read: Reader;
+  readonly kind: (name: string) => StreamKind | undefined;
+  readonly transport: StreamTransport;
+  readonly presence: DeliveryPresence;
+  readonly budget: StanzaBudget;
+  readonly log: Logger;
+  readonly config: StreamDeliveryConfig;
+  readonly leaseMs: number;
+  /** Lease owner: the engine's process id. */
+  readonly me: string;
+  /** queue.persistInflight: record each IQ's id on the cursor so another process can apply its result. */
+  readonly persistInflight?: boolean;
+  readonly random?: () => number;
+  /** Every resource of the consumer turned out to be gone (push announces what waits: S8's seam). */
+  readonly onAllGone?: (lane: AccountId, consumer: number) => void;
+}
+
+/** Today's bound on consumers delivering at once (component/delivery.ts MAX_CONCURRENT_FLUSHES). */
+export const MAX_CONCURRENT_CONSUMERS = 256;
+/** Conditions meaning "that resource is not there" (Prosody's answer for an IQ to an offline full JID). */
+const GONE = new Set([
+  "service-unavailable",
+  "recipient-unavailable",
+  "item-not-found",
+  "remote-server-not-found",
+]);
+
+type Outcome = "acked" | "gone" | "retry";
+interface Page {
+  payload: Element;
+  /** What an ack of this page lets the cursor move to (a seq every entry of which is covered), or undefined. */
+  upto: Seq | undefined;
+}
+
+const key = (lane: AccountId, consumer: number): string => `${lane}:${consumer}`;
+
+class RoundCache implements RenderCache {
+  private readonly m = new Map<string, Promise<unknown>>();
+  get<T>(kind: string, k: string, load: () => Promise<T>): Promise<T> {
+    const id = `${kind}\u0000${k}`;
+    let p = this.m.get(id) as Promise<T> | undefined;
+    if (!p) {
+      p = load();
+      this.m.set(id, p);
+    }
+    return p;
+  }
+}
+
+export class StreamDelivery {
+  private readonly flying = new Set<string>();
+  private readonly again = new Map<string, boolean>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Per consumer with a page waiting for its ack: offers that page to a resource that came online. */
+  private readonly inflight = new Map<string, (full: string) => void>();
+  private readonly waiting: Array<() => void> = [];
+  private active = 0;
+  private stopped = false;
+  private iqs = 0;
+  /** IQ ids are `<this instance's random tag>-<counter>`: unique across processes and restarts. */
+  private readonly tag = randomBytes(4).toString("hex");
+
+  constructor(private readonly o: StreamDeliveryOptions) {}
+
+  /** Post-commit hint: deliver to every consumer of these lanes that has a resource (none: push-scan's). */
+  kickLanes(lanes: readonly AccountId[]): void {
+    for (const lane of lanes) for (const c of this.o.presence.consumers(lane)) this.kick(lane, c, false);
+  }
+
+  /**
+   * A resource of the consumer became available: it gets the page in flight at once (today's re-offer), and a
+   * round runs now even if the cursor waits for a retry (the failure was another resource's).
+   */
+  available(lane: AccountId, consumer: number, full: string): void {
+    this.inflight.get(key(lane, consumer))?.(full);
+    this.kick(lane, consumer, true);
+  }
+
+  /**
+   * Runs a delivery round for (lane, consumer) unless one is running (then one more follows it). `now` = ignore
+   * the cursor's retry time.
+   */
+  kick(lane: AccountId, consumer: number, now: boolean): void {
+    if (this.stopped) return;
+    const k = key(lane, consumer);
+    if (this.flying.has(k)) {
+      this.again.set(k, (this.again.get(k) ?? false) || now);
+      return;
+    }
+    this.flying.add(k);
+    const task = this.round(lane, consumer, now)
+      .catch((e: unknown) =>
+        this.o.log.error(
+          { event: "stream-round-failed", lane, consumer, err: (e as Error).message },
+          "stream delivery round failed",
+        ),
+      )
+      .finally(() => {
+        this.running.delete(task);
+        this.flying.delete(k);
+        const next = this.again.get(k);
+        if (next !== undefined) {
+          this.again.delete(k);
+          this.kick(lane, consumer, next);
+        }
+      });
+    this.running.add(task);
+  }
+
+  /** An IQ result that reached this process for a batch another process sent (by the recorded IQ id). */
+  async remoteAck(lane: AccountId, iqId: string): Promise<boolean> {
+    const applied = await this.o.uow("queue.remote-ack", (u) =>
+      streamRepo(u.tx).remoteAck(lane, iqId, u.now),
+    );
+    if (applied) this.kickLanes([lane]);
+    return applied;
+  }
+
+  /** Resolves when no round runs (tests; rounds a finishing round starts included). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  /** Stops new rounds and waits for the ones in flight to record their outcome. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await this.idle();
+  }
+
+  private async slot(): Promise<() => void> {
+    if (this.active >= MAX_CONCURRENT_CONSUMERS) await new Promise<void>((r) => this.waiting.push(r));
+    else this.active++;
+    return () => {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    };
+  }
+
+  private async round(lane: AccountId, consumer: number, ignoreRetry: boolean): Promise<void> {
+    const release = await this.slot();
+    try {
+      while (!this.stopped) {
+        if (this.o.presence.resources(lane, consumer).length === 0) return;
+        const claimed = await this.claim(lane, consumer, ignoreRetry);
+        if (!claimed) return;
+        const more = await this.deliver(lane, consumer, claimed);
+        if (!more) return;
+        ignoreRetry = false;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Claim uow: the consumer's cursor, leased to this process (undefined: no cursor, leased elsewhere, or waiting
+   * for a retry — then a timer is armed). A dormant cursor is reactivated: the consumer showed up.
+   */
+  private async claim(
+    lane: AccountId,
+    consumer: number,
+    ignoreRetry: boolean,
+  ): Promise<{ id: number; pos: Seq; attempts: number } | undefined> {
+    type Claim =
+      { wait: number } | { skip: string } | { claimed: { id: number; pos: Seq; attempts: number } };
+    const r = await this.o.uow("queue.claim", async (u): Promise<Claim> => {
+      const repo = streamRepo(u.tx);
+      const c = await repo.cursor(lane, consumer);
+      if (!c) return { skip: "no-cursor" };
+      if (!ignoreRetry && c.nextAt > u.now) return { wait: c.nextAt - u.now };
+      const [got] = await repo.claim(this.o.me, [c.id], u.now, u.now + this.o.leaseMs);
+      if (!got) return { skip: "leased" };
+      if (got.state === "dormant") {
+        const how = await repo.reactivate(got.id, u.now);
+        // S12 sends <update kind='resync'/> to a device told "resync"; until then it is logged.
+        if (how === "resync")
+          this.o.log.warn({ event: "stream-resync-needed", lane, consumer }, "device must resync");
+        const again = await repo.cursorById(got.id);
+        return { claimed: { id: got.id, pos: again?.pos ?? got.pos, attempts: got.attempts } };
+      }
+      return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts } };
+    });
+    if ("wait" in r) {
+      this.schedule(lane, consumer, r.wait);
+      return undefined;
+    }
+    if ("skip" in r) {
+      this.o.log.debug({ event: `stream-claim-${r.skip}`, lane, consumer });
+      return undefined;
+    }
+    return r.claimed;
+  }
+
+  /**
+   * Reads the lane from pos, renders, cuts into pages, sends them one after another (each: first result wins)
+   * and acks. True when the lane may hold more (a full read was acknowledged): the caller claims again.
+   */
+  private async deliver(
+    lane: AccountId,
+    consumer: number,
+    cur: { id: number; pos: Seq; attempts: number },
+  ): Promise<boolean> {
+    let rendered: { pages: Page[]; upto: Seq; read: number };
+    try {
+      rendered = await this.render(lane, cur.pos);
+    } catch (e) {
+      // The cursor stays: the entry is not skipped, it is tried again after the backoff.
+      this.o.log.error(
+        { event: "stream-render-failed", lane, consumer, err: (e as Error).message },
+        "a renderer threw; the cursor keeps its position",
+      );
+      await this.retry(lane, consumer, cur);
+      return false;
+    }
+    if (rendered.read === 0) {
+      await this.o.uow("queue.release", (u) => streamRepo(u.tx).release(this.o.me, [cur.id]));
+      return false;
+    }
+    if (rendered.pages.length === 0) {
+      // Every entry was moot: the cursor passes them without an IQ.
+      await this.ack(cur.id, rendered.upto, false);
+      return true;
+    }
+    for (let i = 0; i < rendered.pages.length; i++) {
+      const page = rendered.pages[i] as Page;
+      const last = i === rendered.pages.length - 1;
+      const outcome = await this.sendToAll(lane, consumer, cur.id, page);
+      if (outcome === "gone") {
+        await this.o.uow("queue.release", (u) => streamRepo(u.tx).release(this.o.me, [cur.id]));
+        this.o.onAllGone?.(lane, consumer);
+        return false;
+      }
+      if (outcome === "retry") {
+        await this.retry(lane, consumer, cur);
+        return false;
+      }
+      // An earlier page's ack moves pos to the last seq it covered whole (if any) and keeps the lease for the
+      // next page; the last page's passes the whole read.
+      if (page.upto !== undefined) await this.ack(cur.id, page.upto, !last);
+    }
+    return true;
+  }
+
+  /** One read snapshot: the lane after pos, rendered with one round cache, cut by the budget and batchSize. */
+  private async render(lane: AccountId, pos: Seq): Promise<{ pages: Page[]; upto: Seq; read: number }> {
+    return this.o.read("queue.render", async (r) => {
+      const batch = await streamRepo(r.read).read(lane, pos, this.o.config.batchSize);
+      const cache = new RoundCache();
+      const budget = this.o.budget;
+      const ctx: RenderContext = {
+        get read() {
+          return r.read;
+        },
+        get accounts() {
+          return r.accounts;
+        },
+        get audience() {
+          return r.audience;
+        },
+        budget,
+        cache,
+      };
+      const pages: Page[] = [];
+      let page = budget.page(this.o.config.batchSize);
+      let pageEntries: LaneEntry[] = [];
+      const close = (nextSeq: Seq | undefined): void => {
+        if (page.items.length === 0) return;
+        const lastSeq = pageEntries.at(-1)?.seq as Seq;
+        // The page covers its last seq whole unless the next page starts inside it.
+        const whole = nextSeq === undefined || nextSeq !== lastSeq;
+        const upto = whole ? lastSeq : seqBefore(pageEntries, lastSeq);
+        pages.push({ payload: updatesElement(page.items), upto });
+        page = budget.page(this.o.config.batchSize);
+        pageEntries = [];
+      };
+      for (const e of batch.entries) {
+        const kind = this.o.kind(e.kind);
+        if (!kind) {
+          this.o.log.error({ event: "no-renderer", kind: e.kind }, "stream entry of unknown kind passed");
+          continue;
+        }
+        const content = await kind.render(ctx, e);
+        if (!content) continue;
+        const wire =
+          kind.subject === "account" && e.subjectAccount !== undefined
+            ? await cache.get("jid", String(e.subjectAccount), () =>
+                ctx.accounts.jidOf(e.subjectAccount as AccountId),
+              )
+            : e.subject;
+        const update = updateElement(
+          { id: updateId(e.kind, wire, e.seq), kind: e.kind, seq: e.seq },
+          content,
+        );
+        if (!page.add(update)) {
+          if (page.items.length === 0) {
+            // A single update over the budget cannot exist (card.maxBytes is checked against it); the send
+            // path's guard refuses it if a bug made one.
+            page.items.push(update);
+          } else {
+            close(e.seq);
+            page.add(update);
+          }
+        }
+        pageEntries.push(e);
+      }
+      close(undefined);
+      // The last page's ack passes the whole read, trailing moot entries included.
+      const tail = pages.at(-1);
+      if (tail) tail.upto = batch.upto;
+      return { pages, upto: batch.upto, read: batch.entries.length };
+    });
+  }
+
+  /** Ack uow: pos moves (never back), GC runs; `keep` re-takes the lease in the same transaction. */
+  private async ack(cursor: number, upto: Seq, keep: boolean): Promise<void> {
+    await this.o.uow("queue.ack", async (u) => {
+      const repo = streamRepo(u.tx);
+      await repo.ack(this.o.me, [{ cursor, upto }], u.now);
+      if (keep) await repo.claim(this.o.me, [cursor], u.now, u.now + this.o.leaseMs);
+    });
+  }
+
+  private async retry(
+    lane: AccountId,
+    consumer: number,
+    cur: { id: number; attempts: number },
+  ): Promise<void> {
+    const delay = backoffDelay(
+      cur.attempts,
+      this.o.config.retryBaseMs,
+      this.o.config.retryMaxMs,
+      this.o.random,
+    );
+    await this.o.uow("queue.retry", (u) => streamRepo(u.tx).retry(this.o.me, cur.id, u.now + delay));
+    this.schedule(lane, consumer, delay);
+  }
+
+  private schedule(lane: AccountId, consumer: number, delay: number): void {
+    if (this.stopped) return;
+    const k = key(lane, consumer);
+    clearTimeout(this.timers.get(k));
+    const t = setTimeout(
+      () => {
+        this.timers.delete(k);
+        this.kick(lane, consumer, false);
+      },
+      Math.max(10, delay),
+    );
+    t.unref();
+    this.timers.set(k, t);
+  }
+
+  /** True while a retry timer is armed for the consumer (tests). */
+  waitingRetry(lane: AccountId, consumer: number): boolean {
+    return this.timers.has(key(lane, consumer));
+  }
+
+  /**
+   * Sends one page to every resource of the consumer and settles on the first result (or refusal): a live phone
+   * is not held up by a stale resource that will only time out. While it waits, a resource that comes online
+   * gets it at once. "gone" when every resource turned out to be gone, "retry" when none acked.
+   */
+  private sendToAll(lane: AccountId, consumer: number, cursor: number, page: Page): Promise<Outcome> {
+    const k = key(lane, consumer);
+    const resources = this.o.presence.resources(lane, consumer);
+    if (resources.length === 0) return Promise.resolve("gone");
+    const id = `cls-${this.tag}-${(++this.iqs).toString(36)}`;
+    return new Promise((resolve, reject) => {
+      let open = 0;
+      let done = false;
+      let allGone = true;
+      const finish = (r: Outcome): void => {
+        if (done) return;
+        done = true;
+        this.inflight.delete(k);
+        resolve(r);
+      };
+      const attempt = (to: string): void => {
+        open++;
+        const settle = (r: SendOutcome): void => {
+          open--;
+          if (r.type === "result") return finish("acked");
+          if (r.type === "error" && GONE.has(r.condition)) this.o.presence.gone(lane, to);
+          else if (r.type === "error") {
+            // A live client that refuses an update will refuse it again: log it, count it as delivered.
+            this.o.log.warn(
+              { event: "update-refused", to, condition: r.condition },
+              "client refused an update",
+            );
+            return finish("acked");
+          } else allGone = false;
+          if (open === 0) finish(allGone ? "gone" : "retry");
+        };
+        this.o.transport
+          .send({ id, to, payload: page.payload, timeoutMs: this.o.config.ackTimeoutMs })
+          .then(settle, (e: unknown) => {
+            // A transport that throws failed this attempt; the page is retried, not lost.
+            this.o.log.debug({ event: "update-send-failed", to, err: (e as Error).message });
+            settle({ type: "timeout" });
+          });
+      };
+      const go = (): void => {
+        // Single flight per consumer: at most one page in flight to re-offer.
+        this.inflight.set(k, (full) => {
+          if (!done) attempt(full);
+        });
+        for (const to of resources) attempt(to);
+      };
+      if (this.o.persistInflight && page.upto !== undefined) {
+        this.o
+          .uow("queue.inflight", (u) => streamRepo(u.tx).inflight(this.o.me, cursor, id, page.upto as Seq))
+          .then(go, reject);
+      } else go();
+    });
+  }
+}
+
+/** The highest seq below `seq` among the page's entries (the last one it holds whole), or undefined. */
+function seqBefore(entries: readonly LaneEntry[], seq: Seq): Seq | undefined {
+  let best: Seq | undefined;
+  for (const e of entries) if (e.seq < seq) best = e.seq;
+  return best;
+}

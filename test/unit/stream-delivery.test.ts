@@ -1,0 +1,453 @@
+/**
+ * Stream delivery (component/runtime/queue/stream-delivery.ts, docs/REDESIGN.md §4.2) over a real SqliteStore with
+ * the 2000 schema, real accounts (ensure writes the shared cursor) and the real stream half of the unit of work,
+ * against an in-process transport of our own: it records every IQ (id, to, payload) and leaves it open until the
+ * test answers it (result, error, timeout), as a client on the far side of Prosody would. The clock is pinned; no
+ * assertion depends on wall-clock time.
+ */
+import { expect } from "chai";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pino } from "pino";
+import { accountsParts } from "../../component/runtime/accounts/tx.js";
+import { StanzaBudget } from "../../component/runtime/budget.js";
+import { EventBus } from "../../component/runtime/events.js";
+import type { Json, StreamKind } from "../../component/runtime/queue/api.js";
+import { Engine } from "../../component/runtime/queue/engine.js";
+import { KindRegistry } from "../../component/runtime/queue/registry.js";
+import {
+  StreamDelivery,
+  type DeliveryPresence,
+  type SendOutcome,
+  type StreamTransport,
+} from "../../component/runtime/queue/stream-delivery.js";
+import { streamTx } from "../../component/runtime/queue/stream-tx.js";
+import { makeReader, makeUow, type Uow } from "../../component/runtime/uow.js";
+import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
+import { SqliteStore } from "../../storage/sqlite/store.js";
+import type { AccountId } from "../../storage/store.js";
+import { xml, type Element } from "../../stanzas/xml.js";
+
+const T0 = 1_700_000_000_000;
+const unused = (): never => {
+  throw new Error("part not used here");
+};
+
+/** One IQ as the far side sees it, open until answered. */
+interface Sent {
+  id: string;
+  to: string;
+  payload: Element;
+  answer(o: SendOutcome): void;
+  answered: boolean;
+}
+
+/** The far side of the link: every IQ waits for the test's answer. */
+class InProcessTransport implements StreamTransport {
+  readonly sent: Sent[] = [];
+  send(iq: { id: string; to: string; payload: Element; timeoutMs: number }): Promise<SendOutcome> {
+    return new Promise((resolve) => {
+      const s: Sent = {
+        ...iq,
+        answered: false,
+        answer: (o) => {
+          if (s.answered) throw new Error(`IQ ${iq.id} to ${iq.to} answered twice`);
+          s.answered = true;
+          resolve(o);
+        },
+      };
+      this.sent.push(s);
+    });
+  }
+  open(): Sent[] {
+    return this.sent.filter((s) => !s.answered);
+  }
+}
+
+/** Available resources per (lane, consumer), as runtime/presence.ts will keep them. */
+class Presence implements DeliveryPresence {
+  readonly map = new Map<AccountId, Map<number, Set<string>>>();
+  add(lane: AccountId, consumer: number, full: string): void {
+    let byConsumer = this.map.get(lane);
+    if (!byConsumer) this.map.set(lane, (byConsumer = new Map()));
+    let set = byConsumer.get(consumer);
+    if (!set) byConsumer.set(consumer, (set = new Set()));
+    set.add(full);
+  }
+  consumers(lane: AccountId): readonly number[] {
+    return [...(this.map.get(lane)?.entries() ?? [])].filter(([, s]) => s.size > 0).map(([c]) => c);
+  }
+  resources(lane: AccountId, consumer: number): readonly string[] {
+    return [...(this.map.get(lane)?.get(consumer) ?? [])];
+  }
+  gone(lane: AccountId, full: string): void {
+    for (const s of this.map.get(lane)?.values() ?? []) s.delete(full);
+  }
+}
+
+/** `note`: an entity kind whose content is its payload's text; `{moot}` renders null, `{boom}` throws. */
+const NOTE: StreamKind = {
+  name: "note",
+  coalesce: "keep",
+  subject: "entity",
+  wake: false,
+  async render(_r, e) {
+    const p = e.payload as { text?: string; moot?: boolean; boom?: boolean };
+    if (p.boom) throw new Error("renderer bug");
+    if (p.moot) return null;
+    return xml("note", { xmlns: "urn:test:0" }, p.text ?? "");
+  },
+};
+/** `hello`: about an account, so its wire subject is that account's current JID. */
+const HELLO: StreamKind = {
+  name: "hello",
+  coalesce: "replace",
+  subject: "account",
+  wake: false,
+  async render() {
+    return xml("hello", { xmlns: "urn:test:0" });
+  },
+};
+
+/** Lets the scheduler's promise chains run until `cond` holds (no timers: a bounded number of turns). */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport", function () {
+  this.timeout(30_000);
+  let dir: string;
+  let store: SqliteStore;
+  let now: number;
+  let uow: Uow;
+  let transport: InProcessTransport;
+  let presence: Presence;
+  let delivery: StreamDelivery;
+  let alice: AccountId;
+  let bob: AccountId;
+  let noteN: number;
+  const logged: string[] = [];
+
+  let events: EventBus;
+  const silent = pino({ level: "silent" });
+
+  const make = (o: { limitBytes?: number; persistInflight?: boolean } = {}): StreamDelivery => {
+    events = new EventBus();
+    const accounts = accountsParts({ cacheSize: 100, cacheTtlMs: 60_000, events, clock: () => now });
+    const registry = new KindRegistry();
+    registry.register(NOTE);
+    registry.register(HELLO);
+    uow = makeUow(
+      store,
+      {
+        accounts: accounts.tx,
+        audience: unused,
+        jobs: unused,
+        stream: streamTx({ kind: (n) => registry.get(n), paths: [] }),
+      },
+      events,
+    );
+    const log = pino(
+      { level: "debug" },
+      {
+        write: (line: string) => {
+          logged.push((JSON.parse(line) as { event?: string }).event ?? "");
+        },
+      },
+    );
+    return new StreamDelivery({
+      uow,
+      read: makeReader(store, { accounts: accounts.read, audience: unused }),
+      kind: (n) => registry.get(n),
+      transport,
+      presence,
+      budget: new StanzaBudget(o.limitBytes ?? 256 * 1024),
+      log,
+      config: {
+        ackTimeoutMs: 15_000,
+        retryBaseMs: 60_000,
+        retryMaxMs: 600_000,
+        batchSize: 20,
+      },
+      leaseMs: 30_000,
+      me: "test:1:aaaa",
+      random: () => 1, // backoff = its ceiling
+      ...(o.persistInflight ? { persistInflight: true } : {}),
+    });
+  };
+
+  /** One unit of work appending notes (one seq) to `lane`; returns that seq. */
+  const notes = async (lane: AccountId, ...bodies: Json[]): Promise<number> =>
+    uow("notes", async (u) => {
+      for (const body of bodies) {
+        const payload = await u.queue.payload("note", body);
+        await u.queue.append("note", [lane], { subject: `n${++noteN}`, payload });
+      }
+      return u.seq();
+    });
+  const cursor = () =>
+    store.read("cursor", (r) =>
+      r.get<{ pos: number; attempts: number; next_at: number; lease_owner: string | null }>(
+        "SELECT pos, attempts, next_at, lease_owner FROM stream_cursors WHERE account_id = :a AND consumer = 0",
+        { a: alice },
+      ),
+    );
+  const entries = () =>
+    store.read("entries", (r) =>
+      r.all<{ subject: string }>("SELECT subject FROM stream_entries WHERE account_id = :a ORDER BY id", {
+        a: alice,
+      }),
+    );
+  /** The update ids an IQ carried. */
+  const ids = (s: Sent | undefined): string[] =>
+    (s?.payload.getChildren("update") ?? []).map((u) => String(u.attrs.id));
+
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "cardlink-stream-delivery-"));
+    now = T0;
+    noteN = 0;
+    logged.length = 0;
+    store = new SqliteStore(path.join(dir, "cardlink.sqlite"), { legacy: false, clock: () => now });
+    await store.migrate([SCHEMA_2000]);
+    transport = new InProcessTransport();
+    presence = new Presence();
+    delivery = make();
+    [alice, bob] = await uow("accounts", async (u) => [
+      await u.accounts.ensure("alice@example.test", { seen: true }),
+      await u.accounts.ensure("bob@example.test", { seen: true }),
+    ]);
+  });
+  afterEach(async () => {
+    for (const s of transport.open()) s.answer({ type: "timeout" });
+    await delivery.stop();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("single flight per consumer: entries written during a flight go together in the next IQ", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "first IQ");
+    const s2 = await notes(alice, { text: "two" });
+    const s3 = await notes(alice, { text: "three" });
+    delivery.kickLanes([alice]);
+    delivery.kickLanes([alice]);
+    // Let the kicks run: still one IQ in flight, nothing else sent.
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    expect(transport.sent).to.have.length(1);
+    expect(ids(transport.sent[0])).to.deep.equal([`note:n1:${s1}`]);
+    transport.sent[0]?.answer({ type: "result" });
+    await until(() => transport.sent.length === 2, "second IQ");
+    expect(ids(transport.sent[1])).to.deep.equal([`note:n2:${s2}`, `note:n3:${s3}`]);
+    expect((await cursor())?.pos).to.equal(s1);
+    transport.sent[1]?.answer({ type: "result" });
+    await delivery.idle();
+    expect(transport.sent).to.have.length(2);
+    expect(await cursor()).to.deep.include({ pos: s3, attempts: 0, lease_owner: null });
+    expect(await entries()).to.deep.equal([]); // the shared cursor is the only one: collected at the ack
+  });
+
+  it("a resource that comes online while a batch waits gets the same IQ at once; its result acks it", async () => {
+    presence.add(alice, 0, "alice@example.test/old");
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "IQ to the old resource");
+    presence.add(alice, 0, "alice@example.test/new");
+    delivery.available(alice, 0, "alice@example.test/new");
+    await until(() => transport.sent.length === 2, "re-offer");
+    const [old, fresh] = transport.sent;
+    expect(fresh?.to).to.equal("alice@example.test/new");
+    expect(fresh?.id).to.equal(old?.id);
+    expect(fresh?.payload.toString()).to.equal(old?.payload.toString());
+    fresh?.answer({ type: "result" });
+    await delivery.idle();
+    expect((await cursor())?.pos).to.equal(s1);
+    // The stale resource's timeout comes after the ack: nothing is retried.
+    old?.answer({ type: "timeout" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, next_at: 0 });
+    expect(delivery.waitingRetry(alice, 0)).to.equal(false);
+    expect(transport.sent).to.have.length(2);
+  });
+
+  it("shared cursor: the batch goes to every resource, the first result acks it for all", async () => {
+    for (const r of ["a", "b", "c"]) presence.add(alice, 0, `alice@example.test/${r}`);
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 3, "IQ to every resource");
+    const to = (r: string): Sent | undefined =>
+      transport.sent.find((s) => s.to === `alice@example.test/${r}`);
+    // One resource's timeout does not fail the batch while others may still answer.
+    to("a")?.answer({ type: "timeout" });
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    expect(await cursor()).to.deep.include({ pos: 0, attempts: 0 });
+    to("b")?.answer({ type: "result" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, lease_owner: null });
+    // A later failure of the last one changes nothing: the batch was acked.
+    to("c")?.answer({ type: "error", condition: "internal-server-error" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, next_at: 0 });
+    expect(transport.sent).to.have.length(3);
+    expect(delivery.waitingRetry(alice, 0)).to.equal(false);
+  });
+
+  it("cuts a lane by the stanza budget into several IQs; pos moves only past whole seqs", async () => {
+    await delivery.stop();
+    delivery = make({ limitBytes: 40 * 1024 }); // list budget 16 KiB: two 6 KB notes per IQ
+    presence.add(alice, 0, "alice@example.test/phone");
+    const big = (c: string): Json => ({ text: c.repeat(6000) });
+    const s1 = await notes(alice, big("a"), big("b"), big("c"));
+    const s2 = await notes(alice, big("d"), big("e"));
+    delivery.kickLanes([alice]);
+    const pages: string[][] = [];
+    const positions: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await until(() => transport.sent.length === i + 1, `IQ ${i + 1}`);
+      const s = transport.sent[i];
+      expect(Buffer.byteLength(String(s?.payload))).to.be.at.most(24 * 1024);
+      pages.push(ids(s));
+      positions.push((await cursor())?.pos ?? -1);
+      s?.answer({ type: "result" });
+    }
+    await delivery.idle();
+    positions.push((await cursor())?.pos ?? -1);
+    expect(pages).to.deep.equal([
+      [`note:n1:${s1}`, `note:n2:${s1}`],
+      [`note:n3:${s1}`, `note:n4:${s2}`],
+      [`note:n5:${s2}`],
+    ]);
+    // After IQ 1 seq s1 is not whole (n3 is in IQ 2): pos stays; after IQ 2 it passes s1; after IQ 3, s2.
+    expect(positions).to.deep.equal([0, 0, s1, s2]);
+    expect(await entries()).to.deep.equal([]);
+  });
+
+  it("a renderer that throws keeps the cursor: no IQ, logged, retried with backoff", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    await notes(alice, { text: "fine" });
+    await notes(alice, { boom: true });
+    delivery.kickLanes([alice]);
+    await delivery.idle();
+    expect(transport.sent).to.have.length(0);
+    expect(logged).to.include("stream-render-failed");
+    expect(await cursor()).to.deep.equal({ pos: 0, attempts: 1, next_at: T0 + 60_000, lease_owner: null });
+    expect((await entries()).map((e) => e.subject)).to.deep.equal(["n1", "n2"]);
+    expect(delivery.waitingRetry(alice, 0)).to.equal(true);
+  });
+
+  it("retries after an error or timeout with backoff, with the same update ids; a result resets attempts", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "first IQ");
+    transport.sent[0]?.answer({ type: "timeout" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.equal({ pos: 0, attempts: 1, next_at: T0 + 60_000, lease_owner: null });
+    // A kick before next_at (a new append's hint) does not send: the cursor waits for its retry.
+    delivery.kickLanes([alice]);
+    await delivery.idle();
+    expect(transport.sent).to.have.length(1);
+    now = T0 + 60_000;
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 2, "retry IQ");
+    expect(ids(transport.sent[1])).to.deep.equal(ids(transport.sent[0]));
+    expect(ids(transport.sent[1])).to.deep.equal([`note:n1:${s1}`]);
+    transport.sent[1]?.answer({ type: "result" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, next_at: 0 });
+  });
+
+  it("moot-only batches pass without an IQ; moot entries among others pass with the batch's ack", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    const s1 = await notes(alice, { moot: true }, { moot: true });
+    delivery.kickLanes([alice]);
+    await delivery.idle();
+    expect(transport.sent).to.have.length(0);
+    expect(await cursor()).to.deep.include({ pos: s1, lease_owner: null });
+    expect(await entries()).to.deep.equal([]);
+    const s2 = await notes(alice, { text: "x" }, { moot: true });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "IQ");
+    expect(ids(transport.sent[0])).to.deep.equal([`note:n3:${s2}`]);
+    transport.sent[0]?.answer({ type: "result" });
+    await delivery.idle();
+    expect(await cursor()).to.deep.include({ pos: s2 });
+    expect(await entries()).to.deep.equal([]);
+  });
+
+  it("an account kind's update id carries the subject's current JID; every resource gone releases the cursor", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    const s1 = await uow("hello", (u) =>
+      u.queue.append("hello", [alice], { subject: String(bob), subjectAccount: bob }).then(() => u.seq()),
+    );
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "IQ");
+    expect(ids(transport.sent[0])).to.deep.equal([`hello:bob@example.test:${s1}`]);
+    transport.sent[0]?.answer({ type: "error", condition: "service-unavailable" });
+    await delivery.idle();
+    expect(presence.resources(alice, 0)).to.deep.equal([]);
+    // Not an attempt: nobody was there. The entry waits for a resource (or push-scan).
+    expect(await cursor()).to.deep.equal({ pos: 0, attempts: 0, next_at: 0, lease_owner: null });
+    presence.add(alice, 0, "alice@example.test/laptop");
+    delivery.available(alice, 0, "alice@example.test/laptop");
+    await until(() => transport.sent.length === 2, "IQ to the new resource");
+    transport.sent[1]?.answer({ type: "result" });
+    await delivery.idle();
+    expect((await cursor())?.pos).to.equal(s1);
+  });
+
+  it("the engine wires it: an append's hint delivers; a result that reached another process applies by IQ id", async () => {
+    await delivery.stop();
+    delivery = make({ persistInflight: true });
+    const engine = new Engine({
+      store,
+      uow,
+      events,
+      log: silent,
+      config: {
+        leaseMs: 30_000,
+        heartbeatMs: 5_000,
+        exclusive: true,
+        observerPollMs: 60_000,
+        pollMs: 60_000,
+        deadLetterDays: 30,
+      },
+      processId: "test:1:aaaa",
+      clock: () => now,
+      delivery,
+      laneOf: async (from) => (from.startsWith("alice@example.test/") ? alice : undefined),
+    });
+    try {
+      await engine.start();
+      presence.add(alice, 0, "alice@example.test/phone");
+      const s1 = await notes(alice, { text: "one" }); // queue.appended after commit → engine.kickLanes
+      await until(() => transport.sent.length === 1, "IQ from the post-commit hint");
+      const id = transport.sent[0]?.id as string;
+      const inflight = await store.read("inflight", (r) =>
+        r.get<{ inflight_iq: string | null; inflight_upto: number | null }>(
+          "SELECT inflight_iq, inflight_upto FROM stream_cursors WHERE account_id = :a AND consumer = 0",
+          { a: alice },
+        ),
+      );
+      expect(inflight).to.deep.equal({ inflight_iq: id, inflight_upto: s1 });
+      expect(await engine.remoteAck("alice@example.test/phone", "not-ours")).to.equal(false);
+      expect(await engine.remoteAck("bob@example.test/phone", id)).to.equal(false);
+      expect(await engine.remoteAck("alice@example.test/phone", id)).to.equal(true);
+      expect(await cursor()).to.deep.include({ pos: s1, lease_owner: null });
+      expect(await entries()).to.deep.equal([]);
+      // The sender's own copy of the result comes too: applying it again changes nothing.
+      transport.sent[0]?.answer({ type: "result" });
+      await delivery.idle();
+      expect(await cursor()).to.deep.include({ pos: s1, attempts: 0 });
+      expect(transport.sent).to.have.length(1);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
