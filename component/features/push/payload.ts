@@ -16,7 +16,8 @@ import { createCipheriv, createHmac, randomBytes } from "node:crypto";
 import type { Device } from "../../runtime/accounts/api.js";
 import type { Json, JobSpec } from "../../runtime/queue/api.js";
 import type { PendingEntry } from "../../runtime/queue/api.js";
-import type { AccountId } from "../../../storage/store.js";
+import type { AccountId, Sql } from "../../../storage/store.js";
+import { pushRepo } from "./repo.js";
 
 export const PUSH_CHANNEL = "push";
 /** The meta secret behind the refs (`secret:push-ref-key`, kept by the 2000 migration). */
@@ -61,14 +62,17 @@ export function subjectRef(e: Pick<PendingEntry, "subject" | "subjectAccount">):
 /** The HMAC input of a ref about `subject` (a subjectRef or `*`) for the recipient account. */
 export const refInput = (recipient: AccountId, subject: string): string => `a${recipient}|${subject}`;
 
-/** Opaque refs under one installation key (loaded once, on first use, by the caller's loader). */
+/**
+ * Opaque refs under one installation key, read (created on first use) in the caller's transaction: a ref is made
+ * inside a unit of work (scan, publish), and a second one just for the key would wait on the writer it holds.
+ */
 export class Refs {
   private key: Promise<Buffer> | undefined;
 
-  constructor(private readonly loadKey: () => Promise<string>) {}
-
-  async ref(input: string): Promise<string> {
-    this.key ??= this.loadKey().then((k) => Buffer.from(k, "base64"));
+  async ref(q: Sql, input: string): Promise<string> {
+    this.key ??= pushRepo(q)
+      .secret(REF_SECRET)
+      .then((k) => Buffer.from(k, "base64"));
     // A failed load must not stick: the next call tries again.
     const key = await this.key.catch((e: unknown) => {
       this.key = undefined;
