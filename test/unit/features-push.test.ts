@@ -22,6 +22,7 @@ import { ObserverRunner } from "../../component/runtime/queue/observers.js";
 import { KindRegistry } from "../../component/runtime/queue/registry.js";
 import { streamTx } from "../../component/runtime/queue/stream-tx.js";
 import { makeUow, type Uow } from "../../component/runtime/uow.js";
+import { AppServer } from "../../component/features/push/app-server.js";
 import { PushChannel } from "../../component/features/push/channel.js";
 import {
   encryptPayload,
@@ -32,6 +33,9 @@ import {
 } from "../../component/features/push/payload.js";
 import { pushRepo } from "../../component/features/push/repo.js";
 import { pushScan, type ScanOptions } from "../../component/features/push/scan.js";
+import { StanzaError } from "../../stanzas/errors.js";
+import { NS } from "../../stanzas/ns.js";
+import { xml } from "../../stanzas/xml.js";
 import { createSenders, type Senders } from "../../push/senders.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
@@ -536,5 +540,119 @@ describe("features/push scan observer (push-scan over the stream, schema 2000)",
     await flaky.runOnce();
     expect(await jobRows(r)).to.have.length(1);
     expect(await mark()).to.equal(seq);
+  });
+});
+
+describe("features/push app server (XEP-0357 on the unit of work)", function () {
+  this.timeout(30_000);
+  let r: Rig;
+  let app: AppServer;
+  let metrics: Metrics;
+  const publishEl = (node: string, secret?: string) =>
+    xml(
+      "pubsub",
+      { xmlns: NS.PUBSUB },
+      xml(
+        "publish",
+        { node },
+        xml(
+          "item",
+          {},
+          xml(
+            "notification",
+            { xmlns: NS.PUSH },
+            xml(
+              "x",
+              { xmlns: NS.DATA, type: "submit" },
+              xml("field", { var: "message-count" }, xml("value", {}, "4")),
+            ),
+          ),
+        ),
+      ),
+      ...(secret === undefined
+        ? []
+        : [
+            xml(
+              "publish-options",
+              {},
+              xml(
+                "x",
+                { xmlns: NS.DATA, type: "submit" },
+                xml("field", { var: "secret" }, xml("value", {}, secret)),
+              ),
+            ),
+          ]),
+    );
+  const errorOf = (p: Promise<unknown>) =>
+    p.then(
+      () => expect.fail("should have failed"),
+      (e: StanzaError) => [e.condition, e.type],
+    );
+
+  beforeEach(async () => {
+    r = await rig();
+    r.channels.set("push", { name: "push" } as JobChannel);
+    metrics = new Metrics();
+    app = new AppServer({
+      uow: r.uow,
+      domain: "cardlink.localhost",
+      policy: { ios: "alert", android: "background" },
+      messageText: { title: "Messages", body: "You have a new message.", locKey: "message" },
+      ttlSeconds: 3600,
+      hasProvider: (p) => p === "ios",
+      refs: new Refs(),
+      metrics,
+      log: pino({ level: "silent" }),
+    });
+  });
+  afterEach(async () => {
+    await r.store.close();
+    rmSync(r.dir, { recursive: true, force: true });
+  });
+
+  it("registers a node for a push device and queues one message notice per authenticated publish", async () => {
+    await device(r, "u@localhost", "d1", "ios", token(7));
+    const el = await app.registerNode("u@localhost", xml("push-node", { xmlns: NS.CARDLINK, device: "d1" }));
+    const node = String(el.attrs.node);
+    const secret = String(el.attrs.secret);
+    expect([el.attrs.jid, node.length]).to.deep.equal(["cardlink.localhost", 32]);
+    expect(await errorOf(app.publish("localhost", "", publishEl(node, "wrong")))).to.deep.equal([
+      "forbidden",
+      "auth",
+    ]);
+    expect(await errorOf(app.publish("other.example", "", publishEl(node, secret)))).to.deep.equal([
+      "forbidden",
+      "auth",
+    ]);
+    expect(await errorOf(app.publish("localhost", "mallory", publishEl(node, secret)))).to.deep.equal([
+      "forbidden",
+      "auth",
+    ]);
+    expect(await jobRows(r)).to.deep.equal([]);
+    await app.publish("localhost", "", publishEl(node, secret));
+    await app.publish("localhost", "", publishEl(node, secret)); // same node ref: coalesces
+    const rows = await jobRows(r);
+    expect(rows.map((x) => x.rev)).to.deep.equal([2]);
+    const body = JSON.parse(rows[0]!.body) as PushBody;
+    expect([body.kind, body.data.type, body.alert?.body]).to.deep.equal([
+      "alert",
+      "message",
+      "You have a new message.",
+    ]);
+    expect(metrics.get("cardlink_push_app_server_total")).to.equal(2);
+  });
+
+  it("refuses a node for a device without token or provider, and an unknown device", async () => {
+    await device(r, "u@localhost", "d1", "ios");
+    await device(r, "u@localhost", "a1", "android", "fcm-tok");
+    const ask = (d: string) =>
+      errorOf(app.registerNode("u@localhost", xml("push-node", { xmlns: NS.CARDLINK, device: d })));
+    expect(await ask("d1")).to.deep.equal(["not-acceptable", "modify"]);
+    expect(await ask("a1")).to.deep.equal(["feature-not-implemented", "cancel"]);
+    expect(await ask("nope")).to.deep.equal(["item-not-found", "cancel"]);
+    expect(await errorOf(app.publish("localhost", "", publishEl("0".repeat(32), "x")))).to.deep.equal([
+      "item-not-found",
+      "cancel",
+    ]);
   });
 });

@@ -7,7 +7,7 @@
  * at most one hour of sends (budget × devices rows), as today's push_sent does.
  */
 import { randomBytes } from "node:crypto";
-import type { DeviceKey, Sql } from "../../../storage/store.js";
+import type { AccountId, DeviceKey, Sql } from "../../../storage/store.js";
 
 /** The budget window: sends older than this no longer count (and are deleted). */
 export const BUDGET_WINDOW_MS = 3_600_000;
@@ -29,6 +29,9 @@ const UPSERT_NODE = `
 INSERT INTO push_nodes (node, device, secret, created_at) VALUES (:node, :device, :secret, :now)
 ON CONFLICT (device) DO UPDATE SET node = excluded.node, secret = excluded.secret, created_at = excluded.created_at`;
 const NODE = "SELECT node, device, secret, created_at FROM push_nodes WHERE node = :node";
+/** The node's device as the accounts part names it (account, client device id): nodes are keyed by device key. */
+const NODE_DEVICE = `
+SELECT d.account_id, d.device_id FROM push_nodes n JOIN devices d ON d.id = n.device WHERE n.node = :node`;
 
 export const pushRepo = (q: Sql) => ({
   /** A per-installation secret (base64 of 32 random bytes), created on first use; every process reads the same. */
@@ -74,6 +77,11 @@ export const pushRepo = (q: Sql) => ({
           createdAt: Number(r.created_at),
         }
       : undefined;
+  },
+
+  async nodeDevice(node: string): Promise<{ account: AccountId; deviceId: string } | undefined> {
+    const r = await q.get<{ account_id: number; device_id: string }>(NODE_DEVICE, { node });
+    return r ? { account: Number(r.account_id) as AccountId, deviceId: String(r.device_id) } : undefined;
   },
 });
 
