@@ -1,0 +1,82 @@
+/**
+ * The push feature module (docs/REDESIGN.md §1.2, §3.6, §4.3), beside today's component/push.ts until the switch
+ * (S11): channel `push` (channel.ts), observer `push-scan` (scan.ts), the XEP-0357 app server (app-server.ts),
+ * and its migrations range (migrations.ts; empty, 2000 creates its tables).
+ *
+ * The channel and the observer are registered in attach, not declared as properties: both need the runtime
+ * (the providers come from config.push, online-ness from presence). What the runtime cannot give a feature —
+ * runtime/metrics.ts's bucket values and the registry's list of wake kinds — its creator passes in.
+ */
+import { NS } from "../../../stanzas/ns.js";
+import { createSenders, type Senders } from "../../../push/senders.js";
+import type { FeatureModule, Runtime } from "../../runtime/context.js";
+import { AppServer } from "./app-server.js";
+import { PushChannel, type PushBuckets } from "./channel.js";
+import { PUSH_MIGRATIONS } from "./migrations.js";
+import { Refs } from "./payload.js";
+import { announce, pushScan, type ScanOptions } from "./scan.js";
+import type { UnitOfWork } from "../../runtime/uow.js";
+import type { AccountId } from "../../../storage/store.js";
+
+export interface PushModuleOptions {
+  readonly buckets: PushBuckets;
+  /** The registered kinds with wake = true (KindRegistry.wakeKinds()), read at attach. */
+  readonly wakeKinds: () => readonly string[];
+}
+
+export interface PushModule extends FeatureModule {
+  /** announcePending (§2.3.7): in the caller's unit of work, wake the lane's devices for whatever waits. */
+  announcePending(u: UnitOfWork, lane: AccountId): Promise<number>;
+}
+
+export function pushModule(o: PushModuleOptions): PushModule {
+  let senders: Senders = {};
+  let scan: ScanOptions | undefined;
+  const hasProvider = (p: "ios" | "android"): boolean => senders[p] !== undefined;
+  return {
+    name: "push",
+    migrations: PUSH_MIGRATIONS,
+    discoFeatures: () => (Object.keys(senders).length > 0 ? [NS.PUSH] : []),
+    attach(rt: Runtime) {
+      const p = rt.config.push;
+      senders = createSenders(p);
+      const refs = new Refs();
+      rt.queue.registerChannel(
+        new PushChannel({ senders, config: p, log: rt.log, metrics: rt.metrics, buckets: o.buckets }),
+      );
+      scan = {
+        isOnline: (a) => rt.presence.available(a),
+        wakeKinds: o.wakeKinds(),
+        policy: p.policy,
+        text: p.alertText,
+        ttlSeconds: p.ttlSeconds,
+        hasProvider,
+        refs,
+        metrics: rt.metrics,
+      };
+      rt.queue.registerObserver(pushScan(scan));
+      const app = new AppServer({
+        uow: rt.uow,
+        domain: rt.config.domain,
+        policy: p.policy,
+        messageText: p.messageText,
+        ttlSeconds: p.ttlSeconds,
+        hasProvider,
+        refs,
+        metrics: rt.metrics,
+        log: rt.log,
+      });
+      rt.router.iq("set", NS.CARDLINK, "push-node", (c) => app.registerNode(c.user, c.payload));
+      rt.router.iq("set", NS.PUBSUB, "pubsub", (c) => app.publish(c.from.domain, c.from.local, c.payload), {
+        allowServer: true,
+      });
+    },
+    announcePending(u, lane) {
+      if (!scan) throw new Error("push: announcePending before attach");
+      return announce(u, scan, lane);
+    },
+    async stop() {
+      await Promise.all(Object.values(senders).map((s) => s.close()));
+    },
+  };
+}
