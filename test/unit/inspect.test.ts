@@ -477,5 +477,17 @@ describe("runtime/inspect + test/harness/inspect over schema 2000 (S11a)", funct
       );
       expect(await dump(store)).to.not.deep.equal(before);
     });
+    it("an id renders the subject's current JID, read from the rows (no cache): a JID change shows at once", async () => {
+      // Issue 12's move is not built: its identifier change, as plain SQL (the re-sequencing is its business).
+      await store.tx("t.move", (tx) =>
+        tx.run("UPDATE identifiers SET value = :to WHERE kind = 'jid' AND value = :from", {
+          from: jid("alice"),
+          to: jid("alice2"),
+        }),
+      );
+      expect((await inspect.pending(store, jid("bob")))[0]?.id).to.equal(`card:${jid("alice2")}:${cardSeq}`);
+      expect(await inspect.holders(store, jid("alice2"))).to.deep.equal([jid("bob"), jid("carol")]);
+      expect(await inspect.card(store, jid("alice"))).to.equal(undefined);
+    });
   });
 });
