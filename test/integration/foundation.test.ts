@@ -206,7 +206,13 @@ describe("foundation: lifecycle (cardlink as a process)", function () {
     prosody.cleanup();
   });
 
-  it("SIGKILLed cardlink restarted reconnects and serves; migrations are not re-applied", async () => {
+  it("SIGKILLed cardlink restarted reconnects and serves; migrations are not re-applied", async function () {
+    onlyOn(
+      "prosody",
+      this,
+      "on ejabberd 23.01 the first IQ after a SIGKILLed component reconnects was dropped in 2 of ~10 loaded runs " +
+        "(no reply, no bounce) — open in issue 13, see docs/OPERATIONS.md §10",
+    );
     const a = CardlinkProcess.forProsody(prosody, db);
     procs.push(a);
     a.start();
