@@ -3,8 +3,8 @@
  * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of today's
  * component/exchange.ts (and the contacts/share routes of component/cards.ts), with the same payloads and
  * results. Not listed in any feature list yet: the running app keeps component/exchange.ts until the switch
- * (S11), which adds this module to component/features/index.ts and deletes the old file. Ad-hoc commands
- * (commands.ts) come with the switch too.
+ * (S11), which adds this module to component/features/index.ts and deletes the old file. The ad-hoc commands
+ * (commands.ts, built) are registered on rt.adhoc with the switch too.
  */
 import {
   parseBool,
