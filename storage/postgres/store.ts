@@ -21,6 +21,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
 import { pino } from "pino";
+import { FramedTx, type Frame } from "../frame.js";
 import type { Logger } from "pino";
 import { StoreBusyError, classify } from "../errors.js";
 import { runMigrations } from "../migrate.js";
@@ -55,12 +56,6 @@ export interface PostgresConnection {
   url: string;
   /** Most connections this store opens (units of work and reads each hold one while they run). */
   poolSize: number;
-}
-
-interface Frame {
-  kind: "tx" | "read";
-  name: string;
-  open: boolean;
 }
 
 /** int8 (COUNT(*), BIGINT columns) as a number, refusing values a double cannot hold exactly (§2.1). */
@@ -117,23 +112,14 @@ async function query(c: Queryable, sql: string, params: Params | undefined): Pro
   }
 }
 
-class PgRead implements ReadTx {
+class PgRead extends FramedTx implements ReadTx {
   constructor(
     protected readonly client: Queryable,
-    readonly dialect: Dialect,
-    private readonly clock: () => number,
-    protected readonly frame: Frame,
-  ) {}
-
-  private reading: number | undefined;
-  /** Read from the clock on first use, then fixed (a unit of work that never asks reads no clock). */
-  get now(): number {
-    this.reading ??= this.clock();
-    return this.reading;
-  }
-
-  protected live(): void {
-    if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
+    dialect: Dialect,
+    clock: () => number,
+    frame: Frame,
+  ) {
+    super(dialect, clock, frame);
   }
 
   async get<R extends object>(sql: string, params?: Params): Promise<R | undefined> {

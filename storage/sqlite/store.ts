@@ -13,6 +13,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { pino } from "pino";
+import { FramedTx, type Frame } from "../frame.js";
 import type { Logger } from "pino";
 import { StoreBusyError, classify, type UniqueIndexLookup } from "../errors.js";
 import { Mutex } from "../mutex.js";
@@ -44,14 +45,6 @@ type Statement = Database.Statement<unknown[], unknown>;
 
 /** Retries of a unit of work that met StoreBusyError (so at most 4 attempts). */
 const BUSY_RETRIES = 3;
-
-/** What AsyncLocalStorage carries through one unit of work's (or read's) async calls. */
-interface Frame {
-  kind: "tx" | "read";
-  name: string;
-  /** False once the unit of work ended: async work it left behind is no longer "inside" it. */
-  open: boolean;
-}
 
 export interface SqliteStoreOptions extends Partial<StoreOptions> {
   /**
@@ -133,23 +126,14 @@ function uniqueIndex(db: Db, table: string, columns: string[]): string | undefin
   return undefined;
 }
 
-class SqliteRead implements ReadTx {
+class SqliteRead extends FramedTx implements ReadTx {
   constructor(
     protected readonly conn: Conn,
-    readonly dialect: Dialect,
-    private readonly clock: () => number,
-    protected readonly frame: Frame,
-  ) {}
-
-  private reading: number | undefined;
-  /** Read from the clock on first use, then fixed (a unit of work that never asks reads no clock). */
-  get now(): number {
-    this.reading ??= this.clock();
-    return this.reading;
-  }
-
-  protected live(): void {
-    if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
+    dialect: Dialect,
+    clock: () => number,
+    frame: Frame,
+  ) {
+    super(dialect, clock, frame);
   }
 
   async get<R extends object>(sql: string, params?: Params): Promise<R | undefined> {
