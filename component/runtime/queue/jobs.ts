@@ -13,6 +13,7 @@
  * lease keeps claims disjoint. After a drain a timer is armed for the next due job; the engine's poll
  * (queue.pollMs) is the safety net for everything a timer cannot know (other processes' expired leases).
  */
+import { SingleFlight } from "./single-flight.js";
 import type { Logger } from "pino";
 import { backoffDelay } from "../backoff.js";
 import type { Uow } from "../uow.js";
@@ -44,10 +45,7 @@ const MISSING: JobOutcome = { status: "retry", reason: "no outcome" };
 
 export class JobLoop {
   private timer: NodeJS.Timeout | null = null;
-  private running = false;
-  private again = false;
   private stopped = false;
-  private inFlight: Promise<void> | null = null;
   private readonly clock: () => number;
 
   constructor(
@@ -59,13 +57,11 @@ export class JobLoop {
 
   /** Drains the channel now (new jobs, start, poll). A kick during a drain runs one more round after it. */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.inFlight = this.drain()
+    if (!this.stopped) this.flight.kick();
+  }
+
+  private readonly flight = new SingleFlight(() =>
+    this.drain()
       .catch((e: unknown) =>
         this.o.log.error(
           { event: "jobs-drain-failed", channel: this.channel.name, err: (e as Error).message },
@@ -78,20 +74,12 @@ export class JobLoop {
           { event: "jobs-arm-failed", channel: this.channel.name, err: (e as Error).message },
           "could not arm the job timer; the poll retries",
         ),
-      )
-      .finally(() => {
-        this.running = false;
-        this.inFlight = null;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
-  }
+      ),
+  );
 
   /** Resolves when the current drain (if any) and the ones it queued have ended. For tests and stop(). */
   async idle(): Promise<void> {
-    while (this.inFlight) await this.inFlight;
+    await this.flight.idle();
   }
 
   async stop(): Promise<void> {

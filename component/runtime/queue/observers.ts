@@ -14,6 +14,7 @@
  * The mark's SQL lives here, not in stream-repo.ts: queue_marks is the observers' table, and the entries are
  * only read (by the stream_seq index, §2.7 "observer").
  */
+import { SingleFlight } from "./single-flight.js";
 import type { Logger } from "pino";
 import type { AccountId, Sql } from "../../../storage/store.js";
 import type { Uow } from "../uow.js";
@@ -99,10 +100,7 @@ export interface ObserverRunnerOptions {
 export type RunResult = { held: true } | { held: false; from: number; to: number; entries: number };
 
 export class ObserverRunner {
-  private running = false;
-  private again = false;
   private stopped = false;
-  private inFlight: Promise<void> | null = null;
 
   constructor(
     readonly observer: Observer,
@@ -133,28 +131,17 @@ export class ObserverRunner {
 
   /** Runs until caught up (single flight; a kick during a run runs again after it). */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.inFlight = this.drain()
-      .catch((e: unknown) =>
-        this.o.log.error(
-          { event: "observer-failed", observer: this.observer.name, err: (e as Error).message },
-          "observer batch failed; its mark stays, the poll retries",
-        ),
-      )
-      .finally(() => {
-        this.running = false;
-        this.inFlight = null;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
+    if (!this.stopped) this.flight.kick();
   }
+
+  private readonly flight = new SingleFlight(() =>
+    this.drain().catch((e: unknown) =>
+      this.o.log.error(
+        { event: "observer-failed", observer: this.observer.name, err: (e as Error).message },
+        "observer batch failed; its mark stays, the poll retries",
+      ),
+    ),
+  );
 
   private async drain(): Promise<void> {
     while (!this.stopped) {
@@ -164,7 +151,7 @@ export class ObserverRunner {
   }
 
   async idle(): Promise<void> {
-    while (this.inFlight) await this.inFlight;
+    await this.flight.idle();
   }
 
   /** Stops running and gives the lease back, so another process can take over at once. */
