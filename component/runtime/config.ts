@@ -346,7 +346,12 @@ export const configSchema = z.strictObject({
       description: "write inflight_iq at claim, so another process can apply a remote ack",
     }),
     observerPollMs: num(1_000, 100, 60_000, "observers' safety-net poll"),
-    pollMs: num(1_000, 100, 60_000, "due retries and jobs safety-net poll"),
+    pollMs: num(
+      1_000,
+      100,
+      60_000,
+      "due retries and jobs safety-net poll; also sweeps stream lanes a dead process held",
+    ),
     deadLetterDays: num(30, 1, 3650, "days dead letters are kept"),
   }),
   accounts: section({

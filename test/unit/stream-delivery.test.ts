@@ -15,6 +15,7 @@ import { StanzaBudget } from "../../component/runtime/budget.js";
 import { EventBus } from "../../component/runtime/events.js";
 import type { Json, StreamKind } from "../../component/runtime/queue/api.js";
 import { Engine } from "../../component/runtime/queue/engine.js";
+import { jobsRepo } from "../../component/runtime/queue/jobs-repo.js";
 import { KindRegistry } from "../../component/runtime/queue/registry.js";
 import {
   StreamDelivery,
@@ -119,6 +120,15 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   throw new Error(`never happened: ${what}`);
 }
 
+/** Like until, for what a timer of the code under test does (the engine's sweep): polls, bounded, no assertion on time. */
+async function eventually(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
 describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport", function () {
   this.timeout(30_000);
   let dir: string;
@@ -136,22 +146,39 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
   let events: EventBus;
   const silent = pino({ level: "silent" });
 
-  const make = (o: { limitBytes?: number; persistInflight?: boolean } = {}): StreamDelivery => {
-    events = new EventBus();
-    const accounts = accountsParts({ cacheSize: 100, cacheTtlMs: 60_000, events, clock: () => now });
+  /** One process's unit of work over `st` (the second process of a test opens its own store on the file). */
+  const parts = (st: SqliteStore) => {
+    const ev = new EventBus();
+    const accounts = accountsParts({ cacheSize: 100, cacheTtlMs: 60_000, events: ev, clock: () => now });
     const registry = new KindRegistry();
     registry.register(NOTE);
     registry.register(HELLO);
-    uow = makeUow(
-      store,
+    const u = makeUow(
+      st,
       {
         accounts: accounts.tx,
         audience: unused,
         jobs: unused,
         stream: streamTx({ kind: (n) => registry.get(n), paths: [] }),
       },
-      events,
+      ev,
     );
+    return { events: ev, uow: u, accounts, registry };
+  };
+
+  const make = (
+    o: {
+      limitBytes?: number;
+      persistInflight?: boolean;
+      store?: SqliteStore;
+      transport?: InProcessTransport;
+      me?: string;
+      silentMs?: number;
+    } = {},
+  ): StreamDelivery => {
+    const p = parts(o.store ?? store);
+    if (!o.store) ({ events, uow } = p);
+    const { accounts, registry } = p;
     const log = pino(
       { level: "debug" },
       {
@@ -161,10 +188,10 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
       },
     );
     return new StreamDelivery({
-      uow,
-      read: makeReader(store, { accounts: accounts.read, audience: unused }),
+      uow: p.uow,
+      read: makeReader(o.store ?? store, { accounts: accounts.read, audience: unused }),
       kind: (n) => registry.get(n),
-      transport,
+      transport: o.transport ?? transport,
       presence,
       budget: new StanzaBudget(o.limitBytes ?? 256 * 1024),
       log,
@@ -175,9 +202,10 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
         batchSize: 20,
       },
       leaseMs: 30_000,
-      me: "test:1:aaaa",
+      me: o.me ?? "test:1:aaaa",
       random: () => 1, // backoff = its ceiling
       ...(o.persistInflight ? { persistInflight: true } : {}),
+      ...(o.silentMs !== undefined ? { silentMs: o.silentMs } : {}),
     });
   };
 
@@ -446,6 +474,122 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
       await delivery.idle();
       expect(await cursor()).to.deep.include({ pos: s1, attempts: 0 });
       expect(transport.sent).to.have.length(1);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  const engineConfig = (o: { heartbeatMs: number; pollMs: number; exclusive: boolean }) => ({
+    leaseMs: 30_000,
+    observerPollMs: 600_000,
+    deadLetterDays: 30,
+    ...o,
+  });
+
+  for (const how of ["its heartbeats stop", "its lease expires"] as const) {
+    it(`a process dies holding a lease: another process's sweep delivers once ${how}`, async () => {
+      await delivery.stop();
+      // Process 1: its heartbeat interval is an hour, so after start it never beats again in this test — the
+      // process "dies" without releasing (no stop, its IQ never answered).
+      delivery = make({ silentMs: 15_000 });
+      const engine1 = new Engine({
+        store,
+        uow,
+        events,
+        log: silent,
+        config: engineConfig({ heartbeatMs: 3_600_000, pollMs: 3_600_000, exclusive: false }),
+        processId: "test:1:aaaa",
+        clock: () => now,
+        delivery,
+      });
+      // Process 2: its own store on the same file; heartbeat 5 s (silent after 15 s), a short poll = sweep.
+      const store2 = new SqliteStore(path.join(dir, "cardlink.sqlite"), { legacy: false, clock: () => now });
+      await store2.migrate([SCHEMA_2000]);
+      const transport2 = new InProcessTransport();
+      const delivery2 = make({ store: store2, transport: transport2, me: "test:2:bbbb", silentMs: 15_000 });
+      const engine2 = new Engine({
+        store: store2,
+        uow: parts(store2).uow,
+        events: new EventBus(),
+        log: silent,
+        config: engineConfig({ heartbeatMs: 5_000, pollMs: 20, exclusive: false }),
+        processId: "test:2:bbbb",
+        clock: () => now,
+        delivery: delivery2,
+      });
+      try {
+        await engine1.start();
+        await engine2.start();
+        presence.add(alice, 0, "alice@example.test/phone");
+        const s1 = await notes(alice, { text: "one" });
+        await until(() => transport.sent.length === 1, "process 1's IQ");
+        expect((await cursor())?.lease_owner).to.equal("test:1:aaaa");
+        // While process 1 is alive and its lease holds, process 2 neither sweeps nor claims it.
+        expect(await delivery2.sweep()).to.equal(0);
+        delivery2.kickLanes([alice]);
+        await delivery2.idle();
+        expect(transport2.sent).to.have.length(0);
+        expect(delivery2.waitingRetry(alice, 0)).to.equal(false); // the gap: no timer for a held lease
+
+        if (how === "its heartbeats stop")
+          now = T0 + 16_000; // 3 beats missed, the lease (30 s) still runs
+        else {
+          now = T0 + 31_000;
+          // Process 1 still beats (hung on that lane, say): only the expired lease frees the cursor.
+          await store.tx("beat", (tx) => jobsRepo(tx).heartbeat("test:1:aaaa", now));
+        }
+        await eventually(() => transport2.sent.length === 1, "process 2's sweep delivers");
+        expect(ids(transport2.sent[0])).to.deep.equal([`note:n1:${s1}`]);
+        expect(ids(transport2.sent[0])).to.deep.equal(ids(transport.sent[0]));
+        transport2.sent[0]?.answer({ type: "result" });
+        await delivery2.idle();
+        expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, lease_owner: null });
+        expect(await entries()).to.deep.equal([]);
+        // The dead process's IQ times out late: the cursor is no longer its, nothing is counted or retried.
+        transport.sent[0]?.answer({ type: "timeout" });
+        await delivery.idle();
+        expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, next_at: 0, lease_owner: null });
+        expect(delivery.waitingRetry(alice, 0)).to.equal(false);
+        expect(await delivery2.sweep()).to.equal(0); // nothing pending any more
+        expect(transport2.sent).to.have.length(1);
+      } finally {
+        await engine2.stop();
+        await engine1.stop();
+        await store2.close();
+      }
+    });
+  }
+
+  it("a timeout after the batch's result reached another process counts no attempt", async () => {
+    await delivery.stop();
+    delivery = make({ persistInflight: true, silentMs: 15_000 });
+    const engine = new Engine({
+      store,
+      uow,
+      events,
+      log: silent,
+      config: engineConfig({ heartbeatMs: 5_000, pollMs: 60_000, exclusive: true }),
+      processId: "test:1:aaaa",
+      clock: () => now,
+      delivery,
+      laneOf: async (from) => (from.startsWith("alice@example.test/") ? alice : undefined),
+    });
+    try {
+      await engine.start();
+      presence.add(alice, 0, "alice@example.test/phone");
+      const s1 = await notes(alice, { text: "one" });
+      await until(() => transport.sent.length === 1, "IQ");
+      expect(await engine.remoteAck("alice@example.test/phone", transport.sent[0]?.id as string)).to.equal(
+        true,
+      );
+      expect(await cursor()).to.deep.include({ pos: s1, lease_owner: null });
+      // The sender's own wait for that IQ now times out (late: the batch was acknowledged).
+      transport.sent[0]?.answer({ type: "timeout" });
+      await delivery.idle();
+      expect(await cursor()).to.deep.include({ pos: s1, attempts: 0, next_at: 0, lease_owner: null });
+      expect(delivery.waitingRetry(alice, 0)).to.equal(false);
+      expect(transport.sent).to.have.length(1);
+      expect(logged).to.include("stream-retry-late");
     } finally {
       await engine.stop();
     }

@@ -15,6 +15,9 @@ import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 const SCANS: Record<string, RegExp> = {
   // The sweeper walks payloads (few, bounded by LIMIT); each probe of stream_entries is an index search.
   "sweep payloads": /^SCAN p$/,
+  // The heartbeat rule (jobs-repo.ts LEASE_FREE) lists the live processes once per statement: one row a process.
+  "claim alive": /^SCAN p$/,
+  "stale leases": /^SCAN p$/,
 };
 
 describe("stream statements: planned on indexes (§2.7)", () => {
@@ -53,5 +56,11 @@ describe("stream statements: planned on indexes (§2.7)", () => {
     expect(plan(s.gc as string)).to.match(/stream_lane/);
     expect(plan(s["retract by subject account"] as string)).to.match(/stream_subject_account/);
     expect(plan(s["fan-out"] as string)).to.match(/SEARCH s USING PRIMARY KEY \(owner=\?\)/);
+    // The delivery sweep (one statement per queue.pollMs) reads only leased cursors, by their partial index,
+    // and probes each one's lane for an entry after pos on stream_lane.
+    const stale = plan(s["stale leases"] as string);
+    expect(stale).to.match(/SEARCH c USING INDEX stream_cursors_lease/);
+    expect(stale).to.match(/SEARCH e EXISTS USING COVERING INDEX stream_lane \(account_id=\? AND seq>\?\)/);
+    expect(stale).not.to.match(/SCAN c\b/);
   });
 });

@@ -3,7 +3,8 @@
  * identity and heartbeat, lease clearing at start (queue.exclusive), one JobLoop per channel, one
  * ObserverRunner per observer, their wake-ups (post-commit hints and safety-net polls) and depth() for the
  * metrics. Stream delivery is stream-delivery.ts (S7), handed in as `delivery`: kickLanes wakes its consumers
- * too, remoteAck applies an IQ result by the recorded IQ id, stop waits for its rounds.
+ * too, remoteAck applies an IQ result by the recorded IQ id, the queue.pollMs poll sweeps it for lanes a dead
+ * process held, stop waits for its rounds.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -40,7 +41,7 @@ export interface EngineOptions {
   readonly random?: () => number;
   readonly onJobEvent?: (channel: string, e: LoopEvent, n: number) => void;
   /** Stream delivery, built with this engine's process id as its lease owner (createCardlink, S11). */
-  readonly delivery?: Pick<StreamDelivery, "kickLanes" | "remoteAck" | "stop">;
+  readonly delivery?: Pick<StreamDelivery, "kickLanes" | "remoteAck" | "stop" | "sweep">;
   /** The account of an IQ result's sender (a full JID), for remoteAck; the accounts directory in the app. */
   readonly laneOf?: (from: string) => Promise<AccountId | undefined>;
 }
@@ -88,8 +89,8 @@ export class Engine implements QueueEngine {
     o.events.on("queue.appended", (e) => this.kickLanes(e.lanes));
   }
 
-  /** Heartbeats older than this free their owner's leases. */
-  private get silentMs(): number {
+  /** Heartbeats older than this free their owner's leases (StreamDelivery's `silentMs` is this one). */
+  get silentMs(): number {
     return MISSED_BEATS * this.o.config.heartbeatMs;
   }
 
@@ -163,6 +164,7 @@ export class Engine implements QueueEngine {
       this.every(this.o.config.heartbeatMs, () => this.beat());
       this.every(this.o.config.pollMs, () => {
         for (const l of this.loops.values()) l.kick();
+        this.sweepStream();
       });
       this.every(this.o.config.observerPollMs, () => {
         for (const r of this.observers.values()) r.kick();
@@ -258,6 +260,16 @@ export class Engine implements QueueEngine {
           { event: "heartbeat-failed", err: (e as Error).message },
           "could not write the heartbeat; leases may be taken over after 3 beats",
         ),
+      );
+  }
+
+  /** queue.pollMs's safety net for stream lanes a dead process held (StreamDelivery.sweep: one query). */
+  private sweepStream(): void {
+    if (this.stopped || !this.o.delivery) return;
+    this.o.delivery
+      .sweep()
+      .catch((e: unknown) =>
+        this.o.log.warn({ event: "stream-sweep-failed", err: (e as Error).message }, "stream sweep failed"),
       );
   }
 

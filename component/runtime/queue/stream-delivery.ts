@@ -67,6 +67,11 @@ export interface StreamDeliveryOptions {
   readonly leaseMs: number;
   /** Lease owner: the engine's process id. */
   readonly me: string;
+  /**
+   * The engine's heartbeat rule (Engine.silentMs: 3 missed beats): a lease of a process silent this long is
+   * free to claim, as jobs' and observers' are (jobs-repo.ts LEASE_FREE). Omitted: only expiry frees a lease.
+   */
+  readonly silentMs?: number;
   /** queue.persistInflight: record each IQ's id on the cursor so another process can apply its result. */
   readonly persistInflight?: boolean;
   readonly random?: () => number;
@@ -176,6 +181,31 @@ export class StreamDelivery {
     return applied;
   }
 
+  /**
+   * The safety net for a lane another process held when it died (docs/DECISIONS.md): a kick while its lease
+   * held was refused and set no timer, so without this the lane would wait for the next append or presence
+   * change. One indexed statement finds consumers with entries after pos whose lease ran out or whose owner
+   * went silent; those with an available resource here get a round. Returns how many were kicked.
+   */
+  async sweep(): Promise<number> {
+    if (this.stopped) return 0;
+    const stale = await this.o.read("queue.sweep", (r) =>
+      streamRepo(r.read).staleLeases(this.o.me, r.read.now, this.alive(r.read.now), MAX_CONCURRENT_CONSUMERS),
+    );
+    let kicked = 0;
+    for (const s of stale) {
+      if (this.o.presence.resources(s.lane, s.consumer).length === 0) continue;
+      this.kick(s.lane, s.consumer, false);
+      kicked++;
+    }
+    return kicked;
+  }
+
+  /** Heartbeats at or after this keep their owner's leases (no silentMs: every lease until it expires). */
+  private alive(now: number): number {
+    return this.o.silentMs === undefined ? Number.MIN_SAFE_INTEGER : now - this.o.silentMs;
+  }
+
   /** Resolves when no round runs (tests; rounds a finishing round starts included). */
   async idle(): Promise<void> {
     while (this.running.size > 0) await Promise.allSettled([...this.running]);
@@ -231,7 +261,13 @@ export class StreamDelivery {
       const c = await repo.cursor(lane, consumer);
       if (!c) return { skip: "no-cursor" };
       if (!ignoreRetry && c.nextAt > u.now) return { wait: c.nextAt - u.now };
-      const [got] = await repo.claim(this.o.me, [c.id], u.now, u.now + this.o.leaseMs);
+      const [got] = await repo.claim(
+        this.o.me,
+        [c.id],
+        u.now,
+        u.now + this.o.leaseMs,
+        this.o.silentMs === undefined ? undefined : this.alive(u.now),
+      );
       if (!got) return { skip: "leased" };
       if (got.state === "dormant") {
         const how = await repo.reactivate(got.id, u.now);
@@ -394,8 +430,13 @@ export class StreamDelivery {
       this.o.config.retryMaxMs,
       this.o.random,
     );
-    await this.o.uow("queue.retry", (u) => streamRepo(u.tx).retry(this.o.me, cur.id, u.now + delay));
-    this.schedule(lane, consumer, delay);
+    const counted = await this.o.uow("queue.retry", (u) =>
+      streamRepo(u.tx).retry(this.o.me, cur.id, u.now + delay),
+    );
+    // Not counted: the cursor is no longer ours (the result reached another process, or another process took
+    // the lease over); whoever has it now delivers, no timer here.
+    if (counted) this.schedule(lane, consumer, delay);
+    else this.o.log.debug({ event: "stream-retry-late", lane, consumer });
   }
 
   private schedule(lane: AccountId, consumer: number, delay: number): void {

@@ -15,6 +15,7 @@
  */
 import type { AccountId, Dialect, Params, Seq, Sql } from "../../../storage/store.js";
 import type { Json, PayloadId, PendingEntry } from "./api.js";
+import { LEASE_FREE } from "./jobs-repo.js";
 
 /**
  * Who sees an owner's card, fixed to the binding path until S6 composes the registered paths
@@ -148,16 +149,31 @@ const INSERT_CURSOR = `INSERT INTO stream_cursors (account_id, consumer, pos, se
 VALUES (:lane, :consumer, :pos, :now) ON CONFLICT (account_id, consumer) DO NOTHING`;
 const DELETE_CURSOR = "DELETE FROM stream_cursors WHERE account_id = :lane AND consumer = :consumer";
 
-/** §2.3.5: one conditional UPDATE; a cursor leased by another owner and not expired is not returned. */
-const claimSql = (d: Dialect): string =>
+/**
+ * §2.3.5: one conditional UPDATE; a cursor leased by another owner and not expired is not returned. With
+ * `:alive` (the engine's heartbeat rule, jobs-repo.ts LEASE_FREE) a lease of a process silent for 3 beats is
+ * free too; without it (no engine, the contract tests) only expiry frees a lease.
+ */
+const claimSql = (d: Dialect, heartbeats = false): string =>
   text(
     d,
-    "claim",
+    heartbeats ? "claim alive" : "claim",
     () => `UPDATE stream_cursors SET lease_owner = :me, lease_until = :until
  WHERE id IN (${d.jsonIds("cursors")})
-   AND (lease_owner IS NULL OR lease_until < :now OR lease_owner = :me)
+   AND (lease_owner = :me OR ${heartbeats ? LEASE_FREE : "lease_owner IS NULL OR lease_until < :now"})
 RETURNING id, account_id, consumer, pos, attempts, state`,
   );
+/**
+ * The safety-net sweep (docs/DECISIONS.md): consumers leased by another process whose lease ran out or whose
+ * owner went silent, with entries after pos. No other process will kick them (the owner is gone, a kick here
+ * was refused while the lease held). Planned on stream_cursors_lease (the partial index of leased cursors: few
+ * rows) and stream_lane for the EXISTS probe.
+ */
+const STALE_LEASES = `SELECT c.account_id, c.consumer FROM stream_cursors c
+ WHERE c.lease_owner IS NOT NULL AND c.lease_owner <> :me
+   AND (c.lease_until < :now OR c.lease_owner NOT IN (SELECT p.id FROM processes p WHERE p.heartbeat_at >= :alive))
+   AND EXISTS (SELECT 1 FROM stream_entries e WHERE e.account_id = c.account_id AND e.seq > c.pos)
+ LIMIT :n`;
 const releaseSql = (d: Dialect): string =>
   text(
     d,
@@ -186,11 +202,13 @@ const REMOTE_ACK = `UPDATE stream_cursors SET pos = CASE WHEN pos > inflight_upt
        lease_owner = NULL, lease_until = 0
  WHERE account_id = :lane AND inflight_iq = :iq AND inflight_upto IS NOT NULL
 RETURNING id`;
-/** A failed delivery: try again at next_at; the lease is released if still ours. */
-const RETRY = `UPDATE stream_cursors SET attempts = attempts + 1, next_at = :next_at,
-       lease_until = CASE WHEN lease_owner = :me THEN 0 ELSE lease_until END,
-       lease_owner = CASE WHEN lease_owner = :me THEN NULL ELSE lease_owner END
- WHERE id = :id`;
+/**
+ * A failed delivery: try again at next_at, and the lease is released — only while the cursor is still leased
+ * to us. A timeout that comes after the batch's result reached another process (remote ack cleared the lease
+ * and the in-flight IQ) or after another process took the lease over is late: it counts no attempt.
+ */
+const RETRY = `UPDATE stream_cursors SET attempts = attempts + 1, next_at = :next_at, lease_until = 0, lease_owner = NULL
+ WHERE id = :id AND lease_owner = :me`;
 
 /**
  * §2.3.4 dormancy, in bounded batches: device cursors idle `deviceIdleMs`; then shared cursors idle
@@ -482,7 +500,14 @@ export const streamRepo = (q: Sql) => ({
   },
 
   /** Leases the free (or own, or expired) cursors among `cursors` to `me` until `until`; returns those. */
-  async claim(me: string, cursors: readonly number[], now: number, until: number): Promise<ClaimedCursor[]> {
+  /** `alive`: heartbeats older than this free their owner's leases (the engine's rule; omitted: expiry only). */
+  async claim(
+    me: string,
+    cursors: readonly number[],
+    now: number,
+    until: number,
+    alive?: number,
+  ): Promise<ClaimedCursor[]> {
     if (cursors.length === 0) return [];
     const rows = await q.all<{
       id: number;
@@ -491,7 +516,13 @@ export const streamRepo = (q: Sql) => ({
       pos: number;
       attempts: number;
       state: "active" | "dormant";
-    }>(claimSql(q.dialect), { me, until, now, cursors: ids(cursors) });
+    }>(claimSql(q.dialect, alive !== undefined), {
+      me,
+      until,
+      now,
+      cursors: ids(cursors),
+      ...(alive !== undefined ? { alive } : {}),
+    });
     return rows.map((r) => ({
       id: Number(r.id),
       lane: Number(r.account_id) as AccountId,
@@ -535,8 +566,25 @@ export const streamRepo = (q: Sql) => ({
     return true;
   },
 
-  async retry(me: string, cursor: number, nextAt: number): Promise<void> {
-    await q.run(RETRY, { me, id: cursor, next_at: nextAt });
+  /** False when the cursor is no longer leased to `me` (a late failure: nothing counted). */
+  async retry(me: string, cursor: number, nextAt: number): Promise<boolean> {
+    return (await q.run(RETRY, { me, id: cursor, next_at: nextAt })).changes > 0;
+  },
+
+  /** Up to `limit` consumers with entries after pos whose lease (not `me`'s) ran out or whose owner is silent. */
+  async staleLeases(
+    me: string,
+    now: number,
+    alive: number,
+    limit: number,
+  ): Promise<Array<{ lane: AccountId; consumer: number }>> {
+    const rows = await q.all<{ account_id: number; consumer: number }>(STALE_LEASES, {
+      me,
+      now,
+      alive,
+      n: limit,
+    });
+    return rows.map((r) => ({ lane: Number(r.account_id) as AccountId, consumer: Number(r.consumer) }));
   },
 
   /**
@@ -597,9 +645,12 @@ export function streamStatements(d: Dialect): Record<string, string> {
     floor: FLOOR,
     cursor: CURSOR,
     claim: claimSql(d),
+    "claim alive": claimSql(d, true),
     release: releaseSql(d),
     ack: ACK,
     "remote ack": REMOTE_ACK,
+    retry: RETRY,
+    "stale leases": STALE_LEASES,
     "sweep payloads": SWEEP_PAYLOADS,
   };
 }
