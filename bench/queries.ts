@@ -3,7 +3,7 @@
  * database, p50/p99/max per operation, each operation called through the real runtime/feature functions in
  * process (unit of work, accounts, stream queue, audiences, features/cards, features/exchange; no XMPP).
  *
- *   node dist/bench/queries.js [--accounts N] [--db FILE] [--calls N]
+ *   node dist/bench/queries.js [--accounts N] [--db FILE] [--calls N] [--wal-autocheckpoint PAGES]
  *
  * Seed (not timed; reused when `--db FILE` exists): migration 2000 through `store.migrate`, then plain INSERTs in
  * transactions of 10,000 accounts: accounts + primary JIDs + shared cursors + small cards; account i bound to
@@ -42,6 +42,12 @@ export interface QueriesOptions {
   db?: string;
   /** Timed calls per cheap operation (default 5,000, after a tenth as many warm-up calls). */
   calls?: number;
+  /**
+   * PRAGMA wal_autocheckpoint for the timed part (default: the store's own, SQLite's 1,000 pages). 0 turns it
+   * off (the WAL is still checkpointed between ops): shows how much of a write's tail is the checkpoint that
+   * a commit now and then runs inline.
+   */
+  walAutocheckpoint?: number;
 }
 
 const HOST = "localhost";
@@ -154,8 +160,15 @@ function seed(store: SqliteStore, n: number): number {
   db.transaction(() => {
     const owner = uid(n);
     account(owner, OWNER_JID, smallCard(n), false);
-    // Holders spread over the id range, so their lanes are not one contiguous run of the index.
-    for (let h = 0; h < OWNER_HOLDERS; h++) bindPair(owner, uid(Math.floor((h * n) / OWNER_HOLDERS)));
+    // Holders spread over the id range (their lanes are not one contiguous run of the index), offset so that a
+    // tenth of them have devices like everyone else.
+    const holders = new Set<number>();
+    for (let h = 0; h < Math.min(OWNER_HOLDERS, n); h++) {
+      let i = (Math.floor((h * n) / OWNER_HOLDERS) + (h % 10)) % n;
+      while (holders.has(i)) i = (i + 1) % n;
+      holders.add(i);
+      bindPair(owner, uid(i));
+    }
   })();
   db.prepare("UPDATE counters SET value = 2 WHERE name = 'seq'").run();
   db.pragma("wal_checkpoint(TRUNCATE)");
@@ -291,6 +304,9 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       seed_ms: seedMs === null ? null : Math.round(seedMs),
       db_mb: round(statSync(file).size / 1048576, 1),
     };
+    if (opts.walAutocheckpoint !== undefined)
+      store.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(opts.walAutocheckpoint))}`);
+    const walAutocheckpoint = store.db.pragma("wal_autocheckpoint", { simple: true }) as number;
     const owner = uid(accounts);
     const rt = runtime(store);
     const rnd = prng(8);
@@ -476,6 +492,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     return {
       bench: "queries",
       seed: info,
+      wal_autocheckpoint: walAutocheckpoint,
       ops,
       coalescing: {
         entries_left_after_drain: leftAfterDrain,
@@ -502,7 +519,9 @@ runMain(import.meta.url, "queries", () => {
   const accounts = argv("--accounts");
   const calls = argv("--calls");
   const db = argv("--db");
+  const wal = argv("--wal-autocheckpoint");
   return run({
+    ...(wal ? { walAutocheckpoint: Number(wal) } : {}),
     ...(accounts ? { accounts: Number(accounts) } : {}),
     ...(calls ? { calls: Number(calls) } : {}),
     ...(db ? { db } : {}),
