@@ -3,6 +3,8 @@
  * carried through its async calls by AsyncLocalStorage) and its one clock reading. A backend's ReadTx/Tx extends
  * FramedTx and adds how it runs SQL.
  */
+import type { AsyncLocalStorage } from "node:async_hooks";
+import type { Logger } from "pino";
 import type { Dialect } from "./store.js";
 
 export interface Frame {
@@ -30,4 +32,30 @@ export abstract class FramedTx {
   protected live(): void {
     if (!this.frame.open) throw new Error(`the ${this.frame.kind} "${this.frame.name}" has already ended`);
   }
+}
+
+/**
+ * After COMMIT, on either backend: commit observers (metrics, the fault hook), then the unit of work's
+ * afterCommit hooks, each in order. They run outside the unit of work's async context, so a hook may start the
+ * next unit of work; a throwing one is logged and never undoes the commit or stops the others.
+ */
+export function runAfterCommit(
+  frames: AsyncLocalStorage<Frame>,
+  log: Logger,
+  observers: ReadonlyArray<(name: string, ms: number) => void>,
+  hooks: ReadonlyArray<() => void>,
+  name: string,
+  ms: number,
+): void {
+  const safely = (event: string, f: () => void): void => {
+    try {
+      f();
+    } catch (e) {
+      log.error({ event, name, err: (e as Error).message }, "a post-commit hook threw");
+    }
+  };
+  frames.exit(() => {
+    for (const o of observers) safely("commit-observer-failed", () => o(name, ms));
+    for (const h of hooks) safely("after-commit-failed", h);
+  });
 }

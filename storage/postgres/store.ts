@@ -21,7 +21,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import pg from "pg";
 import { pino } from "pino";
-import { FramedTx, type Frame } from "../frame.js";
+import { FramedTx, runAfterCommit, type Frame } from "../frame.js";
 import type { Logger } from "pino";
 import { StoreBusyError, classify } from "../errors.js";
 import { runMigrations } from "../migrate.js";
@@ -344,21 +344,9 @@ export class PostgresStore implements Store {
     const turn = (tx as PgTx).turn;
     // Seq-taking commits notify in seq order: wait for the previous one's observers and hooks (in this process).
     if (turn) await turn.prev;
-    // Outside the unit of work's async context: a hook may start the next unit of work.
-    this.frames.exit(() => {
-      for (const o of this.commitObservers) this.safely("commit-observer-failed", name, () => o(name, ms));
-      for (const h of done) this.safely("after-commit-failed", name, h);
-    });
+    runAfterCommit(this.frames, this.log, this.commitObservers, done, name, ms);
     turn?.done();
     return result;
-  }
-
-  private safely(event: string, name: string, f: () => void): void {
-    try {
-      f();
-    } catch (e) {
-      this.log.error({ event, name, err: (e as Error).message }, "a post-commit hook threw");
-    }
   }
 
   async read<T>(name: string, fn: (tx: ReadTx) => Promise<T>): Promise<T> {

@@ -13,7 +13,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { pino } from "pino";
-import { FramedTx, type Frame } from "../frame.js";
+import { FramedTx, runAfterCommit, type Frame } from "../frame.js";
 import type { Logger } from "pino";
 import { StoreBusyError, classify, type UniqueIndexLookup } from "../errors.js";
 import { Mutex } from "../mutex.js";
@@ -348,20 +348,8 @@ export class SqliteStore implements Store, Repos {
         "a unit of work held the write lock longer than database.txWarnMs",
       );
     }
-    // Outside the unit of work's async context: a hook may start the next unit of work.
-    this.frames.exit(() => {
-      for (const o of this.commitObservers) this.safely("commit-observer-failed", name, () => o(name, ms));
-      for (const h of tx.hooks) this.safely("after-commit-failed", name, h);
-    });
+    runAfterCommit(this.frames, this.log, this.commitObservers, tx.hooks, name, ms);
     return result;
-  }
-
-  private safely(event: string, name: string, f: () => void): void {
-    try {
-      f();
-    } catch (e) {
-      this.log.error({ event, name, err: (e as Error).message }, "a post-commit hook threw");
-    }
   }
 
   async read<T>(name: string, fn: (tx: ReadTx) => Promise<T>): Promise<T> {
