@@ -343,10 +343,18 @@ interface StatsDbRow {
   oldest: number | null;
 }
 
-async function jobViews(r: ReadTx, rows: readonly JobDbRow[]): Promise<JobView[]> {
-  const jids = await jidsOf(r, [
+/** The current JIDs of the accounts a set of job or dead-letter rows name (one query for all of them). */
+function accountJids(
+  r: ReadTx,
+  rows: ReadonlyArray<{ account_id: number | null }>,
+): Promise<Map<AccountId, string>> {
+  return jidsOf(r, [
     ...new Set(rows.flatMap((j) => (j.account_id === null ? [] : [Number(j.account_id) as AccountId]))),
   ]);
+}
+
+async function jobViews(r: ReadTx, rows: readonly JobDbRow[]): Promise<JobView[]> {
+  const jids = await accountJids(r, rows);
   return rows.map((j) => {
     const v: JobView = {
       id: Number(j.id),
@@ -376,9 +384,7 @@ async function jobViews(r: ReadTx, rows: readonly JobDbRow[]): Promise<JobView[]
 }
 
 async function deadViews(r: ReadTx, rows: readonly DeadDbRow[]): Promise<DeadLetterView[]> {
-  const jids = await jidsOf(r, [
-    ...new Set(rows.flatMap((j) => (j.account_id === null ? [] : [Number(j.account_id) as AccountId]))),
-  ]);
+  const jids = await accountJids(r, rows);
   return rows.map((d) => {
     const v: DeadLetterView = {
       id: Number(d.id),
