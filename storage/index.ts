@@ -2,7 +2,8 @@ import { flattenModules } from "./migrate.js";
 import { LEGACY } from "./sqlite/legacy.js";
 import { PostgresStore } from "./postgres/store.js";
 import { SqliteStore } from "./sqlite/store.js";
-import type { Repos, Store, StoreOptions } from "./store.js";
+import { migrations2000 } from "./sqlite/rekey-2000.js";
+import type { Migration, Repos, Store, StoreOptions } from "./store.js";
 
 /**
  * The `database` section of the configuration. Declared here, not in component/runtime/config.ts, because
@@ -84,4 +85,26 @@ export async function openAppStore(db: DatabaseConfig, o: StoreOptions): Promise
     throw e;
   }
   return store;
+}
+
+/**
+ * The new core's store (docs/REDESIGN.md §2.8, step S11), migrated: an empty database gets the 2000 schema; a
+ * database the old code wrote (versions 1–300) gets the legacy versions it lacks and then the rekey copy to 2000
+ * in one transaction each; one at 2000 or later is left as it is. `extra` are the feature modules' own
+ * migrations (versions above 2000). SQLite and PostgreSQL alike (PostgreSQL has no legacy databases).
+ */
+export async function openCoreStore(
+  db: DatabaseConfig,
+  o: StoreOptions,
+  extra: readonly Migration[] = [],
+): Promise<Store & { migrations: { applied: number[]; current: number } }> {
+  const store = await openStore(db, o);
+  try {
+    const version = await store.schemaVersion();
+    const report = await store.migrate([...migrations2000({ version }), ...extra]);
+    return Object.assign(store, { migrations: { applied: report.applied, current: report.current } });
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
 }

@@ -1,7 +1,6 @@
 /**
  * The cards feature module (docs/REDESIGN.md §1.2, §3.6): routes card get/set and sync, the `card` stream kind.
- * Written beside the old component/cards.ts, which serves the running app until the switch (issue 8 S11): this
- * module is not listed in component/features.ts yet, so nothing attaches it.
+ * Its ad-hoc commands (commands.ts: show-card, edit-card) are registered here, before exchange's, as today.
  */
 import { StanzaError } from "../../../stanzas/errors.js";
 import { parseNonNegativeInt } from "../../../stanzas/cardlink.js";
@@ -12,13 +11,33 @@ import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { optionalUserJid } from "../../runtime/jid.js";
 import { CARD_MIGRATIONS } from "./migrations.js";
 import { cardKind } from "./render.js";
-import { checkRenderings, getCard, parseFormat, parseSubmitted, storeCard } from "./service.js";
+import { cardCommands } from "./commands.js";
+import {
+  checkRenderings,
+  getCard,
+  parseFormat,
+  parseSubmitted,
+  storeCard,
+  type CardStored,
+} from "./service.js";
 import { SYNC_PAGE, sync } from "./sync.js";
 
 declare module "../../runtime/events.js" {
   interface DomainEvents {
     /** In-tx from storeCard: the owner's card changed to `version` at `seq` (issue 9: linked entries follow). */
     "card.updated": { owner: AccountId; version: number; seq: Seq };
+  }
+}
+
+/** Metrics and the card-updated log line, for the IQ route and the edit-card command alike. */
+function stored(rt: Runtime, user: string, r: CardStored): void {
+  if (r.changed) {
+    rt.metrics.inc("cardlink_card_updates_total");
+    rt.metrics.inc("cardlink_fanout_entries_total", undefined, r.holders.length);
+    rt.log.info(
+      { event: "card-updated", owner: user, version: r.version, holders: r.holders.length },
+      "card updated",
+    );
   }
 }
 
@@ -29,14 +48,7 @@ async function setCard(rt: Runtime, user: string, el: Element): Promise<Element>
   const card = parseSubmitted(el, rt.config.card);
   checkRenderings(card, rt.config.card);
   const r = await storeCard(rt, user, card);
-  if (r.changed) {
-    rt.metrics.inc("cardlink_card_updates_total");
-    rt.metrics.inc("cardlink_fanout_entries_total", undefined, r.holders.length);
-    rt.log.info(
-      { event: "card-updated", owner: user, version: r.version, holders: r.holders.length },
-      "card updated",
-    );
-  }
+  stored(rt, user, r);
   return xml("card", {
     xmlns: NS.CARDLINK,
     owner: user,
@@ -63,5 +75,12 @@ export const cards: FeatureModule = {
         SYNC_PAGE;
       return sync(rt, { user: c.user, since, max, format: parseFormat(c.payload.attrs.format) });
     });
+    for (const cmd of cardCommands({
+      uow: rt.uow,
+      read: rt.read,
+      limits: rt.config.card,
+      stored: (user, r) => stored(rt, user, r),
+    }))
+      rt.adhoc.register(cmd);
   },
 };

@@ -2,9 +2,7 @@
  * The exchange feature module on the new core (docs/REDESIGN.md §1.2, §3.6): stream kinds binding, unbound,
  * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of today's
  * component/exchange.ts (and the contacts/share routes of component/cards.ts), with the same payloads and
- * results. Not listed in any feature list yet: the running app keeps component/exchange.ts until the switch
- * (S11), which adds this module to component/features/index.ts and deletes the old file. The ad-hoc commands
- * (commands.ts, built) are registered on rt.adhoc with the switch too.
+ * results, and its ad-hoc commands (commands.ts), registered after cards' as today.
  */
 import {
   parseBool,
@@ -20,6 +18,7 @@ import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { requireUserJid } from "../../runtime/jid.js";
 import { detach } from "../../runtime/log.js";
 import { pageList } from "../../runtime/paging.js";
+import { exchangeCommands } from "./commands.js";
 import { contacts, setShare, type CardVersion } from "./contacts.js";
 import { EXCHANGE_MIGRATIONS } from "./migrations.js";
 import { EXCHANGE_KINDS } from "./render.js";
@@ -155,6 +154,13 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
         );
         return xml("contacts", { xmlns: ns }, ...page.items, page.set);
       });
+      for (const cmd of exchangeCommands({
+        svc,
+        read: rt.read,
+        budget: rt.budget,
+        codeTtlSeconds: rt.config.exchange.codeTtlSeconds,
+      }))
+        rt.adhoc.register(cmd);
       sweeper = setInterval(() => {
         detach(rt.log, "expire-failed", svc.expire());
         svc.prune();

@@ -11,7 +11,9 @@ import { NS } from "../../../stanzas/ns.js";
 import { createSenders, type Senders } from "../../../push/senders.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { AppServer } from "./app-server.js";
-import { PushChannel, type PushBuckets } from "./channel.js";
+import { cachedRead } from "../../runtime/metrics.js";
+import { PROVIDER, PushChannel, type PushBuckets } from "./channel.js";
+import { PUSH_CHANNEL } from "./payload.js";
 import { PUSH_MIGRATIONS } from "./migrations.js";
 import { Refs } from "./payload.js";
 import { announce, pushScan, type ScanOptions } from "./scan.js";
@@ -55,6 +57,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
         metrics: rt.metrics,
       };
       rt.queue.registerObserver(pushScan(scan));
+      watchPushQueue(rt);
       const app = new AppServer({
         uow: rt.uow,
         domain: rt.config.domain,
@@ -79,4 +82,47 @@ export function pushModule(o: PushModuleOptions): PushModule {
       await Promise.all(Object.values(senders).map((s) => s.close()));
     },
   };
+}
+
+/**
+ * The push queue's depth and oldest notice's age per provider (today's cardlink_push_queue_* names), read at
+ * scrape time by one grouped query over the channel's jobs (cached: SCRAPE_CACHE_MS). Both providers are always
+ * reported, 0 when none waits.
+ */
+function watchPushQueue(rt: Runtime): void {
+  const depth = cachedRead(() =>
+    rt.read("metrics.push-depth", (r) =>
+      r.read.all<{ platform: string; n: number; oldest: number }>(
+        `SELECT d.platform AS platform, COUNT(*) AS n, MIN(j.created_at) AS oldest
+           FROM jobs j JOIN devices d ON d.id = j.device
+          WHERE j.channel = :channel GROUP BY d.platform`,
+        { channel: PUSH_CHANNEL },
+      ),
+    ),
+  );
+  const rows = async (
+    value: (d: { n: number; oldest: number }, now: number) => number,
+  ): Promise<Array<{ labels: { provider: string }; value: number }>> => {
+    const by = new Map<string, { n: number; oldest: number }>();
+    for (const p of Object.values(PROVIDER)) by.set(p, { n: 0, oldest: Infinity });
+    for (const d of await depth()) {
+      const p = PROVIDER[d.platform as keyof typeof PROVIDER] ?? d.platform;
+      const cur = by.get(p) ?? { n: 0, oldest: Infinity };
+      by.set(p, { n: cur.n + Number(d.n), oldest: Math.min(cur.oldest, Number(d.oldest)) });
+    }
+    const now = Date.now();
+    return [...by].map(([provider, d]) => ({ labels: { provider }, value: d.n === 0 ? 0 : value(d, now) }));
+  };
+  rt.metrics.gaugeRows(
+    "cardlink_push_queue_notices",
+    ["provider"],
+    () => rows((d) => d.n),
+    "push notices queued (waiting, retrying or over budget), per provider",
+  );
+  rt.metrics.gaugeRows(
+    "cardlink_push_queue_oldest_notice_age_seconds",
+    ["provider"],
+    () => rows((d, now) => Math.max(0, now - d.oldest) / 1000),
+    "age of the oldest queued push notice, per provider (0 when none waits)",
+  );
 }

@@ -77,6 +77,20 @@ export interface StreamDeliveryOptions {
   readonly random?: () => number;
   /** Every resource of the consumer turned out to be gone (push announces what waits: S8's seam). */
   readonly onAllGone?: (lane: AccountId, consumer: number) => void;
+  /** Outcome counters for the metrics (createCardlink: today's cardlink_delivery_* series). */
+  readonly hooks?: DeliveryHooks;
+}
+
+/** Told what each page's delivery came to; never throws back into the round. */
+export interface DeliveryHooks {
+  /** A page was acknowledged: its entries, with when each was written (the latency histogram's start). */
+  acked?(entries: ReadonlyArray<{ kind: string; createdAt: number }>): void;
+  /** A page was not acknowledged (timeout, link down): `n` entries wait for the retry. */
+  retried?(n: number): void;
+  /** Every resource of the consumer turned out to be gone. */
+  gone?(): void;
+  /** A read was cut into several pages by the stanza budget or batchSize: `n` cuts. */
+  cut?(n: number): void;
 }
 
 /** Today's bound on consumers delivering at once (component/delivery.ts MAX_CONCURRENT_FLUSHES). */
@@ -92,6 +106,8 @@ const GONE = new Set([
 type Outcome = "acked" | "gone" | "retry";
 interface Page {
   payload: Element;
+  /** The rendered entries it carries (metrics: kind and write time). */
+  entries: LaneEntry[];
   /** What an ack of this page lets the cursor move to (a seq every entry of which is covered), or undefined. */
   upto: Seq | undefined;
 }
@@ -320,19 +336,23 @@ export class StreamDelivery {
       await this.ack(cur.id, rendered.upto, false);
       return true;
     }
+    if (rendered.pages.length > 1) this.o.hooks?.cut?.(rendered.pages.length - 1);
     for (let i = 0; i < rendered.pages.length; i++) {
       const page = rendered.pages[i] as Page;
       const last = i === rendered.pages.length - 1;
       const outcome = await this.sendToAll(lane, consumer, cur.id, page);
       if (outcome === "gone") {
+        this.o.hooks?.gone?.();
         await this.o.uow("queue.release", (u) => streamRepo(u.tx).release(this.o.me, [cur.id]));
         this.o.onAllGone?.(lane, consumer);
         return false;
       }
       if (outcome === "retry") {
+        this.o.hooks?.retried?.(page.entries.length);
         await this.retry(lane, consumer, cur);
         return false;
       }
+      this.o.hooks?.acked?.(page.entries);
       // An earlier page's ack moves pos to the last seq it covered whole (if any) and keeps the lease for the
       // next page; the last page's passes the whole read.
       if (page.upto !== undefined) await this.ack(cur.id, page.upto, !last);
@@ -368,7 +388,7 @@ export class StreamDelivery {
         // The page covers its last seq whole unless the next page starts inside it.
         const whole = nextSeq === undefined || nextSeq !== lastSeq;
         const upto = whole ? lastSeq : seqBefore(pageEntries, lastSeq);
-        pages.push({ payload: updatesElement(page.items), upto });
+        pages.push({ payload: updatesElement(page.items), entries: pageEntries, upto });
         page = budget.page(this.o.config.batchSize);
         pageEntries = [];
       };

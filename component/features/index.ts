@@ -1,0 +1,28 @@
+/**
+ * The feature modules a production cardlink runs on the new core, in attach order (docs/REDESIGN.md §3.6): the
+ * one file that knows every feature. Routes, kinds and commands register in this order, so the ad-hoc command
+ * list reads as it always has: card commands, exchange commands, then the user's own data, then the admin's.
+ */
+import type { PushBuckets } from "./push/channel.js";
+import type { FeatureModule } from "../runtime/context.js";
+import { cardVersion } from "./cards/api.js";
+import { cards } from "./cards/index.js";
+import { devices } from "./devices/index.js";
+import { exchangeModule } from "./exchange/index.js";
+import { pushModule } from "./push/index.js";
+
+export interface FeatureListOptions {
+  /** The push histograms' buckets (runtime/metrics.ts values; a feature does not import the runtime's metrics). */
+  pushBuckets: PushBuckets;
+  /** Kinds that wake an offline device (the runtime's registry, filled from the modules' `kinds`). */
+  wakeKinds: () => readonly string[];
+}
+
+export function featureModules(o: FeatureListOptions): FeatureModule[] {
+  return [
+    cards,
+    devices,
+    exchangeModule({ cardVersion: async (read, owner) => (await cardVersion(read, owner))?.version }),
+    pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds }),
+  ];
+}

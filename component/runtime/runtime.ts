@@ -1,0 +1,278 @@
+/**
+ * The new core's composition (docs/REDESIGN.md §3.6, step S11): from the shared services createCardlink builds
+ * (config, log, metrics, router, adhoc, events, iq, budget, send) and a migrated Store, it builds the parts of a
+ * unit of work (accounts, stream, jobs, audience), the reader, the queue engine with its stream delivery, the
+ * presence, and attaches the feature modules in order. Registries are filled before anything runs: kinds and
+ * audience paths are module properties (needed to build the units of work), channels and observers are
+ * registered by the modules' attach (they need the runtime), and the engine refuses late registrations.
+ */
+import type { Element } from "../../stanzas/xml.js";
+import { xml } from "../../stanzas/xml.js";
+import type { AccountId, Store } from "../../storage/store.js";
+import { accountsParts } from "./accounts/tx.js";
+import type { AdhocCommands } from "./adhoc.js";
+import { audienceParts } from "./audience/tx.js";
+import type { StanzaBudget } from "./budget.js";
+import type { Config } from "./config.js";
+import type { FeatureModule, Runtime } from "./context.js";
+import type { EventBus } from "./events.js";
+import { IqErrorReply, IqTimeoutError, type IqCaller } from "./iq-caller.js";
+import type { Logger } from "./log.js";
+import { cachedRead, LATENCY_BUCKETS, type Metrics } from "./metrics.js";
+import { Presence } from "./presence.js";
+import { Engine, MISSED_BEATS, newProcessId } from "./queue/engine.js";
+import { jobsTx } from "./queue/jobs-tx.js";
+import { KindRegistry } from "./queue/registry.js";
+import { StreamDelivery, type SendOutcome, type StreamTransport } from "./queue/stream-delivery.js";
+import { streamTx } from "./queue/stream-tx.js";
+import type { Router } from "./router.js";
+import { makeReader, makeUow, type UnitOfWork } from "./uow.js";
+import { parseJid } from "./jid.js";
+
+/** What createCardlink has built before the core: the services every module shares. */
+export interface CoreServices {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  router: Router;
+  adhoc: AdhocCommands;
+  events: EventBus;
+  iq: IqCaller;
+  budget: StanzaBudget;
+  send(el: Element): Promise<boolean>;
+  online(): boolean;
+}
+
+export interface Core {
+  rt: Runtime;
+  engine: Engine;
+  delivery: StreamDelivery;
+  presence: Presence;
+  kinds: KindRegistry;
+  modules: readonly FeatureModule[];
+  /** disco#info features the modules add (push only while a provider is configured). */
+  discoFeatures(): string[];
+  /** Link (re)connected: presence restored, engine started (or kicked), modules told, lanes with resources kicked. */
+  online(): Promise<void>;
+  /** Modules stopped (reverse order), then the engine (rounds settle, leases given back). */
+  stop(): Promise<void>;
+}
+
+/** The component link as a stream transport: one IQ set per resource, its reply or timeout as the outcome. */
+export function iqTransport(iq: IqCaller, domain: string): StreamTransport {
+  return {
+    async send(o): Promise<SendOutcome> {
+      try {
+        await iq.request(xml("iq", { type: "set", id: o.id, to: o.to, from: domain }, o.payload), o.timeoutMs);
+        return { type: "result" };
+      } catch (e) {
+        if (e instanceof IqErrorReply) return { type: "error", condition: e.condition };
+        // A timeout, the link going down or the per-recipient bound: retried with backoff, never lost.
+        if (!(e instanceof IqTimeoutError)) throw e;
+        return { type: "timeout" };
+      }
+    },
+  };
+}
+
+export function buildCore(s: CoreServices, store: Store, modules: readonly FeatureModule[]): Core {
+  const { config, log, metrics, events } = s;
+  const kinds = new KindRegistry();
+  for (const m of modules) for (const k of m.kinds ?? []) kinds.register(k);
+  const paths = modules.flatMap((m) => m.audiencePaths ?? []);
+  const accounts = accountsParts({
+    cacheSize: config.accounts.cacheSize,
+    cacheTtlMs: config.accounts.cacheTtlMs,
+    events,
+  });
+  const audience = audienceParts({ paths });
+  // The engine is built after the unit of work (it needs it); jobsTx looks channels up through it at call time.
+  let engine: Engine | undefined;
+  const uow = makeUow(
+    store,
+    {
+      accounts: accounts.tx,
+      stream: streamTx({ kind: (n) => kinds.get(n), paths }),
+      jobs: jobsTx({ channel: (name) => engine?.channel(name) }),
+      audience: audience.tx,
+    },
+    events,
+  );
+  const read = makeReader(store, { accounts: accounts.read, audience: audience.read });
+  const presence = new Presence({
+    uow,
+    read,
+    send: s.send,
+    domain: config.domain,
+    resourcesPerUser: config.limits.resourcesPerUser,
+    metrics,
+    log,
+  });
+  metrics.histogram(
+    "cardlink_delivery_latency_seconds",
+    ["kind"],
+    LATENCY_BUCKETS,
+    "time from an outbox entry being written to the holder's ack, per update kind",
+  );
+  const me = newProcessId();
+  // Assigned once the modules are attached: delivery's all-gone hook asks push to announce what waits.
+  let onAllGone: ((lane: AccountId) => void) | undefined;
+  const delivery = new StreamDelivery({
+    uow,
+    read,
+    kind: (n) => kinds.get(n),
+    transport: iqTransport(s.iq, config.domain),
+    presence,
+    budget: s.budget,
+    log,
+    config: config.delivery,
+    leaseMs: config.queue.leaseMs,
+    // The engine's process id is the lease owner of cursors and jobs alike.
+    me,
+    silentMs: MISSED_BEATS * config.queue.heartbeatMs,
+    persistInflight: config.queue.persistInflight,
+    onAllGone: (lane) => onAllGone?.(lane),
+    hooks: {
+      acked: (entries) => {
+        metrics.inc("cardlink_delivery_acked_total", undefined, entries.length);
+        const now = Date.now();
+        for (const e of entries) {
+          metrics.observe(
+            "cardlink_delivery_latency_seconds",
+            { kind: e.kind },
+            Math.max(0, now - e.createdAt) / 1000,
+          );
+        }
+      },
+      retried: (n) => metrics.inc("cardlink_delivery_retry_total", undefined, n),
+      gone: () => metrics.inc("cardlink_delivery_recipient_gone_total"),
+      cut: (n) => metrics.inc("cardlink_delivery_batches_cut_total", undefined, n),
+    },
+  });
+  engine = new Engine({
+    store,
+    uow,
+    events,
+    log,
+    config: config.queue,
+    processId: me,
+    delivery,
+    laneOf: async (from) => {
+      const bare = parseJid(from)?.bare;
+      return bare === undefined ? undefined : read("queue.lane-of", (r) => r.accounts.resolve(bare));
+    },
+  });
+  presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
+
+  const rt: Runtime = {
+    config,
+    log,
+    metrics,
+    budget: s.budget,
+    limits: config.limits,
+    router: s.router,
+    adhoc: s.adhoc,
+    events,
+    iq: s.iq,
+    uow,
+    read,
+    // Outside a unit of work: each call is its own read snapshot (the directory cache answers most).
+    accounts: {
+      resolve: (jid) => read("accounts.resolve", (r) => r.accounts.resolve(jid)),
+      jidOf: (id) => read("accounts.jid-of", (r) => r.accounts.jidOf(id)),
+      jidsOf: (ids) => read("accounts.jids-of", (r) => r.accounts.jidsOf(ids)),
+      devices: (id) => read("accounts.devices", (r) => r.accounts.devices(id)),
+      device: (id, d) => read("accounts.device", (r) => r.accounts.device(id, d)),
+    },
+    queue: engine,
+    presence,
+    send: s.send,
+    online: s.online,
+  };
+  presence.attach(s.router);
+  for (const m of modules) m.attach(rt);
+  watchStream(metrics, store, kinds);
+  const push = modules.find((m): m is FeatureModule & PushAnnounce => "announcePending" in m);
+  if (push) {
+    onAllGone = (lane) => {
+      metrics.inc("cardlink_delivery_offline_total");
+      void uow("push.announce-all-gone", (u) => push.announcePending(u, lane)).catch((e: unknown) =>
+        log.error({ event: "push-announce-failed", lane, err: (e as Error).message }, "push announce failed"),
+      );
+    };
+  }
+  const eng = engine;
+  return {
+    rt,
+    engine: eng,
+    delivery,
+    presence,
+    kinds,
+    modules,
+    discoFeatures: () => modules.flatMap((m) => [...(m.discoFeatures?.(rt) ?? [])]),
+    async online() {
+      await presence.restore();
+      await eng.start();
+      for (const m of modules) await m.online?.();
+      eng.kickLanes(presence.lanes());
+    },
+    async stop() {
+      for (const m of [...modules].reverse()) {
+        try {
+          await m.stop?.();
+        } catch (e) {
+          log.error(
+            { event: "feature-stop-failed", feature: m.name, err: (e as Error).message },
+            "feature stop failed",
+          );
+        }
+      }
+      await eng.stop();
+    },
+  };
+}
+
+/**
+ * The stream's depth and oldest entry's age per kind, read at scrape time by one grouped query (cached:
+ * SCRAPE_CACHE_MS), under today's names (cardlink_outbox_*). Every registered kind is reported, 0 when none
+ * waits, so an alert on a kind's depth does not see its series vanish when the queue drains.
+ */
+function watchStream(metrics: Metrics, store: Store, kinds: KindRegistry): void {
+  const depth = cachedRead(() =>
+    store.read("metrics.stream-depth", (r) =>
+      r.all<{ kind: string; n: number; oldest: number }>(
+        "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM stream_entries GROUP BY kind",
+      ),
+    ),
+  );
+  const rows = async (
+    value: (d: { n: number; oldest: number }, now: number) => number,
+  ): Promise<Array<{ labels: { kind: string }; value: number }>> => {
+    const byKind = new Map((await depth()).map((d) => [d.kind, { n: Number(d.n), oldest: Number(d.oldest) }]));
+    const now = Date.now();
+    const names = new Set([...kinds.list().map((k) => k.name), ...byKind.keys()]);
+    return [...names].sort().map((kind) => {
+      const d = byKind.get(kind);
+      return { labels: { kind }, value: d ? value(d, now) : 0 };
+    });
+  };
+  metrics.gaugeRows(
+    "cardlink_outbox_entries",
+    ["kind"],
+    () => rows((d) => d.n),
+    "outbox entries waiting for a holder's ack, per update kind",
+  );
+  // The age is computed from the (possibly cached) oldest timestamp at each read, so it keeps growing
+  // between two queries instead of standing still.
+  metrics.gaugeRows(
+    "cardlink_outbox_oldest_entry_age_seconds",
+    ["kind"],
+    () => rows((d, now) => Math.max(0, now - d.oldest) / 1000),
+    "age of the oldest outbox entry not yet acknowledged, per update kind (0 when none waits)",
+  );
+}
+
+/** The push module's hook (features/push/index.ts PushModule), found by shape so runtime/ imports no feature. */
+interface PushAnnounce {
+  announcePending(u: UnitOfWork, lane: AccountId): Promise<number>;
+}
