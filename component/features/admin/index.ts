@@ -8,7 +8,7 @@
 import { StanzaError } from "../../../stanzas/errors.js";
 import { firstValue, formElement, parseForm, type FormField } from "../../../stanzas/dataforms.js";
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
-import type { AccountId, ReadTx } from "../../../storage/store.js";
+import type { ReadTx } from "../../../storage/store.js";
 import type { BareJid } from "../../runtime/accounts/api.js";
 import type { CommandStep } from "../../runtime/adhoc.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
