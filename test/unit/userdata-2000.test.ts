@@ -22,6 +22,7 @@ import {
 } from "../../component/features/userdata/api.js";
 import { USER_TABLES } from "../../component/features/userdata/tables.js";
 import { userDataWiring } from "../../component/features.js";
+import { cli, type Io } from "../../component/runtime/ctl.js";
 import * as inspect from "../../component/runtime/inspect.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
 import { normalizeCard, type Card } from "../../stanzas/model/card.js";
@@ -395,6 +396,61 @@ describe("userdata on schema 2000 (features/userdata)", function () {
       }
       expect(failed).to.equal(true);
       expect(await buildExport(w.core.read, A, 0)).to.deep.equal(before);
+    });
+  });
+
+  describe("cardlink stats / export-user / delete-user on a schema-2000 database (ctl.ts)", () => {
+    const saved = { ...process.env };
+    let out: string[];
+    let err: string[];
+    const io: Io = { out: (l) => out.push(l), err: (l) => err.push(l) };
+    beforeEach(() => {
+      out = [];
+      err = [];
+      process.env.CARDLINK_SECRET = "s";
+      process.env.CARDLINK_DB = path.join(w.dir, "store.sqlite");
+    });
+    afterEach(() => {
+      for (const k of ["CARDLINK_SECRET", "CARDLINK_DB"]) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    });
+
+    it("stats --json counts the new tables in the legacy shape", async () => {
+      expect(await cli(["stats", "--json"], io), err.join("\n")).to.equal(0);
+      const s = JSON.parse(out.join("\n")) as Record<string, unknown>;
+      expect(s).to.include({ schema: 2000, usersWithCards: 4, bindings: 2, shares: 4, blocks: 2 });
+      expect(s.devices).to.deep.equal({ ios: 1 });
+      // Counted against the real clock: the world's requests and codes (seeded in 2023) expired long ago.
+      expect(s).to.include({ exchangeRequestsPending: 0, exchangeCodesLive: 0 });
+      expect(s.pushQueue).to.have.keys("ios");
+      expect(Object.keys(s.outbox as object)).to.include.members([
+        "card",
+        "binding",
+        "unbound",
+        "exchange-request",
+      ]);
+      out = [];
+      expect(await cli(["stats"], io)).to.equal(0);
+      expect(out[0]).to.match(/^database {12}.*store\.sqlite \(schema 2000\)$/);
+    });
+
+    it("export-user prints the document; delete-user --yes erases and names the holders told", async () => {
+      expect(await cli(["export-user", A], io), err.join("\n")).to.equal(0);
+      const doc = JSON.parse(out.join("\n")) as ExportDoc;
+      expect(doc.jid).to.equal(A);
+      expect(doc.tables.cards).to.have.length(1);
+      out = [];
+      expect(await cli(["delete-user", A, "--yes"], io), err.join("\n")).to.equal(0);
+      expect(out[0]).to.match(new RegExp(`^deleted \\d+ rows about ${A} \\(.*cards 1.*\\)$`));
+      expect(out[1]).to.match(/^3 holder\(s\) get an unbind notice/);
+      expect((await inspect.account(w.store, A))?.state).to.equal("deleted");
+      out = [];
+      expect(await cli(["delete-user", "nobody@a.example", "--yes"], io)).to.equal(1);
+      expect(err.at(-1)).to.equal("cardlink: nothing is stored about nobody@a.example; nothing deleted");
+      expect(await cli(["export-user", "nobody@a.example"], io)).to.equal(1);
+      expect(err.at(-1)).to.equal("cardlink: nothing is stored about nobody@a.example");
     });
   });
 });
