@@ -23,6 +23,15 @@ import {
 import { USER_TABLES } from "../../component/features/userdata/tables.js";
 import { userDataWiring } from "../../component/features.js";
 import { cli, type Io } from "../../component/runtime/ctl.js";
+import { adminModule } from "../../component/features/admin/index.js";
+import { userdataModule } from "../../component/features/userdata/index.js";
+import type { Command, CommandStep } from "../../component/runtime/adhoc.js";
+import { StanzaBudget } from "../../component/runtime/budget.js";
+import type { Runtime } from "../../component/runtime/context.js";
+import type { AccountId as Id } from "../../storage/store.js";
+import { parseJid } from "../../component/runtime/jid.js";
+import { formElement, parseForm } from "../../stanzas/dataforms.js";
+import { xml } from "../../stanzas/xml.js";
 import * as inspect from "../../component/runtime/inspect.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
 import { normalizeCard, type Card } from "../../stanzas/model/card.js";
@@ -451,6 +460,139 @@ describe("userdata on schema 2000 (features/userdata)", function () {
       expect(err.at(-1)).to.equal("cardlink: nothing is stored about nobody@a.example; nothing deleted");
       expect(await cli(["export-user", "nobody@a.example"], io)).to.equal(1);
       expect(err.at(-1)).to.equal("cardlink: nothing is stored about nobody@a.example");
+    });
+  });
+
+  describe("the modules' ad-hoc commands (userdata, admin)", () => {
+    let cmds: Command[];
+    let kicked: { lanes: Id[]; channels: string[] };
+    beforeEach(() => {
+      cmds = [];
+      kicked = { lanes: [], channels: [] };
+      // Just the parts of a Runtime these two modules use (attach registers commands, the commands read,
+      // write, count and kick); the rest of the runtime is not built in a unit test.
+      const rt = {
+        uow: w.core.uow,
+        read: w.core.read,
+        budget: new StanzaBudget(256 * 1024),
+        log: pino({ level: "silent" }),
+        metrics: { describe: () => undefined, inc: () => undefined },
+        router: { iq: () => undefined },
+        adhoc: { register: (c: Command) => cmds.push(c) },
+        queue: {
+          kickLanes: (l: readonly Id[]) => kicked.lanes.push(...l),
+          kickChannel: (c: string) => kicked.channels.push(c),
+        },
+      } as unknown as Runtime;
+      userdataModule().attach(rt);
+      adminModule().attach(rt);
+    });
+    const node = (n: string): Command => {
+      const c = cmds.find((x) => x.node === `urn:cardlink:cmd:${n}`);
+      if (!c) throw new Error(n);
+      return c;
+    };
+    const ctx = (user: string) => {
+      const from = parseJid(`${user}/res`);
+      if (!from) throw new Error(user);
+      return { stanza: xml("iq"), payload: xml("command"), from, user };
+    };
+    const submit = (fields: Record<string, string | string[]>) => ({
+      node: "n",
+      action: "complete" as const,
+      form: formElement({
+        type: "submit",
+        fields: Object.entries(fields).map(([k, v]) => ({ var: k, values: Array.isArray(v) ? v : [v] })),
+      }),
+    });
+    const run = (n: string, user: string, fields: Record<string, string | string[]>): Promise<CommandStep> =>
+      Promise.resolve(node(n).run(ctx(user), submit(fields), { stage: 1 }));
+    const field = (s: CommandStep, v: string): string[] =>
+      s.form ? (parseForm(s.form).values.get(v) ?? []) : [];
+
+    it("registers the same nodes as today", () => {
+      expect(cmds.map((c) => c.node).sort()).to.deep.equal(
+        [
+          "urn:cardlink:cmd:export-data",
+          "urn:cardlink:cmd:delete-data",
+          ...["user", "export-user", "delete-user", "queues", "stuck"].map(
+            (n) => `urn:cardlink:cmd:admin-${n}`,
+          ),
+        ].sort(),
+      );
+    });
+
+    it("admin-user shows the account from the new tables", async () => {
+      const s = await run("admin-user", "admin@a.example", { accountjid: A });
+      expect(field(s, "card")).to.deep.equal(["version 1, Alice"]);
+      expect(field(s, "devices")).to.deep.equal([`phone ios "Alice's phone" push ok`]);
+      expect(field(s, "bindings")).to.deep.equal(["2"]);
+      expect(field(s, "holders")).to.deep.equal(["2"]);
+      expect(field(s, "blocks")).to.deep.equal(["1"]);
+      expect(field(s, "requests")).to.deep.equal(["1 / 1"]);
+      expect(field(s, "resources")).to.deep.equal(["1"]);
+      expect(field(s, "push")[0]).to.match(/^1 waiting, 0 retrying \(most attempts 0\), oldest /);
+      const none = await run("admin-user", "admin@a.example", { accountjid: "nobody@a.example" });
+      expect(field(none, "card")).to.deep.equal(["none"]);
+      expect(field(none, "outbox")).to.deep.equal(["empty"]);
+    });
+
+    it("admin-stuck re-delivers (kicks) and drops a user's lane entries and push jobs", async () => {
+      const f = await idOf(w, F);
+      const re = await run("admin-stuck", "admin@a.example", {
+        accountjid: F,
+        action: "redeliver",
+        queues: "outbox",
+      });
+      expect(re.notes?.[0]?.text).to.match(
+        new RegExp(`^Re-delivering [1-9]\\d* outbox entries and 0 push notices of ${F}\\.$`),
+      );
+      expect(kicked.lanes).to.deep.equal([f]);
+      const drop = await run("admin-stuck", "admin@a.example", {
+        accountjid: A,
+        action: "drop",
+        queues: ["outbox", "push"],
+      });
+      expect(drop.notes?.[0]?.text).to.match(/ and 1 push notices of alice@a\.example\.$/);
+      expect(await inspect.pendingCount(w.store, A)).to.equal(0);
+      expect(await inspect.jobCount(w.store, "push", A)).to.equal(0);
+    });
+
+    it("admin-queues lists the stream per kind and push per platform", async () => {
+      const s = await node("admin-queues").run(
+        ctx("admin@a.example"),
+        { node: "n", action: "execute" },
+        undefined,
+      );
+      const outbox = field(s, "outbox");
+      expect(outbox.join("\n")).to.match(/^unbound: 2 entries for 2 users, 0 retrying, oldest /m);
+      expect(field(s, "push")).to.have.length(1);
+      expect(field(s, "push")[0]).to.match(/^ios: 1 notices for 1 users, 0 retrying, oldest /);
+    });
+
+    it("delete-data (self) and admin-delete-user erase through the unit of work, with today's texts", async () => {
+      const wrong = await run("delete-data", A, { confirm: B });
+      expect(wrong.notes?.[0]).to.deep.equal({
+        type: "warn",
+        text: `Nothing deleted: the confirmation was not ${A}.`,
+      });
+      const ok = await run("delete-data", A, { confirm: ` ${A.toUpperCase()} ` });
+      expect(ok.notes?.[0]?.text).to.match(
+        /^Deleted \d+ records; 3 contact\(s\) are told you removed your card\.$/,
+      );
+      const unchecked = await run("admin-delete-user", "admin@a.example", { accountjid: B, confirm: "0" });
+      expect(unchecked.notes?.[0]?.text).to.equal("Nothing deleted: confirm was not checked.");
+      const admin = await run("admin-delete-user", "admin@a.example", { accountjid: B, confirm: "1" });
+      expect(admin.notes?.[0]?.text).to.match(
+        new RegExp(`^Deleted \\d+ records of ${B}; 0 holder\\(s\\) are told \\(unbind\\)\\.$`),
+      );
+      const none = await run("admin-delete-user", "admin@a.example", {
+        accountjid: "nobody@a.example",
+        confirm: "1",
+      });
+      expect(none.notes?.[0]?.text).to.equal(
+        "cardlink held nothing about nobody@a.example; nothing deleted.",
+      );
     });
   });
 });

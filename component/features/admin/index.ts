@@ -93,7 +93,6 @@ const inspectable = (rt: Runtime): inspect.Inspectable => ({
 const NONE: Depth = { entries: 0, retrying: 0, maxAttempts: 0 };
 
 async function lookup(rt: Runtime, jid: BareJid): Promise<CommandStep> {
-  const now = Date.now();
   const s = inspectable(rt);
   const devices = await inspect.devices(s, jid);
   const online = (await inspect.resources(s)).filter((r) => r.bare === jid).length;
@@ -101,7 +100,10 @@ async function lookup(rt: Runtime, jid: BareJid): Promise<CommandStep> {
     const me = await r.accounts.resolve(jid);
     if (me === undefined) return undefined;
     const q = adminRepo(r.read);
+    // The snapshot's clock (Date.now in the service; pinned in tests): requests pending "now", ages from it.
+    const now = r.read.now;
     return {
+      now,
       card: await getCard(r.read, me),
       exchange: await exchangeCounts(r.read, me, now),
       holders: (await r.audience.holders(me)).length,
@@ -115,6 +117,7 @@ async function lookup(rt: Runtime, jid: BareJid): Promise<CommandStep> {
     label,
     values: [value],
   });
+  const now = v?.now ?? Date.now();
   const x = v?.exchange ?? { bindings: 0, blocks: 0, pendingTo: 0, pendingFrom: 0 };
   return {
     status: "completed",
