@@ -8,10 +8,47 @@ import { Exchange } from "./exchange.js";
 import { PresenceTracker } from "./presence.js";
 import { Push } from "./push.js";
 import { UserData } from "./userdata.js";
+import { cards, eraseCardRows } from "./features/cards/index.js";
+import { EXCHANGE_KINDS } from "./features/exchange/render.js";
+import { BINDING_PATH } from "./features/exchange/repo.js";
+import { eraseExchangeRows } from "./features/exchange/service.js";
+import { erasePushRows } from "./features/push/index.js";
+import type { OfflineWiring } from "./runtime/offline.js";
+import { CARD_MIGRATIONS } from "./features/cards/migrations.js";
+import { EXCHANGE_MIGRATIONS } from "./features/exchange/migrations.js";
+import { PUSH_MIGRATIONS } from "./features/push/migrations.js";
+import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
 
 // The `cardlink export-user` and `delete-user` commands (component/runtime/ctl.ts) work on the database alone;
 // the composition root reaches them through this file, the one feature file it may import.
 export { buildExport, deleteAccount, isEmptyExport } from "./userdata.js";
+
+// The same commands on a schema-2000 store (issue 8 S11): the new core's functions, and what an offline core
+// (component/runtime/offline.ts) needs of the feature modules. The lead folds this into features/index.ts at
+// the flip, when the legacy exports above go.
+export {
+  buildExport as buildExport2000,
+  deleteAccount as deleteAccount2000,
+  isEmptyExport as isEmptyExport2000,
+} from "./features/userdata/export.js";
+
+export { adminRepo } from "./features/admin/repo.js";
+
+/**
+ * Kinds, paths and `account.deleting` handlers of the feature modules, in feature-list order, and the newest
+ * schema version they (with 2000's baseline) know: a database past it is refused.
+ */
+export function userDataWiring(): OfflineWiring & { knownVersion: number } {
+  const versions = [SCHEMA_2000, ...CARD_MIGRATIONS, ...EXCHANGE_MIGRATIONS, ...PUSH_MIGRATIONS].map(
+    (m) => m.version,
+  );
+  return {
+    knownVersion: Math.max(...versions),
+    kinds: [...(cards.kinds ?? []), ...EXCHANGE_KINDS],
+    paths: [BINDING_PATH],
+    onAccountDeleting: [eraseCardRows, eraseExchangeRows, erasePushRows],
+  };
+}
 
 export function allFeatures(): Feature[] {
   const presence = new PresenceTracker();

@@ -14,8 +14,20 @@ import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../..
 import { createCardlink } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { probeHandshake } from "./connection.js";
-import { allFeatures, buildExport, deleteAccount, isEmptyExport } from "../features.js";
-import { appStoreRefusal, openAppStore } from "../../storage/index.js";
+import {
+  adminRepo,
+  allFeatures,
+  buildExport,
+  buildExport2000,
+  deleteAccount,
+  deleteAccount2000,
+  isEmptyExport,
+  isEmptyExport2000,
+  userDataWiring,
+} from "../features.js";
+import { appStoreRefusal, openAppStore, openStore } from "../../storage/index.js";
+import type { Store } from "../../storage/store.js";
+import { offlineCore } from "./offline.js";
 import { parseBareUserJid } from "./jid.js";
 import { createLogger, type Logger } from "./log.js";
 import { SOFTWARE } from "./service.js";
@@ -143,15 +155,23 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
     case "backup":
       return withConfig(source, io, (c) => backupCommand(c, args[0] as string, io));
     case "export-user":
-      return withConfig(source, io, (c) =>
-        exportUserCommand(c, parseBareUserJid(args[0] as string) as string, values.output, io),
+      return withConfig(source, io, async (c) =>
+        (await isNewCore(c))
+          ? exportUser2000(c, parseBareUserJid(args[0] as string) as string, values.output, io)
+          : exportUserCommand(c, parseBareUserJid(args[0] as string) as string, values.output, io),
       );
     case "delete-user":
-      return withConfig(source, io, (c) =>
-        deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
+      return withConfig(source, io, async (c) =>
+        (await isNewCore(c))
+          ? deleteUser2000(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io)
+          : deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
       );
     default:
-      return withConfig(source, io, (c) => statsCommand(c, values.json === true, io));
+      return withConfig(source, io, async (c) =>
+        (await isNewCore(c))
+          ? stats2000(c, values.json === true, io)
+          : statsCommand(c, values.json === true, io),
+      );
   }
 }
 
@@ -512,35 +532,39 @@ function statsCommand(config: Config, json: boolean, io: Io): number {
       io.out(JSON.stringify(s, null, 2));
       return 0;
     }
-    io.out(`database            ${s.database} (schema ${s.schema})`);
-    io.out(`users with a card   ${s.usersWithCards}`);
-    io.out(
-      `devices             ${
-        Object.entries(s.devices)
-          .map(([p, n]) => `${n} ${p}`)
-          .join(", ") || "0"
-      }`,
-    );
-    io.out(`bindings            ${s.bindings} (${s.shares} shares)`);
-    io.out(`blocks              ${s.blocks}`);
-    io.out(
-      `exchange            ${s.exchangeRequestsPending} requests pending, ${s.exchangeCodesLive} codes live`,
-    );
-    const kinds = Object.entries(s.outbox);
-    io.out(`outbox              ${kinds.length === 0 ? "empty" : ""}`);
-    for (const [k, v] of kinds) {
-      io.out(
-        `  ${k.padEnd(18)}${v.entries} entries for ${v.recipients} users, oldest ${age(v.oldestAgeSeconds)}`,
-      );
-    }
-    const platforms = Object.entries(s.pushQueue);
-    io.out(`push queue          ${platforms.length === 0 ? "empty" : ""}`);
-    for (const [p, v] of platforms) {
-      io.out(`  ${p.padEnd(18)}${v.notices} notices, oldest ${age(v.oldestAgeSeconds)}`);
-    }
+    printStats(s, io);
     return 0;
   } finally {
     db.close();
+  }
+}
+
+function printStats(s: DatabaseStats, io: Io): void {
+  io.out(`database            ${s.database} (schema ${s.schema})`);
+  io.out(`users with a card   ${s.usersWithCards}`);
+  io.out(
+    `devices             ${
+      Object.entries(s.devices)
+        .map(([p, n]) => `${n} ${p}`)
+        .join(", ") || "0"
+    }`,
+  );
+  io.out(`bindings            ${s.bindings} (${s.shares} shares)`);
+  io.out(`blocks              ${s.blocks}`);
+  io.out(
+    `exchange            ${s.exchangeRequestsPending} requests pending, ${s.exchangeCodesLive} codes live`,
+  );
+  const kinds = Object.entries(s.outbox);
+  io.out(`outbox              ${kinds.length === 0 ? "empty" : ""}`);
+  for (const [k, v] of kinds) {
+    io.out(
+      `  ${k.padEnd(18)}${v.entries} entries for ${v.recipients} users, oldest ${age(v.oldestAgeSeconds)}`,
+    );
+  }
+  const platforms = Object.entries(s.pushQueue);
+  io.out(`push queue          ${platforms.length === 0 ? "empty" : ""}`);
+  for (const [p, v] of platforms) {
+    io.out(`  ${p.padEnd(18)}${v.notices} notices, oldest ${age(v.oldestAgeSeconds)}`);
   }
 }
 
@@ -649,25 +673,196 @@ async function exportUserCommand(
   }
 }
 
-async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
-  if (!yes) {
-    const answer = await io.ask?.(
-      `Delete everything cardlink stores about ${jid}? Type the JID to confirm: `,
-    );
-    if (answer === undefined) {
-      io.err(`cardlink: delete-user needs --yes when not run on a terminal; nothing deleted`);
-      return 2;
-    }
-    if (answer.trim().toLowerCase() !== jid) {
-      io.err(`cardlink: the confirmation was not ${jid}; nothing deleted`);
-      return 1;
-    }
+/** delete-user's confirmation: 0 to go on, else the exit status (2 no terminal and no --yes, 1 mistyped). */
+async function confirmDeletion(jid: string, yes: boolean, io: Io): Promise<number> {
+  if (yes) return 0;
+  const answer = await io.ask?.(`Delete everything cardlink stores about ${jid}? Type the JID to confirm: `);
+  if (answer === undefined) {
+    io.err(`cardlink: delete-user needs --yes when not run on a terminal; nothing deleted`);
+    return 2;
   }
+  if (answer.trim().toLowerCase() !== jid) {
+    io.err(`cardlink: the confirmation was not ${jid}; nothing deleted`);
+    return 1;
+  }
+  return 0;
+}
+
+async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
+  const confirmed = await confirmDeletion(jid, yes, io);
+  if (confirmed !== 0) return confirmed;
   if (!currentDatabase(config, io)) return 1;
   // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
   const store = await openAppStore(config.database, { log: createLogger("silent") });
   try {
     const r = await deleteAccount(store, jid);
+    if (r.deleted === 0) {
+      io.err(`cardlink: nothing is stored about ${jid}; nothing deleted`);
+      return 1;
+    }
+    const per = Object.entries(r.rows)
+      .filter(([, n]) => n > 0)
+      .map(([t, n]) => `${t} ${n}`)
+      .join(", ");
+    io.out(`deleted ${r.deleted} rows about ${jid} (${per})`);
+    io.out(
+      `${r.peers.length} holder(s) get an unbind notice (in the outbox: delivered when each comes online, ` +
+        `by the running service or at its next start)`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+// ------------------------------------------------------------- stats, export-user, delete-user on schema 2000
+// The new core's versions of the three DB-reading commands (issue 8 S11), chosen by the database's recorded
+// migration version: ≥ 2000 is the redesign's schema (a fresh 2000 install or a rekeyed 200). The legacy
+// versions above stay until the flip. Output is the same; only the source rows differ (stream, jobs, accounts).
+
+/** The first version of the redesign's schema (storage/sqlite/schema-2000.ts). */
+export const NEW_CORE_VERSION = 2000;
+
+/** Whether the configured database is at the redesign's schema (a missing file: no, the legacy path reports it). */
+async function isNewCore(config: Config): Promise<boolean> {
+  if (config.database.driver === "sqlite") {
+    if (!existsSync(config.database.path)) return false;
+    const db = openReadOnly(config.database.path);
+    try {
+      return schemaState(db).version >= NEW_CORE_VERSION;
+    } finally {
+      db.close();
+    }
+  }
+  const store = await openStore(config.database, { log: createLogger("silent") });
+  try {
+    return (await store.schemaVersion()) >= NEW_CORE_VERSION;
+  } finally {
+    await store.close();
+  }
+}
+
+/** The schema-2000 store, refused (message, undefined) when it is newer than this build's feature list. */
+async function open2000(config: Config, io: Io): Promise<Store | undefined> {
+  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
+  const store = await openStore(config.database, { log: createLogger("silent") });
+  const version = await store.schemaVersion();
+  const known = userDataWiring().knownVersion;
+  if (version > known) {
+    await store.close();
+    io.err(
+      `cardlink: database ${databaseName(config)} is at schema ${version}, this cardlink reads ${known}`,
+    );
+    return undefined;
+  }
+  return store;
+}
+
+const databaseName = (config: Config): string =>
+  config.database.driver === "sqlite" ? config.database.path : "(postgres)";
+
+export async function readStats2000(store: Store, name: string, now = Date.now()): Promise<DatabaseStats> {
+  const ageOf = (t: number): number => Math.max(0, Math.round((now - t) / 1000));
+  const schema = await store.schemaVersion();
+  return store.read("ctl.stats", async (r) => {
+    const count = async (sql: string, p: Record<string, number> = {}): Promise<number> =>
+      Number((await r.get<{ n: number }>(sql, p))?.n ?? 0);
+    const devices: Record<string, number> = {};
+    for (const x of await r.all<{ platform: string; n: number }>(
+      "SELECT platform, COUNT(*) AS n FROM devices GROUP BY platform ORDER BY platform",
+    )) {
+      devices[x.platform] = Number(x.n);
+    }
+    const q = adminRepo(r);
+    const outbox: DatabaseStats["outbox"] = {};
+    for (const k of await q.streamOverview()) {
+      outbox[k.key] = { entries: k.entries, recipients: k.recipients, oldestAgeSeconds: ageOf(k.oldestAt) };
+    }
+    const pushQueue: DatabaseStats["pushQueue"] = {};
+    for (const k of await q.pushOverview()) {
+      pushQueue[k.key] = { notices: k.entries, oldestAgeSeconds: ageOf(k.oldestAt) };
+    }
+    return {
+      database: name,
+      schema,
+      usersWithCards: await count("SELECT COUNT(*) AS n FROM cards"),
+      devices,
+      bindings: await count("SELECT COUNT(*) AS n FROM bindings"),
+      shares: await count("SELECT COUNT(*) AS n FROM shares"),
+      blocks: await count("SELECT COUNT(*) AS n FROM blocks"),
+      exchangeRequestsPending: await count(
+        "SELECT COUNT(*) AS n FROM exchange_requests WHERE expires_at > :now",
+        {
+          now,
+        },
+      ),
+      exchangeCodesLive: await count("SELECT COUNT(*) AS n FROM exchange_codes WHERE expires_at > :now", {
+        now,
+      }),
+      outbox,
+      pushQueue,
+    };
+  });
+}
+
+async function stats2000(config: Config, json: boolean, io: Io): Promise<number> {
+  const store = await open2000(config, io);
+  if (!store) return 1;
+  try {
+    const s = await readStats2000(store, databaseName(config));
+    if (json) {
+      io.out(JSON.stringify(s, null, 2));
+      return 0;
+    }
+    printStats(s, io);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function exportUser2000(
+  config: Config,
+  jid: string,
+  output: string | undefined,
+  io: Io,
+): Promise<number> {
+  if (output !== undefined && existsSync(output)) {
+    io.err(`cardlink: ${output} exists; refusing to overwrite it`);
+    return 1;
+  }
+  const store = await open2000(config, io);
+  if (!store) return 1;
+  try {
+    const core = offlineCore(store, userDataWiring());
+    const doc = await buildExport2000(core.read, jid);
+    if (isEmptyExport2000(doc)) {
+      io.err(`cardlink: nothing is stored about ${jid}`);
+      return 1;
+    }
+    const text = JSON.stringify(doc, null, 2);
+    if (output === undefined) {
+      io.out(text);
+      return 0;
+    }
+    // The user's personal data: readable by the owner only, like backups.
+    writeFileSync(output, text + "\n", { mode: 0o600, flag: "wx" });
+    const rows = Object.values(doc.tables).reduce((a, t) => a + t.length, 0);
+    io.out(`exported ${jid} to ${output} (${rows} rows, ${doc.vcf.book.length} held cards)`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function deleteUser2000(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
+  const confirmed = await confirmDeletion(jid, yes, io);
+  if (confirmed !== 0) return confirmed;
+  const store = await open2000(config, io);
+  if (!store) return 1;
+  try {
+    const core = offlineCore(store, userDataWiring());
+    const r = await deleteAccount2000(core.uow, jid);
     if (r.deleted === 0) {
       io.err(`cardlink: nothing is stored about ${jid}; nothing deleted`);
       return 1;

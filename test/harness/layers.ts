@@ -48,6 +48,8 @@ const RUNTIME_PUBLIC = [
   "jid",
   "paging",
   "log",
+  // Read-only JID-keyed views (issue 14's admin commands, features/admin; S11).
+  "inspect",
   "accounts/api",
   "audience/api",
   "queue/api",

@@ -8,8 +8,10 @@ import { NS } from "../../../stanzas/ns.js";
 import { xml, type Element } from "../../../stanzas/xml.js";
 import type { AccountId, Seq } from "../../../storage/store.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
+import type { TxHandler } from "../../runtime/events.js";
 import { optionalUserJid } from "../../runtime/jid.js";
 import { CARD_MIGRATIONS } from "./migrations.js";
+import { cardsRepo } from "./repo.js";
 import { cardKind } from "./render.js";
 import { cardCommands } from "./commands.js";
 import {
@@ -58,12 +60,21 @@ async function setCard(rt: Runtime, user: string, el: Element): Promise<Element>
   });
 }
 
+/**
+ * Issue 14's delete-user, in its unit of work: the card row goes. Holders lose sight through their paths'
+ * handlers (exchange closes the bindings' audiences, which retracts the pending `card` entries).
+ */
+export const eraseCardRows: TxHandler<"account.deleting"> = async (u, e) => {
+  await cardsRepo(u.tx).delete(e.account);
+};
+
 export const cards: FeatureModule = {
   name: "cards",
   migrations: CARD_MIGRATIONS,
   kinds: [cardKind()],
   attach(rt: Runtime): void {
     const ns = NS.CARDLINK;
+    rt.events.onTx("account.deleting", eraseCardRows);
     rt.router.iq("set", ns, "card", (c) => setCard(rt, c.user, c.payload));
     rt.router.iq("get", ns, "card", (c) =>
       getCard(rt, c.user, optionalUserJid(c.payload, "owner") ?? c.user, parseFormat(c.payload.attrs.format)),

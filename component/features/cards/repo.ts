@@ -31,6 +31,8 @@ const PUT = `INSERT INTO cards (account_id, version, hash, card, seq, updated_at
   ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, hash = excluded.hash,
     card = excluded.card, seq = excluded.seq, updated_at = excluded.updated_at`;
 
+const DELETE = "DELETE FROM cards WHERE account_id = :owner";
+
 function toCard(r: CardRow | undefined): StoredCard | undefined {
   if (!r) return undefined;
   return {
@@ -53,6 +55,7 @@ export const cardsRepo = (q: Sql) => ({
     const r = await q.get<{ version: number; hash: string }>(VERSION, { owner });
     return r ? { version: Number(r.version), hash: r.hash } : undefined;
   },
+  delete: async (owner: AccountId): Promise<number> => (await q.run(DELETE, { owner })).changes,
   put: (owner: AccountId, c: { version: number; hash: string; card: Card; seq: Seq }, now: number) =>
     q.run(PUT, { owner, version: c.version, hash: c.hash, card: JSON.stringify(c.card), seq: c.seq, now }),
 });

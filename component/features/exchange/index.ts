@@ -23,7 +23,7 @@ import { contacts, setShare, type CardVersion } from "./contacts.js";
 import { EXCHANGE_MIGRATIONS } from "./migrations.js";
 import { EXCHANGE_KINDS } from "./render.js";
 import { BINDING_PATH } from "./repo.js";
-import { ExchangeService, type ListedRequest } from "./service.js";
+import { ExchangeService, eraseExchangeRows, type ListedRequest } from "./service.js";
 
 /** The RSM UID of a pending request (as today): oldest first, the id breaking ties; zero-padded. */
 export const requestUid = (r: { createdAt: number; id: string }): string =>
@@ -61,6 +61,7 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
     attach(rt) {
       const svc = serviceFor(rt);
       const ns = NS.CARDLINK;
+      rt.events.onTx("account.deleting", eraseExchangeRows);
       const r = rt.router;
       r.iq("set", ns, "exchange-request", async (c) => {
         const q = await svc.requestExchange(

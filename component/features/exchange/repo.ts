@@ -137,6 +137,10 @@ const TAKE_CODE = "DELETE FROM exchange_codes WHERE code = :code";
 const COUNT_CODES = "SELECT COUNT(*) AS n FROM exchange_codes WHERE owner = :owner AND expires_at > :now";
 const INSERT_CODE = `INSERT INTO exchange_codes (code, owner, device_id, created_at, expires_at)
   VALUES (:code, :owner, :device, :now, :expires)`;
+const REQUESTS_OF = `SELECT ${REQUEST_COLS} FROM exchange_requests WHERE from_account = :me
+  UNION ALL SELECT ${REQUEST_COLS} FROM exchange_requests WHERE to_account = :me AND from_account <> :me`;
+const DELETE_CODES_OF = "DELETE FROM exchange_codes WHERE owner = :owner";
+const DELETE_BLOCKS_OF = "DELETE FROM blocks WHERE owner = :owner";
 const DELETE_EXPIRED_CODES = "DELETE FROM exchange_codes WHERE expires_at <= :now";
 
 const count = async (q: Sql, sql: string, p: Record<string, string | number>): Promise<number> =>
@@ -232,6 +236,13 @@ export const exchangeRepo = (q: Sql) => ({
       expires: c.expiresAt,
     });
   },
+  /** Every request from or to `me`, expired ones too (account deletion). */
+  requestsOf: async (me: AccountId): Promise<RequestRow[]> =>
+    (await q.all<RequestDb>(REQUESTS_OF, { me })).map(toRequest),
+  deleteCodesOf: async (owner: AccountId): Promise<number> =>
+    (await q.run(DELETE_CODES_OF, { owner })).changes,
+  deleteBlocksOf: async (owner: AccountId): Promise<number> =>
+    (await q.run(DELETE_BLOCKS_OF, { owner })).changes,
   deleteExpiredCodes: async (now: number): Promise<number> =>
     (await q.run(DELETE_EXPIRED_CODES, { now })).changes,
 });

@@ -454,3 +454,31 @@ export class ExchangeService {
     this.created.set(user, recent);
   }
 }
+
+/**
+ * Issue 14's delete-user, inside its unit of work (`account.deleting`): every binding of the account goes as
+ * `unbind` does it (binding entry retracted, `unbound` appended to the peer, both audiences closed,
+ * `binding.removed` emitted); every request from or to it goes with its undelivered notice; its codes and its
+ * own blocks go. Others' blocks of the account stay (their data, as today).
+ */
+export async function eraseExchangeRows(u: UnitOfWork, e: { account: AccountId }): Promise<void> {
+  const me = e.account;
+  const ex = exchangeRepo(u.tx);
+  for (const b of await ex.bindingsOf(me)) {
+    const peer = b.a === me ? b.b : b.a;
+    await ex.deleteBinding(b.id);
+    await u.queue.retract(KIND_BINDING, b.id, [b.a, b.b]);
+    await u.queue.append(KIND_UNBOUND, [peer], { subject: String(me), subjectAccount: me });
+    await u.audience.closed([
+      [me, peer],
+      [peer, me],
+    ]);
+    await u.emit("binding.removed", { binding: b.id, a: b.a, b: b.b });
+  }
+  for (const r of await ex.requestsOf(me)) {
+    await ex.deleteRequest(r.id);
+    await u.queue.retract(KIND_REQUEST, r.id, [r.to]);
+  }
+  await ex.deleteCodesOf(me);
+  await ex.deleteBlocksOf(me);
+}

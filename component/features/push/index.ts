@@ -18,6 +18,8 @@ import { PUSH_MIGRATIONS } from "./migrations.js";
 import { Refs } from "./payload.js";
 import { announce, pushScan, type ScanOptions } from "./scan.js";
 import type { UnitOfWork } from "../../runtime/uow.js";
+import type { TxHandler } from "../../runtime/events.js";
+import { pushRepo } from "./repo.js";
 import type { AccountId } from "../../../storage/store.js";
 
 export interface PushModuleOptions {
@@ -31,6 +33,11 @@ export interface PushModule extends FeatureModule {
   announcePending(u: UnitOfWork, lane: AccountId): Promise<number>;
 }
 
+/** Issue 14's delete-user, in its unit of work: the account's budget log and nodes (jobs go with the runtime's rows). */
+export const erasePushRows: TxHandler<"account.deleting"> = async (u, e) => {
+  await pushRepo(u.tx).deleteAccountRows(e.account);
+};
+
 export function pushModule(o: PushModuleOptions): PushModule {
   let senders: Senders = {};
   let scan: ScanOptions | undefined;
@@ -41,6 +48,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
     discoFeatures: () => (Object.keys(senders).length > 0 ? [NS.PUSH] : []),
     attach(rt: Runtime) {
       const p = rt.config.push;
+      rt.events.onTx("account.deleting", erasePushRows);
       senders = createSenders(p);
       const refs = new Refs();
       rt.queue.registerChannel(

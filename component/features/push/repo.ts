@@ -33,7 +33,22 @@ const NODE = "SELECT node, device, secret, created_at FROM push_nodes WHERE node
 const NODE_DEVICE = `
 SELECT d.account_id, d.device_id FROM push_nodes n JOIN devices d ON d.id = n.device WHERE n.node = :node`;
 
+// Account deletion (issue 14): the account's budget log (by its devices' tokens) and nodes. Run before the
+// runtime deletes the devices (the nodes would go by foreign key; the budget log has no key to the device).
+const DELETE_SENDS_OF = `DELETE FROM push_sends WHERE token IN
+  (SELECT push_token FROM devices WHERE account_id = :account AND push_token IS NOT NULL)`;
+const DELETE_NODES_OF =
+  "DELETE FROM push_nodes WHERE device IN (SELECT id FROM devices WHERE account_id = :account)";
+
 export const pushRepo = (q: Sql) => ({
+  /** The account's push_sends (by its devices' tokens) and push_nodes rows; returns how many went. */
+  async deleteAccountRows(account: AccountId): Promise<number> {
+    return (
+      (await q.run(DELETE_SENDS_OF, { account })).changes +
+      (await q.run(DELETE_NODES_OF, { account })).changes
+    );
+  },
+
   /** A per-installation secret (base64 of 32 random bytes), created on first use; every process reads the same. */
   async secret(name: string): Promise<string> {
     const key = `secret:${name}`;

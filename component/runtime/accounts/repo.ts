@@ -38,8 +38,10 @@ const INSERT_ACCOUNT =
   "INSERT INTO accounts (state, created_at, seen_at) VALUES (:state, :now, :seen) RETURNING id";
 const GET_ACCOUNT = "SELECT id, state, created_at, seen_at FROM accounts WHERE id = :id";
 const DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = :id";
+// A deleted account (issue 14: its rows gone, its JID kept for the holders' `unbound`) whose user comes back is
+// reactivated in place, as a placeholder is: the same id, its shared cursor kept by the deletion.
 const ACTIVATE =
-  "UPDATE accounts SET state = 'active', seen_at = :now WHERE id = :id AND state = 'placeholder'";
+  "UPDATE accounts SET state = 'active', seen_at = :now WHERE id = :id AND state IN ('placeholder', 'deleted')";
 const TOUCH_SEEN = "UPDATE accounts SET seen_at = :now WHERE id = :id AND state = 'active'";
 const COUNT_BY_STATE = "SELECT state, COUNT(*) AS n FROM accounts GROUP BY state";
 // The account's shared cursor (§2.3.3): created with the account, in its unit of work. pos 0 like the migrated
