@@ -129,9 +129,12 @@ export class Presence implements PresenceView, DeliveryPresence {
     return [...this.avail.keys()];
   }
 
-  /** Resolves when every presence and request seen so far has been applied (tests; a stop that wants it). */
+  /**
+   * Resolves when every presence and request seen so far has been applied and every gone() row deleted (tests;
+   * a stop that wants its writes done). Never rejects: failures were logged (or went to the router).
+   */
   async idle(): Promise<void> {
-    while (this.chains.size) await Promise.all([...this.chains.values()]);
+    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
   }
 
   /**
@@ -141,10 +144,16 @@ export class Presence implements PresenceView, DeliveryPresence {
    */
   gone(lane: AccountId, full: string): void {
     this.forget(lane, full);
+    // On the user's chain, so a presence that brings the resource back right after writes its row after this
+    // delete, not before it (the full JID is one this tracker stored: its bare part is the chain's key).
+    const slash = full.indexOf("/");
+    const bare = slash < 0 ? full : full.slice(0, slash);
     detach(
       this.o.log,
       "presence-gone-failed",
-      this.o.uow("presence.gone", (u) => u.tx.run(DELETE_RESOURCE, { full })),
+      this.serial(bare, () =>
+        this.o.uow("presence.gone", (u) => u.tx.run(DELETE_RESOURCE, { full })).then(() => undefined),
+      ),
     );
   }
 
