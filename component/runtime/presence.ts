@@ -1,0 +1,350 @@
+/**
+ * Who is online, as far as cardlink can know, keyed by account (docs/REDESIGN.md §3.6 `PresenceView`, the
+ * stream delivery's `DeliveryPresence`): the new core's replacement of component/presence.ts, whose rules it
+ * keeps exactly. Users send cardlink directed presence, or grant it a presence subscription (then cardlink is a
+ * contact like a transport, and Prosody tells it of every login); any request from a full JID proves that
+ * resource is connected too. Available resources are persisted (`resources`, schema 2000) so a restarted
+ * cardlink can try them at once; an error reply prunes a stale one (`gone`). Subscriptions are `subscribers`.
+ *
+ * Memory is the truth for delivery: it changes first, and a failed write is logged (or, for a stanza, fails the
+ * listener, which the router logs) without undoing it — as the old tracker did.
+ *
+ * A presence or request from a user who has no account yet creates it (`ensure(jid, {seen: true})`): a resource
+ * and a subscription row both reference `accounts(id)`, and the old code wrote its presence rows lazily for any
+ * user of an allowed domain (the router already refused the others). Nothing creates an account for an
+ * unavailable, unsubscribe(d) or probe: they need no row (an account with no row has none to clear).
+ */
+import { xml, type Element } from "../../stanzas/xml.js";
+import type { AccountId, Sql } from "../../storage/store.js";
+import type { PresenceView } from "./context.js";
+import type { Jid } from "./jid.js";
+import { detach, type Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+import type { DeliveryPresence } from "./queue/stream-delivery.js";
+import type { Router } from "./router.js";
+import type { Reader, Uow } from "./uow.js";
+
+export interface PresenceOptions {
+  uow: Uow;
+  read: Reader;
+  /** Sends a stanza if the link is up; false otherwise (the app's `send`). */
+  send(el: Element): Promise<boolean>;
+  /** The component's domain: the `from` of every presence cardlink sends. */
+  domain: string;
+  /** limits.resourcesPerUser: resources tracked per account, least recently seen evicted first. */
+  resourcesPerUser: number;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** The consumer of resources that declared no device: the shared cursor (stream_cursors.consumer = 0). */
+export const SHARED_CONSUMER = 0;
+
+const UPSERT_RESOURCE = `INSERT INTO resources (full_jid, account_id, device, process, since)
+VALUES (:full, :account, NULL, NULL, :since)
+ON CONFLICT (full_jid) DO UPDATE SET account_id = excluded.account_id, device = NULL, since = excluded.since`;
+const DELETE_RESOURCE = "DELETE FROM resources WHERE full_jid = :full";
+const DELETE_ACCOUNT_RESOURCES = "DELETE FROM resources WHERE account_id = :account";
+/** Oldest first; full_jid breaks ties portably (the old `since, rowid`: PostgreSQL has no rowid). */
+const ALL_RESOURCES = "SELECT full_jid, account_id FROM resources ORDER BY since, full_jid";
+const ADD_SUBSCRIBER = `INSERT INTO subscribers (account_id, since) VALUES (:account, :now)
+ON CONFLICT (account_id) DO NOTHING`;
+const REMOVE_SUBSCRIBER = "DELETE FROM subscribers WHERE account_id = :account";
+/**
+ * Who restore() probes: subscribers with something waiting for them — the old `outbox.recipients()` filtered by
+ * `isSubscriber`. "Waiting" is an entry of the lane above any of its cursors' pos (dormant ones included: a
+ * returning consumer starts at the floor, so it gets those entries). The stream_lane index answers each EXISTS.
+ */
+const PROBE_ACCOUNTS = `SELECT s.account_id FROM subscribers s
+WHERE EXISTS (SELECT 1 FROM stream_cursors c WHERE c.account_id = s.account_id
+  AND EXISTS (SELECT 1 FROM stream_entries e WHERE e.account_id = c.account_id AND e.seq > c.pos))
+ORDER BY s.account_id`;
+
+export class Presence implements PresenceView, DeliveryPresence {
+  /**
+   * Per account: its available full JIDs → the consumer each serves (today always SHARED_CONSUMER; S12's
+   * <active-device/> sets a device). Map order = least recently seen first.
+   */
+  private readonly avail = new Map<AccountId, Map<string, number>>();
+  /**
+   * Per bare JID, the tail of its stanzas' processing: resolving the account is async, so without this an
+   * available followed by an unavailable could be applied in the other order. Transient (an entry goes when its
+   * chain is idle), so the state itself stays keyed by account.
+   */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** `since` of the last row this process wrote: strictly increasing, so "oldest first" survives same-ms writes. */
+  private lastSince = 0;
+
+  /** Set by the runtime after StreamDelivery exists: a resource became available (again = re-announced). */
+  onAvailable?: (lane: AccountId, consumer: number, full: string, again: boolean) => void;
+  /** A resource went unavailable by presence (`last`: the account has none left). Not called by gone(). */
+  onUnavailable?: (lane: AccountId, full: string, last: boolean) => void;
+
+  constructor(private readonly o: PresenceOptions) {
+    o.metrics.gauge(
+      "cardlink_users_available",
+      () => this.avail.size,
+      "users with at least one known available resource",
+    );
+  }
+
+  /** router.onPresence + router.onRequest (a Router; tests pass a stand-in with the two methods). */
+  attach(router: Pick<Router, "onPresence" | "onRequest">): void {
+    router.onPresence((stanza, from) => this.serial(from.bare, () => this.onPresence(stanza, from)));
+    // A request from a full JID proves that resource is connected: updates can flow to clients that never
+    // send presence to cardlink. If it disconnects unannounced, the next delivery's error prunes it.
+    router.onRequest((from) => {
+      if (!from.local || !from.resource) return;
+      detach(
+        this.o.log,
+        "presence-failed",
+        this.serial(from.bare, () => this.seen(from.bare, from.full, false)),
+      );
+    });
+  }
+
+  /** Available full JIDs of the account; with a consumer, only those serving it (0: no device declared). */
+  resources(account: AccountId, consumer?: number): readonly string[] {
+    const m = this.avail.get(account);
+    if (!m) return [];
+    if (consumer === undefined) return [...m.keys()];
+    const out: string[] = [];
+    for (const [full, c] of m) if (c === consumer) out.push(full);
+    return out;
+  }
+
+  available(account: AccountId): boolean {
+    return (this.avail.get(account)?.size ?? 0) > 0;
+  }
+
+  /** Consumers of the lane with at least one available resource, ascending. */
+  consumers(lane: AccountId): readonly number[] {
+    const m = this.avail.get(lane);
+    if (!m) return [];
+    return [...new Set(m.values())].sort((a, b) => a - b);
+  }
+
+  /** Accounts with an available resource (the runtime kicks their lanes when the link comes online). */
+  lanes(): AccountId[] {
+    return [...this.avail.keys()];
+  }
+
+  /**
+   * Resolves when every presence and request seen so far has been applied and every gone() row deleted (tests;
+   * a stop that wants its writes done). Never rejects: failures were logged (or went to the router).
+   */
+  async idle(): Promise<void> {
+    while (this.chains.size) await Promise.allSettled([...this.chains.values()]);
+  }
+
+  /**
+   * Delivery saw the resource is not there: forgotten in memory now, its row deleted in the background (a
+   * failure is logged; the row would only be tried, and pruned, again after a restart). No onUnavailable: the
+   * delivery that called this decides what an all-gone consumer means (its onAllGone).
+   */
+  gone(lane: AccountId, full: string): void {
+    this.forget(lane, full);
+    // On the user's chain, so a presence that brings the resource back right after writes its row after this
+    // delete, not before it (the full JID is one this tracker stored: its bare part is the chain's key).
+    const slash = full.indexOf("/");
+    const bare = slash < 0 ? full : full.slice(0, slash);
+    detach(
+      this.o.log,
+      "presence-gone-failed",
+      this.serial(bare, () =>
+        this.o.uow("presence.gone", (u) => u.tx.run(DELETE_RESOURCE, { full })).then(() => undefined),
+      ),
+    );
+  }
+
+  /**
+   * After (re)connecting: resources known before are tried (rows oldest first; a lowered cap keeps each
+   * account's newest and deletes the rest), and subscribers with something waiting are probed (Prosody answers
+   * for them with their presence). Resources already in memory stay; nothing is announced: the runtime kicks
+   * lanes() itself.
+   */
+  async restore(): Promise<void> {
+    const cap = this.o.resourcesPerUser;
+    const { rows, probe } = await this.o.read("presence.restore", async (r) => {
+      const rows = await r.read.all<{ full_jid: string; account_id: number }>(ALL_RESOURCES);
+      const ids = (await r.read.all<{ account_id: number }>(PROBE_ACCOUNTS)).map(
+        (x) => Number(x.account_id) as AccountId,
+      );
+      const jids = await r.accounts.jidsOf(ids);
+      return { rows, probe: ids.map((id) => jids.get(id)).filter((j): j is string => j !== undefined) };
+    });
+    const dropped: string[] = [];
+    for (const row of rows) {
+      const account = Number(row.account_id) as AccountId;
+      const m = this.resourcesOf(account);
+      if (!m.has(row.full_jid)) m.set(row.full_jid, SHARED_CONSUMER);
+      for (const old of m.keys()) {
+        if (m.size <= cap) break;
+        m.delete(old);
+        dropped.push(old);
+      }
+    }
+    if (dropped.length) await this.o.uow("presence.restore", (u) => deleteRows(u.tx, dropped));
+    for (const bare of probe) await this.send("probe", bare);
+  }
+
+  /**
+   * Marks a full JID available (presence, or any request from it). At most resourcesPerUser are tracked per
+   * account (least recently seen first): a newer one replaces the oldest, so one user's deliveries never fan out
+   * to an unbounded number of IQs. `presence` is true for an available presence stanza: from a resource already
+   * known it may be a client that reconnected under the same resource (its old session, and any update in
+   * flight to it, gone), so it is announced again. A known resource costs no write.
+   */
+  private async seen(bare: string, full: string, presence: boolean): Promise<void> {
+    const account = await this.accountFor(bare);
+    if (account === undefined) return;
+    const m = this.resourcesOf(account);
+    const consumer = m.get(full);
+    if (consumer !== undefined) {
+      m.delete(full);
+      m.set(full, consumer);
+      if (presence) this.onAvailable?.(account, consumer, full, true);
+      return;
+    }
+    const cap = this.o.resourcesPerUser;
+    const evicted: string[] = [];
+    for (const old of m.keys()) {
+      if (m.size < cap) break;
+      m.delete(old);
+      evicted.push(old);
+    }
+    m.set(full, SHARED_CONSUMER);
+    if (evicted.length) {
+      this.o.metrics.inc("cardlink_presence_resources_evicted_total", undefined, evicted.length);
+      this.o.log.debug(
+        { event: "resource-evicted", bare, evicted },
+        "least recently seen resource forgotten",
+      );
+    }
+    await this.o.uow("presence.available", async (u) => {
+      await deleteRows(u.tx, evicted);
+      await u.tx.run(UPSERT_RESOURCE, { full, account, since: this.since(u.now) });
+    });
+    this.onAvailable?.(account, SHARED_CONSUMER, full, false);
+  }
+
+  /** One resource went unavailable (known or not: its row goes either way, as before). */
+  private async unavailable(account: AccountId, full: string): Promise<void> {
+    this.forget(account, full);
+    await this.o.uow("presence.unavailable", (u) => u.tx.run(DELETE_RESOURCE, { full }));
+    this.onUnavailable?.(account, full, !this.available(account));
+  }
+
+  /** Unavailable from the bare JID: every resource of the account, rows included, in one unit of work. */
+  private async allUnavailable(account: AccountId): Promise<void> {
+    const gone = this.resources(account);
+    this.avail.delete(account);
+    await this.o.uow("presence.unavailable", (u) => u.tx.run(DELETE_ACCOUNT_RESOURCES, { account }));
+    gone.forEach((full, i) => this.onUnavailable?.(account, full, i === gone.length - 1));
+  }
+
+  private async onPresence(stanza: Element, from: Jid): Promise<void> {
+    const type = stanza.attrs.type;
+    switch (type) {
+      case undefined:
+        if (from.resource && from.local) await this.seen(from.bare, from.full, true);
+        return;
+      case "unavailable": {
+        // A server JID (no localpart) has no account, hence no resources.
+        const account = from.local ? await this.existing(from.bare) : undefined;
+        if (account === undefined) return;
+        if (from.resource) await this.unavailable(account, from.full);
+        else await this.allUnavailable(account);
+        return;
+      }
+      case "subscribe":
+        // cardlink accepts every subscription from a served user and asks for theirs in return, so it learns
+        // when they log in without the client having to send directed presence.
+        await this.subscriber(from, true);
+        await this.send("subscribed", from.bare);
+        await this.send("subscribe", from.bare);
+        await this.send(undefined, from.bare);
+        return;
+      case "subscribed":
+        await this.subscriber(from, true);
+        return;
+      case "unsubscribe":
+      case "unsubscribed":
+        await this.subscriber(from, false);
+        if (type === "unsubscribe") await this.send("unsubscribed", from.bare);
+        return;
+      case "probe":
+        await this.send(undefined, from.bare);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * Records (or drops) the sender's subscription. A server JID (no localpart) has no account: the old tracker
+   * stored it, but never probed it (it has no stream), so skipping the row changes nothing on the wire.
+   */
+  private async subscriber(from: Jid, add: boolean): Promise<void> {
+    if (!from.local) return;
+    if (add) {
+      await this.o.uow("presence.subscribe", async (u) => {
+        const account = await u.accounts.ensure(from.bare, { seen: true });
+        await u.tx.run(ADD_SUBSCRIBER, { account, now: u.now });
+      });
+      return;
+    }
+    const account = await this.existing(from.bare);
+    if (account === undefined) return;
+    await this.o.uow("presence.unsubscribe", (u) => u.tx.run(REMOVE_SUBSCRIBER, { account }));
+  }
+
+  /** The account of a served user's bare JID, created if missing (see the file comment). */
+  private async accountFor(bare: string): Promise<AccountId | undefined> {
+    const known = await this.existing(bare);
+    if (known !== undefined) return known;
+    return this.o.uow("presence.account", (u) => u.accounts.ensure(bare, { seen: true }));
+  }
+
+  /** The account of a bare JID if it has one (the directory's cache answers most lookups without SQL). */
+  private existing(bare: string): Promise<AccountId | undefined> {
+    return this.o.read("presence.resolve", (r) => r.accounts.resolve(bare));
+  }
+
+  private resourcesOf(account: AccountId): Map<string, number> {
+    let m = this.avail.get(account);
+    if (!m) this.avail.set(account, (m = new Map()));
+    return m;
+  }
+
+  private forget(account: AccountId, full: string): void {
+    const m = this.avail.get(account);
+    if (m?.delete(full) && m.size === 0) this.avail.delete(account);
+  }
+
+  /** The unit of work's clock, bumped past the last row this process wrote (see lastSince). */
+  private since(now: number): number {
+    this.lastSince = Math.max(now, this.lastSince + 1);
+    return this.lastSince;
+  }
+
+  /** Runs fn after every earlier task of the same bare JID (see `chains`); a failure does not break the chain. */
+  private serial(bare: string, fn: () => Promise<void>): Promise<void> {
+    const prev = this.chains.get(bare) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.catch(() => undefined);
+    this.chains.set(bare, tail);
+    void tail.then(() => {
+      if (this.chains.get(bare) === tail) this.chains.delete(bare);
+    });
+    return run;
+  }
+
+  private async send(type: string | undefined, to: string): Promise<void> {
+    await this.o.send(xml("presence", { type, to, from: this.o.domain }));
+  }
+}
+
+async function deleteRows(tx: Sql, fulls: readonly string[]): Promise<void> {
+  for (const full of fulls) await tx.run(DELETE_RESOURCE, { full });
+}
