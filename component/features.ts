@@ -1,4 +1,7 @@
 /** The feature modules a production cardlink runs, in attach order. */
+import { featureModules } from "./features/index.js";
+import { cachedRead, LATENCY_BUCKETS, PROVIDER_BUCKETS } from "./runtime/metrics.js";
+import type { FeatureModule } from "./runtime/context.js";
 import { AdminCommands } from "./admin-commands.js";
 import { CardCommands } from "./card-commands.js";
 import { Cards } from "./cards.js";
@@ -67,4 +70,16 @@ export function allFeatures(): Feature[] {
     userData,
     new AdminCommands(userData, push),
   ];
+}
+
+/**
+ * The new core's module list (component/features/index.ts), with the push histograms' buckets filled in: what
+ * createCardlink builds when the 2000 core runs (CARDLINK_CORE=2000 until the switch makes it the default).
+ */
+export function coreModules(o: { wakeKinds: () => readonly string[] }): FeatureModule[] {
+  return featureModules({
+    pushBuckets: { latency: LATENCY_BUCKETS, provider: PROVIDER_BUCKETS },
+    wakeKinds: o.wakeKinds,
+    cachedRead: (read) => cachedRead(read),
+  });
 }

@@ -10,12 +10,16 @@ import { cards } from "./cards/index.js";
 import { devices } from "./devices/index.js";
 import { exchangeModule } from "./exchange/index.js";
 import { pushModule } from "./push/index.js";
+import { adminModule } from "./admin/index.js";
+import { userdataModule } from "./userdata/index.js";
 
 export interface FeatureListOptions {
   /** The push histograms' buckets (runtime/metrics.ts values; a feature does not import the runtime's metrics). */
   pushBuckets: PushBuckets;
   /** Kinds that wake an offline device (the runtime's registry, filled from the modules' `kinds`). */
   wakeKinds: () => readonly string[];
+  /** The metrics' scrape-time cache (runtime/metrics.ts cachedRead). */
+  cachedRead: <T>(read: () => Promise<T>) => () => Promise<T>;
 }
 
 export function featureModules(o: FeatureListOptions): FeatureModule[] {
@@ -23,6 +27,8 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
     cards,
     devices,
     exchangeModule({ cardVersion: async (read, owner) => (await cardVersion(read, owner))?.version }),
-    pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds }),
+    pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds, cachedRead: o.cachedRead }),
+    userdataModule(),
+    adminModule(),
   ];
 }

@@ -1,14 +1,16 @@
 /** Composes one cardlink: config → store → link → router → features. start() connects; stop() is graceful. */
 import type { Server } from "node:http";
 import type { Element } from "../../stanzas/xml.js";
-import { appStoreRefusal, openAppStore } from "../../storage/index.js";
+import { appStoreRefusal, openAppStore, openCoreStore, type AppStore } from "../../storage/index.js";
+import { NS } from "../../stanzas/ns.js";
 import { errorElement, StanzaError } from "../../stanzas/errors.js";
 import { xml } from "../../stanzas/xml.js";
 import { AdhocCommands } from "./adhoc.js";
 import { StanzaBudget } from "./budget.js";
 import { ConfigError, type Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
-import type { AppContext, Feature } from "./context.js";
+import type { AppContext, Feature, FeatureModule } from "./context.js";
+import { buildCore, type Core } from "./runtime.js";
 import { EventBus } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
 import { createLogger, type Logger } from "./log.js";
@@ -25,16 +27,36 @@ export interface Cardlink {
   stop(): Promise<void>;
 }
 
+/**
+ * Which core runs (transitional, issue 8 S11): "legacy" = the old features on schema 1–300 (`opts.features`);
+ * "2000" = the redesigned core (runtime.ts, the modules `opts.modules` builds) on schema 2000, which migrates a
+ * legacy database on start. The default stays legacy until every test passes on 2000; CARDLINK_CORE=2000 picks
+ * the new one (tests, benchmarks, an operator trying it).
+ */
+export type CoreChoice = "legacy" | "2000";
+
+export function coreChoice(): CoreChoice {
+  return process.env.CARDLINK_CORE === "2000" ? "2000" : "legacy";
+}
+
 export async function createCardlink(
   config: Config,
-  opts: { log?: Logger; features?: Feature[] } = {},
+  opts: {
+    log?: Logger;
+    features?: Feature[];
+    core?: CoreChoice;
+    modules?: (o: { wakeKinds: () => readonly string[] }) => FeatureModule[];
+  } = {},
 ): Promise<Cardlink> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  // PostgreSQL runs the new core's Store only; the old features need the SQLite repositories until S11.
-  const refused = appStoreRefusal(config.database);
+  const core = (opts.core ?? coreChoice()) === "2000" && opts.modules !== undefined;
+  // PostgreSQL runs the new core's Store only; the old features need the SQLite repositories.
+  const refused = core ? undefined : appStoreRefusal(config.database);
   if (refused) throw new ConfigError(refused);
-  const store = await openAppStore(config.database, { log });
+  const store = core
+    ? ((await openCoreStore(config.database, { log })) as unknown as AppStore) // the new core reads only Store
+    : await openAppStore(config.database, { log });
   metrics.describe(
     "cardlink_uow_duration_seconds",
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",
@@ -131,9 +153,18 @@ export async function createCardlink(
     send,
     online: () => link.online,
   };
-  const features = opts.features ?? [];
+  const features = core ? [] : (opts.features ?? []);
   attachService(ctx);
   for (const f of features) f.attach(ctx);
+  let coreRt: Core | undefined;
+  if (core && opts.modules) {
+    coreRt = buildCore(
+      { config, log, metrics, router, adhoc, events, iq, budget, send, online: () => link.online },
+      store,
+      opts.modules,
+    );
+    ctx.pushAppServer = coreRt.discoFeatures().includes(NS.PUSH);
+  }
   adhoc.attach(router);
 
   metrics.gauge("cardlink_link_up", () => (link.online ? 1 : 0), "1 while connected to Prosody");
@@ -172,6 +203,13 @@ export async function createCardlink(
   link.on("stanza", (el: Element) => router.handle(el));
   link.on("offline", () => iq.rejectAll("link to Prosody lost"));
   link.on("online", () => {
+    if (coreRt) {
+      coreRt
+        .online()
+        .catch((e: unknown) =>
+          log.error({ event: "core-online-failed", err: (e as Error).message }, "core start failed"),
+        );
+    }
     for (const f of features) {
       Promise.resolve(f.online?.()).catch((e: unknown) =>
         log.error(
@@ -213,6 +251,7 @@ export async function createCardlink(
       // Replies to updates in flight can no longer be waited for: fail them now so the outbox records a retry
       // while the database is still open (the entries stay and are delivered after the restart).
       iq.rejectAll("shutting down");
+      if (coreRt) await coreRt.stop();
       for (const f of [...features].reverse()) {
         try {
           await f.stop?.();

@@ -17,6 +17,7 @@ import { probeHandshake } from "./connection.js";
 import {
   adminRepo,
   allFeatures,
+  coreModules,
   buildExport,
   buildExport2000,
   deleteAccount,
@@ -230,7 +231,7 @@ async function run(source: Source, io: Io): Promise<number | "running"> {
   const log = createLogger(config.log.level);
   let app;
   try {
-    app = await createCardlink(config, { log, features: allFeatures() });
+    app = await createCardlink(config, { log, features: allFeatures(), modules: coreModules });
     await app.start();
   } catch (e) {
     // A push provider's bad credentials are a configuration error too (push/senders.ts): one line, exit 2.

@@ -63,7 +63,10 @@ export function iqTransport(iq: IqCaller, domain: string): StreamTransport {
   return {
     async send(o): Promise<SendOutcome> {
       try {
-        await iq.request(xml("iq", { type: "set", id: o.id, to: o.to, from: domain }, o.payload), o.timeoutMs);
+        await iq.request(
+          xml("iq", { type: "set", id: o.id, to: o.to, from: domain }, o.payload),
+          o.timeoutMs,
+        );
         return { type: "result" };
       } catch (e) {
         if (e instanceof IqErrorReply) return { type: "error", condition: e.condition };
@@ -75,9 +78,15 @@ export function iqTransport(iq: IqCaller, domain: string): StreamTransport {
   };
 }
 
-export function buildCore(s: CoreServices, store: Store, modules: readonly FeatureModule[]): Core {
+export function buildCore(
+  s: CoreServices,
+  store: Store,
+  makeModules: (o: { wakeKinds: () => readonly string[] }) => readonly FeatureModule[],
+): Core {
   const { config, log, metrics, events } = s;
   const kinds = new KindRegistry();
+  // wakeKinds is read by push at attach, after every module's kinds are registered below.
+  const modules = makeModules({ wakeKinds: () => kinds.waking() });
   for (const m of modules) for (const k of m.kinds ?? []) kinds.register(k);
   const paths = modules.flatMap((m) => m.audiencePaths ?? []);
   const accounts = accountsParts({
@@ -87,13 +96,12 @@ export function buildCore(s: CoreServices, store: Store, modules: readonly Featu
   });
   const audience = audienceParts({ paths });
   // The engine is built after the unit of work (it needs it); jobsTx looks channels up through it at call time.
-  let engine: Engine | undefined;
   const uow = makeUow(
     store,
     {
       accounts: accounts.tx,
       stream: streamTx({ kind: (n) => kinds.get(n), paths }),
-      jobs: jobsTx({ channel: (name) => engine?.channel(name) }),
+      jobs: jobsTx({ channel: (name) => engine.channel(name) }),
       audience: audience.tx,
     },
     events,
@@ -149,7 +157,7 @@ export function buildCore(s: CoreServices, store: Store, modules: readonly Featu
       cut: (n) => metrics.inc("cardlink_delivery_batches_cut_total", undefined, n),
     },
   });
-  engine = new Engine({
+  const engine = new Engine({
     store,
     uow,
     events,
@@ -163,6 +171,10 @@ export function buildCore(s: CoreServices, store: Store, modules: readonly Featu
     },
   });
   presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
+  // The last resource left with entries still waiting (e.g. unacknowledged): wake a device, as today.
+  presence.onUnavailable = (lane, _full, last) => {
+    if (last) onAllGone?.(lane);
+  };
 
   const rt: Runtime = {
     config,
@@ -248,7 +260,9 @@ function watchStream(metrics: Metrics, store: Store, kinds: KindRegistry): void 
   const rows = async (
     value: (d: { n: number; oldest: number }, now: number) => number,
   ): Promise<Array<{ labels: { kind: string }; value: number }>> => {
-    const byKind = new Map((await depth()).map((d) => [d.kind, { n: Number(d.n), oldest: Number(d.oldest) }]));
+    const byKind = new Map(
+      (await depth()).map((d) => [d.kind, { n: Number(d.n), oldest: Number(d.oldest) }]),
+    );
     const now = Date.now();
     const names = new Set([...kinds.list().map((k) => k.name), ...byKind.keys()]);
     return [...names].sort().map((kind) => {

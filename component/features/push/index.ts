@@ -11,7 +11,6 @@ import { NS } from "../../../stanzas/ns.js";
 import { createSenders, type Senders } from "../../../push/senders.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { AppServer } from "./app-server.js";
-import { cachedRead } from "../../runtime/metrics.js";
 import { PROVIDER, PushChannel, type PushBuckets } from "./channel.js";
 import { PUSH_CHANNEL } from "./payload.js";
 import { PUSH_MIGRATIONS } from "./migrations.js";
@@ -26,6 +25,8 @@ export interface PushModuleOptions {
   readonly buckets: PushBuckets;
   /** The registered kinds with wake = true (KindRegistry.wakeKinds()), read at attach. */
   readonly wakeKinds: () => readonly string[];
+  /** runtime/metrics.ts cachedRead (the scrape-time cache of queue gauges), a value a feature cannot import. */
+  readonly cachedRead: <T>(read: () => Promise<T>) => () => Promise<T>;
 }
 
 export interface PushModule extends FeatureModule {
@@ -65,7 +66,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
         metrics: rt.metrics,
       };
       rt.queue.registerObserver(pushScan(scan));
-      watchPushQueue(rt);
+      watchPushQueue(rt, o.cachedRead);
       const app = new AppServer({
         uow: rt.uow,
         domain: rt.config.domain,
@@ -97,7 +98,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
  * scrape time by one grouped query over the channel's jobs (cached: SCRAPE_CACHE_MS). Both providers are always
  * reported, 0 when none waits.
  */
-function watchPushQueue(rt: Runtime): void {
+function watchPushQueue(rt: Runtime, cachedRead: PushModuleOptions["cachedRead"]): void {
   const depth = cachedRead(() =>
     rt.read("metrics.push-depth", (r) =>
       r.read.all<{ platform: string; n: number; oldest: number }>(
