@@ -171,10 +171,6 @@ export function buildCore(
     },
   });
   presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
-  // The last resource left with entries still waiting (e.g. unacknowledged): wake a device, as today.
-  presence.onUnavailable = (lane, _full, last) => {
-    if (last) onAllGone?.(lane);
-  };
 
   const rt: Runtime = {
     config,
@@ -206,6 +202,14 @@ export function buildCore(
   watchStream(metrics, store, kinds);
   const push = modules.find((m): m is FeatureModule & PushAnnounce => "announcePending" in m);
   if (push) {
+    // The last resource left with entries still waiting (e.g. unacknowledged): wake a device, as today — in the
+    // unit of work that deletes the resource row, so a crash cannot keep the row gone and the wake-up unwritten.
+    presence.onUnavailableTx = async (u, lane, _full, last) => {
+      if (last) {
+        metrics.inc("cardlink_delivery_offline_total");
+        await push.announcePending(u, lane);
+      }
+    };
     onAllGone = (lane) => {
       metrics.inc("cardlink_delivery_offline_total");
       void uow("push.announce-all-gone", (u) => push.announcePending(u, lane)).catch((e: unknown) =>
