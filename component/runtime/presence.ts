@@ -11,8 +11,13 @@
  *
  * A presence or request from a user who has no account yet creates it (`ensure(jid, {seen: true})`): a resource
  * and a subscription row both reference `accounts(id)`, and the old code wrote its presence rows lazily for any
- * user of an allowed domain (the router already refused the others). Nothing creates an account for an
- * unavailable, unsubscribe(d) or probe: they need no row (an account with no row has none to clear).
+ * user of an allowed domain (the router already refused the others). A new resource of a placeholder account
+ * activates it (§2.2: a presence is the JID acting). Nothing creates an account for an unavailable,
+ * unsubscribe(d) or probe: they need no row (an account with no row has none to clear).
+ *
+ * The callbacks (onAvailable, onUnavailable) run after the write's commit; a write that failed announces
+ * nothing (the old events were emitted after the store call too), the next kick of the lane still finds the
+ * resource in memory.
  */
 import { xml, type Element } from "../../stanzas/xml.js";
 import type { AccountId, Sql } from "../../storage/store.js";
@@ -229,6 +234,9 @@ export class Presence implements PresenceView, DeliveryPresence {
       );
     }
     await this.o.uow("presence.available", async (u) => {
+      // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour by
+      // the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
+      await u.accounts.ensure(bare, { seen: true });
       await deleteRows(u.tx, evicted);
       await u.tx.run(UPSERT_RESOURCE, { full, account, since: this.since(u.now) });
     });

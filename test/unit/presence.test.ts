@@ -225,6 +225,21 @@ function describePresence(name: string, backend: Backend): void {
       expect(w.sent).to.deep.equal([]);
     });
 
+    it("a new resource of a placeholder account activates it (a presence is the JID acting)", async () => {
+      const w = await make();
+      const id = await w.uow("t.placeholder", (u) => u.accounts.ensure(`pat@${D}`));
+      const state = async () =>
+        (
+          await w.store.read("t.state", (r) =>
+            r.get<{ state: string }>("SELECT state FROM accounts WHERE id = :id", { id }),
+          )
+        )?.state;
+      expect(await state()).to.equal("placeholder");
+      await w.presenceIn(`pat@${D}/phone`);
+      expect(w.presence.resources(id)).to.deep.equal([`pat@${D}/phone`]);
+      expect(await state()).to.equal("active");
+    });
+
     it("a presence without a resource, or from a server JID, tracks nothing", async () => {
       const w = await make();
       await w.presenceIn(`alice@${D}`);
