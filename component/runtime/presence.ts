@@ -11,8 +11,13 @@
  *
  * A presence or request from a user who has no account yet creates it (`ensure(jid, {seen: true})`): a resource
  * and a subscription row both reference `accounts(id)`, and the old code wrote its presence rows lazily for any
- * user of an allowed domain (the router already refused the others). Nothing creates an account for an
- * unavailable, unsubscribe(d) or probe: they need no row (an account with no row has none to clear).
+ * user of an allowed domain (the router already refused the others). A new resource of a placeholder account
+ * activates it (§2.2: a presence is the JID acting). Nothing creates an account for an unavailable,
+ * unsubscribe(d) or probe: they need no row (an account with no row has none to clear).
+ *
+ * The callbacks (onAvailable, onUnavailable) run after the write's commit; a write that failed announces
+ * nothing (the old events were emitted after the store call too), the next kick of the lane still finds the
+ * resource in memory.
  */
 import { xml, type Element } from "../../stanzas/xml.js";
 import type { AccountId, Sql } from "../../storage/store.js";
@@ -22,7 +27,7 @@ import { detach, type Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { DeliveryPresence } from "./queue/stream-delivery.js";
 import type { Router } from "./router.js";
-import type { Reader, Uow } from "./uow.js";
+import type { Reader, UnitOfWork, Uow } from "./uow.js";
 
 export interface PresenceOptions {
   uow: Uow;
@@ -79,6 +84,13 @@ export class Presence implements PresenceView, DeliveryPresence {
   onAvailable?: (lane: AccountId, consumer: number, full: string, again: boolean) => void;
   /** A resource went unavailable by presence (`last`: the account has none left). Not called by gone(). */
   onUnavailable?: (lane: AccountId, full: string, last: boolean) => void;
+  /**
+   * The same, inside the unit of work that deletes the resource's row (before onUnavailable, which runs after
+   * its commit): REDESIGN §2.3.7's durable trigger — push's `announcePending(u, lane)` when `last` writes its
+   * jobs in this transaction, so a crash cannot lose the wake-up. A throw rolls the row back (memory stays
+   * forgotten) and fails the stanza's listener (logged). The store may run it more than once (retries).
+   */
+  onUnavailableTx?: (u: UnitOfWork, lane: AccountId, full: string, last: boolean) => Promise<void>;
 
   constructor(private readonly o: PresenceOptions) {
     o.metrics.gauge(
@@ -222,6 +234,9 @@ export class Presence implements PresenceView, DeliveryPresence {
       );
     }
     await this.o.uow("presence.available", async (u) => {
+      // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour by
+      // the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
+      await u.accounts.ensure(bare, { seen: true });
       await deleteRows(u.tx, evicted);
       await u.tx.run(UPSERT_RESOURCE, { full, account, since: this.since(u.now) });
     });
@@ -231,15 +246,23 @@ export class Presence implements PresenceView, DeliveryPresence {
   /** One resource went unavailable (known or not: its row goes either way, as before). */
   private async unavailable(account: AccountId, full: string): Promise<void> {
     this.forget(account, full);
-    await this.o.uow("presence.unavailable", (u) => u.tx.run(DELETE_RESOURCE, { full }));
-    this.onUnavailable?.(account, full, !this.available(account));
+    const last = !this.available(account);
+    await this.o.uow("presence.unavailable", async (u) => {
+      await u.tx.run(DELETE_RESOURCE, { full });
+      await this.onUnavailableTx?.(u, account, full, last);
+    });
+    this.onUnavailable?.(account, full, last);
   }
 
   /** Unavailable from the bare JID: every resource of the account, rows included, in one unit of work. */
   private async allUnavailable(account: AccountId): Promise<void> {
     const gone = this.resources(account);
     this.avail.delete(account);
-    await this.o.uow("presence.unavailable", (u) => u.tx.run(DELETE_ACCOUNT_RESOURCES, { account }));
+    await this.o.uow("presence.unavailable", async (u) => {
+      await u.tx.run(DELETE_ACCOUNT_RESOURCES, { account });
+      for (const [i, full] of gone.entries())
+        await this.onUnavailableTx?.(u, account, full, i === gone.length - 1);
+    });
     gone.forEach((full, i) => this.onUnavailable?.(account, full, i === gone.length - 1));
   }
 

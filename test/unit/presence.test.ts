@@ -44,6 +44,8 @@ interface World {
   sent: string[];
   availableCalls: Array<[AccountId, number, string, boolean]>;
   unavailableCalls: Array<[AccountId, string, boolean]>;
+  /** onUnavailableTx calls, with whether the resource's row was already gone inside that unit of work. */
+  unavailableTxCalls: Array<[AccountId, string, boolean, boolean]>;
   presenceIn(from: string, type?: string): Promise<void>;
   request(from: string): Promise<void>;
   id(bare: string): Promise<AccountId | undefined>;
@@ -89,6 +91,11 @@ async function world(b: Backend, where: string, cap: number, clock: () => number
   const unavailableCalls: World["unavailableCalls"] = [];
   presence.onAvailable = (lane, consumer, full, again) => availableCalls.push([lane, consumer, full, again]);
   presence.onUnavailable = (lane, full, last) => unavailableCalls.push([lane, full, last]);
+  const unavailableTxCalls: World["unavailableTxCalls"] = [];
+  presence.onUnavailableTx = async (u, lane, full, last) => {
+    const row = await u.tx.get("SELECT 1 AS x FROM resources WHERE full_jid = :full", { full });
+    unavailableTxCalls.push([lane, full, last, row === undefined]);
+  };
   const onPresence: StanzaListener[] = [];
   const onRequest: Array<(from: Jid) => void> = [];
   presence.attach({
@@ -109,6 +116,7 @@ async function world(b: Backend, where: string, cap: number, clock: () => number
     sent,
     availableCalls,
     unavailableCalls,
+    unavailableTxCalls,
     // As the Router does: every listener awaited, in order, for one stanza.
     presenceIn: async (from, type) => {
       const stanza = xml("presence", { from, to: ME, type });
@@ -217,6 +225,21 @@ function describePresence(name: string, backend: Backend): void {
       expect(w.sent).to.deep.equal([]);
     });
 
+    it("a new resource of a placeholder account activates it (a presence is the JID acting)", async () => {
+      const w = await make();
+      const id = await w.uow("t.placeholder", (u) => u.accounts.ensure(`pat@${D}`));
+      const state = async () =>
+        (
+          await w.store.read("t.state", (r) =>
+            r.get<{ state: string }>("SELECT state FROM accounts WHERE id = :id", { id }),
+          )
+        )?.state;
+      expect(await state()).to.equal("placeholder");
+      await w.presenceIn(`pat@${D}/phone`);
+      expect(w.presence.resources(id)).to.deep.equal([`pat@${D}/phone`]);
+      expect(await state()).to.equal("active");
+    });
+
     it("a presence without a resource, or from a server JID, tracks nothing", async () => {
       const w = await make();
       await w.presenceIn(`alice@${D}`);
@@ -289,10 +312,30 @@ function describePresence(name: string, backend: Backend): void {
         [id, `alice@${D}/c`, true],
       ]);
       expect(await w.rows()).to.deep.equal([]);
+      expect(w.unavailableTxCalls).to.deep.equal([
+        [id, `alice@${D}/a`, false, true],
+        [id, `alice@${D}/b`, false, true],
+        [id, `alice@${D}/c`, true, true],
+      ]);
       expect(w.metrics.snapshot()["cardlink_users_available"]).to.equal(0);
       // Unavailable from a user without an account creates nothing.
       await w.presenceIn(`nobody@${D}/x`, "unavailable");
       expect(await w.id(`nobody@${D}`)).to.equal(undefined);
+    });
+
+    it("a throwing onUnavailableTx rolls the row back; memory stays forgotten; no post-commit call", async () => {
+      const w = await make();
+      await w.presenceIn(`alice@${D}/a`);
+      const id = (await w.id(`alice@${D}`)) as AccountId;
+      w.presence.onUnavailableTx = async () => {
+        throw new Error("announce failed");
+      };
+      let err: unknown;
+      await w.presenceIn(`alice@${D}/a`, "unavailable").catch((e: unknown) => (err = e));
+      expect((err as Error).message).to.equal("announce failed");
+      expect(w.presence.available(id)).to.equal(false);
+      expect(await w.rows()).to.deep.equal([{ full_jid: `alice@${D}/a`, account_id: id }]);
+      expect(w.unavailableCalls).to.deep.equal([]);
     });
 
     it("gone() forgets the resource at once and deletes its row in the background", async () => {
@@ -309,6 +352,7 @@ function describePresence(name: string, backend: Backend): void {
       await w.presence.idle();
       expect(await w.rows()).to.deep.equal([]);
       expect(w.unavailableCalls).to.deep.equal([]);
+      expect(w.unavailableTxCalls).to.deep.equal([]);
     });
 
     it("a presence right after gone() brings the resource back, row included (the delete does not overtake it)", async () => {
