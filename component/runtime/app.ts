@@ -62,6 +62,7 @@ export async function createCardlink(
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",
   );
   store.onCommit((name, ms) => metrics.observe("cardlink_uow_duration_seconds", { name }, ms / 1000));
+  if (core) armFault(store, process.env.CARDLINK_TEST_FAULT, log);
   if (store.migrations.applied.length > 0) {
     log.info(
       { event: "migrated", applied: store.migrations.applied, version: store.migrations.current },
@@ -270,4 +271,26 @@ export async function createCardlink(
       log.info({ event: "stopped" }, "cardlink stopped");
     },
   };
+}
+
+/**
+ * The durability tests' fault hook (docs/REDESIGN.md §4.6, S13), honoured only when CARDLINK_TEST_FAULT is set:
+ * `sigkill-after-commit:<unit of work>` kills the process right after that unit of work's COMMIT, before any
+ * after-commit hook (commit observers run first: storage/frame.ts), so the change is durable and nothing that
+ * follows it in memory (kicks, sends) happens. `…:<unit>@<armed by>` arms it only once `<armed by>` committed
+ * (the push-scan observer commits on every poll; the test wants the scan that follows a card change).
+ */
+function armFault(store: Pick<AppStore, "onCommit">, spec: string | undefined, log: Logger): void {
+  const m = spec === undefined ? null : /^sigkill-after-commit:([\w.-]+)(?:@([\w.-]+))?$/.exec(spec);
+  if (!m) {
+    if (spec) log.warn({ event: "fault-ignored", spec }, "CARDLINK_TEST_FAULT not understood; ignored");
+    return;
+  }
+  const [, target, armedBy] = m;
+  let armed = armedBy === undefined;
+  log.warn({ event: "fault-armed", target, armedBy }, "test fault hook armed: this process will kill itself");
+  store.onCommit((name) => {
+    if (armed && name === target) process.kill(process.pid, "SIGKILL");
+    if (name === armedBy) armed = true;
+  });
 }
