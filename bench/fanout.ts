@@ -264,6 +264,7 @@ async function deliver(
   rounds: number,
   batch: number,
   withPep: boolean,
+  core: "legacy" | "2000" = "legacy",
 ): Promise<Record<string, unknown>> {
   const logFile = path.join(dir, "prosody.log");
   // The harness logs at debug (every stanza), which would multiply Prosody's cost per stanza: warn only here.
@@ -278,7 +279,7 @@ async function deliver(
       `modules_disabled = { "s2s", "dialback", "tls", "smacks" }`,
     ].join("\n"),
   });
-  const dbFile = path.join(dir, "deliver.sqlite");
+  const dbFile = path.join(dir, `deliver-${core}.sqlite`);
   let proc: CardlinkProcess | undefined;
   const clients: TestClient[] = [];
   let reader: Database.Database | undefined;
@@ -317,8 +318,11 @@ async function deliver(
     await store.close();
 
     const metricsPort = await freePort();
+    // The new core (CARDLINK_CORE=2000) migrates the seeded legacy file to schema 2000 at start (the rekey), so
+    // both cores are measured on the same bindings; the pending rows are its stream entries.
     proc = CardlinkProcess.forProsody(prosody, dbFile, {
       CARDLINK_METRICS_PORT: String(metricsPort),
+      ...(core === "2000" ? { CARDLINK_CORE: "2000" } : {}),
     });
     proc.start();
     await proc.waitForEvent("connected", 1, 15_000);
@@ -359,7 +363,8 @@ async function deliver(
     const prosodyPid = findPid(prosody.configFile);
     const cardlinkPid = proc.proc?.pid;
     reader = new Database(dbFile, { readonly: true, fileMustExist: true });
-    const outboxCount = reader.prepare("SELECT COUNT(*) AS n FROM outbox");
+    const pendingTable = core === "2000" ? "stream_entries" : "outbox";
+    const outboxCount = reader.prepare(`SELECT COUNT(*) AS n FROM ${pendingTable}`);
     const outboxSize = (): number => (outboxCount.get() as { n: number }).n;
 
     let version = 0;
@@ -381,9 +386,7 @@ async function deliver(
       await waitFor(() => progress.cardGot >= n, `card v${version} at all ${n} holders`, 120_000);
       // Acks travel back after the last holder received: the outbox empties shortly after.
       await waitFor(() => outboxSize() === 0, "outbox empty", 60_000).catch(async (e: unknown) => {
-        const left = reader
-          ?.prepare("SELECT recipient, kind, subject, seq, attempts, next_at FROM outbox LIMIT 5")
-          .all();
+        const left = reader?.prepare(`SELECT * FROM ${pendingTable} LIMIT 5`).all();
         const m = await metrics(metricsPort);
         throw new Error(
           `${(e as Error).message}: ${outboxSize()} left, e.g. ${JSON.stringify(left)}; ${m}; client errors ${progress.clientErrors}: ${progress.lastClientError}`,
@@ -494,6 +497,7 @@ async function deliver(
       };
     }
     return {
+      core,
       holders: n,
       login_ms: round(loginMs),
       cardlink,
@@ -541,6 +545,23 @@ export async function run(opts: FanoutOptions = {}): Promise<Record<string, unkn
         opts.rounds ?? 3,
         opts.loginBatch ?? 50,
         !opts.skipPep,
+      );
+      // The redesigned core on the same workload, in the same run (docs/REDESIGN.md S15): side by side with the
+      // old core's numbers above, and through them with Prosody's PEP broadcast.
+      note("fanout: delivery through Prosody, new core");
+      const neu = await deliver(
+        dir,
+        opts.onlineHolders ?? 1000,
+        opts.rounds ?? 3,
+        opts.loginBatch ?? 50,
+        false,
+        "2000",
+      );
+      out.deliver_1k_core2000 = neu;
+      const rate = (r: Record<string, unknown>): number => (r.cardlink as { per_s: number }).per_s;
+      out.ratio_rate_core2000_vs_legacy = round(
+        rate(neu) / rate(out.deliver_1k as Record<string, unknown>),
+        3,
       );
     }
     return out;
