@@ -2,6 +2,7 @@ import { expect } from "chai";
 import type { Cardlink } from "../../component/runtime/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { startInProcess, testConfig } from "../harness/cardlink.js";
+import * as look from "../harness/look.js";
 import { cardClient, cardSummary, email, tel, vcard, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml } from "../harness/clients.js";
 import { sleep, waitFor } from "../harness/ports.js";
@@ -110,7 +111,7 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
     const bobTablet = await connect("bob", "tablet");
     // The tablet's presence and alice's update travel on different c2s streams: wait until cardlink knows it.
     await waitFor(
-      async () => (await app.ctx.store.presence.all()).some((r) => r.full === bobTablet.jid),
+      async () => (await look.resources(app)).some((r) => r.full === bobTablet.jid),
       "tablet known",
     );
     await alice.setCard("Alice Example", [tel("tel:+1-555-0199", "work")]);
@@ -139,20 +140,17 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
     const dave = clients.find((c) => c.jid.startsWith("dave")) as CardClient;
     await dave.stop();
     await waitFor(
-      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid("dave")),
+      async () => !(await look.resources(app)).some((r) => r.bare === jid("dave")),
       "dave offline at cardlink",
     );
     for (let i = 1; i <= 5; i++) await carol.setCard(`Carol v${i}`);
-    expect(await app.ctx.store.outbox.count(jid("dave"))).to.equal(1); // coalesced
+    expect(await look.pendingCount(app, jid("dave"))).to.equal(1); // coalesced
     const dave2 = await connect("dave", "phone");
     const u = await dave2.waitForUpdate((x) => x.kind === "card", "pending card at dave");
     expect(cardSummary(u.content).fn).to.equal("Carol v5");
     await sleep(300);
     expect(dave2.updates.filter((x) => x.kind === "card")).to.have.length(1);
-    await waitFor(
-      async () => (await app.ctx.store.outbox.count(jid("dave"))) === 0,
-      "outbox emptied after ack",
-    );
+    await waitFor(async () => (await look.pendingCount(app, jid("dave"))) === 0, "outbox emptied after ack");
   });
 
   it("an unacknowledged update stays in the outbox and is retried with the same id", async () => {
@@ -161,14 +159,14 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
     dave.setAck("ignore");
     await carol.setCard("Carol unacked");
     await sleep(2500); // > ackTimeoutMs: the first attempt timed out
-    expect(await app.ctx.store.outbox.count(jid("dave"))).to.equal(1);
+    expect(await look.pendingCount(app, jid("dave"))).to.equal(1);
     dave.setAck("ack");
     const u = await dave.waitForUpdate(
       (x) => x.kind === "card" && cardSummary(x.content).fn === "Carol unacked",
       "retried update",
     );
     expect(u.id).to.match(/^card:carol@/);
-    await waitFor(async () => (await app.ctx.store.outbox.count(jid("dave"))) === 0, "acked after retry");
+    await waitFor(async () => (await look.pendingCount(app, jid("dave"))) === 0, "acked after retry");
   });
 
   it("sharing control: work-only hides fields, and withdrawing a field updates the holder's copy", async () => {
@@ -275,7 +273,7 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
     expect(e.condition).to.equal("bad-request");
     expect(e.text).to.match(/photo/);
     // Nothing was written by any of the refused requests.
-    expect(await app.ctx.store.cards.get(jid("erin"))).to.equal(undefined);
+    expect(await look.card(app, jid("erin"))).to.equal(undefined);
   });
 
   it("duplicate requests, requests to a user who blocked you, and duplicate bindings are refused", async () => {
@@ -307,29 +305,29 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
   it("expired codes and expired requests are refused with gone, and leave nothing behind", async () => {
     const erin = clients.find((c) => c.jid.startsWith("erin")) as CardClient;
     const past = Date.now() - 1000;
-    await app.ctx.store.exchange.createCode(
-      {
-        code: "ZZZZZ-22222",
-        owner: jid("mallory"),
-        createdAt: past - 60_000,
-        expiresAt: past,
-      },
-      10,
-    );
+    await look.seedCode(app, {
+      code: "ZZZZZ-22222",
+      owner: jid("mallory"),
+      createdAt: past - 60_000,
+      expiresAt: past,
+    });
     const e = errorOf(await erin.cardlinkRaw("set", "redeem", { code: "ZZZZZ-22222" }));
     expect(e.condition).to.equal("gone");
     expect(e.text).to.match(/expired/);
-    expect(await app.ctx.store.exchange.binding(jid("erin"), jid("mallory"))).to.equal(undefined);
-    await app.ctx.store.exchange.createRequest(
-      { id: "old-request", from: jid("mallory"), to: jid("erin"), createdAt: past - 60_000, expiresAt: past },
-      { recipient: jid("erin"), kind: "exchange-request", subject: "old-request", version: 1 },
-    );
+    expect(await look.binding(app, jid("erin"), jid("mallory"))).to.equal(undefined);
+    await look.seedRequest(app, {
+      id: "old-request",
+      from: jid("mallory"),
+      to: jid("erin"),
+      createdAt: past - 60_000,
+      expiresAt: past,
+    });
     const r = errorOf(
       await erin.cardlinkRaw("set", "exchange-answer", { id: "old-request", accept: "true" }),
     );
     expect(r.condition).to.equal("gone");
-    expect(await app.ctx.store.exchange.request("old-request")).to.equal(undefined);
-    expect(await app.ctx.store.exchange.binding(jid("erin"), jid("mallory"))).to.equal(undefined);
+    expect(await look.request(app, "old-request")).to.equal(undefined);
+    expect(await look.binding(app, jid("erin"), jid("mallory"))).to.equal(undefined);
   });
 
   it("a refused redeem does not use up the code; a withdrawn request disappears; outgoing requests are listed", async () => {
@@ -337,7 +335,7 @@ describe(`cards, exchange and bindings (${serverLabel()}, real clients)`, functi
     const mallory = clients.find((c) => c.jid.startsWith("mallory")) as CardClient;
     const code = String((await erin.cardlink("set", "exchange-code")).getChild("exchange-code")?.attrs.code);
     expect(errorOf(await erin.cardlinkRaw("set", "redeem", { code })).condition).to.equal("bad-request"); // own code
-    expect(await app.ctx.store.exchange.code(code)).to.not.equal(undefined);
+    expect(await look.code(app, code)).to.not.equal(undefined);
     const req = await mallory.cardlink("set", "exchange-request", { to: jid("erin") });
     const id = String(req.getChild("exchange-request")?.attrs.id);
     const out = (await mallory.cardlink("get", "exchange-requests", { direction: "outgoing" })).getChild(
