@@ -8,7 +8,8 @@
 import { expect } from "chai";
 import { cardContent as oldContent, cardElement as oldElement } from "../../component/cards.js";
 import { cardVersion, getCard as apiGetCard } from "../../component/features/cards/api.js";
-import { cardFor, FORMATS, type Format } from "../../component/features/cards/render.js";
+import type { StoredCard } from "../../component/features/cards/repo.js";
+import { CardRenderCache, cardFor, FORMATS, type Format } from "../../component/features/cards/render.js";
 import { cardForViewer, storeCard } from "../../component/features/cards/service.js";
 import { syncPage, type SyncResult } from "../../component/features/cards/sync.js";
 import { listDevices, registerDevice, removeDevice } from "../../component/features/devices/index.js";
@@ -236,7 +237,22 @@ describe("features/cards on the new core (S9)", function () {
       }
     });
 
-    it("the render cache is keyed (owner, version, policy hash): equal views share one rendering", async () => {
+    it("a rendering never outlives its content: the same (owner, version) with another card renders anew", () => {
+      // An account deleted and reactivated in place starts its card at version 1 again, and two stores in one
+      // process number their accounts alike: (owner, version) alone would serve the old card's rendering.
+      const cache = new CardRenderCache();
+      const stored = (fn: string): StoredCard => {
+        const card = sampleCard(fn);
+        return { owner: 1 as AccountId, version: 1, hash: cardHash(card), card, seq: 1, updatedAt: 0 };
+      };
+      const before = cardFor(stored("Before"), jid("o1"), [null], "vcard4", cache).toString();
+      const after = cardFor(stored("After"), jid("o1"), [null], "vcard4", cache).toString();
+      expect(before).to.contain("Before").and.not.contain("After");
+      expect(after).to.contain("After").and.not.contain("Before");
+      expect({ misses: cache.misses, hits: cache.hits }).to.deep.equal({ misses: 2, hits: 0 });
+    });
+
+    it("the render cache is keyed (owner, version, hash, policy hash): equal views share one rendering", async () => {
       await bindMany(w, [
         [jid("alice"), jid("bob"), { aPolicy: { types: ["work"] } }],
         [jid("alice"), jid("carol"), { aPolicy: { types: ["work"] } }],

@@ -2,7 +2,7 @@
  * The card as it goes on the wire (docs/REDESIGN.md §1.2 features/cards/render.ts): the <card/> element in the
  * three formats, a holder's view through the union of the policies of every path that shows the card
  * (unionView, §2.5.4; one policy is filterCard exactly, so views and hashes are what component/cards.ts gives
- * today), the `card` stream kind's renderer, and a small cache of renderings keyed (owner, version, policy hash).
+ * today), the `card` stream kind's renderer, and a small cache of renderings keyed (owner, version, stored hash, policy hash).
  */
 import { createHash } from "node:crypto";
 import { cardHash, type Card } from "../../../stanzas/model/card.js";
@@ -57,7 +57,7 @@ interface Rendered {
 export const RENDER_CACHE_ENTRIES = 1000;
 
 /**
- * Renderings keyed (owner, version, format, policy hash): a fan-out of one change to many holders with the same
+ * Renderings keyed (owner, version, stored hash, format, policy hash): a fan-out of one change to many holders with the same
  * policy (the common case: none) serializes once. A version bump makes the old keys unreachable; the LRU bound
  * drops them. Elements are shared, never mutated (ltx serializes them as they are).
  */
@@ -74,7 +74,10 @@ export class CardRenderCache {
 
   /** The holder's view of `stored` in `format`, with the hash of that view. */
   render(stored: StoredCard, viewer: Viewer, format: Format): Rendered {
-    const key = `${stored.owner}:${stored.version}:${format}:${policyHash(viewer)}`;
+    // The stored hash is in the key, not only (owner, version): a version number can come back with other
+    // content (an account deleted and reactivated in place starts its card at version 1 again; several stores in
+    // one process, as in the test suite, number accounts alike), and a rendering must never outlive its content.
+    const key = `${stored.owner}:${stored.version}:${stored.hash}:${format}:${policyHash(viewer)}`;
     const hit = this.map.get(key);
     if (hit) {
       this.hits++;
