@@ -7,8 +7,9 @@
 import type { Cardlink } from "../../component/runtime/app.js";
 import type { BareJid } from "../../component/runtime/accounts/api.js";
 import { accountsRepo } from "../../component/runtime/accounts/repo.js";
-import { exchangeRepo } from "../../component/features/exchange/repo.js";
-import type { AccountId } from "../../storage/store.js";
+import { exchangeRepo, ordered } from "../../component/features/exchange/repo.js";
+import { SqliteStore } from "../../storage/sqlite/store.js";
+import type { AccountId, Binding, Device as LegacyDevice } from "../../storage/store.js";
 import * as inspect from "./inspect.js";
 
 type App = Pick<Cardlink, "ctx">;
@@ -103,4 +104,82 @@ export async function seedRequest(
   await app.ctx.store.tx("look.seed-request", (tx) =>
     exchangeRepo(tx).insertRequest({ id: r.id, from, to, createdAt: r.createdAt, expiresAt: r.expiresAt }),
   );
+}
+
+// ---- push
+
+/** Old `store.devices.get(jid, id)`, in the old Device shape (owner by JID). */
+export async function device(app: App, owner: BareJid, deviceId: string): Promise<LegacyDevice | undefined> {
+  if (!(await isCore(app))) return app.ctx.store.devices.get(owner, deviceId);
+  const d = await inspect.device(app, owner, deviceId);
+  if (d === undefined) return undefined;
+  const { key: _key, account: _account, ...rest } = d;
+  return { owner, ...rest };
+}
+
+/** Old `store.push.count()`: push notices waiting to be sent (the new core: the `push` channel's job rows). */
+export async function pushCount(app: App): Promise<number> {
+  return (await isCore(app)) ? inspect.jobCount(app, "push") : app.ctx.store.push.count();
+}
+
+/**
+ * Old `new SqliteStore(file).push.count()`: the queued push notices in a database file no app has open (after a
+ * stop). The schema is read first, so a file the new core wrote is opened as it is (the old constructor would
+ * refuse it as newer than itself) and its `push` jobs counted; a legacy file is opened the old way.
+ */
+export async function pushCountAt(file: string): Promise<number> {
+  const s = new SqliteStore(file, { legacy: false });
+  try {
+    if ((await s.schemaVersion()) >= 2000) return await inspect.jobCount(s, "push");
+  } finally {
+    await s.close();
+  }
+  const old = new SqliteStore(file);
+  try {
+    return await old.push.count();
+  } finally {
+    await old.close();
+  }
+}
+
+/** Old `store.push.node(node)` (owner by JID, device by client id). */
+export async function pushNode(app: App, node: string): Promise<unknown> {
+  return (await isCore(app)) ? inspect.pushNode(app, node) : app.ctx.store.push.node(node);
+}
+
+/**
+ * Old `store.exchange.bind(b, undefined, now)`: binds a and b in the store, bypassing the feature, "as an
+ * exchange made earlier would have". The new core writes the binding and both shares (the `binding` audience
+ * path, sharing everything) and clears the pair's tombstones, but appends no `binding`/`card` entries: on the
+ * new core a pending stream entry of an offline account is itself a push intent (the push-scan observer turns it
+ * into a notice), so seeded entries would send a wake-up no real change caused. The earlier exchange's notices
+ * count as delivered; later changes reach both sides over the shares as for any binding.
+ */
+export async function seedBind(app: App, b: Omit<Binding, "createdAt">, now: number): Promise<void> {
+  if (!(await isCore(app))) {
+    await app.ctx.store.exchange.bind(b, undefined, now);
+    return;
+  }
+  const x = await idOf(app, b.a);
+  const y = await idOf(app, b.b);
+  const [a, bb] = ordered(x, y);
+  const swapped = a !== x;
+  await app.ctx.store.tx("look.seed-bind", async (tx) => {
+    const seq = await tx.seq();
+    const row = {
+      id: b.id,
+      a,
+      b: bb,
+      aDevices: swapped ? b.bDevices : b.aDevices,
+      bDevices: swapped ? b.aDevices : b.bDevices,
+      via: b.via,
+      createdAt: now,
+    };
+    // Already bound: nothing written, as the old bind's "exists".
+    if (!(await exchangeRepo(tx).insertBinding(row, seq))) return;
+    await tx.run(
+      "DELETE FROM tombstones WHERE (holder = :a AND owner = :b) OR (holder = :b AND owner = :a)",
+      { a, b: bb },
+    );
+  });
 }

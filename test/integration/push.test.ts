@@ -5,6 +5,7 @@ import path from "node:path";
 import type { Cardlink } from "../../component/runtime/app.js";
 import { NS } from "../../stanzas/ns.js";
 import { startInProcess, testConfig } from "../harness/cardlink.js";
+import * as look from "../harness/look.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { connectClient, errorOf, xml } from "../harness/clients.js";
 import { sleep, waitFor } from "../harness/ports.js";
@@ -91,7 +92,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     );
     await c.stop();
     await waitFor(
-      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid(user)),
+      async () => !(await look.resources(app)).some((r) => r.bare === jid(user)),
       `${user} offline`,
     );
   };
@@ -128,7 +129,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await gina.waitForUpdate((u) => u.kind === "card", "card before going offline");
     await gina.stop();
     await waitFor(
-      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid("gina")),
+      async () => !(await look.resources(app)).some((r) => r.bare === jid("gina")),
       "gina offline",
     );
     await alice.setCard("Alice Secret-Name", [xml("note", {}, xml("text", {}, "for gina"))]);
@@ -161,9 +162,9 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     const judy = await cardClient(prosody, "judy");
     await judy.setCard("Judy", []);
     // ivan is offline: bind him to judy in the store, as an exchange made earlier would have.
-    await app.ctx.store.exchange.bind(
+    await look.seedBind(
+      app,
       { id: "b-ivan-judy", a: jid("ivan"), b: jid("judy"), aDevices: [], bDevices: [], via: "code" },
-      undefined,
       Date.now(),
     );
     const before = apns.requestsFor(token).length;
@@ -221,16 +222,16 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await dave.waitForUpdate((u) => u.kind === "card", "card");
     await dave.stop();
     await waitFor(
-      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid("dave")),
+      async () => !(await look.resources(app)).some((r) => r.bare === jid("dave")),
       "dave offline",
     );
     apns.reply(dead, { status: 410, reason: "Unregistered", timestamp: Date.now() });
     await alice.setCard("Alice Secret-Name", [xml("note", {}, xml("text", {}, "v4"))]);
     await waitFor(
-      async () => (await app.ctx.store.devices.get(jid("dave"), "dave-old"))?.tokenState === "invalid",
+      async () => (await look.device(app, jid("dave"), "dave-old"))?.tokenState === "invalid",
       "token invalidated",
     );
-    expect((await app.ctx.store.devices.get(jid("dave"), "dave-new"))?.tokenState).to.equal("ok");
+    expect((await look.device(app, jid("dave"), "dave-new"))?.tokenState).to.equal("ok");
     await waitFor(() => apns.requestsFor(alive).length === 1, "push to the live device");
     await alice.setCard("Alice Secret-Name", [xml("note", {}, xml("text", {}, "v5"))]);
     await waitFor(() => apns.requestsFor(alive).length === 2, "second push to the live device");
@@ -276,16 +277,10 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     );
     await sleep(1000);
     expect(apns.requestsFor(token).filter((r) => r.status === 200).length).to.equal(okBefore + 1);
-    expect(await app.ctx.store.push.count()).to.equal(0);
+    expect(await look.pushCount(app)).to.equal(0);
   });
 
-  const countQueued = async (): Promise<number> => {
-    const { SqliteStore } = await import("../../storage/sqlite/store.js");
-    const s = new SqliteStore(path.join(dbDir, "cardlink.sqlite"));
-    const n = await s.push.count();
-    await s.close();
-    return n;
-  };
+  const countQueued = (): Promise<number> => look.pushCountAt(path.join(dbDir, "cardlink.sqlite"));
 
   it("XEP-0357 app server: mod_cloud_notify publishes for a disconnected client, APNs gets the notice", async () => {
     const token = hexToken(9);
@@ -360,9 +355,9 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
       xml("push", { token, topic: TOPIC }),
     );
     const node = (await frank.cardlink("set", "push-node", { device: "frank-old" })).getChild("push-node")!;
-    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.not.equal(undefined);
+    expect(await look.pushNode(app, String(node.attrs.node))).to.not.equal(undefined);
     await frank.cardlink("set", "remove-device", { id: "frank-old" });
-    expect(await app.ctx.store.push.node(String(node.attrs.node))).to.equal(undefined);
+    expect(await look.pushNode(app, String(node.attrs.node))).to.equal(undefined);
     expect(errorOf(await frank.cardlinkRaw("set", "push-node", { device: "frank-old" })).condition).to.equal(
       "item-not-found",
     );
