@@ -62,6 +62,15 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
       const svc = serviceFor(rt);
       const ns = NS.CARDLINK;
       rt.events.onTx("account.deleting", eraseExchangeRows);
+      // Counted and logged after COMMIT from the event, so the IQ routes and the ad-hoc commands (answer-requests,
+      // redeem-code) report a binding alike, as the old core's Exchange.bind did for both.
+      rt.events.on("binding.created", (e) => {
+        rt.metrics.inc("cardlink_bindings_created_total");
+        void rt.accounts.jidsOf([e.a, e.b]).then(
+          (j) => rt.log.info({ event: "bound", a: j.get(e.a), b: j.get(e.b), via: e.via }, "cards exchanged"),
+          (err: unknown) => rt.log.warn({ event: "bound-log-failed", err: (err as Error).message }, "bound"),
+        );
+      });
       const r = rt.router;
       r.iq("set", ns, "exchange-request", async (c) => {
         const q = await svc.requestExchange(
@@ -101,7 +110,6 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
         const id = requireAttr(c.payload, "id");
         const accept = parseBool(c.payload.attrs.accept, "accept");
         const b = await svc.answerRequest(c.user, id, accept, parseDeviceId(c.payload.attrs.device));
-        if (b) rt.metrics.inc("cardlink_bindings_created_total");
         return b?.element;
       });
       r.iq("set", ns, "exchange-code", async (c) => {
@@ -119,10 +127,12 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
           requireAttr(c.payload, "code"),
           parseDeviceId(c.payload.attrs.device),
         );
-        rt.metrics.inc("cardlink_bindings_created_total");
         return b.element;
       });
-      r.iq("set", ns, "unbind", (c) => svc.unbind(c.user, requireAttr(c.payload, "peer")));
+      r.iq("set", ns, "unbind", async (c) => {
+        const peer = await svc.unbind(c.user, requireAttr(c.payload, "peer"));
+        rt.log.info({ event: "unbound", a: c.user, b: peer }, "binding removed");
+      });
       r.iq("set", ns, "block", (c) => svc.block(c.user, requireAttr(c.payload, "jid")));
       r.iq("set", ns, "unblock", (c) => svc.unblock(c.user, requireAttr(c.payload, "jid")));
       r.iq("get", ns, "blocklist", async (c) => {

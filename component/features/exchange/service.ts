@@ -331,9 +331,10 @@ export class ExchangeService {
   /**
    * Removes the binding between user and peer: shares go with it; both are told (`unbound`, appended before
    * the audience closes so a pair still visible through another path gets `unbound` then the refreshed card);
-   * pairs that lost sight get tombstones and their pending `card` entries retracted.
+   * pairs that lost sight get tombstones and their pending `card` entries retracted. Answers the peer's
+   * normalised JID (for the caller's log line).
    */
-  async unbind(user: BareJid, peerInput: string): Promise<void> {
+  async unbind(user: BareJid, peerInput: string): Promise<BareJid> {
     const peerJid = userJid(peerInput, "peer");
     await this.o.uow("exchange.unbind", async (u) => {
       const me = await u.accounts.resolve(user);
@@ -353,6 +354,7 @@ export class ExchangeService {
       ]);
       await u.emit("binding.removed", { binding: b.id, a: b.a, b: b.b });
     });
+    return peerJid;
   }
 
   // ---- blocks --------------------------------------------------------------------------------------------
