@@ -4,9 +4,12 @@
  * seq and notifies nobody; a change reaches every holder and nobody else), renderings byte-identical to the old
  * component/cards.ts for the same card and policy, the render cache, sync pages against seeded data (including
  * tombstones and a budget cut that must not end inside a seq), and the device routes on the accounts part.
+ *
+ * The old renderings are golden files (test/golden/legacy-core/cards/, README.md there): what component/cards.ts
+ * `cardElement(meta, cardContent(view, format))` produced for the same inputs, captured before issue 8 S11
+ * deleted it.
  */
 import { expect } from "chai";
-import { cardContent as oldContent, cardElement as oldElement } from "../../component/cards.js";
 import { cardVersion, getCard as apiGetCard } from "../../component/features/cards/api.js";
 import type { StoredCard } from "../../component/features/cards/repo.js";
 import { CardRenderCache, cardFor, FORMATS, type Format } from "../../component/features/cards/render.js";
@@ -31,6 +34,7 @@ import {
   unbind,
   type CardsWorld,
 } from "../harness/seed-cards.js";
+import { legacyOutput } from "../harness/legacy-golden.js";
 
 const D = "localhost";
 const jid = (n: string): string => `${n}@${D}`;
@@ -69,6 +73,13 @@ const POLICIES: Array<SharePolicy | null> = [
 ];
 
 const budget = new StanzaBudget(256 * 1024);
+/** The old component/cards.ts rendering `cardElement(meta, cardContent(card, format))`, captured (golden `name`). */
+const oldRendering = (
+  name: string,
+  meta: { owner: string; version: number; hash: string },
+  card: Card,
+  format: Format,
+): string => legacyOutput("cards", name, "xml", { meta, card, format });
 const roundCache = (): RenderCache => {
   const m = new Map<string, Promise<unknown>>();
   return {
@@ -163,13 +174,23 @@ describe("features/cards on the new core (S9)", function () {
       if (!stored) throw new Error("no card stored");
       for (const format of FORMATS) {
         // Owner: the old getCard's own-card path (stored hash, unfiltered content).
-        const old = oldElement({ owner, version: 1, hash: stored.hash }, oldContent(stored.card, format));
-        expect(cardFor(stored, owner, "owner", format, w.cache).toString()).to.equal(old.toString());
-        for (const p of POLICIES) {
+        const old = oldRendering(
+          `render-owner-${format}`,
+          { owner, version: 1, hash: stored.hash },
+          stored.card,
+          format,
+        );
+        expect(cardFor(stored, owner, "owner", format, w.cache).toString()).to.equal(old);
+        for (const [i, p] of POLICIES.entries()) {
           const view = p ? filterCard(stored.card, p) : stored.card;
-          const want = oldElement({ owner, version: 1, hash: cardHash(view) }, oldContent(view, format));
+          const want = oldRendering(
+            `render-policy${i}-${format}`,
+            { owner, version: 1, hash: cardHash(view) },
+            view,
+            format,
+          );
           const got = cardFor(stored, owner, [p], format, w.cache);
-          expect(got.toString(), `${format} ${JSON.stringify(p)}`).to.equal(want.toString());
+          expect(got.toString(), `${format} ${JSON.stringify(p)}`).to.equal(want);
         }
       }
     });
@@ -192,16 +213,20 @@ describe("features/cards on the new core (S9)", function () {
           return w.kind.render({ ...r, read: r.read, budget, cache: roundCache() }, e);
         });
       const filtered = filterCard(card, { fields: ["tel"], types: ["work"] });
-      const oldBob = oldElement(
+      const oldBob = oldRendering(
+        "kind-bob",
         { owner: jid("alice"), version: 1, hash: cardHash(filtered) },
-        oldContent(filtered, "vcard4"),
+        filtered,
+        "vcard4",
       );
-      const oldCarol = oldElement(
+      const oldCarol = oldRendering(
+        "kind-carol",
         { owner: jid("alice"), version: 1, hash: cardHash(card) },
-        oldContent(card, "vcard4"),
+        card,
+        "vcard4",
       );
-      expect((await render(2))?.toString()).to.equal(oldBob.toString());
-      expect((await render(3))?.toString()).to.equal(oldCarol.toString());
+      expect((await render(2))?.toString()).to.equal(oldBob);
+      expect((await render(3))?.toString()).to.equal(oldCarol);
       await unbind(w, jid("alice"), jid("bob"));
       expect(await render(2), "bob no longer sees it").to.equal(null);
     });
@@ -215,10 +240,12 @@ describe("features/cards on the new core (S9)", function () {
       const card = sampleCard("Lovelace");
       const onlyFn = filterCard(card, { fields: [] });
       expect((await get("bob", "alice", "vcf")).toString()).to.equal(
-        oldElement(
+        oldRendering(
+          "get-bob-alice-vcf",
           { owner: jid("alice"), version: 1, hash: cardHash(onlyFn) },
-          oldContent(onlyFn, "vcf"),
-        ).toString(),
+          onlyFn,
+          "vcf",
+        ),
       );
       expect((await get("alice", "alice")).attrs.hash).to.equal(cardHash(card));
       for (const [user, owner, text] of [
@@ -321,7 +348,7 @@ describe("features/cards on the new core (S9)", function () {
       const o3 = all.items.find((i) => i.attrs.owner === jid("o3"));
       const v = filterCard(sampleCard("O3"), { fields: [] });
       expect(o3?.toString()).to.equal(
-        oldElement({ owner: jid("o3"), version: 1, hash: cardHash(v) }, oldContent(v, "vcard4")).toString(),
+        oldRendering("sync-o3", { owner: jid("o3"), version: 1, hash: cardHash(v) }, v, "vcard4"),
       );
       expect(all.more).to.equal(false);
       // Nothing new: an empty page at the same token.

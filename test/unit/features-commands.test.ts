@@ -2,16 +2,13 @@
  * The ad-hoc commands of component/features/cards/commands.ts and features/exchange/commands.ts (issue 8) over a
  * temp SqliteStore with schema 2000 and the real runtime parts (accounts, stream queue with the card and exchange
  * kinds, audiences with the binding path): each command's form, a successful submit and a refused one. The forms
- * and notes are compared with today's component/card-commands.ts run over the legacy store with the same facts.
+ * and notes are compared with today's component/card-commands.ts run over the legacy store with the same facts:
+ * golden files (test/golden/legacy-core/commands/, README.md there), captured before issue 8 S11 deleted it.
  */
 import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { pino } from "pino";
-import { CardCommands } from "../../component/card-commands.js";
-import type { Cards } from "../../component/cards.js";
-import type { Exchange } from "../../component/exchange.js";
 import { cardCommands } from "../../component/features/cards/commands.js";
 import { cardKind, CardRenderCache } from "../../component/features/cards/render.js";
 import { storeCard } from "../../component/features/cards/service.js";
@@ -31,12 +28,12 @@ import type { IqContext } from "../../component/runtime/router.js";
 import { makeReader, makeUow, type Reader, type Uow } from "../../component/runtime/uow.js";
 import { formElement } from "../../stanzas/dataforms.js";
 import { StanzaError } from "../../stanzas/errors.js";
-import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js";
+import { normalizeCard, type Card } from "../../stanzas/model/card.js";
 import { xml } from "../../stanzas/xml.js";
-import { openAppStore } from "../../storage/index.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import type { Store } from "../../storage/store.js";
+import { legacyJson, legacyOutput } from "../harness/legacy-golden.js";
 
 const A = "alice@a.example";
 const B = "bob@a.example";
@@ -141,73 +138,59 @@ async function env(): Promise<Env> {
   return { store, uow, read, svc, cmds, dir };
 }
 
-/** Today's commands over a real legacy store; only their form stages and reads are run (no Cards/Exchange). */
-async function oldCommands(dir: string) {
-  const legacy = await openAppStore(
-    {
-      driver: "sqlite",
-      path: path.join(dir, "legacy.sqlite"),
-      url: "",
-      poolSize: 1,
-      busyTimeoutMs: 5000,
-      txWarnMs: 50,
-    },
-    { log: pino({ level: "silent" }) },
-  );
-  const cmds: Command[] = [];
-  const notUsed = {} as Cards & Exchange; // only the submit stages touch these; they are not run on the old side
-  new CardCommands(notUsed, notUsed).attach({
-    adhoc: { register: (c: Command) => cmds.push(c) },
-    store: legacy,
-    config: { exchange: { codeTtlSeconds: CODE_TTL_SECONDS } },
-    budget,
-  } as unknown as Parameters<CardCommands["attach"]>[0]);
-  return { legacy, cmds };
+/**
+ * What today's commands answered over a real legacy store holding `facts` (only their form stages and reads were
+ * run): the captured `shown()` of the step. A `{{request}}` in the facts is the live request's id (`vars`).
+ */
+interface Facts {
+  cards?: Record<string, Card>;
+  requests?: Array<{ id: string; from: string; to: string }>;
+  bindings?: Array<{ id: string; a: string; b: string }>;
 }
+const oldStep = (name: string, node: string, user: string, facts: Facts, vars: Record<string, string> = {}) =>
+  JSON.stringify(JSON.parse(legacyOutput("commands", name, "json", { node, user, facts }, vars)));
 
 describe("features cards/exchange ad-hoc commands (issue 8) on schema 2000", function () {
   this.timeout(30_000);
   let e: Env;
-  let old: Awaited<ReturnType<typeof oldCommands>>;
   beforeEach(async () => {
     e = await env();
-    old = await oldCommands(e.dir);
   });
   afterEach(async () => {
-    await old.legacy.close();
     await e.store.close();
     rmSync(e.dir, { recursive: true, force: true });
   });
-  const both = async (n: string, user: string, state?: Record<string, unknown>) => {
-    const mine = await byNode(e.cmds, n).run(ctx(user), exec, state);
-    const theirs = await byNode(old.cmds, n).run(ctx(user), exec, state);
+  /** The new command's first step, and today's (golden `name`) over the legacy store holding `facts`. */
+  const both = async (name: string, n: string, user: string, facts: Facts = {}, vars = {}) => {
+    const mine = await byNode(e.cmds, n).run(ctx(user), exec, undefined);
+    const theirs = oldStep(name, n, user, facts, vars);
     return { mine, theirs };
   };
 
   it("registers the same nodes and names as today, in the same order", () => {
     expect(e.cmds.map((c) => `${c.node} ${c.name}`)).to.deep.equal(
-      old.cmds.map((c) => `${c.node} ${c.name}`),
+      legacyJson<string[]>("commands", "nodes", undefined),
     );
   });
 
   describe("show-card and edit-card", () => {
     it("without a card: the same note and the same empty edit form as today", async () => {
-      const s = await both("show-card", A);
-      expect(shown(s.mine)).to.equal(shown(s.theirs));
+      const s = await both("show-card-none", "show-card", A);
+      expect(shown(s.mine)).to.equal(s.theirs);
       expect(s.mine.notes?.[0]?.text).to.match(/^You have no card yet/);
-      const f = await both("edit-card", A);
-      expect(shown(f.mine)).to.equal(shown(f.theirs));
+      const f = await both("edit-card-none", "edit-card", A);
+      expect(shown(f.mine)).to.equal(f.theirs);
       expect(f.mine.status).to.equal("executing");
     });
 
     it("with a card: the same result form and prefilled edit form as today", async () => {
       await storeCard(e, A, card("Ada"));
-      await old.legacy.cards.set(A, card("Ada"), cardHash(card("Ada")));
-      const s = await both("show-card", A);
+      const facts: Facts = { cards: { [A]: card("Ada") } };
+      const s = await both("show-card-ada", "show-card", A, facts);
       expect(s.mine.form?.toString()).to.contain("Your card (version 1)").and.contain("line two");
-      expect(shown(s.mine)).to.equal(shown(s.theirs));
-      const f = await both("edit-card", A);
-      expect(shown(f.mine)).to.equal(shown(f.theirs));
+      expect(shown(s.mine)).to.equal(s.theirs);
+      const f = await both("edit-card-ada", "edit-card", A, facts);
+      expect(shown(f.mine)).to.equal(f.theirs);
     });
 
     it("a submit stores the card (version, then nothing changed); a form without a name is refused", async () => {
@@ -229,10 +212,10 @@ describe("features cards/exchange ad-hoc commands (issue 8) on schema 2000", fun
 
   describe("request-exchange and answer-requests", () => {
     it("the same forms and empty note as today", async () => {
-      const f = await both("request-exchange", A);
-      expect(shown(f.mine)).to.equal(shown(f.theirs));
-      const none = await both("answer-requests", A);
-      expect(shown(none.mine)).to.equal(shown(none.theirs));
+      const f = await both("request-exchange", "request-exchange", A);
+      expect(shown(f.mine)).to.equal(f.theirs);
+      const none = await both("answer-requests-none", "answer-requests", A);
+      expect(shown(none.mine)).to.equal(none.theirs);
       expect(none.mine.notes?.[0]?.text).to.equal("No pending exchange requests.");
     });
 
@@ -247,13 +230,15 @@ describe("features cards/exchange ad-hoc commands (issue 8) on schema 2000", fun
 
       const [q] = await e.svc.listRequests(A, "incoming");
       if (!q) throw new Error("no request");
-      await old.legacy.exchange.createRequest(
-        { id: q.id, from: B, to: A, createdAt: q.createdAt, expiresAt: q.expiresAt },
-        { recipient: A, kind: "exchange-request", subject: q.id, version: 1 },
+      const f = await both(
+        "answer-requests-one",
+        "answer-requests",
+        A,
+        { requests: [{ id: "{{request}}", from: B, to: A }] },
+        { request: q.id },
       );
-      const f = await both("answer-requests", A);
       expect(f.mine.form?.toString()).to.contain(q.id).and.contain(B);
-      expect(shown(f.mine)).to.equal(shown(f.theirs));
+      expect(shown(f.mine)).to.equal(f.theirs);
 
       const answer = byNode(e.cmds, "answer-requests");
       const bad = await failure(answer.run(ctx(A), submit({ request: q.id, answer: "maybe" }), { stage: 1 }));
@@ -282,10 +267,10 @@ describe("features cards/exchange ad-hoc commands (issue 8) on schema 2000", fun
 
   describe("exchange-code, redeem-code, contacts", () => {
     it("a code is made and redeemed; the contacts list matches today's; a used code is refused", async () => {
-      const f = await both("redeem-code", B);
-      expect(shown(f.mine)).to.equal(shown(f.theirs));
-      const empty = await both("contacts", A);
-      expect(shown(empty.mine)).to.equal(shown(empty.theirs));
+      const f = await both("redeem-code", "redeem-code", B);
+      expect(shown(f.mine)).to.equal(f.theirs);
+      const empty = await both("contacts-none", "contacts", A);
+      expect(shown(empty.mine)).to.equal(empty.theirs);
       expect(empty.mine.notes?.[0]?.text).to.equal("You have not exchanged cards with anyone yet.");
 
       const made = await byNode(e.cmds, "exchange-code").run(ctx(A), exec, undefined);
@@ -308,24 +293,18 @@ describe("features cards/exchange ad-hoc commands (issue 8) on schema 2000", fun
       await storeCard(e, B, card("Bob"));
       const c2 = await e.svc.createCode(A);
       await e.svc.redeemCode(C, c2.code);
-      await old.legacy.cards.set(B, card("Bob"), cardHash(card("Bob")));
-      for (const [id, x, y] of [
-        ["b1", A, B],
-        ["b2", A, C],
-      ] as const) {
-        const r = await old.legacy.exchange.bind(
-          { id, a: x, b: y, aDevices: [], bDevices: [], via: "code" },
-          undefined,
-          1,
-        );
-        expect(r).to.not.equal("exists");
-      }
-      const list = await both("contacts", A);
+      const list = await both("contacts-two", "contacts", A, {
+        cards: { [B]: card("Bob") },
+        bindings: [
+          { id: "b1", a: A, b: B },
+          { id: "b2", a: A, b: C },
+        ],
+      });
       expect(list.mine.form?.toString())
         .to.contain(`Bob &lt;${B}&gt; (v1)`)
         .and.contain(`&lt;${C}&gt; (no card yet)`)
         .and.contain("2 contact(s)");
-      expect(shown(list.mine)).to.equal(shown(list.theirs));
+      expect(shown(list.mine)).to.equal(list.theirs);
     });
   });
 });

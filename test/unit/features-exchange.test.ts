@@ -1,19 +1,14 @@
 /**
  * component/features/exchange/ (issue 8 S10) over a real temp SQLite store with schema 2000 and the real runtime
  * parts (accounts, stream queue, audience): the domain rules of service.ts, the renderers against the running
- * app's (component/exchange.ts over the legacy store), and code.ts against the old code functions.
+ * app's (component/exchange.ts over the legacy store), and code.ts against the old code functions. The legacy side
+ * is golden files (test/golden/legacy-core/exchange/, README.md there): what component/exchange.ts rendered and
+ * normalized for the same inputs, captured before issue 8 S11 deleted it.
  */
 import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { pino } from "pino";
-import {
-  Exchange as OldExchange,
-  newCode as oldNewCode,
-  normalizeCode as oldNormalize,
-} from "../../component/exchange.js";
-import type { Delivery } from "../../component/delivery.js";
 import { BINDING_PATH } from "../../component/features/exchange/repo.js";
 import { CODE_ALPHABET, newCode, normalizeCode } from "../../component/features/exchange/code.js";
 import { EXCHANGE_KINDS } from "../../component/features/exchange/render.js";
@@ -29,10 +24,10 @@ import { streamTx } from "../../component/runtime/queue/stream-tx.js";
 import { makeReader, makeUow, type Reader, type Uow } from "../../component/runtime/uow.js";
 import { StanzaError } from "../../stanzas/errors.js";
 import type { Element } from "../../stanzas/xml.js";
-import { openAppStore } from "../../storage/index.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import type { AccountId, Store } from "../../storage/store.js";
+import { legacyInput, legacyJson, legacyOutput } from "../harness/legacy-golden.js";
 
 const A = "alice@a.example";
 const B = "bob@a.example";
@@ -425,8 +420,8 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
 
   describe("render: byte-identical to component/exchange.ts", () => {
     it("binding, exchange-request, exchange-declined, unbound", async () => {
-      e.clock.t = Date.now(); // the old request renderer checks expiry against the wall clock
-      // The new side.
+      // The new side, at the env's fixed clock: the clock the old renderings were captured at (their request
+      // renderer checked expiry against Date.now, fixed to it during the capture).
       await e.uow("test.devices", async (u) => {
         const a = await u.accounts.ensure(A, { seen: true });
         await u.accounts.upsertDevice(a, { deviceId: "pa", platform: "ios" }, 20);
@@ -464,68 +459,61 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
         payload: { id: "r1", by: a },
       } as unknown as PendingEntry);
 
-      // The old side: the same facts in the legacy store, rendered by the running app's renderers.
-      const legacy = await openAppStore(
-        { driver: "sqlite", path: tempFile(), url: "", poolSize: 1, busyTimeoutMs: 5000, txWarnMs: 50 },
-        { log: pino({ level: "silent" }) },
-      );
-      try {
-        const renderers = new Map<string, (x: object) => Promise<Element | null>>();
-        const old = new OldExchange({
-          register: (k: string, f: (x: object) => Promise<Element | null>) => renderers.set(k, f),
-        } as unknown as Delivery);
-        // attach() only to collect the renderers it registers; they read app.store (the real legacy store).
-        old.attach({
-          config: {
-            limits: {
-              redeemWindowSeconds: 600,
-              redeemFailuresPerUser: 10,
-              redeemFailuresPerHost: 200,
-              rateLimiterKeys: 1000,
-            },
+      // The old side: the same facts in the legacy store, rendered by the running app's renderers (captured; the
+      // live ids fill the placeholders, as the old side was given the new side's ids).
+      const facts = {
+        request: {
+          id: "{{request}}",
+          from: B,
+          to: A,
+          fromDevice: "pb",
+          createdAt: e.clock.t,
+          expiresAt: req.expiresAt,
+        },
+        binding: {
+          id: "{{binding}}",
+          a: B,
+          b: A,
+          aDevices: ["pb"],
+          bDevices: ["pa", "pa2"],
+          via: "request",
+          createdAt: bound.binding.createdAt,
+        },
+      };
+      const oldRender = (name: string, kind: string, entry: object): string =>
+        legacyOutput(
+          "exchange",
+          name,
+          "xml",
+          { facts, kind, entry },
+          {
+            request: req.id,
+            binding: bound.binding.id,
           },
-          router: { iq: () => undefined },
-          store: legacy,
-          log: pino({ level: "silent" }),
-        } as unknown as Parameters<OldExchange["attach"]>[0]);
-        old.stop();
-        const oldRender = (kind: string, x: object): Promise<Element | null> => {
-          const f = renderers.get(kind);
-          if (!f) throw new Error(`old renderer ${kind} not registered`);
-          return f(x);
-        };
-        await legacy.exchange.createRequest(
-          { id: req.id, from: B, to: A, fromDevice: "pb", createdAt: e.clock.t, expiresAt: req.expiresAt },
-          { recipient: A, kind: "exchange-request", subject: req.id, version: 1 },
         );
-        const oldReq = await oldRender("exchange-request", { recipient: A, subject: req.id });
-        const r = await legacy.exchange.bind(
-          { id: bound.binding.id, a: B, b: A, aDevices: ["pb"], bDevices: ["pa", "pa2"], via: "request" },
-          req.id,
-          bound.binding.createdAt,
-        );
-        expect(r).to.not.equal("exists");
-        const oldBind = await oldRender("binding", { recipient: B, subject: bound.binding.id });
-        const oldUnbound = await oldRender("unbound", { recipient: B, subject: A });
-        const oldDecl = await oldRender("exchange-declined", {
-          recipient: B,
-          subject: "r1",
-          payload: JSON.stringify({ id: "r1", by: A }),
-        });
-        for (const el of [oldReq, oldBind, oldUnbound, oldDecl]) expect(el).to.not.equal(null);
-        expect(reqEl?.toString()).to.equal(oldReq?.toString());
-        expect(bindEl?.toString()).to.equal(oldBind?.toString());
-        expect(unboundEl?.toString()).to.equal(oldUnbound?.toString());
-        expect(declEl?.toString()).to.equal(oldDecl?.toString());
-      } finally {
-        await legacy.close();
-      }
+      // The request rendered while pending, before the bind closed it.
+      const oldReq = oldRender("render-exchange-request", "exchange-request", {
+        recipient: A,
+        subject: "{{request}}",
+      });
+      const oldBind = oldRender("render-binding", "binding", { recipient: B, subject: "{{binding}}" });
+      const oldUnbound = oldRender("render-unbound", "unbound", { recipient: B, subject: A });
+      const oldDecl = oldRender("render-exchange-declined", "exchange-declined", {
+        recipient: B,
+        subject: "r1",
+        payload: JSON.stringify({ id: "r1", by: A }),
+      });
+      for (const el of [oldReq, oldBind, oldUnbound, oldDecl]) expect(el).to.not.equal(null);
+      expect(reqEl?.toString()).to.equal(oldReq);
+      expect(bindEl?.toString()).to.equal(oldBind);
+      expect(unboundEl?.toString()).to.equal(oldUnbound);
+      expect(declEl?.toString()).to.equal(oldDecl);
     });
   });
 
   describe("code.ts", () => {
     it("normalizes exactly like component/exchange.ts", () => {
-      const inputs = [
+      const fixed = [
         "abcde-fgh23",
         "ABCDE FGH23",
         " a b c d e f g h 2 3 ",
@@ -535,12 +523,20 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
         "abcde--fgh23x",
         "ZZZZZ-99999",
       ];
-      for (let i = 0; i < 200; i++) inputs.push(oldNewCode(), newCode().toLowerCase());
+      // The golden's inputs: these, then 200 old and 200 new codes (lowercased) drawn once at capture, then every
+      // character of Latin-1 and Latin Extended and some Unicode spaces and case oddities at a code's end.
+      const { inputs } = legacyInput<{ inputs: string[] }>("exchange", "normalize-code");
+      expect(inputs.slice(0, fixed.length)).to.deep.equal(fixed);
+      const outputs = legacyJson<Array<string | null>>("exchange", "normalize-code", { inputs });
+      const oldNormalize = (s: string): string | undefined => outputs[inputs.indexOf(s)] ?? undefined;
       for (const s of inputs) expect(normalizeCode(s), s).to.equal(oldNormalize(s));
+      // The codes the old normalizer leaves unchanged (probed with every UTF-16 unit at capture): new codes are such.
+      const { identity } = legacyJson<{ identity: string }>("exchange", "code-alphabet", undefined);
+      const oldCanonical = new RegExp(`^[${identity}]{5}-[${identity}]{5}$`);
       for (let i = 0; i < 200; i++) {
         const c = newCode();
         expect(c).to.match(new RegExp(`^[${CODE_ALPHABET}]{5}-[${CODE_ALPHABET}]{5}$`));
-        expect(oldNormalize(c)).to.equal(c);
+        expect(c).to.match(oldCanonical);
       }
     });
   });

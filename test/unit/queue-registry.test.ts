@@ -1,11 +1,16 @@
 /**
  * The stream kind registry and update ids (component/runtime/queue/registry.ts): kinds are wire names registered
- * once, and an update id is `kind:subject:seq` exactly as component/delivery.ts renders it today.
+ * once, and an update id is `kind:subject:seq` exactly as component/delivery.ts rendered it (its `updateId` for the
+ * same entry is a golden file, test/golden/legacy-core/queue/, captured before issue 8 S11 deleted delivery.ts).
  */
 import { expect } from "chai";
-import { updateId as legacyUpdateId } from "../../component/delivery.js";
 import type { StreamKind } from "../../component/runtime/queue/api.js";
 import { KindRegistry, parseUpdateId, updateId } from "../../component/runtime/queue/registry.js";
+import { legacyOutput } from "../harness/legacy-golden.js";
+
+/** component/delivery.ts `updateId(e)`, captured. */
+const legacyUpdateId = (e: { kind: string; subject: string; seq: number }): string =>
+  legacyOutput("queue", "update-id", "txt", e);
 
 const kind = (name: string, o: Partial<StreamKind> = {}): StreamKind => ({
   name,

@@ -28,6 +28,7 @@ import { userdataModule } from "../../component/features/userdata/index.js";
 import type { Command, CommandStep } from "../../component/runtime/adhoc.js";
 import { StanzaBudget } from "../../component/runtime/budget.js";
 import type { Runtime } from "../../component/runtime/context.js";
+import type { Uow } from "../../component/runtime/uow.js";
 import type { AccountId as Id } from "../../storage/store.js";
 import { parseJid } from "../../component/runtime/jid.js";
 import { formElement, parseForm } from "../../stanzas/dataforms.js";
@@ -167,6 +168,17 @@ async function insertJob(
       now,
     },
   );
+}
+
+/** Row count of every table: the whole database's state, compared before and after. */
+async function counts(w: World): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const { name } of await all<{ name: string }>(
+    w,
+    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+  ))
+    out[name] = Number((await all<{ n: number }>(w, `SELECT count(*) AS n FROM "${name}"`))[0]?.n);
+  return out;
 }
 
 /** What tells a kept row apart in the scan below. */
@@ -390,6 +402,57 @@ describe("userdata on schema 2000 (features/userdata)", function () {
     it("an unknown JID deletes nothing and tells nobody", async () => {
       const r = await deleteAccount(w.core.uow, "nobody@a.example");
       expect(r).to.deep.equal({ deleted: 0, rows: {}, peers: [] });
+    });
+
+    // Ported from test/unit/userdata.test.ts (legacy Store.deleteUser): a failure at the last step, after every
+    // DELETE ran, leaves the whole database as it was. The legacy last step was writing the notices; here the unit
+    // of work fails after deleteAccount's last statement (the features' rows, the `unbound` notices and the
+    // runtime rows all written or deleted).
+    it("a failure at the last step, after every DELETE ran, leaves every table as it was", async () => {
+      const a = await idOf(w, A);
+      const before = await counts(w);
+      expect(before.cards).to.equal(4);
+      const failing: Uow = (name, fn) =>
+        w.core.uow(name, async (u) => {
+          await fn(u);
+          const left = await u.tx.all("SELECT account_id FROM cards WHERE account_id = :a", { a });
+          expect(left, "the card was deleted in this unit of work").to.deep.equal([]);
+          throw new Error("fails after the last step");
+        });
+      let failed: unknown;
+      await deleteAccount(failing, A).catch((e: unknown) => (failed = e));
+      expect(String(failed)).to.match(/fails after the last step/);
+      expect(await counts(w)).to.deep.equal(before);
+      const doc = await buildExport(w.core.read, A);
+      expect(doc.tables.cards).to.have.length(1);
+      expect((doc.tables.bindings ?? []).map((r) => (r.a_jid === A ? r.b_jid : r.a_jid))).to.include(B);
+    });
+
+    // Ported from test/unit/userdata.test.ts: a throwing in-tx step (there the notify callback, here an
+    // `account.deleting` handler) writes nothing in any table; the retry then deletes and tells the holders.
+    it("a handler that throws writes nothing in any table; the retry deletes and tells every holder", async () => {
+      const a = await idOf(w, A);
+      const before = await counts(w);
+      let fail = true;
+      let seen: AccountId | undefined;
+      w.core.events.onTx("account.deleting", (_u, e) => {
+        seen = e.account;
+        if (fail) throw new Error("no");
+      });
+      await deleteAccount(w.core.uow, A).catch(() => undefined);
+      expect(seen).to.equal(a);
+      expect(await counts(w)).to.deep.equal(before);
+      fail = false;
+      const r = await deleteAccount(w.core.uow, A);
+      expect(r.peers).to.deep.equal([B, C, F].sort());
+      expect(r.rows).to.include({ cards: 1, devices: 1, bindings: 2, shares: 4, blocks: 1 });
+      for (const holder of [B, C]) {
+        const pending = await inspect.pending(w.store, holder);
+        expect(
+          pending.filter((p) => p.kind === "unbound" && p.subjectAccount === a),
+          holder,
+        ).to.have.length(1);
+      }
     });
 
     it("rolls back entirely when a handler fails", async () => {
