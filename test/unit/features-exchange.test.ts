@@ -222,6 +222,40 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
       expect(await rows(e, "SELECT code FROM exchange_codes")).to.deep.equal([]);
       expect((await failure(e.svc.redeemCode(C, code))).condition).to.equal("item-not-found");
     });
+    it("failed redeems are limited per user and per domain, and each refusal is reported (the metric)", async () => {
+      let limited = 0;
+      const svc = new ExchangeService({
+        uow: e.uow,
+        read: e.read,
+        servedHosts: ["a.example", "b.example"],
+        requestTtlMs: 7 * 86_400_000,
+        codeTtlMs: 300_000,
+        maxPendingPerUser: 50,
+        codesPerUser: 10,
+        blocksPerUser: 1000,
+        redeem: {
+          failuresPerUser: 2,
+          failuresPerHost: 3,
+          windowMs: 600_000,
+          maxKeys: 1000,
+          onLimited: () => limited++,
+        },
+        clock: () => e.clock.t,
+      });
+      const wrong = (who: string): Promise<StanzaError> => failure(svc.redeemCode(who, "ZZZZZ-ZZZ22"));
+      for (let i = 0; i < 2; i++) expect((await wrong(A)).condition).to.equal("item-not-found");
+      const mine = await wrong(A);
+      expect(mine).to.include({ condition: "policy-violation", type: "wait" });
+      expect(mine.message).to.match(/^too many failed redeem attempts from you; retry in \d+ (s|min)$/);
+      expect(limited).to.equal(1);
+      expect((await wrong(B)).condition).to.equal("item-not-found"); // a.example's third
+      expect((await wrong(B)).message).to.match(/from a\.example; retry in/);
+      expect(limited).to.equal(2);
+      expect((await wrong(C)).condition).to.equal("item-not-found"); // b.example has its own budget
+      e.clock.t += 600_001;
+      expect((await wrong(A)).condition).to.equal("item-not-found");
+      expect(limited).to.equal(2);
+    });
   });
 
   describe("block", () => {

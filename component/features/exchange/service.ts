@@ -45,7 +45,14 @@ export interface ExchangeOptions {
   maxPendingPerUser: number;
   codesPerUser: number;
   blocksPerUser: number;
-  redeem: { failuresPerUser: number; failuresPerHost: number; windowMs: number; maxKeys: number };
+  redeem: {
+    failuresPerUser: number;
+    failuresPerHost: number;
+    windowMs: number;
+    maxKeys: number;
+    /** Called for each redeem refused by either limit (today's `cardlink_rate_limited_total{op="redeem"}`). */
+    onLimited?: () => void;
+  };
   /** The clock of the in-memory brakes (the stored times are the unit of work's `now`). */
   clock?: () => number;
 }
@@ -254,6 +261,7 @@ export class ExchangeService {
     const host = user.slice(user.indexOf("@") + 1);
     const wait = Math.max(this.redeemUser.retryAfter(user), this.redeemHost.retryAfter(host));
     if (wait > 0) {
+      this.o.redeem.onLimited?.();
       const who = this.redeemUser.retryAfter(user) > 0 ? "from you" : `from ${host}`;
       throw new StanzaError(
         "policy-violation",
