@@ -9,7 +9,7 @@ import type { BareJid } from "../../component/runtime/accounts/api.js";
 import { accountsRepo } from "../../component/runtime/accounts/repo.js";
 import { exchangeRepo, ordered } from "../../component/features/exchange/repo.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
-import type { AccountId, Binding, Device as LegacyDevice } from "../../storage/store.js";
+import type { AccountId, Binding, Device as LegacyDevice, ReadTx } from "../../storage/store.js";
 import * as inspect from "./inspect.js";
 
 type App = Pick<Cardlink, "ctx">;
@@ -106,7 +106,79 @@ export async function seedRequest(
   );
 }
 
-// ---- push
+// ---- limits
+
+/**
+ * Reads with one query per core, `:who` bound to the JID on the legacy core and to its account id on 2000, on the
+ * store's read connection (a committed snapshot of the database file, like a reader of its own). On 2000 a JID
+ * with no account has no rows: `none`.
+ */
+async function readWho<T>(
+  app: App,
+  name: string,
+  who: BareJid,
+  sql: { legacy: string; core: string },
+  fn: (r: ReadTx, sql: string, who: string | number) => Promise<T>,
+  none: T,
+): Promise<T> {
+  const core = await isCore(app);
+  return app.ctx.store.read(name, async (r) => {
+    if (!core) return fn(r, sql.legacy, who);
+    const id = await accountsRepo(r).resolve(who);
+    return id === undefined ? none : fn(r, sql.core, id);
+  });
+}
+
+const countOf = async (r: ReadTx, sql: string, who: string | number): Promise<number> =>
+  Number((await r.get<{ n: number }>(sql, { who }))?.n ?? 0);
+
+/** Old `SELECT COUNT(*) FROM blocks WHERE owner = ?`: how many accounts `owner` blocks. */
+export function blocksBy(app: App, owner: BareJid): Promise<number> {
+  const sql = "SELECT COUNT(*) AS n FROM blocks WHERE owner = :who";
+  return readWho(app, "look.blocks-by", owner, { legacy: sql, core: sql }, countOf, 0);
+}
+
+/** Old `SELECT COUNT(*) FROM blocks WHERE blocked = ?`: how many users block `blocked`. */
+export function blocksOf(app: App, blocked: BareJid): Promise<number> {
+  const sql = "SELECT COUNT(*) AS n FROM blocks WHERE blocked = :who";
+  return readWho(app, "look.blocks-of", blocked, { legacy: sql, core: sql }, countOf, 0);
+}
+
+/** Old `SELECT COUNT(*) FROM exchange_codes WHERE owner = ?`: stored codes of `owner` (expired ones too). */
+export function codeCount(app: App, owner: BareJid): Promise<number> {
+  const sql = "SELECT COUNT(*) AS n FROM exchange_codes WHERE owner = :who";
+  return readWho(app, "look.code-count", owner, { legacy: sql, core: sql }, countOf, 0);
+}
+
+/** Old `SELECT code FROM exchange_codes WHERE owner = ? LIMIT 1`: one stored code of `owner`, or undefined. */
+export function anyCode(app: App, owner: BareJid): Promise<{ code: string } | undefined> {
+  const sql = "SELECT code FROM exchange_codes WHERE owner = :who LIMIT 1";
+  return readWho(
+    app,
+    "look.any-code",
+    owner,
+    { legacy: sql, core: sql },
+    (r, q, who) => r.get<{ code: string }>(q, { who }),
+    undefined,
+  );
+}
+
+/** Old `SELECT COUNT(*) FROM devices WHERE owner = ?`: registered devices of `owner`. */
+export function deviceCount(app: App, owner: BareJid): Promise<number> {
+  return readWho(
+    app,
+    "look.device-count",
+    owner,
+    {
+      legacy: "SELECT COUNT(*) AS n FROM devices WHERE owner = :who",
+      core: "SELECT COUNT(*) AS n FROM devices WHERE account_id = :who",
+    },
+    countOf,
+    0,
+  );
+}
+
+// ---- push and limits (device is used by both)
 
 /** Old `store.devices.get(jid, id)`, in the old Device shape (owner by JID). */
 export async function device(app: App, owner: BareJid, deviceId: string): Promise<LegacyDevice | undefined> {
@@ -182,4 +254,19 @@ export async function seedBind(app: App, b: Omit<Binding, "createdAt">, now: num
       { a, b: bb },
     );
   });
+}
+
+/** Old `SELECT full_jid FROM resources WHERE bare = ? ORDER BY full_jid`: the tracked resources of one user. */
+export function resourcesOf(app: App, bare: BareJid): Promise<string[]> {
+  return readWho(
+    app,
+    "look.resources-of",
+    bare,
+    {
+      legacy: "SELECT full_jid FROM resources WHERE bare = :who ORDER BY full_jid",
+      core: "SELECT full_jid FROM resources WHERE account_id = :who ORDER BY full_jid",
+    },
+    async (r, q, who) => (await r.all<{ full_jid: string }>(q, { who })).map((x) => x.full_jid),
+    [],
+  );
 }

@@ -4,9 +4,9 @@
  * another user's request at the same moment is unaffected.
  */
 import { expect } from "chai";
-import Database from "better-sqlite3";
 import { NS } from "../../stanzas/ns.js";
 import { cardClient, type CardClient } from "../harness/cardclient.js";
+import * as look from "../harness/look.js";
 import { errorOf, xml, type Element } from "../harness/clients.js";
 import { waitFor } from "../harness/ports.js";
 import { useServers } from "../harness/suite.js";
@@ -28,20 +28,13 @@ describe("quotas, rate limits and input hygiene", function () {
     limits: LIMITS,
   }));
   const clients: CardClient[] = [];
-  let db: Database.Database;
   const connect = async (user: string, resource = "phone"): Promise<CardClient> => {
     const c = await cardClient(s.prosody, user, { resource });
     clients.push(c);
     return c;
   };
-  const count = (sql: string, ...args: unknown[]): number =>
-    Number((db.prepare(sql).get(...args) as { n: number }).n);
 
-  before(() => {
-    db = new Database(s.app().ctx.config.database.path, { readonly: true });
-  });
   after(async () => {
-    db?.close();
     await Promise.all(clients.map((c) => c.stop()));
   });
 
@@ -139,8 +132,8 @@ describe("quotas, rate limits and input hygiene", function () {
     expect(e).to.deep.include({ condition: "resource-constraint", type: "cancel" });
     expect(e.text).to.match(/already block 3 accounts/);
     expect(other.attrs.type).to.equal("result");
-    expect(count("SELECT COUNT(*) AS n FROM blocks WHERE owner = ?", s.jid("carol"))).to.equal(3);
-    expect(count("SELECT COUNT(*) AS n FROM blocks WHERE blocked = ?", `one-more@${host}`)).to.equal(1);
+    expect(await look.blocksBy(s.app(), s.jid("carol"))).to.equal(3);
+    expect(await look.blocksOf(s.app(), `one-more@${host}`)).to.equal(1);
   });
 
   it("exchange codes: outstanding codes are capped per user (resource-constraint wait), nothing written", async () => {
@@ -155,7 +148,7 @@ describe("quotas, rate limits and input hygiene", function () {
     expect(e).to.deep.include({ condition: "resource-constraint", type: "wait" });
     expect(e.text).to.match(/2 unused exchange codes/);
     expect(other.attrs.type).to.equal("result");
-    expect(count("SELECT COUNT(*) AS n FROM exchange_codes WHERE owner = ?", s.jid("erin"))).to.equal(2);
+    expect(await look.codeCount(s.app(), s.jid("erin"))).to.equal(2);
   });
 
   it("devices: the per-user cap comes from limits.devicesPerUser", async () => {
@@ -171,11 +164,10 @@ describe("quotas, rate limits and input hygiene", function () {
     expect(errorOf(refused)).to.deep.include({ condition: "resource-constraint", type: "cancel" });
     short(errorOf(refused).text);
     expect(other.attrs.type).to.equal("result");
-    expect(count("SELECT COUNT(*) AS n FROM devices WHERE owner = ?", s.jid("gina"))).to.equal(2);
+    expect(await look.deviceCount(s.app(), s.jid("gina"))).to.equal(2);
   });
 
   it("push keys: anything but 32 bytes of strict base64 is refused and the device is not written", async () => {
-    const gina = s.app().ctx.store.devices;
     const c = clients.find((x) => x.jid.startsWith("gina@")) as CardClient;
     const key32 = Buffer.alloc(32, 0xfb);
     const bad = [
@@ -196,7 +188,7 @@ describe("quotas, rate limits and input hygiene", function () {
       expect(e.text).to.match(/push key must be 32 bytes/);
       short(e.text);
     }
-    const d0 = await gina.get(s.jid("gina"), "d0");
+    const d0 = await look.device(s.app(), s.jid("gina"), "d0");
     expect(d0?.platform).to.equal("other");
     expect(d0?.pushToken).to.equal(undefined);
     // base64url (unpadded) is accepted and stored in standard base64.
@@ -206,7 +198,7 @@ describe("quotas, rate limits and input hygiene", function () {
       { id: "d0", platform: "ios" },
       xml("push", { token: "tok-new", key: key32.toString("base64url") }),
     );
-    expect((await gina.get(s.jid("gina"), "d0"))?.pushKey).to.equal(key32.toString("base64"));
+    expect((await look.device(s.app(), s.jid("gina"), "d0"))?.pushKey).to.equal(key32.toString("base64"));
   });
 
   it("a 100 kB input comes back as a short text in every error", async () => {
@@ -285,9 +277,7 @@ describe("quotas, rate limits and input hygiene", function () {
       expect(e.condition).to.equal("item-not-found");
     }
     // Even a real code is refused now, and stays usable for someone else (one of erin's, from the codes test).
-    const { code } = db
-      .prepare("SELECT code FROM exchange_codes WHERE owner = ? LIMIT 1")
-      .get(s.jid("erin")) as {
+    const { code } = (await look.anyCode(s.app(), s.jid("erin"))) as {
       code: string;
     };
     const [limited, other] = await Promise.all([
@@ -298,8 +288,8 @@ describe("quotas, rate limits and input hygiene", function () {
     expect(e).to.deep.include({ condition: "policy-violation", type: "wait" });
     expect(e.text).to.match(/too many failed redeem attempts from you; retry in \d+ (s|min)/);
     expect(other.attrs.type).to.equal("result");
-    expect(await s.app().ctx.store.exchange.binding(s.jid("carol"), s.jid("erin"))).to.equal(undefined);
-    expect(await s.app().ctx.store.exchange.binding(s.jid("dave"), s.jid("erin"))).to.not.equal(undefined);
+    expect(await look.binding(s.app(), s.jid("carol"), s.jid("erin"))).to.equal(undefined);
+    expect(await look.binding(s.app(), s.jid("dave"), s.jid("erin"))).to.not.equal(undefined);
   });
 
   it("redeem: the sending domain's failure budget is above one user's, and when many users exhaust it they wait", async () => {
@@ -319,16 +309,9 @@ describe("quotas, rate limits and input hygiene", function () {
 
   it("presence: at most limits.resourcesPerUser resources are tracked per user, the most recent ones", async () => {
     for (const r of ["r1", "r2", "r3"]) await connect("alice", r);
-    const presence = (): string[] =>
-      (
-        db
-          .prepare("SELECT full_jid FROM resources WHERE bare = ? ORDER BY full_jid")
-          .all(s.jid("alice")) as Array<{
-          full_jid: string;
-        }>
-      ).map((r) => r.full_jid);
-    await waitFor(() => presence().includes(`${s.jid("alice")}/r3`), "r3 tracked");
-    expect(presence()).to.have.length(2);
-    expect(presence()).to.deep.equal([`${s.jid("alice")}/r2`, `${s.jid("alice")}/r3`]);
+    const presence = (): Promise<string[]> => look.resourcesOf(s.app(), s.jid("alice"));
+    await waitFor(async () => (await presence()).includes(`${s.jid("alice")}/r3`), "r3 tracked");
+    expect(await presence()).to.have.length(2);
+    expect(await presence()).to.deep.equal([`${s.jid("alice")}/r2`, `${s.jid("alice")}/r3`]);
   });
 });

@@ -12,7 +12,7 @@ import path from "node:path";
 import { BINDING_PATH } from "../../component/features/exchange/repo.js";
 import { CODE_ALPHABET, newCode, normalizeCode } from "../../component/features/exchange/code.js";
 import { EXCHANGE_KINDS } from "../../component/features/exchange/render.js";
-import { ExchangeService } from "../../component/features/exchange/service.js";
+import { CREATE_PER_HOUR, ExchangeService } from "../../component/features/exchange/service.js";
 import { contacts, setShare, type CardVersion } from "../../component/features/exchange/contacts.js";
 import type { SharePolicy } from "../../stanzas/model/policy.js";
 import { accountsParts } from "../../component/runtime/accounts/tx.js";
@@ -217,6 +217,40 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
       expect(await rows(e, "SELECT code FROM exchange_codes")).to.deep.equal([]);
       expect((await failure(e.svc.redeemCode(C, code))).condition).to.equal("item-not-found");
     });
+    it("failed redeems are limited per user and per domain, and each refusal is reported (the metric)", async () => {
+      let limited = 0;
+      const svc = new ExchangeService({
+        uow: e.uow,
+        read: e.read,
+        servedHosts: ["a.example", "b.example"],
+        requestTtlMs: 7 * 86_400_000,
+        codeTtlMs: 300_000,
+        maxPendingPerUser: 50,
+        codesPerUser: 10,
+        blocksPerUser: 1000,
+        redeem: {
+          failuresPerUser: 2,
+          failuresPerHost: 3,
+          windowMs: 600_000,
+          maxKeys: 1000,
+          onLimited: () => limited++,
+        },
+        clock: () => e.clock.t,
+      });
+      const wrong = (who: string): Promise<StanzaError> => failure(svc.redeemCode(who, "ZZZZZ-ZZZ22"));
+      for (let i = 0; i < 2; i++) expect((await wrong(A)).condition).to.equal("item-not-found");
+      const mine = await wrong(A);
+      expect(mine).to.include({ condition: "policy-violation", type: "wait" });
+      expect(mine.message).to.match(/^too many failed redeem attempts from you; retry in \d+ (s|min)$/);
+      expect(limited).to.equal(1);
+      expect((await wrong(B)).condition).to.equal("item-not-found"); // a.example's third
+      expect((await wrong(B)).message).to.match(/from a\.example; retry in/);
+      expect(limited).to.equal(2);
+      expect((await wrong(C)).condition).to.equal("item-not-found"); // b.example has its own budget
+      e.clock.t += 600_001;
+      expect((await wrong(A)).condition).to.equal("item-not-found");
+      expect(limited).to.equal(2);
+    });
   });
 
   describe("block", () => {
@@ -375,6 +409,47 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
         `${A} has already asked you: answer request ${r.id} instead`,
       );
       expect(await rows(e, "SELECT id FROM exchange_requests")).to.have.length(1);
+    });
+  });
+
+  describe("the hourly brake (CREATE_PER_HOUR)", () => {
+    // Today's component/exchange.ts checks and counts in one synchronous step, so requests a client sends at
+    // once (an IQ pipeline) are counted one after another; a check before the unit of work and a count after
+    // its commit would let every request of a burst pass the same stale count.
+    const peers = (from: number, n: number): string[] =>
+      Array.from({ length: n }, (_, i) => `p${from + i}@a.example`);
+    const BRAKE = `at most ${CREATE_PER_HOUR} exchange requests and codes per hour; try later`;
+    const spend = async (n: number): Promise<void> => {
+      for (const p of peers(0, n)) await e.svc.cancel(A, (await e.svc.requestExchange(A, p)).id);
+    };
+
+    it("holds for requests sent at once: exactly the rest of the hour's budget is created", async () => {
+      await spend(CREATE_PER_HOUR - 5);
+      const burst = await Promise.allSettled(peers(1000, 10).map((p) => e.svc.requestExchange(A, p)));
+      const refused = burst.flatMap((r) => (r.status === "rejected" ? [r.reason as StanzaError] : []));
+      expect(burst.filter((r) => r.status === "fulfilled")).to.have.length(5);
+      expect(refused.map((x) => x.condition)).to.deep.equal(Array(5).fill("policy-violation"));
+      expect(refused[0]?.message).to.equal(BRAKE);
+      expect(await rows(e, "SELECT id FROM exchange_requests")).to.have.length(5);
+    });
+
+    it("holds for codes made at once", async () => {
+      await spend(CREATE_PER_HOUR - 3);
+      const burst = await Promise.allSettled(Array.from({ length: 6 }, () => e.svc.createCode(A)));
+      const refused = burst.flatMap((r) => (r.status === "rejected" ? [r.reason as StanzaError] : []));
+      expect(burst.filter((r) => r.status === "fulfilled")).to.have.length(3);
+      expect(refused.map((x) => x.message)).to.deep.equal(Array(3).fill(BRAKE));
+      expect(await rows(e, "SELECT code FROM exchange_codes")).to.have.length(3);
+    });
+
+    it("refusals cost nothing: a duplicate request, a code over codesPerUser", async () => {
+      await spend(CREATE_PER_HOUR - 11);
+      const codes = await Promise.allSettled(Array.from({ length: 12 }, () => e.svc.createCode(A)));
+      expect(codes.filter((r) => r.status === "fulfilled")).to.have.length(10); // codesPerUser
+      await e.svc.requestExchange(A, "p0@a.example");
+      expect((await failure(e.svc.requestExchange(A, "p0@a.example"))).condition).to.equal("conflict");
+      // 49 + 10 + 1: the hour's budget is used up now, not before.
+      expect((await failure(e.svc.requestExchange(A, "p1@a.example"))).message).to.equal(BRAKE);
     });
   });
 

@@ -46,6 +46,7 @@ export function serviceFor(rt: Runtime): ExchangeService {
       failuresPerHost: l.redeemFailuresPerHost,
       windowMs: l.redeemWindowSeconds * 1000,
       maxKeys: l.rateLimiterKeys,
+      onLimited: () => rt.metrics.inc("cardlink_rate_limited_total", { op: "redeem" }),
     },
   });
 }

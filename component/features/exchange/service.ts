@@ -45,7 +45,14 @@ export interface ExchangeOptions {
   maxPendingPerUser: number;
   codesPerUser: number;
   blocksPerUser: number;
-  redeem: { failuresPerUser: number; failuresPerHost: number; windowMs: number; maxKeys: number };
+  redeem: {
+    failuresPerUser: number;
+    failuresPerHost: number;
+    windowMs: number;
+    maxKeys: number;
+    /** Called for each redeem refused by either limit (today's `cardlink_rate_limited_total{op="redeem"}`). */
+    onLimited?: () => void;
+  };
   /** The clock of the in-memory brakes (the stored times are the unit of work's `now`). */
   clock?: () => number;
 }
@@ -73,6 +80,8 @@ export interface ListedRequest {
 
 export class ExchangeService {
   private readonly created = new Map<string, number[]>();
+  /** Places of the hourly brake taken by creations still in flight, per user. */
+  private readonly inFlight = new Map<string, number>();
   private readonly redeemUser: RateLimiter;
   private readonly redeemHost: RateLimiter;
   private readonly clock: () => number;
@@ -99,45 +108,52 @@ export class ExchangeService {
   async requestExchange(user: BareJid, toInput: string, device?: string): Promise<RequestCreated> {
     const to = this.peerJid(toInput, "to");
     if (to === user) throw badRequest("you cannot exchange cards with yourself");
-    const r = await this.o.uow("exchange.request", async (u) => {
-      const me = await u.accounts.ensure(user, { seen: true });
-      // A placeholder for an unknown JID: the same rows as for a known one (§2.2).
-      const peer = await u.accounts.ensure(to);
-      const ex = exchangeRepo(u.tx);
-      if (await ex.isBlocked(peer, me))
-        throw new StanzaError("forbidden", `${to} does not accept exchange requests from you`);
-      if (await ex.binding(me, peer)) throw conflict(`you and ${to} have already exchanged cards`);
-      const existing = await ex.requestBetween(me, peer);
-      if (existing && existing.expiresAt > u.now)
-        throw conflict(`you already asked ${to} (request ${existing.id})`);
-      const reverse = await ex.requestBetween(peer, me);
-      if (reverse && reverse.expiresAt > u.now)
-        throw conflict(`${to} has already asked you: answer request ${reverse.id} instead`);
-      await u.tx.lockAccount(me);
-      if ((await ex.countPendingFrom(me, u.now)) >= this.o.maxPendingPerUser) {
-        throw new StanzaError(
-          "policy-violation",
-          `you have ${this.o.maxPendingPerUser} unanswered requests; wait for answers`,
-          { type: "wait" },
-        );
-      }
-      this.checkBrake(user); // after the checks, as today: a refused request is told why, not "try later"
-      if (existing) await this.dropRequest(u, existing); // an expired leftover
-      const req: RequestRow = {
-        id: randomUUID(),
-        from: me,
-        to: peer,
-        ...(device ? { fromDevice: device } : {}),
-        createdAt: u.now,
-        expiresAt: u.now + this.o.requestTtlMs,
-      };
-      // Two identical requests at once: the pair's uniqueness decides, and the loser is told.
-      if (!(await ex.insertRequest(req))) throw conflict(`you already asked ${to}`);
-      await u.queue.append(KIND_REQUEST, [peer], { subject: req.id });
-      return { id: req.id, to, expiresAt: req.expiresAt };
-    });
-    this.hitBrake(user);
-    return r;
+    // Taken inside the unit of work (after the checks) and kept across its retries: the first take holds it.
+    const brake: { place?: BrakePlace } = {};
+    try {
+      const r = await this.o.uow("exchange.request", async (u) => {
+        const me = await u.accounts.ensure(user, { seen: true });
+        // A placeholder for an unknown JID: the same rows as for a known one (§2.2).
+        const peer = await u.accounts.ensure(to);
+        const ex = exchangeRepo(u.tx);
+        if (await ex.isBlocked(peer, me))
+          throw new StanzaError("forbidden", `${to} does not accept exchange requests from you`);
+        if (await ex.binding(me, peer)) throw conflict(`you and ${to} have already exchanged cards`);
+        const existing = await ex.requestBetween(me, peer);
+        if (existing && existing.expiresAt > u.now)
+          throw conflict(`you already asked ${to} (request ${existing.id})`);
+        const reverse = await ex.requestBetween(peer, me);
+        if (reverse && reverse.expiresAt > u.now)
+          throw conflict(`${to} has already asked you: answer request ${reverse.id} instead`);
+        await u.tx.lockAccount(me);
+        if ((await ex.countPendingFrom(me, u.now)) >= this.o.maxPendingPerUser) {
+          throw new StanzaError(
+            "policy-violation",
+            `you have ${this.o.maxPendingPerUser} unanswered requests; wait for answers`,
+            { type: "wait" },
+          );
+        }
+        // After the checks, as today: a refused request is told why, not "try later".
+        brake.place ??= this.takeBrake(user);
+        if (existing) await this.dropRequest(u, existing); // an expired leftover
+        const req: RequestRow = {
+          id: randomUUID(),
+          from: me,
+          to: peer,
+          ...(device ? { fromDevice: device } : {}),
+          createdAt: u.now,
+          expiresAt: u.now + this.o.requestTtlMs,
+        };
+        // Two identical requests at once: the pair's uniqueness decides, and the loser is told.
+        if (!(await ex.insertRequest(req))) throw conflict(`you already asked ${to}`);
+        await u.queue.append(KIND_REQUEST, [peer], { subject: req.id });
+        return { id: req.id, to, expiresAt: req.expiresAt };
+      });
+      brake.place?.settle(true);
+      return r;
+    } finally {
+      brake.place?.settle(false);
+    }
   }
 
   /** Requests waiting for my answer (incoming) or the ones I sent (outgoing), oldest first. */
@@ -201,32 +217,36 @@ export class ExchangeService {
 
   /** Creates a one-time exchange code. No seq: nothing is delivered. */
   async createCode(user: BareJid, device?: string): Promise<CodeCreated> {
-    this.checkBrake(user);
+    const place = this.takeBrake(user);
     const max = this.o.codesPerUser;
-    const r = await this.o.uow("exchange.code", async (u) => {
-      const me = await u.accounts.ensure(user, { seen: true });
-      const ex = exchangeRepo(u.tx);
-      await u.tx.lockAccount(me);
-      if ((await ex.countCodes(me, u.now)) >= max) {
-        // wait: the oldest code expires within codeTtl, and then a new one can be made.
-        throw new StanzaError(
-          "resource-constraint",
-          `you have ${max} unused exchange codes; use one or wait until one expires`,
-          { type: "wait" },
-        );
-      }
-      const c: CodeRow = {
-        code: newCode(),
-        owner: me,
-        ...(device ? { deviceId: device } : {}),
-        createdAt: u.now,
-        expiresAt: u.now + this.o.codeTtlMs,
-      };
-      await ex.insertCode(c);
-      return { code: c.code, expiresAt: c.expiresAt };
-    });
-    this.hitBrake(user); // a refused code does not count against the hourly brake
-    return r;
+    try {
+      const r = await this.o.uow("exchange.code", async (u) => {
+        const me = await u.accounts.ensure(user, { seen: true });
+        const ex = exchangeRepo(u.tx);
+        await u.tx.lockAccount(me);
+        if ((await ex.countCodes(me, u.now)) >= max) {
+          // wait: the oldest code expires within codeTtl, and then a new one can be made.
+          throw new StanzaError(
+            "resource-constraint",
+            `you have ${max} unused exchange codes; use one or wait until one expires`,
+            { type: "wait" },
+          );
+        }
+        const c: CodeRow = {
+          code: newCode(),
+          owner: me,
+          ...(device ? { deviceId: device } : {}),
+          createdAt: u.now,
+          expiresAt: u.now + this.o.codeTtlMs,
+        };
+        await ex.insertCode(c);
+        return { code: c.code, expiresAt: c.expiresAt };
+      });
+      place.settle(true);
+      return r;
+    } finally {
+      place.settle(false); // a refused code does not count against the hourly brake
+    }
   }
 
   /**
@@ -241,6 +261,7 @@ export class ExchangeService {
     const host = user.slice(user.indexOf("@") + 1);
     const wait = Math.max(this.redeemUser.retryAfter(user), this.redeemHost.retryAfter(host));
     if (wait > 0) {
+      this.o.redeem.onLimited?.();
       const who = this.redeemUser.retryAfter(user) > 0 ? "from you" : `from ${host}`;
       throw new StanzaError(
         "policy-violation",
@@ -439,22 +460,44 @@ export class ExchangeService {
     return (this.created.get(user) ?? []).filter((t) => t > now - 3_600_000);
   }
 
-  private checkBrake(user: string): void {
-    if (this.recent(user).length >= CREATE_PER_HOUR) {
+  /**
+   * Takes one of the user's places in the hour or refuses, in one synchronous step like today's rateLimit: the
+   * creations a client sends at once are counted one after another, not each against the count from before
+   * the burst (a check before the unit of work and a count after its commit let a whole burst through). The
+   * place is counted for the hour when the creation committed (`settle(true)`); refused or rolled back
+   * (`settle(false)`), it is given back and costs nothing. Only the first settle counts.
+   */
+  private takeBrake(user: string): BrakePlace {
+    const taken = this.inFlight.get(user) ?? 0;
+    if (this.recent(user).length + taken >= CREATE_PER_HOUR) {
       throw new StanzaError(
         "policy-violation",
         `at most ${CREATE_PER_HOUR} exchange requests and codes per hour; try later`,
         { type: "wait" },
       );
     }
+    this.inFlight.set(user, taken + 1);
+    let open = true;
+    return {
+      settle: (committed) => {
+        if (!open) return;
+        open = false;
+        const left = (this.inFlight.get(user) ?? 1) - 1;
+        if (left > 0) this.inFlight.set(user, left);
+        else this.inFlight.delete(user);
+        if (committed) {
+          const recent = this.recent(user);
+          recent.push(this.clock());
+          this.created.set(user, recent);
+        }
+      },
+    };
   }
+}
 
-  /** Counted after the commit only: a refused or rolled-back request costs nothing (the uow may retry fn). */
-  private hitBrake(user: string): void {
-    const recent = this.recent(user);
-    recent.push(this.clock());
-    this.created.set(user, recent);
-  }
+/** A place in a user's hourly brake, taken by a creation in flight (ExchangeService.takeBrake). */
+interface BrakePlace {
+  settle(committed: boolean): void;
 }
 
 /**
