@@ -856,6 +856,37 @@ async function exportUser2000(
   }
 }
 
+/**
+ * The order in which the legacy `delete-user` listed its tables (storage/sqlite/userdata.ts deleted them in this
+ * order), with each 2000 table in its old counterpart's place (outbox → stream_entries, push_queue → jobs,
+ * push_sent → push_sends) and the tables the old schema lacked after them: the summary reads as before the switch
+ * (the 2000 deletion counts in export order, which puts the accounts part's tables first).
+ */
+const SUMMARY_ORDER = [
+  "stream_entries",
+  "shares",
+  "bindings",
+  "tombstones",
+  "cards",
+  "blocks",
+  "exchange_requests",
+  "exchange_codes",
+  "push_nodes",
+  "jobs",
+  "push_sends",
+  "devices",
+  "resources",
+  "subscribers",
+  "stream_cursors",
+  "dead_letters",
+  "identifiers",
+  "accounts",
+];
+const summaryRank = (t: string): number => {
+  const i = SUMMARY_ORDER.indexOf(t);
+  return i < 0 ? SUMMARY_ORDER.length : i;
+};
+
 async function deleteUser2000(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
   const confirmed = await confirmDeletion(jid, yes, io);
   if (confirmed !== 0) return confirmed;
@@ -870,6 +901,7 @@ async function deleteUser2000(config: Config, jid: string, yes: boolean, io: Io)
     }
     const per = Object.entries(r.rows)
       .filter(([, n]) => n > 0)
+      .sort(([a], [b]) => summaryRank(a) - summaryRank(b))
       .map(([t, n]) => `${t} ${n}`)
       .join(", ");
     io.out(`deleted ${r.deleted} rows about ${jid} (${per})`);

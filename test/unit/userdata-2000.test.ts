@@ -524,6 +524,30 @@ describe("userdata on schema 2000 (features/userdata)", function () {
       expect(await cli(["export-user", "nobody@a.example"], io)).to.equal(1);
       expect(err.at(-1)).to.equal("cardlink: nothing is stored about nobody@a.example");
     });
+
+    it("delete-user lists the tables in the legacy command's order, the new tables last", async () => {
+      expect(await cli(["delete-user", A, "--yes"], io), err.join("\n")).to.equal(0);
+      const per = /\((.*)\)$/.exec(out[0] ?? "")?.[1] ?? "";
+      const tables = per.split(", ").map((x) => x.split(" ")[0]);
+      // The 2000 counterparts of the old tables in the old order (outbox, shares, bindings, …, cards, …, devices,
+      // resources, subscribers), then the tables the old schema lacked.
+      expect(tables).to.deep.equal([
+        "stream_entries",
+        "shares",
+        "bindings",
+        "tombstones",
+        "cards",
+        "blocks",
+        "exchange_requests",
+        "exchange_codes",
+        "push_nodes",
+        "jobs",
+        "push_sends",
+        "devices",
+        "resources",
+        "subscribers",
+      ]);
+    });
   });
 
   describe("the modules' ad-hoc commands (userdata, admin)", () => {
