@@ -249,6 +249,13 @@ export function buildCore(
 }
 
 /**
+ * The stream-depth gauges' one query: a scan of the covering index stream_kind (kind, created_at) in group order,
+ * so no table rows and no temp b-tree (test/integration/queue-metrics.test.ts checks the plan).
+ */
+export const STREAM_DEPTH_SQL =
+  "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM stream_entries GROUP BY kind";
+
+/**
  * The stream's depth and oldest entry's age per kind, read at scrape time by one grouped query (cached:
  * SCRAPE_CACHE_MS), under today's names (cardlink_outbox_*). Every registered kind is reported, 0 when none
  * waits, so an alert on a kind's depth does not see its series vanish when the queue drains.
@@ -256,9 +263,7 @@ export function buildCore(
 function watchStream(metrics: Metrics, store: Store, kinds: KindRegistry): void {
   const depth = cachedRead(() =>
     store.read("metrics.stream-depth", (r) =>
-      r.all<{ kind: string; n: number; oldest: number }>(
-        "SELECT kind, COUNT(*) AS n, MIN(created_at) AS oldest FROM stream_entries GROUP BY kind",
-      ),
+      r.all<{ kind: string; n: number; oldest: number }>(STREAM_DEPTH_SQL),
     ),
   );
   const rows = async (

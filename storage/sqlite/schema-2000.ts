@@ -66,6 +66,7 @@ CREATE UNIQUE INDEX stream_coalesce ON stream_entries (account_id, kind, subject
 CREATE INDEX stream_seq ON stream_entries (seq);                                   -- observers (push-scan)
 CREATE INDEX stream_subject_account ON stream_entries (subject_account) WHERE subject_account IS NOT NULL;
 CREATE INDEX stream_payload ON stream_entries (payload_id) WHERE payload_id IS NOT NULL;
+CREATE INDEX stream_kind ON stream_entries (kind, created_at);                   -- depth gauges (runtime.ts)
 CREATE TABLE stream_cursors (
   id INTEGER PRIMARY KEY,                       -- handle for batched claims/acks (jsonIds)
   account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
@@ -89,6 +90,7 @@ CREATE TABLE jobs (
 CREATE UNIQUE INDEX jobs_coalesce ON jobs (channel, target, ckey) WHERE ckey IS NOT NULL;
 CREATE INDEX jobs_due ON jobs (channel, next_at);
 CREATE INDEX jobs_account ON jobs (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX jobs_device ON jobs (channel, device, created_at);  -- push depth gauges, dropJobs by device/token
 CREATE TABLE dead_letters (
   id INTEGER PRIMARY KEY, channel TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, account_id INTEGER,
   body TEXT NOT NULL, uid TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,

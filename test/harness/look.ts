@@ -17,6 +17,10 @@ import { offlineCore, type OfflineCore } from "../../component/runtime/offline.j
 import { openCoreStore } from "../../storage/index.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import type { AccountId, Binding, Device as LegacyDevice, ReadTx, Store } from "../../storage/store.js";
+import { STREAM_DEPTH_SQL } from "../../component/runtime/runtime.js";
+import { PUSH_DEPTH_SQL as CORE_PUSH_DEPTH_SQL } from "../../component/features/push/index.js";
+import { PUSH_DEPTH_SQL } from "../../storage/sqlite/push.js";
+import { OUTBOX_DEPTH_SQL } from "../../storage/sqlite/repos.js";
 import * as inspect from "./inspect.js";
 
 type App = Pick<Cardlink, "ctx">;
@@ -530,4 +534,51 @@ function rowsNaming2000(db: Database.Database, tables: string[], jid: string): F
     }
   }
   return found;
+}
+
+// ---- metrics and storage
+
+/** Old `store.cards.get(jid)` with its StoredCard shape typed (`card` above answers unknown). */
+export async function storedCard(
+  app: App,
+  jid: BareJid,
+): Promise<{ version: number; hash: string; seq: number; updatedAt: number } | undefined> {
+  return (await isCore(app)) ? inspect.card(app, jid) : app.ctx.store.cards.get(jid);
+}
+
+/** A queue gauge's one statement and the plan EXPLAIN QUERY PLAN must give for it on this core. */
+export interface GaugeQuery {
+  sql: string;
+  plan: string[];
+}
+
+/**
+ * The queue gauges' statements (old `OUTBOX_DEPTH_SQL`, `PUSH_DEPTH_SQL`) with the plans that mean "one scan of a
+ * covering index each, in group order: no table rows, no USE TEMP B-TREE FOR GROUP BY". On the new core the
+ * outbox is stream_entries (one covering scan of stream_kind, as outbox_kind); the push queue is the `push`
+ * channel's jobs, grouped per device on the covering index jobs_device, with each waiting device's platform read
+ * by its primary key (jobs carry no platform; a probe per device, never per notice). "SCAN j" there is the
+ * co-routine's rows, not a table.
+ */
+export async function gaugeQueries(app: App): Promise<{ outbox: GaugeQuery; push: GaugeQuery }> {
+  if (await isCore(app))
+    return {
+      outbox: {
+        sql: STREAM_DEPTH_SQL,
+        plan: ["SCAN stream_entries USING COVERING INDEX stream_kind"],
+      },
+      push: {
+        sql: CORE_PUSH_DEPTH_SQL,
+        plan: [
+          "CO-ROUTINE j",
+          "SEARCH jobs USING COVERING INDEX jobs_device (channel=? AND device>?)",
+          "SCAN j",
+          "SEARCH d USING INTEGER PRIMARY KEY (rowid=?)",
+        ],
+      },
+    };
+  return {
+    outbox: { sql: OUTBOX_DEPTH_SQL, plan: ["SCAN outbox USING COVERING INDEX outbox_kind"] },
+    push: { sql: PUSH_DEPTH_SQL, plan: ["SCAN push_queue USING COVERING INDEX push_queue_platform"] },
+  };
 }

@@ -9,9 +9,8 @@ import os from "node:os";
 import path from "node:path";
 import type { Cardlink } from "../../component/runtime/app.js";
 import { openReadOnly } from "../../storage/sqlite/db.js";
-import { PUSH_DEPTH_SQL } from "../../storage/sqlite/push.js";
-import { OUTBOX_DEPTH_SQL } from "../../storage/sqlite/repos.js";
 import { startInProcess, testConfig } from "../harness/cardlink.js";
+import * as look from "../harness/look.js";
 import { cardClient, type CardClient } from "../harness/cardclient.js";
 import { xml } from "../harness/clients.js";
 import { freePort, waitFor } from "../harness/ports.js";
@@ -125,27 +124,26 @@ describe("queue and latency metrics: delivery, push, queue depth", function () {
     await alice.waitForUpdate((u) => u.kind === "binding" && u.content.attrs.peer === jid(user), "binding");
     // A client records an update before its ack reaches cardlink: wait for the acks to be processed (the
     // entries deleted; the histogram is observed right after), so a later scrape is not racing them.
-    await waitFor(async () => (await app.ctx.store.outbox.count()) === 0, "acks processed");
+    await waitFor(async () => (await look.pendingCount(app)) === 0, "acks processed");
     return c;
   };
   const offline = async (c: CardClient, user: string): Promise<void> => {
     await c.stop();
     await waitFor(
-      async () => !(await app.ctx.store.presence.all()).some((r) => r.bare === jid(user)),
+      async () => !(await look.resources(app)).some((r) => r.bare === jid(user)),
       `${user} offline`,
     );
   };
 
-  it("the gauges' queries are one scan of a covering index each (EXPLAIN QUERY PLAN)", () => {
+  it("the gauges' queries are one scan of a covering index each (EXPLAIN QUERY PLAN)", async () => {
+    const q = await look.gaugeQueries(app);
     const db = openReadOnly(dbFile);
     try {
       const plan = (sql: string): string[] =>
         (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>).map((r) => r.detail);
       // No table scan and no "USE TEMP B-TREE FOR GROUP BY": the index delivers the groups in order.
-      expect(plan(OUTBOX_DEPTH_SQL)).to.deep.equal(["SCAN outbox USING COVERING INDEX outbox_kind"]);
-      expect(plan(PUSH_DEPTH_SQL)).to.deep.equal([
-        "SCAN push_queue USING COVERING INDEX push_queue_platform",
-      ]);
+      expect(plan(q.outbox.sql)).to.deep.equal(q.outbox.plan);
+      expect(plan(q.push.sql)).to.deep.equal(q.push.plan);
     } finally {
       db.close();
     }

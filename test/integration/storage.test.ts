@@ -7,6 +7,7 @@ import { expect } from "chai";
 import Database from "better-sqlite3";
 import { cardClient, vcard, type CardClient } from "../harness/cardclient.js";
 import { errorOf } from "../harness/clients.js";
+import * as look from "../harness/look.js";
 import { useServers } from "../harness/suite.js";
 import type { Element } from "../../stanzas/xml.js";
 
@@ -19,7 +20,7 @@ describe("storage: units of work over the real component (real Prosody, real SQL
   });
 
   const cardVersion = async (): Promise<number | undefined> =>
-    (await s.app().ctx.store.cards.get(s.jid("ulla")))?.version;
+    (await look.storedCard(s.app(), s.jid("ulla")))?.version;
 
   it("a card set is the unit of work card.set and moves cardlink_uow_duration_seconds", async () => {
     const ulla = await cardClient(s.prosody, "ulla", { resource: "phone", presence: false });

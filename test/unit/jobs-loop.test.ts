@@ -383,4 +383,26 @@ describe("job loop and queue engine (docs/REDESIGN.md §2.3.6, §4.3) with an in
     );
     expect(mark).to.deep.equal({ pos: 2, lease_owner: "test:1:aaaa" });
   });
+
+  it("stop with the store gone resolves: the leases' give-back fails, is logged, and the shutdown goes on", async () => {
+    const logged: Array<{ event?: string }> = [];
+    const e = new Engine({
+      store,
+      uow,
+      events,
+      log: pino({ level: "warn" }, { write: (line: string) => logged.push(JSON.parse(line) as never) }),
+      config: CONFIG,
+      processId: "test:1:aaaa",
+      clock: () => now,
+    });
+    engines.push(e);
+    withChannel(e, new Receiver("push"));
+    e.registerObserver({ name: "push-scan", kinds: ["card"], batchSize: 100, batch: async () => {} });
+    await e.start();
+    await e.idle();
+    // The database closed under the running engine (cardlink's /healthz test does this to the app).
+    await store.close();
+    await e.stop();
+    expect(logged.map((l) => l.event)).to.deep.equal(["observer-release-failed", "queue-release-failed"]);
+  });
 });

@@ -7,6 +7,8 @@
 import { expect } from "chai";
 import Database from "better-sqlite3";
 import { streamStatements } from "../../component/runtime/queue/stream-repo.js";
+import { STREAM_DEPTH_SQL } from "../../component/runtime/runtime.js";
+import { PUSH_DEPTH_SQL } from "../../component/features/push/index.js";
 import { compileNamed } from "../../storage/sql.js";
 import { dialectOf } from "../../storage/sql.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
@@ -62,5 +64,19 @@ describe("stream statements: planned on indexes (§2.7)", () => {
     expect(stale).to.match(/SEARCH c USING INDEX stream_cursors_lease/);
     expect(stale).to.match(/SEARCH e EXISTS USING COVERING INDEX stream_lane \(account_id=\? AND seq>\?\)/);
     expect(stale).not.to.match(/SCAN c\b/);
+  });
+
+  it("the queue gauges read covering indexes in group order: no table rows, no temp b-tree", () => {
+    const plan = (sql: string) =>
+      (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>).map((r) => r.detail);
+    expect(plan(STREAM_DEPTH_SQL)).to.deep.equal(["SCAN stream_entries USING COVERING INDEX stream_kind"]);
+    // Per device on jobs_device, then one primary-key probe per device for its platform ("SCAN j" reads the
+    // co-routine's rows, not a table).
+    expect(plan(PUSH_DEPTH_SQL)).to.deep.equal([
+      "CO-ROUTINE j",
+      "SEARCH jobs USING COVERING INDEX jobs_device (channel=? AND device>?)",
+      "SCAN j",
+      "SEARCH d USING INTEGER PRIMARY KEY (rowid=?)",
+    ]);
   });
 });

@@ -94,6 +94,18 @@ export function pushModule(o: PushModuleOptions): PushModule {
 }
 
 /**
+ * The push-depth gauges' one query: the channel's jobs grouped per device on the covering index jobs_device
+ * (channel, device, created_at), in group order, then each device's platform by its primary key — one probe per
+ * device with notices waiting, never one per notice, and no temp b-tree (grouping by platform in SQL would sort;
+ * the providers are summed in rows() below). test/integration/queue-metrics.test.ts checks the plan.
+ */
+export const PUSH_DEPTH_SQL = `
+SELECT d.platform AS platform, j.n AS n, j.oldest AS oldest
+  FROM (SELECT device, COUNT(*) AS n, MIN(created_at) AS oldest FROM jobs
+         WHERE channel = '${PUSH_CHANNEL}' AND device IS NOT NULL GROUP BY device) j
+  JOIN devices d ON d.id = j.device`;
+
+/**
  * The push queue's depth and oldest notice's age per provider (today's cardlink_push_queue_* names), read at
  * scrape time by one grouped query over the channel's jobs (cached: SCRAPE_CACHE_MS). Both providers are always
  * reported, 0 when none waits.
@@ -101,12 +113,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
 function watchPushQueue(rt: Runtime, cachedRead: PushModuleOptions["cachedRead"]): void {
   const depth = cachedRead(() =>
     rt.read("metrics.push-depth", (r) =>
-      r.read.all<{ platform: string; n: number; oldest: number }>(
-        `SELECT d.platform AS platform, COUNT(*) AS n, MIN(j.created_at) AS oldest
-           FROM jobs j JOIN devices d ON d.id = j.device
-          WHERE j.channel = :channel GROUP BY d.platform`,
-        { channel: PUSH_CHANNEL },
-      ),
+      r.read.all<{ platform: string; n: number; oldest: number }>(PUSH_DEPTH_SQL),
     ),
   );
   const rows = async (

@@ -184,10 +184,20 @@ export class Engine implements QueueEngine {
     await Promise.all([...this.loops.values()].map((l) => l.stop()));
     await Promise.all([...this.observers.values()].map((r) => r.stop()));
     if (!this.started) return;
-    await this.o.uow("queue.stop", async (u) => {
-      for (const s of RELEASE_MINE) await u.tx.run(s, { me: this.me });
-      await jobsRepo(u.tx).forgetProcess(this.me);
-    });
+    // Giving the leases back only saves the next process the wait: a lease whose owner stops beating is free
+    // after MISSED_BEATS, and an exclusive start clears them all. So a store that fails now (closed, locked past
+    // its timeout, the server gone) is logged, and the caller's shutdown goes on to close the link and the port.
+    try {
+      await this.o.uow("queue.stop", async (u) => {
+        for (const s of RELEASE_MINE) await u.tx.run(s, { me: this.me });
+        await jobsRepo(u.tx).forgetProcess(this.me);
+      });
+    } catch (e) {
+      this.o.log.warn(
+        { event: "queue-release-failed", err: (e as Error).message },
+        "leases not given back at stop; they free themselves once this process's heartbeat is silent",
+      );
+    }
   }
 
   /** A lane hint: its consumers with a resource get a delivery round, the observers read what was appended. */

@@ -154,12 +154,23 @@ export class ObserverRunner {
     await this.flight.idle();
   }
 
-  /** Stops running and gives the lease back, so another process can take over at once. */
+  /**
+   * Stops running and gives the lease back, so another process can take over at once. A failed release is
+   * logged, not thrown: the lease frees itself once this process's heartbeat is silent, and the shutdown that
+   * called this must still close what follows (engine.ts stop).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.idle();
-    await this.o.uow(`observer.${this.observer.name}.release`, (u) =>
-      marksRepo(u.tx).release(this.observer.name, this.o.me),
-    );
+    try {
+      await this.o.uow(`observer.${this.observer.name}.release`, (u) =>
+        marksRepo(u.tx).release(this.observer.name, this.o.me),
+      );
+    } catch (e) {
+      this.o.log.warn(
+        { event: "observer-release-failed", observer: this.observer.name, err: (e as Error).message },
+        "observer lease not given back at stop",
+      );
+    }
   }
 }
