@@ -9,7 +9,7 @@ import { AdhocCommands } from "./adhoc.js";
 import { StanzaBudget } from "./budget.js";
 import { ConfigError, type Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
-import type { AppContext, Feature, FeatureModule } from "./context.js";
+import type { AppContext, Feature, FeatureModule, Runtime } from "./context.js";
 import { buildCore, type Core } from "./runtime.js";
 import { EventBus } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
@@ -23,6 +23,11 @@ const LINK_STATES: LinkStatus[] = ["offline", "connecting", "online", "stopping"
 export interface Cardlink {
   ctx: AppContext;
   link: XmppLink;
+  /**
+   * The new core's runtime (undefined on the legacy core). Tests seed through its feature services, so a seeded
+   * binding or block follows the real rules and its after-commit kicks reach this app's engine.
+   */
+  rt?: Runtime;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -237,6 +242,7 @@ export async function createCardlink(
   return {
     ctx,
     link,
+    ...(coreRt ? { rt: coreRt.rt } : {}),
     async start() {
       if (config.metricsPort) {
         metrics.watchEventLoop();

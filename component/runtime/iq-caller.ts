@@ -33,6 +33,17 @@ export class IqBusyError extends Error {
   }
 }
 
+/**
+ * The same IQ (id) was sent to the same full JID again before the first got its reply: the replies of the two
+ * cannot be told apart, so the newer request takes the reply and the older one ends with this error.
+ */
+export class IqSupersededError extends Error {
+  constructor(to: string) {
+    super(`sent to ${to} again with the same id`);
+    this.name = "IqSupersededError";
+  }
+}
+
 /** The bare JID an IQ goes to: one user's resources share one budget. */
 function bareOf(to: string): string {
   const slash = to.indexOf("/");
@@ -67,8 +78,14 @@ export class IqCaller {
 
   /** Sends an IQ get/set and resolves with the result stanza; rejects with IqErrorReply / IqTimeoutError. */
   async request(iq: Element, timeoutMs = this.opts.timeoutMs): Promise<Element> {
-    if (this.pending.size >= this.opts.maxPending) throw new IqBusyError("too many IQs in flight");
     const to = iq.attrs.to ?? "";
+    // Stream delivery re-offers a page under its id to a client that reconnected under the same resource. The
+    // older request must end here and give its place back: overwriting its entry leaked one place of the
+    // recipient's share per re-offer (after limits.pendingIqsPerUser of them every delivery to that user was
+    // refused as busy) and left the older promise unsettled.
+    if (iq.attrs.id !== undefined)
+      this.settle(`${to}\u0000${iq.attrs.id}`)?.reject(new IqSupersededError(to));
+    if (this.pending.size >= this.opts.maxPending) throw new IqBusyError("too many IQs in flight");
     const bare = bareOf(to);
     const mine = this.perRecipient.get(bare) ?? 0;
     if (mine >= this.opts.maxPendingPerRecipient) {

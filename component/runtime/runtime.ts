@@ -16,7 +16,7 @@ import type { StanzaBudget } from "./budget.js";
 import type { Config } from "./config.js";
 import type { FeatureModule, Runtime } from "./context.js";
 import type { EventBus } from "./events.js";
-import { IqErrorReply, IqTimeoutError, type IqCaller } from "./iq-caller.js";
+import { IqErrorReply, IqSupersededError, IqTimeoutError, type IqCaller } from "./iq-caller.js";
 import type { Logger } from "./log.js";
 import { cachedRead, LATENCY_BUCKETS, type Metrics } from "./metrics.js";
 import { Presence } from "./presence.js";
@@ -70,6 +70,8 @@ export function iqTransport(iq: IqCaller, domain: string): StreamTransport {
         return { type: "result" };
       } catch (e) {
         if (e instanceof IqErrorReply) return { type: "error", condition: e.condition };
+        // A re-offer to the same full JID took this IQ's reply (iq-caller.ts): the newer attempt settles it.
+        if (e instanceof IqSupersededError) return { type: "timeout" };
         // A timeout, the link going down or the per-recipient bound: retried with backoff, never lost.
         if (!(e instanceof IqTimeoutError)) throw e;
         return { type: "timeout" };

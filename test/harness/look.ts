@@ -17,6 +17,8 @@ import { offlineCore, type OfflineCore } from "../../component/runtime/offline.j
 import { openCoreStore } from "../../storage/index.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import type { AccountId, Binding, Device as LegacyDevice, ReadTx, Store } from "../../storage/store.js";
+import { serviceFor } from "../../component/features/exchange/index.js";
+import type { ExchangeService } from "../../component/features/exchange/service.js";
 import { STREAM_DEPTH_SQL } from "../../component/runtime/runtime.js";
 import { PUSH_DEPTH_SQL as CORE_PUSH_DEPTH_SQL } from "../../component/features/push/index.js";
 import { PUSH_DEPTH_SQL } from "../../storage/sqlite/push.js";
@@ -581,4 +583,68 @@ export async function gaugeQueries(app: App): Promise<{ outbox: GaugeQuery; push
     outbox: { sql: OUTBOX_DEPTH_SQL, plan: ["SCAN outbox USING COVERING INDEX outbox_kind"] },
     push: { sql: PUSH_DEPTH_SQL, plan: ["SCAN push_queue USING COVERING INDEX push_queue_platform"] },
   };
+}
+
+// ---- delivery
+
+/** Old `store.presence.isSubscriber(jid)`: the user granted cardlink a presence subscription. */
+export async function isSubscriber(app: App, jid: BareJid): Promise<boolean> {
+  return (await isCore(app)) ? inspect.isSubscriber(app, jid) : app.ctx.store.presence.isSubscriber(jid);
+}
+
+/** Old `store.cards.holders(jid)`: the JIDs that hold the owner's card, sorted. */
+export async function holders(app: App, jid: BareJid): Promise<BareJid[]> {
+  return (await isCore(app)) ? inspect.holders(app, jid) : app.ctx.store.cards.holders(jid);
+}
+
+/** The exchange rules of the running app's new core (look.ts seeds through them, not around them). */
+function exchangeOf(app: App & Pick<Cardlink, "rt">): ExchangeService {
+  if (!app.rt) throw new Error("look: the app runs the new core but exposes no runtime");
+  return serviceFor(app.rt);
+}
+
+/**
+ * Binds a and b directly, bypassing the protocol (unlike `seedBind`, with the notices and kicks of a real bind): the old `exchange.bind(binding, undefined, now)`, which writes
+ * the binding and enqueues the `binding` record to both and each one's card to the other. On the new core the
+ * same writes come from the exchange service's own rules: `a` creates a code and `b` redeems it (one unit of
+ * work each, in the running app, so its after-commit kicks happen as for a real redeem). The binding's id is the
+ * service's (a UUID), not `b.id`: no test reads it back by id.
+ */
+export async function bindLive(
+  app: App & Pick<Cardlink, "rt">,
+  b: { id: string; a: BareJid; b: BareJid; aDevices: string[]; bDevices: string[]; via: "request" | "code" },
+  now: number,
+): Promise<void> {
+  if (!(await isCore(app))) {
+    await app.ctx.store.exchange.bind(b, undefined, now);
+    return;
+  }
+  const svc = exchangeOf(app);
+  const { code } = await svc.createCode(b.a);
+  await svc.redeemCode(b.b, code);
+}
+
+/**
+ * Blocks `other` for `owner` directly, bypassing the protocol (through the service, unlike `seedBlock`): the old `exchange.block(owner, other, max)`. On the
+ * new core through the exchange service (its limit is `limits.blocksPerUser`, 1,000 by default like the `max`
+ * the tests pass).
+ */
+export async function blockLive(
+  app: App & Pick<Cardlink, "rt">,
+  owner: BareJid,
+  other: BareJid,
+  max: number,
+): Promise<void> {
+  if (!(await isCore(app))) {
+    await app.ctx.store.exchange.block(owner, other, max);
+    return;
+  }
+  await exchangeOf(app).block(owner, other);
+}
+
+/** Old `store.exchange.isBlocked(owner, other)`. */
+export async function isBlocked(app: App, owner: BareJid, other: BareJid): Promise<boolean> {
+  return (await isCore(app))
+    ? inspect.isBlocked(app, owner, other)
+    : app.ctx.store.exchange.isBlocked(owner, other);
 }

@@ -10,6 +10,7 @@ import { testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml, type Element } from "../harness/clients.js";
 import { waitFor } from "../harness/ports.js";
+import * as look from "../harness/look.js";
 import { ProsodyServer } from "../harness/prosody.js";
 import { useServers } from "../harness/suite.js";
 import { serverLabel } from "../harness/server.js";
@@ -50,7 +51,7 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
       await hank.cardlink("set", "redeem", { code });
     }
     await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(s.jid("hank"))) === 0,
+      async () => (await look.pendingCount(s.app(), s.jid("hank"))) === 0,
       "hank acked the seven v1 cards",
       60_000,
     );
@@ -80,11 +81,11 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
   it("delivery: seven large updates to a holder who comes back arrive in several IQs, all acked", async () => {
     await hank.stop();
     await waitFor(
-      async () => !(await s.app().ctx.store.presence.all()).some((r) => r.bare === s.jid("hank")),
+      async () => !(await look.resources(s.app())).some((r) => r.bare === s.jid("hank")),
       "hank offline at cardlink",
     );
     for (const [i, o] of owners.entries()) await o.cardlink("set", "card", {}, bigVcard(`${OWNERS[i]} v2`));
-    expect(await s.app().ctx.store.outbox.count(s.jid("hank"))).to.equal(7);
+    expect(await look.pendingCount(s.app(), s.jid("hank"))).to.equal(7);
     const before = rec.sent.length;
     hank = await connect("hank");
     for (const u of OWNERS) {
@@ -93,7 +94,7 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
         `${u} v2`,
       );
     }
-    await waitFor(async () => (await s.app().ctx.store.outbox.count(s.jid("hank"))) === 0, "outbox drained");
+    await waitFor(async () => (await look.pendingCount(s.app(), s.jid("hank"))) === 0, "outbox drained");
     const batches = rec.sent.slice(before).filter((x) => x.payload === "updates");
     const carried = batches.map((b) => b.el.getChild("updates")?.getChildren("update").length ?? 0);
     expect(batches.length, "one IQ cannot carry them").to.be.at.least(2);
@@ -180,7 +181,7 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
     // Two through the protocol, the rest seeded directly (600 block IQs would test Prosody's c2s, not paging).
     await bess.cardlink("set", "block", { jid: long(0) });
     await bess.cardlink("set", "block", { jid: long(1) });
-    for (let i = 2; i < 600; i++) await s.app().ctx.store.exchange.block(s.jid("bess"), long(i), 1000);
+    for (let i = 2; i < 600; i++) await look.blockLive(s.app(), s.jid("bess"), long(i), 1000);
     const expected = Array.from({ length: 600 }, (_, i) => long(i));
 
     // A client without RSM gets what fits in one stanza (a prefix) and a <set/> telling it there is more.
@@ -220,7 +221,7 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
     for (const a of answers) expect(a.bytes).to.be.within(1, LIMIT);
     expect(Math.max(...answers.map((a) => a.bytes))).to.be.above(LIMIT / 2);
     // The blocks are real: a blocked JID cannot ask bess for an exchange (its own checks, unchanged).
-    expect(await s.app().ctx.store.exchange.isBlocked(s.jid("bess"), long(599))).to.equal(true);
+    expect(await look.isBlocked(s.app(), s.jid("bess"), long(599))).to.equal(true);
     linkHeld();
   });
 
@@ -240,20 +241,18 @@ describe(`stanza budget: oversized answers and batches never drop the link (${se
     const e = errorOf(reply);
     expect(e.condition).to.equal("bad-request");
     expect(e.text).to.match(/^vcard4: card is [\d.]+ KiB in that format, limit 96 KiB$/);
-    expect(await s.app().ctx.store.cards.get(s.jid("carl"))).to.equal(undefined);
+    expect(await look.card(s.app(), s.jid("carl"))).to.equal(undefined);
   });
 
   it("ad-hoc “List my contacts” shows what fits in one answer and says how many were left out", async () => {
     const dora = await s.login("dora", "desk"); // no presence to cardlink: the 600 binding notices just wait
     const peer = (i: number) => `${String(i).padStart(4, "0")}${"c".repeat(1000)}@${s.prosody.host}`;
     for (let i = 0; i < 600; i++) {
-      await s
-        .app()
-        .ctx.store.exchange.bind(
-          { id: `dora-${i}`, a: s.jid("dora"), b: peer(i), aDevices: [], bDevices: [], via: "code" },
-          undefined,
-          Date.now(),
-        );
+      await look.bindLive(
+        s.app(),
+        { id: `dora-${i}`, a: s.jid("dora"), b: peer(i), aDevices: [], bDevices: [], via: "code" },
+        Date.now(),
+      );
     }
     const before = rec.sent.length;
     const r = await dora.iq(

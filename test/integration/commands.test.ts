@@ -5,6 +5,7 @@ import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml, type Element } from "../harness/clients.js";
 import { waitFor } from "../harness/ports.js";
+import * as look from "../harness/look.js";
 import { newXmppServer, serverLabel } from "../harness/server.js";
 
 function field(form: Element | undefined, name: string): string[] {
@@ -238,10 +239,10 @@ describe(`ad-hoc commands for the core flows, card formats, presence subscriptio
       await carol.xmpp.send(xml("presence", { to: sub.attrs.from, type: "subscribed" }));
       await carol.xmpp.send(xml("presence")); // broadcast: Prosody now delivers it to cardlink
       await waitFor(
-        async () => (await app.ctx.store.presence.all()).some((r) => r.full === carol.jid),
+        async () => (await look.resources(app)).some((r) => r.full === carol.jid),
         "carol/desk tracked",
       );
-      expect(await app.ctx.store.presence.isSubscriber(jid("carol"))).to.equal(true);
+      expect(await look.isSubscriber(app, jid("carol"))).to.equal(true);
       await alice.setCard("Alice Subscribed");
       await carol.waitForUpdate(
         (u) => u.kind === "card" && cardSummary(u.content).fn === "Alice Subscribed",

@@ -8,6 +8,7 @@ import { bigVcard, recordSent } from "../harness/budget.js";
 import { CardlinkProcess } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { sleep, waitFor } from "../harness/ports.js";
+import * as look from "../harness/look.js";
 import { newXmppServer } from "../harness/server.js";
 import { useServers } from "../harness/suite.js";
 
@@ -133,13 +134,13 @@ describe("fault: a large delivery to a returning holder while another user keeps
       clients.push(o);
       await o.cardlink("set", "card", {}, bigVcard(`${u} card`));
       // Bound directly while the holder is offline: the binding enqueues the owner's card for it.
-      await app.ctx.store.exchange.bind(
+      await look.bindLive(
+        app,
         { id: `bind-${u}`, a: s.jid(u), b: s.jid("holder"), aDevices: [], bDevices: [], via: "code" },
-        undefined,
         Date.now(),
       );
     }
-    expect(await app.ctx.store.outbox.count(s.jid("holder"))).to.equal(14); // 7 cards + 7 binding records
+    expect(await look.pendingCount(app, s.jid("holder"))).to.equal(14); // 7 cards + 7 binding records
     const carol = await cardClient(s.prosody, "carol");
     clients.push(carol);
     await carol.setCard("Carol");
@@ -161,7 +162,7 @@ describe("fault: a large delivery to a returning holder while another user keeps
         60_000,
       );
     }
-    await waitFor(async () => (await app.ctx.store.outbox.count(s.jid("holder"))) === 0, "outbox drained");
+    await waitFor(async () => (await look.pendingCount(app, s.jid("holder"))) === 0, "outbox drained");
     stop = true;
     await busy;
     rec.stop();

@@ -10,6 +10,7 @@ import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.
 import { useServers } from "../harness/suite.js";
 import { serverLabel } from "../harness/server.js";
 import { waitFor } from "../harness/ports.js";
+import * as look from "../harness/look.js";
 
 describe(`delivery to a resource that comes back (${serverLabel()})`, function () {
   this.timeout(60_000);
@@ -35,7 +36,7 @@ describe(`delivery to a resource that comes back (${serverLabel()})`, function (
     await holder.cardlink("set", "redeem", { code: String(code) });
     await holder.waitForUpdate((u) => u.kind === "card", "first card");
     await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(holder.jid.split("/")[0])) === 0,
+      async () => (await look.pendingCount(s.app(), holder.jid.split("/")[0])) === 0,
       "holder acked",
     );
   }
@@ -70,7 +71,7 @@ describe(`delivery to a resource that comes back (${serverLabel()})`, function (
     );
     expect(u.to).to.equal(back.jid);
     await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(s.jid(holderName))) === 0,
+      async () => (await look.pendingCount(s.app(), s.jid(holderName))) === 0,
       "outbox empty after the ack",
     );
     expect(retries()).to.equal(before);
@@ -87,8 +88,7 @@ describe(`delivery to a resource that comes back (${serverLabel()})`, function (
     const stale = await connect("holder3", "old");
     const live = await connect("holder3", "new");
     await waitFor(
-      async () =>
-        (await s.app().ctx.store.presence.all()).filter((r) => r.bare === s.jid("holder3")).length === 2,
+      async () => (await look.resources(s.app())).filter((r) => r.bare === s.jid("holder3")).length === 2,
       "both resources known",
     );
     await bound(owner, live);
@@ -98,7 +98,7 @@ describe(`delivery to a resource that comes back (${serverLabel()})`, function (
     await live.waitForUpdate((x) => x.kind === "card" && cardSummary(x.content).fn === "Second", "update");
     // The stale resource's IQ is still waiting (60 s timeout), yet the entry is already acknowledged and gone.
     await waitFor(
-      async () => (await s.app().ctx.store.outbox.count(s.jid("holder3"))) === 0,
+      async () => (await look.pendingCount(s.app(), s.jid("holder3"))) === 0,
       "acked by the live resource",
     );
     expect(s.app().ctx.iq.inFlight).to.be.greaterThan(0);

@@ -5,6 +5,7 @@ import { promisify } from "node:util";
 import { NS } from "../../stanzas/ns.js";
 import { cardClient } from "../harness/cardclient.js";
 import { waitFor } from "../harness/ports.js";
+import * as look from "../harness/look.js";
 import { useServers } from "../harness/suite.js";
 
 const run = promisify(execFile);
@@ -55,11 +56,11 @@ describe("independent client: slixmpp", function () {
       ]);
       // Once carol holds alice's card, a change reaches her too.
       await waitFor(
-        async () => (await servers.app().ctx.store.cards.holders(servers.jid("alice"))).length === 1,
+        async () => (await look.holders(servers.app(), servers.jid("alice"))).length === 1,
         "bound",
       );
       await waitFor(
-        async () => (await servers.app().ctx.store.outbox.count(servers.jid("carol"))) === 0,
+        async () => (await look.pendingCount(servers.app(), servers.jid("carol"))) === 0,
         "first acks",
       );
       await alice.setCard("Alice Slix v2");
@@ -76,7 +77,7 @@ describe("independent client: slixmpp", function () {
       expect(r.cards.map((c) => c.fn)).to.deep.equal(["Alice Slix", "Alice Slix v2"]);
       // Every update was acknowledged: nothing is left for carol.
       await waitFor(
-        async () => (await servers.app().ctx.store.outbox.count(servers.jid("carol"))) === 0,
+        async () => (await look.pendingCount(servers.app(), servers.jid("carol"))) === 0,
         "all acked",
       );
     } finally {

@@ -2,7 +2,7 @@
 import { expect } from "chai";
 import { AdhocCommands } from "../../component/runtime/adhoc.js";
 import { loadConfig, ConfigError } from "../../component/runtime/config.js";
-import { IqBusyError, IqCaller } from "../../component/runtime/iq-caller.js";
+import { IqBusyError, IqCaller, IqSupersededError } from "../../component/runtime/iq-caller.js";
 import { userJid } from "../../component/runtime/jid.js";
 import { createLogger } from "../../component/runtime/log.js";
 import { Metrics } from "../../component/runtime/metrics.js";
@@ -217,6 +217,37 @@ describe("limits and input hygiene (unit)", () => {
       await Promise.allSettled([p2, p3]);
       expect(c.pendingFor("alice@localhost")).to.equal(0);
       expect(c.inFlight).to.equal(0);
+    });
+
+    it("IqCaller: the same IQ again to the same full JID replaces the first; its share is not leaked", async () => {
+      // Stream delivery re-offers a page with the same id to a client that reconnected under the same resource
+      // (test/integration/resume.test.ts). Before the fix the second request overwrote the first's entry without
+      // releasing its slot, so each re-offer leaked one place of the recipient's share for good.
+      const c = new IqCaller(async () => true, {
+        timeoutMs: 60_000,
+        maxPending: 100,
+        maxPendingPerRecipient: 2,
+      });
+      const ask = (): Promise<Element> =>
+        c.request(xml("iq", { type: "set", id: "u1", to: "alice@localhost/phone", from: "cards.localhost" }));
+      const first = ask();
+      const second = ask();
+      let superseded: unknown;
+      await first.catch((e: unknown) => (superseded = e));
+      expect(superseded).to.be.instanceOf(IqSupersededError);
+      expect(c.pendingFor("alice@localhost")).to.equal(1);
+      expect(c.inFlight).to.equal(1);
+      expect(c.handleReply(xml("iq", { type: "result", from: "alice@localhost/phone", id: "u1" }))).to.equal(
+        true,
+      );
+      await second;
+      expect(c.pendingFor("alice@localhost")).to.equal(0);
+      expect(c.inFlight).to.equal(0);
+      // The whole share is still there: two IQs to alice are accepted.
+      const more = [ask(), c.request(xml("iq", { type: "set", to: "alice@localhost/tablet" }))];
+      expect(c.pendingFor("alice@localhost")).to.equal(2);
+      c.rejectAll("test over");
+      await Promise.allSettled(more);
     });
 
     it("AdhocCommands: a user at the per-user cap gets resource-constraint, another user does not", async () => {
