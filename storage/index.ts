@@ -31,9 +31,9 @@ export type AppStore = Store & Repos & { migrations: { applied: number[]; curren
 export function appStoreRefusal(db: Pick<DatabaseConfig, "driver">): string | undefined {
   if (db.driver === "sqlite") return undefined;
   return (
-    'database.driver "postgres" opens only the new core\'s Store for now: cardlink run, migrate, backup, ' +
-    "export-user and delete-user still need the old repositories, which are SQLite-only. The redesign's switch " +
-    "(docs/REDESIGN.md §6, step S11) enables PostgreSQL for them; until then use sqlite (docs/OPERATIONS.md " +
+    'database.driver "postgres" opens only the new core\'s Store (which `cardlink run` serves): migrate, backup, ' +
+    "stats, export-user and delete-user still read the SQLite file directly. The rest of the redesign's switch " +
+    "(docs/REDESIGN.md §6, step S11) enables PostgreSQL for them; until then use sqlite for them (docs/OPERATIONS.md " +
     '"PostgreSQL (preview)")'
   );
 }

@@ -33,15 +33,15 @@ export interface Cardlink {
 }
 
 /**
- * Which core runs (transitional, issue 8 S11): "legacy" = the old features on schema 1–300 (`opts.features`);
- * "2000" = the redesigned core (runtime.ts, the modules `opts.modules` builds) on schema 2000, which migrates a
- * legacy database on start. The default stays legacy until every test passes on 2000; CARDLINK_CORE=2000 picks
- * the new one (tests, benchmarks, an operator trying it).
+ * Which core runs (transitional, issue 8 S11): "2000" = the redesigned core (runtime.ts, the modules `opts.modules`
+ * builds) on schema 2000, which migrates a legacy database on start — the default since every test passed on it;
+ * "legacy" = the old features on schema 1–300 (`opts.features`), kept selectable with CARDLINK_CORE=legacy only
+ * until its files are deleted (the rest of S11). A database on 2000 cannot go back to the legacy core.
  */
 export type CoreChoice = "legacy" | "2000";
 
 export function coreChoice(): CoreChoice {
-  return process.env.CARDLINK_CORE === "2000" ? "2000" : "legacy";
+  return process.env.CARDLINK_CORE === "legacy" ? "legacy" : "2000";
 }
 
 export async function createCardlink(

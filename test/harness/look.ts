@@ -227,6 +227,25 @@ export async function pushCountAt(file: string): Promise<number> {
   }
 }
 
+/**
+ * Old `new SqliteStore(file).outbox.count()`: pending deliveries in a database file no process has open (after a
+ * kill), read the way `pushCountAt` reads push jobs: a file on 2000 through inspect.ts, a legacy file the old way.
+ */
+export async function pendingCountAt(file: string): Promise<number> {
+  const s = new SqliteStore(file, { legacy: false });
+  try {
+    if ((await s.schemaVersion()) >= 2000) return await inspect.pendingCount(s);
+  } finally {
+    await s.close();
+  }
+  const old = new SqliteStore(file);
+  try {
+    return await old.outbox.count();
+  } finally {
+    await old.close();
+  }
+}
+
 /** Old `store.push.node(node)` (owner by JID, device by client id). */
 export async function pushNode(app: App, node: string): Promise<unknown> {
   return (await isCore(app)) ? inspect.pushNode(app, node) : app.ctx.store.push.node(node);

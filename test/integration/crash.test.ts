@@ -89,9 +89,7 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
     await waitFor(() => acking.every((h) => has(h, "Owner v2")), "v2 at the acking half", 120_000);
     await proc.kill("SIGKILL");
     // Killed mid-delivery: the silent half's entries are still in the outbox.
-    const check = new SqliteStore(db);
-    const pending = await check.outbox.count();
-    await check.close();
+    const pending = await look.pendingCountAt(db);
     expect(pending).to.be.at.least(silent.length);
     expect(silent.some((h) => has(h, "Owner v2"))).to.equal(false);
     for (const h of silent) h.setAck("ack");
@@ -103,16 +101,7 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
     );
     const missing = holders.filter((h) => !has(h, "Owner v2")).map((h) => h.jid);
     expect(missing).to.deep.equal([]);
-    await waitFor(
-      async () => {
-        const s = new SqliteStore(db);
-        const n = await s.outbox.count();
-        await s.close();
-        return n === 0;
-      },
-      "outbox drained",
-      60_000,
-    );
+    await waitFor(async () => (await look.pendingCountAt(db)) === 0, "outbox drained", 60_000);
   });
 });
 
