@@ -170,6 +170,7 @@ export async function createCardlink(
       opts.modules,
     );
     ctx.pushAppServer = coreRt.discoFeatures().includes(NS.PUSH);
+    ctx.moduleFeatures = coreRt.discoFeatures;
   }
   adhoc.attach(router);
 
