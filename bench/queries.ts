@@ -4,6 +4,7 @@
  * process (unit of work, accounts, stream queue, audiences, features/cards, features/exchange; no XMPP).
  *
  *   node dist/bench/queries.js [--accounts N] [--db FILE] [--calls N] [--wal-autocheckpoint PAGES]
+ *                              [--checkpoint-interval MS]
  *
  * Seed (not timed; reused when `--db FILE` exists): migration 2000 through `store.migrate`, then plain INSERTs in
  * transactions of 10,000 accounts: accounts + primary JIDs + shared cursors + small cards; account i bound to
@@ -48,6 +49,11 @@ export interface QueriesOptions {
    * a commit now and then runs inline.
    */
   walAutocheckpoint?: number;
+  /**
+   * The store's checkpoint worker period (storage/sqlite/checkpointer.ts; default: the store's, 1,000 ms). 0: no
+   * worker, SQLite's inline autocheckpoint (what the store did before the worker existed).
+   */
+  checkpointIntervalMs?: number;
 }
 
 const HOST = "localhost";
@@ -286,7 +292,23 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
   const tmp = opts.db ? undefined : mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-queries-"));
   const file = opts.db ?? path.join(tmp as string, "queries.sqlite");
   const reuse = existsSync(file);
-  const store = new SqliteStore(file, { legacy: false });
+  const store = new SqliteStore(file, {
+    legacy: false,
+    ...(opts.checkpointIntervalMs !== undefined
+      ? { checkpoint: { intervalMs: opts.checkpointIntervalMs } }
+      : {}),
+  });
+  // What the checkpoint worker did during the run (its idle runs, nothing to copy, are not counted).
+  const worker = { runs: 0, truncates: 0, busy: 0, max_wal_pages: 0, total_ms: 0, max_ms: 0 };
+  store.onCheckpoint((r) => {
+    worker.max_wal_pages = Math.max(worker.max_wal_pages, r.walPages);
+    if (r.idle) return;
+    worker.runs++;
+    if (r.mode === "truncate") worker.truncates++;
+    if (r.busy) worker.busy++;
+    worker.total_ms += r.ms;
+    worker.max_ms = Math.max(worker.max_ms, r.ms);
+  });
   try {
     await store.migrate([SCHEMA_2000]);
     let seedMs: number | null = null;
@@ -489,10 +511,21 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       Math.min(warmup, Math.floor(bindCalls / 10)),
     );
 
+    // The worker's reports are messages to this thread, which the timed loops never yield to: let them in.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
     return {
       bench: "queries",
       seed: info,
       wal_autocheckpoint: walAutocheckpoint,
+      checkpoint_worker: store.checkpointer
+        ? {
+            interval_ms: store.checkpointer.options.intervalMs,
+            wal_limit_pages: store.checkpointer.options.walLimitPages,
+            ...worker,
+            total_ms: round(worker.total_ms, 1),
+            max_ms: round(worker.max_ms, 1),
+          }
+        : null,
       ops,
       coalescing: {
         entries_left_after_drain: leftAfterDrain,
@@ -520,7 +553,9 @@ runMain(import.meta.url, "queries", () => {
   const calls = argv("--calls");
   const db = argv("--db");
   const wal = argv("--wal-autocheckpoint");
+  const interval = argv("--checkpoint-interval");
   return run({
+    ...(interval ? { checkpointIntervalMs: Number(interval) } : {}),
     ...(wal ? { walAutocheckpoint: Number(wal) } : {}),
     ...(accounts ? { accounts: Number(accounts) } : {}),
     ...(calls ? { calls: Number(calls) } : {}),

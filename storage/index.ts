@@ -22,7 +22,22 @@ export interface DatabaseConfig {
   busyTimeoutMs: number;
   /** A unit of work that holds the write lock longer than this is logged as `slow-unit-of-work`. */
   txWarnMs: number;
+  /**
+   * SQLite: how often the checkpoint worker runs a PASSIVE WAL checkpoint (ms); 0 = SQLite's inline autocheckpoint.
+   * Optional here (the config always sets it) so that a hand-made DatabaseConfig gets the checkpointer's default.
+   */
+  checkpointIntervalMs?: number;
+  /** SQLite: WAL length (pages) at which the checkpoint worker forces a TRUNCATE checkpoint (optional: as above). */
+  walLimitPages?: number;
 }
+
+/** The SQLite checkpointer's settings (sqlite/checkpointer.ts) from the `database` section; unset: its defaults. */
+const checkpointOf = (db: DatabaseConfig) => ({
+  checkpoint: {
+    ...(db.checkpointIntervalMs !== undefined ? { intervalMs: db.checkpointIntervalMs } : {}),
+    ...(db.walLimitPages !== undefined ? { walLimitPages: db.walLimitPages } : {}),
+  },
+});
 
 /** A Store that also carries the old repositories (until the switch, S11), as the running app uses it. */
 export type AppStore = Store & Repos & { migrations: { applied: number[]; current: number } };
@@ -50,7 +65,7 @@ export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<St
   };
   switch (db.driver) {
     case "sqlite":
-      return new SqliteStore(db.path, { ...common, legacy: false });
+      return new SqliteStore(db.path, { ...common, ...checkpointOf(db), legacy: false });
     case "postgres": {
       const store = new PostgresStore({ ...common, connection: { url: db.url, poolSize: db.poolSize } });
       try {
@@ -73,6 +88,7 @@ export async function openAppStore(db: DatabaseConfig, o: StoreOptions): Promise
   if (refused) throw new Error(refused);
   const store = new SqliteStore(db.path, {
     ...o,
+    ...checkpointOf(db),
     legacy: false,
     busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
     txWarnMs: o.txWarnMs ?? db.txWarnMs,

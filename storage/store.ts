@@ -11,6 +11,7 @@
 import type { Logger } from "pino";
 import type { Card } from "../stanzas/model/card.js";
 import type { SharePolicy } from "../stanzas/model/policy.js";
+import type { CheckpointReport } from "./sqlite/checkpointer.js";
 
 export type Platform = "ios" | "android" | "other";
 
@@ -408,6 +409,8 @@ export interface Store {
   schemaVersion(): Promise<number>;
   /** Observes every commit by unit-of-work name: metrics, and the kill -9 fault hook (§4.6). */
   onCommit(fn: (name: string, ms: number) => void): void;
+  /** SQLite: observes the WAL checkpoints run off the request path (sqlite/checkpointer.ts); absent elsewhere. */
+  onCheckpoint?(fn: (r: CheckpointReport) => void): void;
   close(): Promise<void>;
 }
 

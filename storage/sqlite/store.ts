@@ -36,6 +36,12 @@ import type {
   UserRows,
 } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport as LegacyReport } from "./db.js";
+import {
+  startCheckpointer,
+  type Checkpointer,
+  type CheckpointOptions,
+  type CheckpointReport,
+} from "./checkpointer.js";
 import { SqlitePush } from "./push.js";
 import { deleteUser, userRows } from "./userdata.js";
 import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
@@ -52,6 +58,8 @@ export interface SqliteStoreOptions extends Partial<StoreOptions> {
    * as it is, for `migrate()` with another list (the contract suite, the new code's fresh-install path).
    */
   legacy?: boolean;
+  /** WAL checkpoints on a worker thread (checkpointer.ts; defaults CHECKPOINT_DEFAULTS, `intervalMs: 0` = none). */
+  checkpoint?: Partial<CheckpointOptions>;
 }
 
 /** One connection, its statement cache and its error classification. */
@@ -215,6 +223,8 @@ export class SqliteStore implements Store, Repos {
   private readonly clock: () => number;
   private readonly txWarnMs: number;
   private seqStatement: string | undefined;
+  /** The WAL checkpointer (checkpointer.ts); undefined for :memory: or with `checkpoint.intervalMs` 0. */
+  readonly checkpointer: Checkpointer | undefined;
 
   constructor(file: string, o: SqliteStoreOptions = {}) {
     this.log = o.log ?? SILENT;
@@ -232,6 +242,16 @@ export class SqliteStore implements Store, Repos {
       r.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
       this.reader = new Conn(r);
     }
+    this.checkpointer = startCheckpointer(
+      file,
+      [this.db, ...(this.reader ? [this.reader.db] : [])],
+      o.checkpoint,
+      {
+        log: this.log,
+        // A forced checkpoint takes the write lock: this process's units of work wait on the mutex, not in SQLite.
+        lockWrites: () => this.writeLock.acquire(),
+      },
+    );
   }
 
   // The old repositories prepare statements over the legacy tables when constructed, so they are made on first
@@ -378,6 +398,10 @@ export class SqliteStore implements Store, Repos {
     this.commitObservers.push(fn);
   }
 
+  onCheckpoint(fn: (r: CheckpointReport) => void): void {
+    this.checkpointer?.onReport(fn);
+  }
+
   private seqSql(): string {
     if (this.seqStatement === undefined) {
       const has = (t: string) =>
@@ -502,6 +526,7 @@ export class SqliteStore implements Store, Repos {
     // Wait for a unit of work in progress: closing under it would fail its COMMIT.
     const release = await this.writeLock.acquire();
     try {
+      await this.checkpointer?.stop(); // its last checkpoint, before the connections close
       if (this.reader?.db.open) this.reader.db.close();
       if (this.db.open) this.db.close();
     } finally {

@@ -1,0 +1,246 @@
+/**
+ * WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts) with real files: the store's connections do
+ * not checkpoint (wal_autocheckpoint 0), the worker's timer does, so the WAL stays bounded under a write loop;
+ * close leaves a checkpointed file; a reader holding a snapshot is never disturbed, and the WAL it pins is
+ * truncated once it ends; a worker that dies gives the connections SQLite's autocheckpoint back.
+ *
+ * No wall-clock assertion: the tests wait for the worker's reports and look at the files. "The worker copied
+ * everything up to the last commit" is seen on disk: each test row appends new pages, so the main file reaches
+ * page_count × page_size only once a checkpoint has copied the WAL through the last commit (nothing else
+ * checkpoints: autocheckpoint is off).
+ */
+import { expect } from "chai";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Worker } from "node:worker_threads";
+import Database from "better-sqlite3";
+import { pino } from "pino";
+import { loadConfig } from "../../component/runtime/config.js";
+import { openStore } from "../../storage/index.js";
+import type { CheckpointOptions, CheckpointReport } from "../../storage/sqlite/checkpointer.js";
+import { SqliteStore } from "../../storage/sqlite/store.js";
+
+/** Bytes per row: a blob over several pages (4 KiB), so every row appends pages to the file. */
+const ROW_BYTES = 16_000;
+
+describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", () => {
+  let dir: string;
+  let file: string;
+  const stores: SqliteStore[] = [];
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "cardlink-checkpointer-"));
+    file = path.join(dir, "cardlink.sqlite");
+  });
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const open = (o: Partial<CheckpointOptions>, log = pino({ level: "silent" })): SqliteStore => {
+    const s = new SqliteStore(file, { legacy: false, checkpoint: o, log });
+    stores.push(s);
+    return s;
+  };
+  const create = (s: SqliteStore) =>
+    s.tx("test.create", async (tx) => {
+      await tx.run("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
+    });
+  const write = async (s: SqliteStore, rows: number): Promise<void> => {
+    for (let i = 0; i < rows; i++) {
+      await s.tx("test.write", async (tx) => {
+        await tx.run("INSERT INTO blobs (b) VALUES (randomblob(:n))", { n: ROW_BYTES });
+      });
+    }
+  };
+  const walBytes = (): number => (existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0);
+  const pageSize = (s: SqliteStore) => s.db.pragma("page_size", { simple: true }) as number;
+  /** WAL frames that hold `pages` pages: a 32-byte header, then 24 bytes of frame header per page. */
+  const walFor = (s: SqliteStore, pages: number) => 32 + pages * (pageSize(s) + 24);
+  const rowCount = (db: Database.Database) =>
+    (db.prepare("SELECT COUNT(*) AS n FROM blobs").get() as { n: number }).n;
+  /** Waits for worker reports until the main file holds every page of the last commit (see the file comment). */
+  const checkpointed = async (s: SqliteStore): Promise<void> => {
+    const need = (s.db.pragma("page_count", { simple: true }) as number) * pageSize(s);
+    while (statSync(file).size < need)
+      await (s.checkpointer as NonNullable<SqliteStore["checkpointer"]>).next();
+  };
+  /** Worker reports until one matches. */
+  const until = async (s: SqliteStore, f: (r: CheckpointReport) => boolean): Promise<CheckpointReport> => {
+    const cp = s.checkpointer as NonNullable<SqliteStore["checkpointer"]>;
+    for (;;) {
+      const r = await cp.next();
+      if (f(r)) return r;
+    }
+  };
+
+  it("turns SQLite's autocheckpoint off on the store's connection; the worker's timer checkpoints the WAL", async () => {
+    const s = open({ intervalMs: 10 });
+    expect(s.checkpointer).to.not.equal(undefined);
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+    await create(s);
+    await write(s, 20);
+    const before = statSync(file).size;
+    await checkpointed(s);
+    expect(statSync(file).size).to.be.greaterThan(before);
+    const r = await until(s, (x) => x.mode === "passive" && x.walPages > 0);
+    expect(r.busy).to.equal(false);
+    expect(r.checkpointedPages).to.equal(r.walPages); // nothing held it back: every frame copied
+  });
+
+  it("keeps the WAL bounded under a write loop (the same loop without the worker grows it past the bound)", async () => {
+    const batches = 15;
+    const perBatch = 10;
+    const s = open({ intervalMs: 10 });
+    await create(s);
+    for (let b = 0; b < batches; b++) {
+      await write(s, perBatch);
+      await checkpointed(s); // the timer's checkpoint has copied this batch: the next write starts the WAL over
+    }
+    expect(rowCount(s.db)).to.equal(batches * perBatch);
+    const rowPages = Math.ceil(ROW_BYTES / pageSize(s)) + 2; // overflow pages + the table's own + slack
+    const bound = walFor(s, 2 * perBatch * rowPages);
+    const bounded = walBytes();
+    expect(bounded).to.be.at.most(bound);
+    await s.close();
+
+    // Control: autocheckpoint off and no worker, the same writes: the WAL holds all of them.
+    rmSync(dir, { recursive: true, force: true });
+    const off = open({ intervalMs: 0 });
+    expect(off.checkpointer).to.equal(undefined);
+    off.db.pragma("wal_autocheckpoint = 0");
+    await create(off);
+    await write(off, batches * perBatch);
+    expect(walBytes()).to.be.greaterThan(bound);
+    expect(walBytes()).to.be.greaterThan(4 * bounded);
+  });
+
+  it("close stops the worker after a last TRUNCATE checkpoint: the file holds everything, the WAL is empty", async () => {
+    const s = open({ intervalMs: 60_000 }); // the timer never fires here: only close checkpoints
+    await create(s);
+    await write(s, 30);
+    expect(walBytes()).to.be.greaterThan(walFor(s, 30));
+    // Another connection on the file (as `cardlink stats` would hold one): SQLite's own checkpoint at the last
+    // connection's close does not happen, so an empty WAL here is the worker's doing.
+    const other = new Database(file, { readonly: true });
+    try {
+      expect(rowCount(other)).to.equal(30); // a read: the connection now holds the file open in WAL mode
+      const seen: CheckpointReport[] = [];
+      s.onCheckpoint((r) => seen.push(r));
+      await s.close();
+      expect(seen.map((r) => [r.mode, r.reason, r.busy, r.walPages])).to.deep.equal([
+        ["truncate", "close", false, 0],
+      ]);
+      expect(walBytes()).to.equal(0);
+      expect(rowCount(other)).to.equal(30);
+    } finally {
+      other.close();
+    }
+
+    // Control: without the worker (SQLite's autocheckpoint, 1,000 pages, not reached) the WAL is left as it is.
+    rmSync(dir, { recursive: true, force: true });
+    const off = open({ intervalMs: 0 });
+    await create(off);
+    await write(off, 30);
+    const other2 = new Database(file, { readonly: true });
+    try {
+      expect(rowCount(other2)).to.equal(30);
+      const least = walFor(off, 30);
+      await off.close();
+      expect(walBytes()).to.be.greaterThan(least);
+    } finally {
+      other2.close();
+    }
+  });
+
+  it("a reader holding a snapshot: its view and the writes are untouched; the pinned WAL is truncated once it ends", async () => {
+    const lines: Array<{ event?: string }> = [];
+    const log = pino(
+      { level: "info" },
+      { write: (l: string) => void lines.push(JSON.parse(l) as { event?: string }) },
+    );
+    const s = open({ intervalMs: 10, walLimitPages: 50, hardWaitMs: 20, hardRetryMs: 20 }, log);
+    await create(s);
+    await write(s, 5);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held!: () => void;
+    const holding = new Promise<void>((r) => (held = r));
+    const seen = s.read("test.snapshot", async (r) => {
+      const first = (await r.get<{ n: number }>("SELECT COUNT(*) AS n FROM blobs"))?.n;
+      held();
+      await gate; // the snapshot stays open while the writes below go on
+      const again = (await r.get<{ n: number }>("SELECT COUNT(*) AS n FROM blobs"))?.n;
+      return [first, again];
+    });
+    await holding;
+    await write(s, 40); // well past walLimitPages: every PASSIVE run stops at the reader's snapshot
+    const starved = await until(s, (r) => r.mode === "truncate");
+    expect(starved.busy, "the forced checkpoint cannot pass the open snapshot").to.equal(true);
+    expect(lines.some((l) => l.event === "wal-checkpoint-starved")).to.equal(true);
+    await write(s, 5); // units of work still commit (the forced checkpoints take the write lock only briefly)
+    expect(rowCount(s.db)).to.equal(50);
+    release();
+    expect(await seen).to.deep.equal([5, 5]);
+    const done = await until(s, (r) => r.mode === "truncate" && !r.busy);
+    expect([done.walPages, done.checkpointedPages]).to.deep.equal([0, 0]);
+    expect(walBytes()).to.equal(0);
+    expect(lines.some((l) => l.event === "wal-checkpoint-forced")).to.equal(true);
+    expect(s.db.pragma("integrity_check", { simple: true })).to.equal("ok");
+    expect(
+      await s.read(
+        "test.count",
+        async (r) => (await r.get<{ n: number }>("SELECT COUNT(*) AS n FROM blobs"))?.n,
+      ),
+    ).to.equal(50);
+  });
+
+  it("a worker that dies gives the connections SQLite's autocheckpoint back, logged", async () => {
+    const lines: Array<{ event?: string }> = [];
+    const log = pino(
+      { level: "info" },
+      { write: (l: string) => void lines.push(JSON.parse(l) as { event?: string }) },
+    );
+    const s = open({ intervalMs: 10 }, log);
+    await create(s);
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+    const cp = s.checkpointer as NonNullable<SqliteStore["checkpointer"]>;
+    // Reaches into the private worker: the only way to make a healthy thread die from outside.
+    await (cp as unknown as { worker: Worker }).worker.terminate();
+    while (!cp.fellBack) await new Promise((r) => setImmediate(r));
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(1000);
+    expect(lines.some((l) => l.event === "wal-checkpointer-failed")).to.equal(true);
+    expect(await cp.next().catch((e: unknown) => e)).to.be.instanceOf(Error);
+    await write(s, 3); // the store still works; close does not wait for the dead worker
+    await s.close();
+    const after = new Database(file, { readonly: true });
+    try {
+      expect(rowCount(after)).to.equal(3);
+    } finally {
+      after.close();
+    }
+  });
+
+  it("database.checkpointIntervalMs / walLimitPages reach the store; 0 leaves SQLite's autocheckpoint on", async () => {
+    const config = loadConfig({ env: { CARDLINK_SECRET: "s", CARDLINK_DB: file } });
+    expect([config.database.checkpointIntervalMs, config.database.walLimitPages]).to.deep.equal([
+      1000, 10000,
+    ]);
+    const log = pino({ level: "silent" });
+    const on = (await openStore({ ...config.database, walLimitPages: 2000 }, { log })) as SqliteStore;
+    try {
+      expect(on.checkpointer?.options).to.include({ intervalMs: 1000, walLimitPages: 2000 });
+      expect(on.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+    } finally {
+      await on.close();
+    }
+    const off = (await openStore({ ...config.database, checkpointIntervalMs: 0 }, { log })) as SqliteStore;
+    try {
+      expect(off.checkpointer).to.equal(undefined);
+      expect(off.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(1000);
+    } finally {
+      await off.close();
+    }
+  });
+});
