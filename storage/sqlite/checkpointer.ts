@@ -18,24 +18,29 @@
  * - The WAL starts over (its frames are overwritten from the start, the file keeps its size) at the first write
  *   after a checkpoint copied all of it, if no reader is still reading from it. Readers that overlap without a
  *   pause (another process's long reads, a backup) can keep that from happening: the copying goes on but the WAL
- *   only grows ("checkpoint starvation"). No checkpoint mode can pass a read transaction that stays open.
+ *   only grows ("checkpoint starvation"). No checkpoint mode can pass a read transaction that stays open. A writer
+ *   that never pauses does the same to a checkpoint on another connection: each run ends with newer frames behind
+ *   it, so the WAL is never all copied when the next write begins.
  * - FULL, RESTART and TRUNCATE take the database's write lock and call the busy handler while they wait for it and
  *   for readers of older snapshots. TRUNCATE then also resets the WAL and truncates the -wal file to 0 bytes
  *   (answering 0, 0, 0); `busy` = 1 when a reader or writer kept it from completing before the busy timeout.
  *
  * So the worker (one per store, started and stopped with it):
  * - every `intervalMs` runs wal_checkpoint(PASSIVE) and reports the row to the store (metrics, tests);
- * - when a PASSIVE run leaves `walLimitPages` frames or more in the WAL (a burst, or starvation), asks for a forced
- *   TRUNCATE. The store first takes its own write lock, so this process's units of work queue on the async mutex
- *   instead of SQLite's busy handler (which would sleep on the event loop); then the worker runs
- *   wal_checkpoint(TRUNCATE) with a busy timeout of `hardWaitMs`, and the store releases its lock. If a reader
- *   kept it from completing it is tried again after `hardRetryMs`, doubling up to a minute, and logged
- *   (`wal-checkpoint-starved`): a reader that never ends is beyond any checkpoint, but the WAL cannot grow
- *   unnoticed, and a writer never waits more than `hardWaitMs` plus the copy for it;
+ * - when a PASSIVE run leaves `walLimitPages` frames or more in the WAL (a burst, a writer that never pauses, or
+ *   readers that never let it start over), asks for a forced TRUNCATE. The store first takes its own write lock,
+ *   so this process's units of work queue on the async mutex instead of in SQLite's busy handler (which would sleep
+ *   on the event loop); then the worker runs wal_checkpoint(TRUNCATE) with a busy timeout of `hardWaitMs`, and the
+ *   store releases its lock. If a reader kept it from completing it is tried again after `hardRetryMs`, doubling up
+ *   to a minute, and logged (`wal-checkpoint-starved`): a reader that never ends is beyond any checkpoint, but the
+ *   WAL cannot grow unnoticed, and a write never waits more than `hardWaitMs` plus the copy for it;
  * - on stop (the store's close, which holds the write lock) runs a last TRUNCATE and closes its connection.
- * If the worker fails (it throws, or its thread dies), the store's connections get SQLite's autocheckpoint back
- * (1,000 pages, inline, as before this file existed): slower writes, never an unbounded WAL. Turning it back on is
- * no cure for starvation (it is PASSIVE too), only for a missing worker.
+ * The forced checkpoint needs the store's event loop to turn (the lock is granted there). A synchronous loop of
+ * writes never lets it (migrations at start-up; the benchmark's seeding grew a 4.6 GB WAL that way), so the store's
+ * connections keep SQLite's own autocheckpoint, at 2 × `walLimitPages` (`backstopPages`) instead of 1,000: it never
+ * fires while the worker keeps the WAL short, and bounds it when nothing else can run. If the worker fails (it
+ * throws, or its thread dies), the autocheckpoint goes back to SQLite's 1,000 pages, as before this file existed:
+ * slower writes, never an unbounded WAL.
  */
 import path from "node:path";
 import { Worker, isMainThread, parentPort, workerData, type MessagePort } from "node:worker_threads";
@@ -80,6 +85,8 @@ export interface CheckpointReport {
   idle: boolean;
   /** How long the pragma took on the worker's thread (ms). */
   ms: number;
+  /** When it ended (epoch ms): reports reach the store only when its event loop turns, possibly late. */
+  at: number;
 }
 
 interface WorkerData {
@@ -95,7 +102,15 @@ type ToMain =
   | { t: "stopped"; report: CheckpointReport }
   | { t: "failed"; message: string };
 
-/** The connections' autocheckpoint, set off while the worker runs and back on if it fails. */
+/**
+ * SQLite's inline autocheckpoint while the worker runs: far past where the worker forces a checkpoint, so it fires
+ * only when the store's event loop did not turn to let the forced one in (see the module comment).
+ */
+export function backstopPages(o: Pick<CheckpointOptions, "walLimitPages">): number {
+  return 2 * o.walLimitPages;
+}
+
+/** The connections' inline autocheckpoint: the backstop while the worker runs, SQLite's default if it fails. */
 function setAutocheckpoint(conns: readonly Database.Database[], pages: number): void {
   for (const db of conns) if (db.open) db.pragma(`wal_autocheckpoint = ${pages}`);
 }
@@ -103,7 +118,7 @@ function setAutocheckpoint(conns: readonly Database.Database[], pages: number): 
 /**
  * Starts the checkpointer of a store's file, or returns undefined when there is none to run (an in-memory
  * database, or `intervalMs` 0: then the connections keep SQLite's own autocheckpoint). `conns` are the store's
- * connections, whose autocheckpoint is turned off here.
+ * connections, whose autocheckpoint moves to the backstop here.
  */
 export function startCheckpointer(
   file: string,
@@ -113,7 +128,7 @@ export function startCheckpointer(
 ): Checkpointer | undefined {
   const options = { ...CHECKPOINT_DEFAULTS, ...o };
   if (file === ":memory:" || file === "" || !(options.intervalMs > 0)) return undefined;
-  setAutocheckpoint(conns, 0);
+  setAutocheckpoint(conns, backstopPages(options));
   return new Checkpointer(path.resolve(file), conns, options, hooks);
 }
 
@@ -312,6 +327,7 @@ function runWorker(port: MessagePort, d: WorkerData): void {
       checkpointedPages: row.checkpointed,
       idle,
       ms,
+      at: Date.now(),
     };
   };
   const send = (m: ToMain) => port.postMessage(m);

@@ -18,7 +18,11 @@ import Database from "better-sqlite3";
 import { pino } from "pino";
 import { loadConfig } from "../../component/runtime/config.js";
 import { openStore } from "../../storage/index.js";
-import type { CheckpointOptions, CheckpointReport } from "../../storage/sqlite/checkpointer.js";
+import {
+  backstopPages,
+  type CheckpointOptions,
+  type CheckpointReport,
+} from "../../storage/sqlite/checkpointer.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 
 /** Bytes per row: a blob over several pages (4 KiB), so every row appends pages to the file. */
@@ -75,10 +79,10 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     }
   };
 
-  it("turns SQLite's autocheckpoint off on the store's connection; the worker's timer checkpoints the WAL", async () => {
+  it("moves SQLite's autocheckpoint out of the way (the backstop); the worker's timer checkpoints the WAL", async () => {
     const s = open({ intervalMs: 10 });
     expect(s.checkpointer).to.not.equal(undefined);
-    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(20_000); // 2 × walLimitPages
     await create(s);
     await write(s, 20);
     const before = statSync(file).size;
@@ -114,6 +118,20 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     await write(off, batches * perBatch);
     expect(walBytes()).to.be.greaterThan(bound);
     expect(walBytes()).to.be.greaterThan(4 * bounded);
+  });
+
+  it("a synchronous write loop (the event loop never turns for the forced checkpoint): the backstop bounds the WAL", async () => {
+    const s = open({ intervalMs: 60_000, walLimitPages: 20 }); // the timer never fires here
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(
+      backstopPages({ walLimitPages: 20 }),
+    );
+    await create(s);
+    const insert = s.db.prepare("INSERT INTO blobs (b) VALUES (randomblob(?))");
+    for (let i = 0; i < 300; i++) insert.run(ROW_BYTES); // one transaction each, no await: nothing else runs
+    expect(rowCount(s.db)).to.equal(300);
+    const rowPages = Math.ceil(ROW_BYTES / pageSize(s)) + 2;
+    // SQLite's own checkpoint at 40 frames: the WAL never held much more than that (300 rows are ~1,500 pages).
+    expect(walBytes()).to.be.at.most(walFor(s, 40 + 2 * rowPages));
   });
 
   it("close stops the worker after a last TRUNCATE checkpoint: the file holds everything, the WAL is empty", async () => {
@@ -204,7 +222,7 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     );
     const s = open({ intervalMs: 10 }, log);
     await create(s);
-    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(20_000);
     const cp = s.checkpointer as NonNullable<SqliteStore["checkpointer"]>;
     // Reaches into the private worker: the only way to make a healthy thread die from outside.
     await (cp as unknown as { worker: Worker }).worker.terminate();
@@ -231,7 +249,7 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     const on = (await openStore({ ...config.database, walLimitPages: 2000 }, { log })) as SqliteStore;
     try {
       expect(on.checkpointer?.options).to.include({ intervalMs: 1000, walLimitPages: 2000 });
-      expect(on.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(0);
+      expect(on.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(4000);
     } finally {
       await on.close();
     }
