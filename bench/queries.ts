@@ -520,7 +520,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       const rs = reports.filter((r) => !r.idle && r.at >= from && r.at <= to);
       return {
         runs: rs.length,
-        truncates: rs.filter((r) => r.mode === "truncate").length,
+        forced: rs.filter((r) => r.reason === "limit").length,
         busy: rs.filter((r) => r.busy).length,
         max_wal_pages: Math.max(0, ...rs.map((r) => r.walPages)),
         total_ms: round(
@@ -528,6 +528,8 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
           1,
         ),
         max_ms: round(Math.max(0, ...rs.map((r) => r.ms)), 1),
+        // Each forced (RESTART/TRUNCATE) checkpoint: the writes of this process waited for it.
+        forced_ms: rs.filter((r) => r.reason === "limit").map((r) => round(r.ms, 1)),
       };
     };
     return {

@@ -292,7 +292,7 @@ function observeCheckpoints(store: Pick<AppStore, "onCheckpoint">, metrics: Metr
     "cardlink_sqlite_checkpoint_duration_seconds",
     ["mode", "outcome"],
     DURATION_BUCKETS,
-    "time a WAL checkpoint took on the checkpoint worker's thread, by mode (passive, truncate) and outcome",
+    "time a WAL checkpoint took on the checkpoint worker's thread, by mode (passive, restart, truncate) and outcome",
   );
   let walPages: number | undefined;
   store.onCheckpoint((r) => {

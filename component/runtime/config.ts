@@ -281,7 +281,7 @@ export const configSchema = z.strictObject({
       10_000,
       1_000,
       1_000_000,
-      "SQLite WAL length (pages) at which the checkpoint worker forces a TRUNCATE checkpoint",
+      "SQLite WAL length (pages) at which the checkpoint worker forces a RESTART checkpoint",
     ),
   }),
   log: section({

@@ -1,8 +1,9 @@
 /**
  * WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts) with real files: the store's connections do
- * not checkpoint (wal_autocheckpoint 0), the worker's timer does, so the WAL stays bounded under a write loop;
- * close leaves a checkpointed file; a reader holding a snapshot is never disturbed, and the WAL it pins is
- * truncated once it ends; a worker that dies gives the connections SQLite's autocheckpoint back.
+ * not checkpoint (their wal_autocheckpoint is only a backstop far away), the worker's timer does, so the WAL stays
+ * bounded under a write loop; a synchronous write loop is bounded by the backstop; close leaves a checkpointed
+ * file; a reader holding a snapshot is never disturbed, and the WAL it pins is truncated once it ends; a worker
+ * that dies gives the connections SQLite's autocheckpoint back.
  *
  * No wall-clock assertion: the tests wait for the worker's reports and look at the files. "The worker copied
  * everything up to the last commit" is seen on disk: each test row appends new pages, so the main file reaches
@@ -10,7 +11,7 @@
  * checkpoints: autocheckpoint is off).
  */
 import { expect } from "chai";
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Worker } from "node:worker_threads";
@@ -64,6 +65,19 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
   const walFor = (s: SqliteStore, pages: number) => 32 + pages * (pageSize(s) + 24);
   const rowCount = (db: Database.Database) =>
     (db.prepare("SELECT COUNT(*) AS n FROM blobs").get() as { n: number }).n;
+  /** Rows in a copy of the database file alone (no -wal): what a checkpoint has put there; undefined: no table. */
+  const mainFileRows = (): number | undefined => {
+    const copy = path.join(dir, "main-only.sqlite");
+    copyFileSync(file, copy);
+    const db = new Database(copy, { readonly: true });
+    try {
+      const has = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").get();
+      return has ? rowCount(db) : undefined;
+    } finally {
+      db.close();
+      rmSync(copy);
+    }
+  };
   /** Waits for worker reports until the main file holds every page of the last commit (see the file comment). */
   const checkpointed = async (s: SqliteStore): Promise<void> => {
     const need = (s.db.pragma("page_count", { simple: true }) as number) * pageSize(s);
@@ -134,29 +148,29 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     expect(walBytes()).to.be.at.most(walFor(s, 40 + 2 * rowPages));
   });
 
-  it("close stops the worker after a last TRUNCATE checkpoint: the file holds everything, the WAL is empty", async () => {
+  it("close stops the worker after a last checkpoint: the database file alone holds everything", async () => {
     const s = open({ intervalMs: 60_000 }); // the timer never fires here: only close checkpoints
     await create(s);
     await write(s, 30);
     expect(walBytes()).to.be.greaterThan(walFor(s, 30));
     // Another connection on the file (as `cardlink stats` would hold one): SQLite's own checkpoint at the last
-    // connection's close does not happen, so an empty WAL here is the worker's doing.
+    // connection's close does not happen, so what the main file holds is the worker's doing.
     const other = new Database(file, { readonly: true });
     try {
       expect(rowCount(other)).to.equal(30); // a read: the connection now holds the file open in WAL mode
       const seen: CheckpointReport[] = [];
       s.onCheckpoint((r) => seen.push(r));
       await s.close();
-      expect(seen.map((r) => [r.mode, r.reason, r.busy, r.walPages])).to.deep.equal([
-        ["truncate", "close", false, 0],
-      ]);
-      expect(walBytes()).to.equal(0);
-      expect(rowCount(other)).to.equal(30);
+      expect(seen.map((r) => [r.mode, r.reason, r.busy])).to.deep.equal([["passive", "close", false]]);
+      const last = seen[0] as CheckpointReport;
+      expect(last.walPages).to.be.greaterThan(30);
+      expect(last.checkpointedPages).to.equal(last.walPages);
+      expect(mainFileRows()).to.equal(30);
     } finally {
       other.close();
     }
 
-    // Control: without the worker (SQLite's autocheckpoint, 1,000 pages, not reached) the WAL is left as it is.
+    // Control: without the worker (SQLite's autocheckpoint, 1,000 pages, not reached) the frames stay in the WAL.
     rmSync(dir, { recursive: true, force: true });
     const off = open({ intervalMs: 0 });
     await create(off);
@@ -164,15 +178,19 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     const other2 = new Database(file, { readonly: true });
     try {
       expect(rowCount(other2)).to.equal(30);
-      const least = walFor(off, 30);
       await off.close();
-      expect(walBytes()).to.be.greaterThan(least);
+      expect(mainFileRows()).to.equal(undefined); // not even the table: its creation is still in the WAL
     } finally {
       other2.close();
     }
   });
 
-  it("a reader holding a snapshot: its view and the writes are untouched; the pinned WAL is truncated once it ends", async () => {
+  /**
+   * A reader holding a snapshot while `rows` rows are written (walLimitPages 50): every checkpoint stops at its
+   * snapshot; the forced one waits hardWaitMs, gives up and says so; the reader's view and the writes are untouched.
+   * Then the reader ends and the next forced checkpoint completes. Returns it.
+   */
+  const pinned = async (rows: number): Promise<{ s: SqliteStore; done: CheckpointReport }> => {
     const lines: Array<{ event?: string }> = [];
     const log = pino(
       { level: "info" },
@@ -193,25 +211,43 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
       return [first, again];
     });
     await holding;
-    await write(s, 40); // well past walLimitPages: every PASSIVE run stops at the reader's snapshot
-    const starved = await until(s, (r) => r.mode === "truncate");
+    await write(s, rows); // past walLimitPages: every PASSIVE run stops at the reader's snapshot
+    const starved = await until(s, (r) => r.reason === "limit");
     expect(starved.busy, "the forced checkpoint cannot pass the open snapshot").to.equal(true);
     expect(lines.some((l) => l.event === "wal-checkpoint-starved")).to.equal(true);
     await write(s, 5); // units of work still commit (the forced checkpoints take the write lock only briefly)
-    expect(rowCount(s.db)).to.equal(50);
+    expect(rowCount(s.db)).to.equal(rows + 10);
     release();
     expect(await seen).to.deep.equal([5, 5]);
-    const done = await until(s, (r) => r.mode === "truncate" && !r.busy);
-    expect([done.walPages, done.checkpointedPages]).to.deep.equal([0, 0]);
-    expect(walBytes()).to.equal(0);
+    const done = await until(s, (r) => r.reason === "limit" && !r.busy);
     expect(lines.some((l) => l.event === "wal-checkpoint-forced")).to.equal(true);
+    return { s, done };
+  };
+
+  it("a reader holding a snapshot, a WAL grown past 4 × walLimitPages: untouched; TRUNCATE once the reader ends", async () => {
+    const { s, done } = await pinned(60); // ~300 pages
+    expect([done.mode, done.walPages, done.checkpointedPages]).to.deep.equal(["truncate", 0, 0]);
+    expect(walBytes()).to.equal(0);
     expect(s.db.pragma("integrity_check", { simple: true })).to.equal("ok");
     expect(
       await s.read(
         "test.count",
         async (r) => (await r.get<{ n: number }>("SELECT COUNT(*) AS n FROM blobs"))?.n,
       ),
-    ).to.equal(50);
+    ).to.equal(70);
+  });
+
+  it("a reader holding a snapshot, a shorter WAL: untouched; RESTART once it ends, the next write starts the WAL over", async () => {
+    const { s, done } = await pinned(12); // ~60 pages: over walLimitPages, the -wal file under 4 × walLimitPages
+    expect(done.mode).to.equal("restart");
+    expect(done.checkpointedPages).to.equal(done.walPages);
+    const size = walBytes();
+    await write(s, 1);
+    const after = await until(s, (r) => r.mode === "passive" && r.walPages < 50);
+    expect(after.walPages).to.be.at.most(10); // one row's frames, from the start of the file
+    expect(walBytes()).to.equal(size); // RESTART keeps the file (it is overwritten from the start)
+    expect(s.db.pragma("integrity_check", { simple: true })).to.equal("ok");
+    expect(rowCount(s.db)).to.equal(23);
   });
 
   it("a worker that dies gives the connections SQLite's autocheckpoint back, logged", async () => {
