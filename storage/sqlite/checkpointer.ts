@@ -38,8 +38,8 @@
  *   WAL cannot grow unnoticed, and a write never waits more than `hardWaitMs` plus the copy for it. RESTART, not
  *   TRUNCATE: cutting a 20,000-frame -wal file to 0 bytes (and growing it again) took 30–40 ms here against
  *   1.5–3 ms for RESTART, all of it with writes waiting. The file keeps its size (SQLite's own habit: it is
- *   overwritten from the start), so it stays near 2 × walLimitPages frames at most; only when readers made it grow
- *   past 4 × walLimitPages frames is the forced checkpoint a TRUNCATE, to give the disk back;
+ *   overwritten from the start), so it stays under the backstop's size below; only when readers made it grow past
+ *   twice that (8 × walLimitPages frames) is the forced checkpoint a TRUNCATE, to give the disk back;
  * - on stop (the store's close, which holds the write lock, so no unit of work of this process is open) runs a last
  *   PASSIVE checkpoint and closes its connection. PASSIVE, not TRUNCATE: a store is also opened by commands that
  *   may run beside a live cardlink (export-user, delete-user), whose close must not take the server's write lock.
@@ -47,8 +47,10 @@
  *   deletes the WAL.
  * The forced checkpoint needs the store's event loop to turn (the lock is granted there). A synchronous loop of
  * writes never lets it (migrations at start-up; the benchmark's seeding grew a 4.6 GB WAL that way), so the store's
- * connections keep SQLite's own autocheckpoint, at 2 × `walLimitPages` (`backstopPages`) instead of 1,000: it never
- * fires while the worker keeps the WAL short, and bounds it when nothing else can run. If the worker fails (it
+ * connections keep SQLite's own autocheckpoint, at 4 × `walLimitPages` (`backstopPages`) instead of 1,000: it never
+ * fires while the worker keeps the WAL short, and bounds it when nothing else can run. At 2 × it still fired under
+ * the benchmark's writes that never pause (~15,000 pages a second there: the WAL reached 20,000-24,000 frames
+ * before the forced checkpoint, requested at the worker's next run after 10,000, got the lock). If the worker fails (it
  * throws, or its thread dies), the autocheckpoint goes back to SQLite's 1,000 pages, as before this file existed:
  * slower writes, never an unbounded WAL.
  */
@@ -123,7 +125,7 @@ type ToMain =
  * only when the store's event loop did not turn to let the forced one in (see the module comment).
  */
 export function backstopPages(o: Pick<CheckpointOptions, "walLimitPages">): number {
-  return 2 * o.walLimitPages;
+  return 4 * o.walLimitPages;
 }
 
 /** The connections' inline autocheckpoint: the backstop while the worker runs, SQLite's default if it fails. */
@@ -396,7 +398,7 @@ function runWorker(port: MessagePort, d: WorkerData): void {
   port.on("message", (m: ToWorker) => {
     try {
       if (m.t === "hard-go") {
-        const r = run(walFileFrames() > 4 * o.walLimitPages ? "truncate" : "restart", "limit");
+        const r = run(walFileFrames() > 2 * backstopPages(o) ? "truncate" : "restart", "limit");
         hardAsked = false;
         if (r.busy) {
           nextHardAt = Date.now() + retryMs;

@@ -96,7 +96,7 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
   it("moves SQLite's autocheckpoint out of the way (the backstop); the worker's timer checkpoints the WAL", async () => {
     const s = open({ intervalMs: 10 });
     expect(s.checkpointer).to.not.equal(undefined);
-    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(20_000); // 2 × walLimitPages
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(40_000); // 4 × walLimitPages
     await create(s);
     await write(s, 20);
     const before = statSync(file).size;
@@ -144,8 +144,8 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     for (let i = 0; i < 300; i++) insert.run(ROW_BYTES); // one transaction each, no await: nothing else runs
     expect(rowCount(s.db)).to.equal(300);
     const rowPages = Math.ceil(ROW_BYTES / pageSize(s)) + 2;
-    // SQLite's own checkpoint at 40 frames: the WAL never held much more than that (300 rows are ~1,500 pages).
-    expect(walBytes()).to.be.at.most(walFor(s, 40 + 2 * rowPages));
+    // SQLite's own checkpoint at 80 frames: the WAL never held much more than that (300 rows are ~1,500 pages).
+    expect(walBytes()).to.be.at.most(walFor(s, 80 + 2 * rowPages));
   });
 
   it("close stops the worker after a last checkpoint: the database file alone holds everything", async () => {
@@ -224,8 +224,8 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     return { s, done };
   };
 
-  it("a reader holding a snapshot, a WAL grown past 4 × walLimitPages: untouched; TRUNCATE once the reader ends", async () => {
-    const { s, done } = await pinned(60); // ~300 pages
+  it("a reader holding a snapshot, a WAL grown past 8 × walLimitPages: untouched; TRUNCATE once the reader ends", async () => {
+    const { s, done } = await pinned(110); // ~560 pages: the -wal file over 8 × walLimitPages
     expect([done.mode, done.walPages, done.checkpointedPages]).to.deep.equal(["truncate", 0, 0]);
     expect(walBytes()).to.equal(0);
     expect(s.db.pragma("integrity_check", { simple: true })).to.equal("ok");
@@ -234,11 +234,11 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
         "test.count",
         async (r) => (await r.get<{ n: number }>("SELECT COUNT(*) AS n FROM blobs"))?.n,
       ),
-    ).to.equal(70);
+    ).to.equal(120);
   });
 
   it("a reader holding a snapshot, a shorter WAL: untouched; RESTART once it ends, the next write starts the WAL over", async () => {
-    const { s, done } = await pinned(12); // ~60 pages: over walLimitPages, the -wal file under 4 × walLimitPages
+    const { s, done } = await pinned(12); // ~60 pages: over walLimitPages, the -wal file under 8 × walLimitPages
     expect(done.mode).to.equal("restart");
     expect(done.checkpointedPages).to.equal(done.walPages);
     const size = walBytes();
@@ -258,7 +258,7 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     );
     const s = open({ intervalMs: 10 }, log);
     await create(s);
-    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(20_000);
+    expect(s.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(40_000);
     const cp = s.checkpointer as NonNullable<SqliteStore["checkpointer"]>;
     // Reaches into the private worker: the only way to make a healthy thread die from outside.
     await (cp as unknown as { worker: Worker }).worker.terminate();
@@ -285,7 +285,7 @@ describe("WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts)", 
     const on = (await openStore({ ...config.database, walLimitPages: 2000 }, { log })) as SqliteStore;
     try {
       expect(on.checkpointer?.options).to.include({ intervalMs: 1000, walLimitPages: 2000 });
-      expect(on.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(4000);
+      expect(on.db.pragma("wal_autocheckpoint", { simple: true })).to.equal(8000);
     } finally {
       await on.close();
     }
