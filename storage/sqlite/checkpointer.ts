@@ -48,9 +48,9 @@
  * The forced checkpoint needs the store's event loop to turn (the lock is granted there). A synchronous loop of
  * writes never lets it (migrations at start-up; the benchmark's seeding grew a 4.6 GB WAL that way), so the store's
  * connections keep SQLite's own autocheckpoint, at 4 × `walLimitPages` (`backstopPages`) instead of 1,000: it never
- * fires while the worker keeps the WAL short, and bounds it when nothing else can run. At 2 × it still fired under
- * the benchmark's writes that never pause (~15,000 pages a second there: the WAL reached 20,000-24,000 frames
- * before the forced checkpoint, requested at the worker's next run after 10,000, got the lock). If the worker fails (it
+ * fires while the worker keeps the WAL short, and bounds it when nothing else can run. At 2 × the benchmark's writes
+ * that never pause reached it (20,000-24,000 frames before the forced checkpoint, requested at the worker's next run
+ * past 10,000, got the lock); at 4 × they still did in some ops (up to 48,000 frames). If the worker fails (it
  * throws, or its thread dies), the autocheckpoint goes back to SQLite's 1,000 pages, as before this file existed:
  * slower writes, never an unbounded WAL.
  */
@@ -122,7 +122,8 @@ type ToMain =
 
 /**
  * SQLite's inline autocheckpoint while the worker runs: far past where the worker forces a checkpoint, so it fires
- * only when the store's event loop did not turn to let the forced one in (see the module comment).
+ * only when the worker cannot keep up: the store's event loop did not turn to let the forced one in, or writes come
+ * faster than a forced checkpoint a second absorbs (see the module comment).
  */
 export function backstopPages(o: Pick<CheckpointOptions, "walLimitPages">): number {
   return 4 * o.walLimitPages;
