@@ -16,8 +16,13 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import Database from "better-sqlite3";
 import { NS } from "../stanzas/ns.js";
-import { cardHash, normalizeCard, type Card } from "../stanzas/model/card.js";
+import { normalizeCard, type Card } from "../stanzas/model/card.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
+import { coreMigrations } from "../storage/index.js";
+import { moduleMigrations, userDataWiring } from "../component/features.js";
+import { storeCard } from "../component/features/cards/service.js";
+import { offlineCore } from "../component/runtime/offline.js";
+import { legacyBind } from "../test/harness/legacy-seed.js";
 import { CardlinkProcess } from "../test/harness/cardlink.js";
 import { connectClient, xml, type Element, type TestClient } from "../test/harness/clients.js";
 import { freePort, sleep, waitFor } from "../test/harness/ports.js";
@@ -87,46 +92,49 @@ const timing = (runs: number[], items: number): Timing => {
 
 async function durable(dir: string, holders: number, runs: number): Promise<Record<string, unknown>> {
   const file = path.join(dir, "durable.sqlite");
-  const store = new SqliteStore(file);
   const owner = "owner@localhost";
+  const t0 = performance.now();
+  // The bindings as an upgraded installation has them: the old bind()'s rows (test/harness/legacy-seed.ts), in
+  // one transaction, then the rekey to schema 2000 a first start applies.
+  const old = new SqliteStore(file);
+  old.db.transaction(() => {
+    for (let i = 0; i < holders; i++) {
+      legacyBind(
+        old.db,
+        { id: `b${i}`, a: owner, b: `h${i}@localhost`, aDevices: [], bDevices: [], via: "code" },
+        Date.now(),
+      );
+    }
+  })();
+  await old.close();
+  const store = new SqliteStore(file, { legacy: false });
   try {
-    const t0 = performance.now();
-    // The real bind() per holder, nested (as savepoints) in one outer transaction: the seed then costs one
-    // commit instead of 10,000. bind() is async only in signature; its body runs synchronously here.
-    const pending: Array<Promise<unknown>> = [];
-    store.db.transaction(() => {
-      for (let i = 0; i < holders; i++) {
-        pending.push(
-          store.exchange.bind(
-            { id: `b${i}`, a: owner, b: `h${i}@localhost`, aDevices: [], bDevices: [], via: "code" },
-            undefined,
-            Date.now(),
-          ),
-        );
-      }
-    })();
-    await Promise.all(pending);
+    await store.migrate(await coreMigrations(store, moduleMigrations()));
+    const core = offlineCore(store, userDataWiring());
     const shares = (
-      store.db.prepare("SELECT COUNT(*) AS n FROM shares WHERE owner = ?").get(owner) as {
-        n: number;
-      }
+      store.db
+        .prepare(
+          "SELECT COUNT(*) AS n FROM shares s JOIN identifiers i ON i.account_id = s.owner AND i.value = ?",
+        )
+        .get(owner) as { n: number }
     ).n;
     if (shares !== holders) throw new Error(`seeded ${shares} shares, wanted ${holders}`);
     const seedMs = performance.now() - t0;
     const times: number[] = [];
     for (let r = 0; r < runs; r++) {
-      // Every run starts from an empty outbox and a truncated WAL: each measures inserts of fresh rows (holders
+      // Every run starts from an empty stream and a truncated WAL: each measures inserts of fresh rows (holders
       // without a pending entry), not the cheaper in-place replace of a previous run's rows.
-      store.db.exec("DELETE FROM outbox");
+      store.db.exec("DELETE FROM stream_entries");
       store.db.pragma("wal_checkpoint(TRUNCATE)");
       const card = emptyCard(`Owner run ${r} ${Date.now()}`);
-      const hash = cardHash(card);
       const t = performance.now();
-      const res = await store.cards.set(owner, card, hash);
+      // The card set unit of work of the running service (features/cards storeCard): the row and one stream
+      // entry per holder, durable at COMMIT.
+      const res = await storeCard(core, owner, card);
       times.push(performance.now() - t);
-      const queued = await store.outbox.count();
-      if (!res.changed || res.recipients.length !== holders || queued !== holders)
-        throw new Error(`run ${r}: ${res.recipients.length} recipients, ${queued} outbox entries`);
+      const queued = (store.db.prepare("SELECT COUNT(*) AS n FROM stream_entries").get() as { n: number }).n;
+      if (!res.changed || res.holders.length !== holders || queued !== holders)
+        throw new Error(`run ${r}: ${res.holders.length} holders, ${queued} stream entries`);
     }
     const m = median(times);
     return {
@@ -264,7 +272,6 @@ async function deliver(
   rounds: number,
   batch: number,
   withPep: boolean,
-  core: "legacy" | "2000" = "legacy",
 ): Promise<Record<string, unknown>> {
   const logFile = path.join(dir, "prosody.log");
   // The harness logs at debug (every stanza), which would multiply Prosody's cost per stanza: warn only here.
@@ -279,7 +286,7 @@ async function deliver(
       `modules_disabled = { "s2s", "dialback", "tls", "smacks" }`,
     ].join("\n"),
   });
-  const dbFile = path.join(dir, `deliver-${core}.sqlite`);
+  const dbFile = path.join(dir, "deliver.sqlite");
   let proc: CardlinkProcess | undefined;
   const clients: TestClient[] = [];
   let reader: Database.Database | undefined;
@@ -293,37 +300,30 @@ async function deliver(
     writeRosters(prosody, "owner", users);
     const ownerJid = `owner@${prosody.host}`;
 
+    // The bindings as an upgraded installation has them (the old bind()'s rows, one transaction): cardlink
+    // rekeys the file to schema 2000 at start; the pending rows are then its stream entries.
     const store = new SqliteStore(dbFile);
-    const pending: Array<Promise<unknown>> = [];
     store.db.transaction(() => {
       for (let i = 0; i < n; i++)
-        pending.push(
-          store.exchange.bind(
-            {
-              id: `b${i}`,
-              a: ownerJid,
-              b: `${name(i)}@${prosody.host}`,
-              aDevices: [],
-              bDevices: [],
-              via: "code",
-            },
-            undefined,
-            Date.now(),
-          ),
+        legacyBind(
+          store.db,
+          {
+            id: `b${i}`,
+            a: ownerJid,
+            b: `${name(i)}@${prosody.host}`,
+            aDevices: [],
+            bDevices: [],
+            via: "code",
+          },
+          Date.now(),
         );
     })();
-    await Promise.all(pending);
     // The binding notices bind() queued are not what is measured: start with an empty outbox.
     store.db.exec("DELETE FROM outbox");
     await store.close();
 
     const metricsPort = await freePort();
-    // The new core (CARDLINK_CORE=2000) migrates the seeded legacy file to schema 2000 at start (the rekey), so
-    // both cores are measured on the same bindings; the pending rows are its stream entries.
-    proc = CardlinkProcess.forProsody(prosody, dbFile, {
-      CARDLINK_METRICS_PORT: String(metricsPort),
-      ...(core === "2000" ? { CARDLINK_CORE: "2000" } : {}),
-    });
+    proc = CardlinkProcess.forProsody(prosody, dbFile, { CARDLINK_METRICS_PORT: String(metricsPort) });
     proc.start();
     await proc.waitForEvent("connected", 1, 15_000);
 
@@ -363,8 +363,7 @@ async function deliver(
     const prosodyPid = findPid(prosody.configFile);
     const cardlinkPid = proc.proc?.pid;
     reader = new Database(dbFile, { readonly: true, fileMustExist: true });
-    const pendingTable = core === "2000" ? "stream_entries" : "outbox";
-    const outboxCount = reader.prepare(`SELECT COUNT(*) AS n FROM ${pendingTable}`);
+    const outboxCount = reader.prepare("SELECT COUNT(*) AS n FROM stream_entries");
     const outboxSize = (): number => (outboxCount.get() as { n: number }).n;
 
     let version = 0;
@@ -386,7 +385,7 @@ async function deliver(
       await waitFor(() => progress.cardGot >= n, `card v${version} at all ${n} holders`, 120_000);
       // Acks travel back after the last holder received: the outbox empties shortly after.
       await waitFor(() => outboxSize() === 0, "outbox empty", 60_000).catch(async (e: unknown) => {
-        const left = reader?.prepare(`SELECT * FROM ${pendingTable} LIMIT 5`).all();
+        const left = reader?.prepare(`SELECT * FROM stream_entries LIMIT 5`).all();
         const m = await metrics(metricsPort);
         throw new Error(
           `${(e as Error).message}: ${outboxSize()} left, e.g. ${JSON.stringify(left)}; ${m}; client errors ${progress.clientErrors}: ${progress.lastClientError}`,
@@ -497,7 +496,6 @@ async function deliver(
       };
     }
     return {
-      core,
       holders: n,
       login_ms: round(loginMs),
       cardlink,
@@ -545,23 +543,6 @@ export async function run(opts: FanoutOptions = {}): Promise<Record<string, unkn
         opts.rounds ?? 3,
         opts.loginBatch ?? 50,
         !opts.skipPep,
-      );
-      // The redesigned core on the same workload, in the same run (docs/REDESIGN.md S15): side by side with the
-      // old core's numbers above, and through them with Prosody's PEP broadcast.
-      note("fanout: delivery through Prosody, new core");
-      const neu = await deliver(
-        dir,
-        opts.onlineHolders ?? 1000,
-        opts.rounds ?? 3,
-        opts.loginBatch ?? 50,
-        false,
-        "2000",
-      );
-      out.deliver_1k_core2000 = neu;
-      const rate = (r: Record<string, unknown>): number => (r.cardlink as { per_s: number }).per_s;
-      out.ratio_rate_core2000_vs_legacy = round(
-        rate(neu) / rate(out.deliver_1k as Record<string, unknown>),
-        3,
       );
     }
     return out;

@@ -20,6 +20,7 @@ import { performance } from "node:perf_hooks";
 import { NS } from "../stanzas/ns.js";
 import { startInProcess, testConfig } from "../test/harness/cardlink.js";
 import { connectClient, xml, type Element, type TestClient } from "../test/harness/clients.js";
+import { pendingCount } from "../test/harness/inspect.js";
 import { sleep, waitFor } from "../test/harness/ports.js";
 import { ProsodyServer } from "../test/harness/prosody.js";
 import { note, round, runMain, runRounds } from "./lib.js";
@@ -137,7 +138,7 @@ async function session(prosodyNagle: boolean, samples: number): Promise<Record<s
       "exchange-code",
     )?.attrs.code;
     await holder.iq("set", comp, xml("redeem", { xmlns: NS.CARDLINK, code: String(code) }));
-    await waitFor(async () => (await app.ctx.store.outbox.count()) === 0, "binding delivered", 10_000);
+    await waitFor(async () => (await pendingCount(app)) === 0, "binding delivered", 10_000);
 
     const wait = (key: string): Promise<number> => new Promise((resolve) => (waiter = { key, resolve }));
     let n = 0;

@@ -1,6 +1,6 @@
 /** What every feature module receives: the shared services of one running cardlink. */
 import type { Element } from "../../stanzas/xml.js";
-import type { AppStore } from "../../storage/index.js";
+import type { MigratedStore } from "../../storage/index.js";
 import type { AccountId, Migration } from "../../storage/store.js";
 import type { AccountsRead } from "./accounts/api.js";
 import type { AdhocCommands } from "./adhoc.js";
@@ -19,8 +19,8 @@ export interface AppContext {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  /** The new Store (units of work) and the old repositories on one backend (storage/index.ts). */
-  store: AppStore;
+  /** The Store (units of work), migrated at open (storage/index.ts openCoreStore). */
+  store: MigratedStore;
   router: Router;
   adhoc: AdhocCommands;
   events: EventBus;
@@ -35,19 +35,9 @@ export interface AppContext {
   pushAppServer?: boolean;
 }
 
-/** A feature registers routes, commands and listeners in attach(); start/stop run with the link's lifecycle. */
-export interface Feature {
-  name: string;
-  attach(app: AppContext): void;
-  /** Called on every (re)connection to Prosody. */
-  online?(): void | Promise<void>;
-  stop?(): void | Promise<void>;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// The redesign's feature interface (docs/REDESIGN.md §3.6), beside the legacy AppContext/Feature above: the
-// new feature modules (component/features/<name>/, issue 8 S8–S10) are written against these; the legacy
-// features keep AppContext until the switch (S11) deletes them.
+// The feature interface (docs/REDESIGN.md §3.6): the feature modules (component/features/<name>/) are written
+// against these; AppContext above is what the composition root and the service module share.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** §3.6 names `limits: Limits`: the fair branch's `limits` config section. */
