@@ -96,6 +96,27 @@ export function deviceElement(d: {
   });
 }
 
+/**
+ * `<active-device id/>` (PROTOCOL §10.7): which registered device this resource is. The id follows the device
+ * id rules of §4.1, with the same texts (`<active-device/> needs a 'id' attribute`, `device id must be …`).
+ */
+export function parseActiveDevice(el: Element): string {
+  return parseDeviceId(requireAttr(el, "id")) as string;
+}
+
+/** The declaration, as the IQ result echoes it. */
+export function activeDeviceElement(deviceId: string): Element {
+  return xml("active-device", { xmlns: NSC, id: deviceId });
+}
+
+/** Why a device must resync (§10.1 `resync`): its cursor went dormant and what it missed was collected. */
+export type ResyncReason = "idle";
+
+/** The child of an `<update kind='resync'/>`: pull-sync from 0, re-list requests and contacts, then go on. */
+export function resyncElement(reason: ResyncReason): Element {
+  return xml("resync", { xmlns: NSC, reason });
+}
+
 export function parseSharePolicy(el: Element): SharePolicy | null {
   const fields = el.getChildren("field").map((f) => f.getText().trim());
   const types = el.getChildren("type").map((t) => t.getText().trim().toLowerCase());

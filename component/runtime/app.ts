@@ -150,6 +150,7 @@ export async function createCardlink(
     opts.modules,
   );
   ctx.pushAppServer = coreRt.discoFeatures().includes(NS.PUSH);
+  ctx.moduleFeatures = coreRt.discoFeatures;
   adhoc.attach(router);
 
   metrics.gauge("cardlink_link_up", () => (link.online ? 1 : 0), "1 while connected to Prosody");

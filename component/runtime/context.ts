@@ -33,6 +33,8 @@ export interface AppContext {
   online(): boolean;
   /** Set when the XEP-0357 app server is enabled (push configured). */
   pushAppServer?: boolean;
+  /** disco#info features the new core's modules add (FeatureModule.discoFeatures), read per request. */
+  moduleFeatures?: () => string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -53,6 +55,13 @@ export interface PresenceView {
   resources(account: AccountId): readonly string[];
   /** True while the account has at least one available resource. */
   available(account: AccountId): boolean;
+  /**
+   * `<active-device/>` from the full JID `full` of `bare` (S12, PROTOCOL §10.7): from now until it goes
+   * unavailable, that resource is the user's registered device `deviceId` and is served by its cursor.
+   * "no-device" (nothing changed) when the user has no such device. Call it before the handler's first await:
+   * it is queued on the user's presence chain behind the request that recorded the resource.
+   */
+  declare(bare: string, full: string, deviceId: string): Promise<"declared" | "no-device">;
 }
 
 export interface Runtime {

@@ -18,14 +18,26 @@
  * The callbacks (onAvailable, onUnavailable) run after the write's commit; a write that failed announces
  * nothing (the old events were emitted after the store call too), the next kick of the lane still finds the
  * resource in memory.
+ *
+ * Device declarations (`<active-device/>`, PROTOCOL §10.7, REDESIGN §5.2, issue 8 S12): a resource that
+ * declared a registered device is served by that device's cursor (consumer = devices.id) instead of the shared
+ * one, until it goes unavailable (its entry and row go; a new session starts undeclared). The declaration is
+ * applied in the resource's own chain, in the task that records the resource (an IQ's onRequest ran it just
+ * before; a presence carries it as a child), so it can never be applied after a later unavailable. Its unit of
+ * work creates the device's cursor at the lane's floor on the first declaration (§2.3.3) and writes
+ * `resources.device`, which restore() reads back after a restart (the resource did not go unavailable).
  */
+import { parseActiveDevice } from "../../stanzas/cardlink.js";
+import { StanzaError } from "../../stanzas/errors.js";
+import { NS } from "../../stanzas/ns.js";
 import { xml, type Element } from "../../stanzas/xml.js";
-import type { AccountId, Sql } from "../../storage/store.js";
+import type { AccountId, DeviceKey, Sql } from "../../storage/store.js";
 import type { PresenceView } from "./context.js";
 import type { Jid } from "./jid.js";
 import { detach, type Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { DeliveryPresence } from "./queue/stream-delivery.js";
+import { streamRepo } from "./queue/stream-repo.js";
 import type { Router } from "./router.js";
 import type { Reader, UnitOfWork, Uow } from "./uow.js";
 
@@ -45,13 +57,14 @@ export interface PresenceOptions {
 /** The consumer of resources that declared no device: the shared cursor (stream_cursors.consumer = 0). */
 export const SHARED_CONSUMER = 0;
 
+/** :device is NULL for a resource that declared nothing (the shared cursor), else the declared devices.id. */
 const UPSERT_RESOURCE = `INSERT INTO resources (full_jid, account_id, device, process, since)
-VALUES (:full, :account, NULL, NULL, :since)
-ON CONFLICT (full_jid) DO UPDATE SET account_id = excluded.account_id, device = NULL, since = excluded.since`;
+VALUES (:full, :account, :device, NULL, :since)
+ON CONFLICT (full_jid) DO UPDATE SET account_id = excluded.account_id, device = excluded.device, since = excluded.since`;
 const DELETE_RESOURCE = "DELETE FROM resources WHERE full_jid = :full";
 const DELETE_ACCOUNT_RESOURCES = "DELETE FROM resources WHERE account_id = :account";
 /** Oldest first; full_jid breaks ties portably (the old `since, rowid`: PostgreSQL has no rowid). */
-const ALL_RESOURCES = "SELECT full_jid, account_id FROM resources ORDER BY since, full_jid";
+const ALL_RESOURCES = "SELECT full_jid, account_id, device FROM resources ORDER BY since, full_jid";
 const ADD_SUBSCRIBER = `INSERT INTO subscribers (account_id, since) VALUES (:account, :now)
 ON CONFLICT (account_id) DO NOTHING`;
 const REMOVE_SUBSCRIBER = "DELETE FROM subscribers WHERE account_id = :account";
@@ -65,10 +78,13 @@ WHERE EXISTS (SELECT 1 FROM stream_cursors c WHERE c.account_id = s.account_id
   AND EXISTS (SELECT 1 FROM stream_entries e WHERE e.account_id = c.account_id AND e.seq > c.pos))
 ORDER BY s.account_id`;
 
+/** What a declaration came to: applied, or the user has no device of that id (nothing changed). */
+export type Declaration = "declared" | "no-device";
+
 export class Presence implements PresenceView, DeliveryPresence {
   /**
-   * Per account: its available full JIDs → the consumer each serves (today always SHARED_CONSUMER; S12's
-   * <active-device/> sets a device). Map order = least recently seen first.
+   * Per account: its available full JIDs → the consumer each serves (SHARED_CONSUMER, or the devices.id the
+   * resource declared with <active-device/>). Map order = least recently seen first.
    */
   private readonly avail = new Map<AccountId, Map<string, number>>();
   /**
@@ -178,7 +194,9 @@ export class Presence implements PresenceView, DeliveryPresence {
   async restore(): Promise<void> {
     const cap = this.o.resourcesPerUser;
     const { rows, probe } = await this.o.read("presence.restore", async (r) => {
-      const rows = await r.read.all<{ full_jid: string; account_id: number }>(ALL_RESOURCES);
+      const rows = await r.read.all<{ full_jid: string; account_id: number; device: number | null }>(
+        ALL_RESOURCES,
+      );
       const ids = (await r.read.all<{ account_id: number }>(PROBE_ACCOUNTS)).map(
         (x) => Number(x.account_id) as AccountId,
       );
@@ -189,7 +207,10 @@ export class Presence implements PresenceView, DeliveryPresence {
     for (const row of rows) {
       const account = Number(row.account_id) as AccountId;
       const m = this.resourcesOf(account);
-      if (!m.has(row.full_jid)) m.set(row.full_jid, SHARED_CONSUMER);
+      // A declaration lasts until the resource goes unavailable, and a restart is not that (a removed device's
+      // rows were set NULL by the foreign key: those resources are back on the shared cursor).
+      if (!m.has(row.full_jid))
+        m.set(row.full_jid, row.device === null ? SHARED_CONSUMER : Number(row.device));
       for (const old of m.keys()) {
         if (m.size <= cap) break;
         m.delete(old);
@@ -207,40 +228,113 @@ export class Presence implements PresenceView, DeliveryPresence {
    * known it may be a client that reconnected under the same resource (its old session, and any update in
    * flight to it, gone), so it is announced again. A known resource costs no write.
    */
-  private async seen(bare: string, full: string, presence: boolean): Promise<void> {
+  private async seen(
+    bare: string,
+    full: string,
+    presence: boolean,
+    deviceId?: string,
+  ): Promise<Declaration | undefined> {
     const account = await this.accountFor(bare);
-    if (account === undefined) return;
+    if (account === undefined) return undefined;
     const m = this.resourcesOf(account);
-    const consumer = m.get(full);
-    if (consumer !== undefined) {
+    const known = m.get(full);
+    if (known !== undefined) {
       m.delete(full);
-      m.set(full, consumer);
-      if (presence) this.onAvailable?.(account, consumer, full, true);
-      return;
+      m.set(full, known);
+      if (deviceId === undefined) {
+        if (presence) this.onAvailable?.(account, known, full, true);
+        return undefined;
+      }
     }
-    const cap = this.o.resourcesPerUser;
     const evicted: string[] = [];
-    for (const old of m.keys()) {
-      if (m.size < cap) break;
-      m.delete(old);
-      evicted.push(old);
+    if (known === undefined) {
+      const cap = this.o.resourcesPerUser;
+      for (const old of m.keys()) {
+        if (m.size < cap) break;
+        m.delete(old);
+        evicted.push(old);
+      }
+      m.set(full, SHARED_CONSUMER);
+      if (evicted.length) {
+        this.o.metrics.inc("cardlink_presence_resources_evicted_total", undefined, evicted.length);
+        this.o.log.debug(
+          { event: "resource-evicted", bare, evicted },
+          "least recently seen resource forgotten",
+        );
+      }
     }
-    m.set(full, SHARED_CONSUMER);
-    if (evicted.length) {
-      this.o.metrics.inc("cardlink_presence_resources_evicted_total", undefined, evicted.length);
-      this.o.log.debug(
-        { event: "resource-evicted", bare, evicted },
-        "least recently seen resource forgotten",
-      );
+    const device = await this.o.uow(
+      deviceId === undefined ? "presence.available" : "presence.declare",
+      async (u): Promise<DeviceKey | null | undefined> => {
+        // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour
+        // by the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
+        if (known === undefined) {
+          await u.accounts.ensure(bare, { seen: true });
+          await deleteRows(u.tx, evicted);
+        }
+        const d = deviceId === undefined ? undefined : await u.accounts.device(account, deviceId);
+        if (deviceId !== undefined && d === undefined) {
+          // No such device: a new resource is recorded undeclared; a known one keeps what it served.
+          if (known === undefined) await this.upsert(u.tx, full, account, null, u.now);
+          return null;
+        }
+        // The device's cursor on its first declaration, at the lane's floor (§2.3.3); a dormant one stays as it
+        // is: delivery reactivates it (and sends the resync it may owe, §2.3.4).
+        if (d) await streamRepo(u.tx).ensureCursor(account, d.key, u.now);
+        await this.upsert(
+          u.tx,
+          full,
+          account,
+          d ? d.key : known === undefined ? null : nullable(known),
+          u.now,
+        );
+        return d?.key;
+      },
+    );
+    // gone() may have forgotten the resource meanwhile (a delivery's error): then it is not brought back here.
+    const declared = device !== undefined && device !== null && m.has(full);
+    if (declared) m.set(full, device);
+    const consumer = m.get(full) ?? SHARED_CONSUMER;
+    // Announced when it is new, re-announced, or now served by another consumer (that one's round starts).
+    if (known === undefined || presence || (declared && device !== known)) {
+      this.onAvailable?.(account, consumer, full, known !== undefined && presence);
     }
-    await this.o.uow("presence.available", async (u) => {
-      // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour by
-      // the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
-      await u.accounts.ensure(bare, { seen: true });
-      await deleteRows(u.tx, evicted);
-      await u.tx.run(UPSERT_RESOURCE, { full, account, since: this.since(u.now) });
-    });
-    this.onAvailable?.(account, SHARED_CONSUMER, full, false);
+    if (deviceId === undefined) return undefined;
+    return device === null ? "no-device" : "declared";
+  }
+
+  private async upsert(
+    tx: Sql,
+    full: string,
+    account: AccountId,
+    device: DeviceKey | null,
+    now: number,
+  ): Promise<void> {
+    await tx.run(UPSERT_RESOURCE, { full, account, device, since: this.since(now) });
+  }
+
+  /**
+   * `<active-device/>` as an IQ from `full` (PROTOCOL §10.7): on the user's chain, after the onRequest that
+   * recorded the resource (the router runs that listener and the handler in one turn, so a caller that calls
+   * this before its first await is ordered right after it). "no-device": the user has no device of that id.
+   */
+  declare(bare: string, full: string, deviceId: string): Promise<Declaration> {
+    return this.serial(bare, async () => (await this.seen(bare, full, false, deviceId)) ?? "no-device");
+  }
+
+  /**
+   * A device was removed (post-commit of device.removed): resources that declared it are served by the shared
+   * cursor again (their rows' device went NULL by the foreign key, its cursor with the device), and the shared
+   * consumer's round starts for them.
+   */
+  undeclareDevice(account: AccountId, device: number): void {
+    const m = this.avail.get(account);
+    if (!m) return;
+    for (const [full, c] of m) {
+      if (c !== device) continue;
+      m.set(full, SHARED_CONSUMER);
+      this.onAvailable?.(account, SHARED_CONSUMER, full, false);
+    }
   }
 
   /** One resource went unavailable (known or not: its row goes either way, as before). */
@@ -270,7 +364,16 @@ export class Presence implements PresenceView, DeliveryPresence {
     const type = stanza.attrs.type;
     switch (type) {
       case undefined:
-        if (from.resource && from.local) await this.seen(from.bare, from.full, true);
+        if (from.resource && from.local) {
+          const deviceId = this.declaredIn(stanza, from);
+          const r = await this.seen(from.bare, from.full, true, deviceId);
+          if (r === "no-device") {
+            this.o.log.info(
+              { event: "active-device-ignored", from: from.full, device: deviceId, reason: "no-device" },
+              "<active-device/> in presence names no device of the user; ignored",
+            );
+          }
+        }
         return;
       case "unavailable": {
         // A server JID (no localpart) has no account, hence no resources.
@@ -301,6 +404,25 @@ export class Presence implements PresenceView, DeliveryPresence {
         return;
       default:
         return;
+    }
+  }
+
+  /**
+   * The device id of an `<active-device/>` child of an available presence (PROTOCOL §10.7), or undefined. A
+   * presence gets no reply: a child that is not valid is logged and the presence counts as a plain one.
+   */
+  private declaredIn(stanza: Element, from: Jid): string | undefined {
+    const el = stanza.getChild("active-device", NS.CARDLINK);
+    if (!el) return undefined;
+    try {
+      return parseActiveDevice(el);
+    } catch (e) {
+      if (!(e instanceof StanzaError)) throw e;
+      this.o.log.info(
+        { event: "active-device-ignored", from: from.full, reason: e.message },
+        "<active-device/> in presence is not valid; ignored",
+      );
+      return undefined;
     }
   }
 
@@ -352,10 +474,13 @@ export class Presence implements PresenceView, DeliveryPresence {
   }
 
   /** Runs fn after every earlier task of the same bare JID (see `chains`); a failure does not break the chain. */
-  private serial(bare: string, fn: () => Promise<void>): Promise<void> {
+  private serial<T>(bare: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.chains.get(bare) ?? Promise.resolve();
     const run = prev.then(fn);
-    const tail = run.catch(() => undefined);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
     this.chains.set(bare, tail);
     void tail.then(() => {
       if (this.chains.get(bare) === tail) this.chains.delete(bare);
@@ -366,6 +491,11 @@ export class Presence implements PresenceView, DeliveryPresence {
   private async send(type: string | undefined, to: string): Promise<void> {
     await this.o.send(xml("presence", { type, to, from: this.o.domain }));
   }
+}
+
+/** A consumer as `resources.device`: the shared cursor is NULL there. */
+function nullable(consumer: number): DeviceKey | null {
+  return consumer === SHARED_CONSUMER ? null : (consumer as DeviceKey);
 }
 
 async function deleteRows(tx: Sql, fulls: readonly string[]): Promise<void> {

@@ -24,6 +24,7 @@ import { Engine, MISSED_BEATS, newProcessId } from "./queue/engine.js";
 import { jobsTx } from "./queue/jobs-tx.js";
 import { KindRegistry } from "./queue/registry.js";
 import { StreamDelivery, type SendOutcome, type StreamTransport } from "./queue/stream-delivery.js";
+import { streamRepo } from "./queue/stream-repo.js";
 import { streamTx } from "./queue/stream-tx.js";
 import type { Router } from "./router.js";
 import { makeReader, makeUow, type UnitOfWork } from "./uow.js";
@@ -57,6 +58,8 @@ export interface Core {
   /** Modules stopped (reverse order), then the engine (rounds settle, leases given back). */
   stop(): Promise<void>;
 }
+
+const DAY_MS = 86_400_000;
 
 /** The component link as a stream transport: one IQ set per resource, its reply or timeout as the outcome. */
 export function iqTransport(iq: IqCaller, domain: string): StreamTransport {
@@ -141,7 +144,12 @@ export function buildCore(
     me,
     silentMs: MISSED_BEATS * config.queue.heartbeatMs,
     persistInflight: config.queue.persistInflight,
-    onAllGone: (lane) => onAllGone?.(lane),
+    // A consumer's resources all gone wakes the account's devices only when it has no resource left at all: a
+    // declared device going away while another resource is online is not "offline" (§10.6: no push while a
+    // resource counts as available). Without declarations the shared consumer's resources are all of them.
+    onAllGone: (lane) => {
+      if (!presence.available(lane)) onAllGone?.(lane);
+    },
     hooks: {
       acked: (entries) => {
         metrics.inc("cardlink_delivery_acked_total", undefined, entries.length);
@@ -167,12 +175,23 @@ export function buildCore(
     config: config.queue,
     processId: me,
     delivery,
+    dormancy: {
+      deviceIdleMs: config.delivery.deviceIdleDays * DAY_MS,
+      sharedIdleMs: config.delivery.sharedIdleDays * DAY_MS,
+    },
     laneOf: async (from) => {
       const bare = parseJid(from)?.bare;
       return bare === undefined ? undefined : read("queue.lane-of", (r) => r.accounts.resolve(bare));
     },
   });
   presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
+  // A removed device's cursor goes with it (accounts repo, in its unit of work); what only that cursor held is
+  // collected in the same unit of work (§2.3.3 GC), and resources that declared it fall back to the shared
+  // cursor after the commit.
+  events.onTx("device.removed", async (u, e) => {
+    await streamRepo(u.tx).gc(e.account);
+  });
+  events.on("device.removed", (e) => presence.undeclareDevice(e.account, e.device));
 
   const rt: Runtime = {
     config,

@@ -19,6 +19,8 @@ export function attachService(app: AppContext): void {
     // XEP-0059 §9: the lists in urn:cardlink:0 page with <set/> (component/runtime/paging.ts).
     NS.RSM,
     ...(app.pushAppServer ? [NS.PUSH] : []),
+    // The modules' own (devices: urn:cardlink:0:device-delivery); push's is the line above.
+    ...(app.moduleFeatures?.() ?? []),
   ];
 
   router.iq(

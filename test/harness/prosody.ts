@@ -151,6 +151,19 @@ export class ProsodyServer {
     });
   }
 
+  /**
+   * Runs one line of Lua inside the running Prosody through mod_admin_shell (`prosodyctl shell "> …"`, the
+   * admin socket in runDir): for stanzas no client can send, e.g. an IQ from a bare JID (Prosody stamps a
+   * client's full JID). Returns the shell's output ("Result: …" last).
+   */
+  shell(lua: string): string {
+    return execFileSync("prosodyctl", ["--config", this.configFile, "shell", `> ${lua}`], {
+      encoding: "utf8",
+      stdio: "pipe",
+      timeout: 30_000,
+    });
+  }
+
   logTail(lines = 40): string {
     const f = path.join(this.runDir, "prosody.log");
     if (!existsSync(f)) return "";

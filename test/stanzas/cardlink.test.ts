@@ -1,10 +1,13 @@
 import { expect } from "chai";
 import {
+  activeDeviceElement,
   bindingElement,
+  parseActiveDevice,
   parseBool,
   parseDevice,
   parseNonNegativeInt,
   parseSharePolicy,
+  resyncElement,
   sharePolicyElement,
   updateElement,
   updatesElement,
@@ -97,6 +100,41 @@ describe("stanzas/cardlink (urn:cardlink:0)", () => {
     ]);
     expect(u.toString()).to.equal(
       '<updates xmlns="urn:cardlink:0"><update id="card:alice@example.org:7" kind="card" seq="7"><x/></update></updates>',
+    );
+  });
+
+  it("<active-device/>: parsed to its device id, refused with §4.1's texts, echoed byte for byte", () => {
+    expect(parseActiveDevice(el("<active-device xmlns='urn:cardlink:0' id='bob-pixel'/>"))).to.equal(
+      "bob-pixel",
+    );
+    expect(parseActiveDevice(el("<active-device xmlns='urn:cardlink:0' id='a.b_c:d-1'/>"))).to.equal(
+      "a.b_c:d-1",
+    );
+    expect(refused(() => parseActiveDevice(el("<active-device xmlns='urn:cardlink:0'/>")))).to.equal(
+      "<active-device/> needs a 'id' attribute",
+    );
+    expect(refused(() => parseActiveDevice(el("<active-device xmlns='urn:cardlink:0' id=''/>")))).to.equal(
+      "<active-device/> needs a 'id' attribute",
+    );
+    for (const bad of ["a b", "x".repeat(129), "é", "a/b"]) {
+      expect(
+        refused(() => parseActiveDevice(el(`<active-device xmlns='urn:cardlink:0' id='${bad}'/>`))),
+      ).to.equal("device id must be 1–128 characters of A–Z a–z 0–9 . _ : -");
+    }
+    expect(activeDeviceElement("bob-pixel").toString()).to.equal(
+      '<active-device xmlns="urn:cardlink:0" id="bob-pixel"/>',
+    );
+    // What the client sent comes back unchanged: parse ∘ build is the identity on valid ids.
+    expect(parseActiveDevice(activeDeviceElement("x".repeat(128)))).to.equal("x".repeat(128));
+  });
+
+  it("a resync update (§10.1 kind 'resync'): id resync:<device>:<seq>, one <resync reason/> child", () => {
+    const u = updatesElement([
+      updateElement({ id: "resync:bob-pixel:4711", kind: "resync", seq: 4711 }, resyncElement("idle")),
+    ]);
+    expect(u.toString()).to.equal(
+      '<updates xmlns="urn:cardlink:0"><update id="resync:bob-pixel:4711" kind="resync" seq="4711">' +
+        '<resync xmlns="urn:cardlink:0" reason="idle"/></update></updates>',
     );
   });
 

@@ -18,6 +18,8 @@ import { Metrics } from "../../component/runtime/metrics.js";
 import { Presence } from "../../component/runtime/presence.js";
 import type { StanzaListener } from "../../component/runtime/router.js";
 import { makeReader, makeUow, type Reader, type Uow } from "../../component/runtime/uow.js";
+import { activeDeviceElement } from "../../stanzas/cardlink.js";
+import { NS } from "../../stanzas/ns.js";
 import { xml, type Element } from "../../stanzas/xml.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { PostgresStore } from "../../storage/postgres/store.js";
@@ -46,7 +48,9 @@ interface World {
   unavailableCalls: Array<[AccountId, string, boolean]>;
   /** onUnavailableTx calls, with whether the resource's row was already gone inside that unit of work. */
   unavailableTxCalls: Array<[AccountId, string, boolean, boolean]>;
-  presenceIn(from: string, type?: string): Promise<void>;
+  /** Log events (pino `event` fields) at info and above. */
+  logged: string[];
+  presenceIn(from: string, type?: string, child?: Element): Promise<void>;
   request(from: string): Promise<void>;
   id(bare: string): Promise<AccountId | undefined>;
   rows(): Promise<Array<{ full_jid: string; account_id: number }>>;
@@ -75,6 +79,7 @@ async function world(b: Backend, where: string, cap: number, clock: () => number
   const read = makeReader(store, { accounts: accounts.read, audience: notUsed("audience") });
   const metrics = new Metrics();
   const sent: string[] = [];
+  const logged: string[] = [];
   const presence = new Presence({
     uow,
     read,
@@ -85,7 +90,10 @@ async function world(b: Backend, where: string, cap: number, clock: () => number
     domain: ME,
     resourcesPerUser: cap,
     metrics,
-    log: pino({ level: "silent" }),
+    log: pino(
+      { level: "info" },
+      { write: (line: string) => logged.push((JSON.parse(line) as { event?: string }).event ?? "") },
+    ),
   });
   const availableCalls: World["availableCalls"] = [];
   const unavailableCalls: World["unavailableCalls"] = [];
@@ -117,9 +125,10 @@ async function world(b: Backend, where: string, cap: number, clock: () => number
     availableCalls,
     unavailableCalls,
     unavailableTxCalls,
+    logged,
     // As the Router does: every listener awaited, in order, for one stanza.
-    presenceIn: async (from, type) => {
-      const stanza = xml("presence", { from, to: ME, type });
+    presenceIn: async (from, type, child) => {
+      const stanza = xml("presence", { from, to: ME, type }, child ?? null);
       for (const l of onPresence) await l(stanza, jid(from));
     },
     request: async (from) => {
@@ -447,6 +456,143 @@ function describePresence(name: string, backend: Backend): void {
       await w2.presenceIn(`alice@${D}/c`);
       expect(w2.availableCalls).to.deep.equal([[alice, 0, `alice@${D}/c`, true]]);
       expect(w2.metrics.snapshot()["cardlink_users_available"]).to.equal(2);
+    });
+
+    // ---- <active-device/> (issue 8 S12, PROTOCOL §10.7)
+
+    /** The account of `bare` with registered devices `ids` (platform other); returns the account and keys. */
+    const withDevices = async (w: World, bare: string, ...ids: string[]) =>
+      w.uow("t.devices", async (u) => {
+        const account = await u.accounts.ensure(bare, { seen: true });
+        const keys: number[] = [];
+        for (const deviceId of ids) {
+          const d = await u.accounts.upsertDevice(account, { deviceId, platform: "other" }, 20);
+          if (d === "over-limit") throw new Error("over limit");
+          keys.push(d.key);
+        }
+        return { account, keys };
+      });
+    const deviceRows = (w: World) =>
+      w.store.read("t.device-rows", async (r) =>
+        (
+          await r.all<{ full_jid: string; device: number | null }>(
+            "SELECT full_jid, device FROM resources ORDER BY full_jid",
+          )
+        ).map((x) => ({ full: x.full_jid, device: x.device === null ? null : Number(x.device) })),
+      );
+    const cursorsOf = (w: World, account: AccountId) =>
+      w.store.read("t.cursors", async (r) =>
+        (
+          await r.all<{ consumer: number; pos: number; state: string }>(
+            "SELECT consumer, pos, state FROM stream_cursors WHERE account_id = :a ORDER BY consumer",
+            { a: account },
+          )
+        ).map((c) => ({ consumer: Number(c.consumer), pos: Number(c.pos), state: c.state })),
+      );
+
+    it("declared by IQ: the resource serves its device's cursor (made at the floor, row kept) until it goes unavailable", async () => {
+      const w = await make();
+      const { account: id, keys } = await withDevices(w, `alice@${D}`, "alice-phone", "alice-tab");
+      const [phone] = keys as [number];
+      const full = `alice@${D}/p`;
+      await w.request(full);
+      // An entry already waiting: the new device cursor starts below it (the floor), so it receives it.
+      await w.uow("t.entry", (u) =>
+        u.tx.run(
+          `INSERT INTO stream_entries (account_id, seq, ord, kind, subject, created_at)
+           VALUES (:lane, 5, 0, 'card', 'x', :now)`,
+          { lane: id, now: u.now },
+        ),
+      );
+      expect(await w.presence.declare(`alice@${D}`, full, "alice-phone")).to.equal("declared");
+      expect(w.presence.resources(id, phone)).to.deep.equal([full]);
+      expect(w.presence.resources(id, 0)).to.deep.equal([]);
+      expect(w.presence.consumers(id)).to.deep.equal([phone]);
+      expect(w.availableCalls).to.deep.equal([
+        [id, 0, full, false],
+        [id, phone, full, false],
+      ]);
+      expect(await deviceRows(w)).to.deep.equal([{ full, device: phone }]);
+      expect(await cursorsOf(w, id)).to.deep.equal([
+        { consumer: 0, pos: 0, state: "active" },
+        { consumer: phone, pos: 4, state: "active" },
+      ]);
+      // Declaring the same device again changes nothing and announces nothing.
+      expect(await w.presence.declare(`alice@${D}`, full, "alice-phone")).to.equal("declared");
+      expect(w.availableCalls).to.have.length(2);
+      // Unknown device: nothing changes.
+      expect(await w.presence.declare(`alice@${D}`, full, "nope")).to.equal("no-device");
+      expect(w.presence.consumers(id)).to.deep.equal([phone]);
+      expect(await deviceRows(w)).to.deep.equal([{ full, device: phone }]);
+      // Unavailable ends the declaration; the cursor stays (an offline device keeps its place in the lane).
+      await w.presenceIn(full, "unavailable");
+      await w.presenceIn(full);
+      expect(w.presence.consumers(id)).to.deep.equal([0]);
+      expect(await deviceRows(w)).to.deep.equal([{ full, device: null }]);
+      expect((await cursorsOf(w, id)).map((c) => c.consumer)).to.deep.equal([0, phone]);
+    });
+
+    it("declared by a presence child: recorded and announced once, to the device's consumer; a bad child is logged and ignored", async () => {
+      const w = await make(5);
+      const { account: id, keys } = await withDevices(w, `alice@${D}`, "alice-tab");
+      const [tab] = keys as [number];
+      await w.presenceIn(`alice@${D}/t`, undefined, activeDeviceElement("alice-tab"));
+      expect(w.availableCalls).to.deep.equal([[id, tab, `alice@${D}/t`, false]]);
+      expect(await deviceRows(w)).to.deep.equal([{ full: `alice@${D}/t`, device: tab }]);
+      // Presence gets no reply, whatever the child says.
+      await w.presenceIn(`alice@${D}/u`, undefined, activeDeviceElement("nope"));
+      await w.presenceIn(`alice@${D}/v`, undefined, xml("active-device", { xmlns: NS.CARDLINK }));
+      await w.presenceIn(`alice@${D}/w`, undefined, xml("active-device", { xmlns: NS.CARDLINK, id: "a b" }));
+      expect(w.sent).to.deep.equal([]);
+      expect(w.logged.filter((e) => e === "active-device-ignored")).to.have.length(3);
+      expect(w.presence.resources(id, 0)).to.deep.equal([`alice@${D}/u`, `alice@${D}/v`, `alice@${D}/w`]);
+      expect(w.presence.resources(id, tab)).to.deep.equal([`alice@${D}/t`]);
+      // A known resource re-announcing with the child: `again`, to the device's consumer.
+      await w.presenceIn(`alice@${D}/t`, undefined, activeDeviceElement("alice-tab"));
+      expect(w.availableCalls.at(-1)).to.deep.equal([id, tab, `alice@${D}/t`, true]);
+      // A known undeclared resource declaring by presence moves to the device.
+      await w.presenceIn(`alice@${D}/u`, undefined, activeDeviceElement("alice-tab"));
+      expect(w.availableCalls.at(-1)).to.deep.equal([id, tab, `alice@${D}/u`, true]);
+      expect(w.presence.resources(id, tab)).to.deep.equal([`alice@${D}/t`, `alice@${D}/u`]);
+    });
+
+    it("a declaration is never applied after a later unavailable of the same resource", async () => {
+      const w = await make();
+      await withDevices(w, `erin@${D}`, "erin-1");
+      const full = `erin@${D}/a`;
+      // As the router orders them: onRequest, then the handler's declare, then the next stanza (unavailable).
+      const [, r] = await Promise.all([
+        w.request(full),
+        w.presence.declare(`erin@${D}`, full, "erin-1"),
+        w.presenceIn(full, "unavailable"),
+      ]);
+      expect(r).to.equal("declared");
+      const id = (await w.id(`erin@${D}`)) as AccountId;
+      expect(w.presence.available(id)).to.equal(false);
+      expect(await w.rows()).to.deep.equal([]);
+    });
+
+    it("restore keeps declarations (a restart is not unavailable); a removed device's resources fall back to shared", async () => {
+      const w1 = await make();
+      const { account: id, keys } = await withDevices(w1, `alice@${D}`, "alice-phone");
+      const [phone] = keys as [number];
+      await w1.presenceIn(`alice@${D}/p`, undefined, activeDeviceElement("alice-phone"));
+      await w1.presenceIn(`alice@${D}/d`);
+      await w1.store.close();
+      open.splice(open.indexOf(w1), 1);
+      const w2 = await make();
+      await w2.presence.restore();
+      expect(w2.presence.resources(id, phone)).to.deep.equal([`alice@${D}/p`]);
+      expect(w2.presence.resources(id, 0)).to.deep.equal([`alice@${D}/d`]);
+      expect(await w2.uow("t.remove", (u) => u.accounts.removeDevice(id, "alice-phone"))).to.equal(true);
+      // The foreign key set the row's device NULL; the runtime calls this after device.removed commits.
+      expect(await deviceRows(w2)).to.deep.equal([
+        { full: `alice@${D}/d`, device: null },
+        { full: `alice@${D}/p`, device: null },
+      ]);
+      w2.presence.undeclareDevice(id, phone);
+      expect(w2.presence.consumers(id)).to.deep.equal([0]);
+      expect(w2.availableCalls).to.deep.equal([[id, 0, `alice@${D}/p`, false]]);
     });
 
     it("stanzas of one user apply in arrival order even when fired without waiting", async () => {

@@ -23,6 +23,7 @@ import {
   type SendOutcome,
   type StreamTransport,
 } from "../../component/runtime/queue/stream-delivery.js";
+import { streamRepo } from "../../component/runtime/queue/stream-repo.js";
 import { streamTx } from "../../component/runtime/queue/stream-tx.js";
 import { makeReader, makeUow, type Uow } from "../../component/runtime/uow.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
@@ -124,6 +125,15 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 async function eventually(cond: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 1000; i++) {
     if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+/** Like eventually, for a condition read from the store. */
+async function settled(cond: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (await cond()) return;
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`never happened: ${what}`);
@@ -428,6 +438,139 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
     transport.sent[1]?.answer({ type: "result" });
     await delivery.idle();
     expect((await cursor())?.pos).to.equal(s1);
+  });
+
+  // ---- per-device delivery (issue 8 S12, PROTOCOL §10.7, REDESIGN §2.3.3–2.3.4)
+
+  /** Registers `ids` as alice's devices and makes each one's cursor (as a first declaration does). */
+  const aliceDevices = (...names: string[]): Promise<number[]> =>
+    uow("devices", async (u) => {
+      const keys: number[] = [];
+      for (const deviceId of names) {
+        const d = await u.accounts.upsertDevice(alice, { deviceId, platform: "other" }, 20);
+        if (d === "over-limit") throw new Error("over limit");
+        await streamRepo(u.tx).ensureCursor(alice, d.key, u.now);
+        keys.push(d.key);
+      }
+      return keys;
+    });
+  const cursorOf = (consumer: number) =>
+    store.read("cursor-of", (r) =>
+      r.get<{ pos: number; state: string; attempts: number }>(
+        "SELECT pos, state, attempts FROM stream_cursors WHERE account_id = :a AND consumer = :c",
+        { a: alice, c: consumer },
+      ),
+    );
+
+  it("per device: each declared device gets its own IQ and acks for itself; an entry goes once every active cursor passed it", async () => {
+    const [p, t] = (await aliceDevices("alice-p", "alice-t")) as [number, number];
+    presence.add(alice, p, "alice@example.test/p");
+    presence.add(alice, t, "alice@example.test/t");
+    presence.add(alice, 0, "alice@example.test/d");
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 3, "one IQ per consumer");
+    const to = (r: string): Sent | undefined =>
+      transport.sent.find((x) => x.to === `alice@example.test/${r}`);
+    // Three IQs (one per consumer, distinct IQ ids), each carrying the same update.
+    expect(new Set(transport.sent.map((x) => x.id)).size).to.equal(3);
+    for (const r of ["p", "t", "d"]) expect(ids(to(r))).to.deep.equal([`note:n1:${s1}`]);
+    // p's ack moves p only; the shared consumer's moves the shared cursor only; t still holds the entry.
+    to("p")?.answer({ type: "result" });
+    await settled(async () => (await cursorOf(p))?.pos === s1, "p acked");
+    expect(await cursorOf(t)).to.deep.include({ pos: 0 });
+    expect(await cursor()).to.deep.include({ pos: 0 });
+    to("d")?.answer({ type: "result" });
+    await settled(async () => (await cursor())?.pos === s1, "shared acked");
+    expect(await cursorOf(t)).to.deep.include({ pos: 0 });
+    expect((await entries()).map((e) => e.subject)).to.deep.equal(["n1"]);
+    to("t")?.answer({ type: "result" });
+    await delivery.idle();
+    expect(await cursorOf(p)).to.deep.include({ pos: s1 });
+    expect(await cursorOf(t)).to.deep.include({ pos: s1 });
+    expect(await cursor()).to.deep.include({ pos: s1 });
+    expect(await entries()).to.deep.equal([]);
+
+    // t goes offline; the others ack the next entry, which stays for t; t comes back and gets exactly it.
+    presence.gone(alice, "alice@example.test/t");
+    const s2 = await notes(alice, { text: "two" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 5, "IQs to p and d");
+    for (const x of transport.open()) x.answer({ type: "result" });
+    await delivery.idle();
+    expect((await entries()).map((e) => e.subject)).to.deep.equal(["n2"]);
+    expect(await cursorOf(t)).to.deep.include({ pos: s1 });
+    presence.add(alice, t, "alice@example.test/t2");
+    delivery.available(alice, t, "alice@example.test/t2");
+    await until(() => transport.sent.length === 6, "IQ to t's new resource");
+    const back = transport.sent[5] as Sent;
+    expect(back.to).to.equal("alice@example.test/t2");
+    expect(ids(back)).to.deep.equal([`note:n2:${s2}`]);
+    back.answer({ type: "result" });
+    await delivery.idle();
+    expect(await entries()).to.deep.equal([]);
+    expect(transport.sent).to.have.length(6);
+  });
+
+  it("a dormant device below the floor is sent one resync update first, again if lost; its ack reactivates it at the floor", async () => {
+    const [t] = (await aliceDevices("alice-t")) as [number];
+    presence.add(alice, 0, "alice@example.test/d");
+    await notes(alice, { text: "missed" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "shared IQ");
+    transport.sent[0]?.answer({ type: "result" });
+    await delivery.idle();
+    presence.gone(alice, "alice@example.test/d");
+    // 31 days later t has not acked: the engine's sweep makes it dormant and what only it held is collected.
+    const engine = new Engine({
+      store,
+      uow,
+      events,
+      log: silent,
+      config: {
+        leaseMs: 30_000,
+        heartbeatMs: 5_000,
+        exclusive: true,
+        observerPollMs: 60_000,
+        pollMs: 60_000,
+        deadLetterDays: 30,
+      },
+      processId: "test:1:aaaa",
+      clock: () => now,
+      dormancy: { deviceIdleMs: 30 * 86_400_000, sharedIdleMs: 2 * 86_400_000 },
+    });
+    now += 31 * 86_400_000;
+    // Only t: the shared cursor is idle too, but a shared cursor goes dormant only beside an active device
+    // cursor, and the sweep marks devices first.
+    expect(await engine.sweepDormant()).to.equal(1);
+    expect(await cursorOf(t)).to.deep.include({ state: "dormant", pos: 0 });
+    expect(await entries()).to.deep.equal([]);
+    const s2 = await notes(alice, { text: "after" });
+    const floor = await store.read("floor", (r) => streamRepo(r).floor(alice));
+    expect(floor).to.be.greaterThan(0);
+    presence.add(alice, t, "alice@example.test/t");
+    delivery.available(alice, t, "alice@example.test/t");
+    await until(() => transport.sent.length === 2, "resync IQ");
+    const first = transport.sent[1] as Sent;
+    expect(first.payload.toString()).to.equal(
+      `<updates xmlns="urn:cardlink:0"><update id="resync:alice-t:${floor}" kind="resync" seq="${floor}">` +
+        '<resync xmlns="urn:cardlink:0" reason="idle"/></update></updates>',
+    );
+    // Lost: the cursor stays dormant (nothing skipped) and waits for its retry; a new resource gets it again.
+    first.answer({ type: "timeout" });
+    await delivery.idle();
+    expect(await cursorOf(t)).to.deep.include({ state: "dormant", pos: 0, attempts: 1 });
+    delivery.available(alice, t, "alice@example.test/t");
+    await until(() => transport.sent.length === 3, "resync again");
+    expect(transport.sent[2]?.payload.toString()).to.equal(first.payload.toString());
+    transport.sent[2]?.answer({ type: "result" });
+    await until(() => transport.sent.length === 4, "the entries after the floor");
+    expect(await cursorOf(t)).to.deep.include({ state: "active", pos: floor });
+    expect(ids(transport.sent[3])).to.deep.equal([`note:n2:${s2}`]);
+    transport.sent[3]?.answer({ type: "result" });
+    await delivery.idle();
+    expect(await cursorOf(t)).to.deep.include({ state: "active", pos: s2, attempts: 0 });
+    await engine.stop();
   });
 
   it("the engine wires it: an append's hint delivers; a result that reached another process applies by IQ id", async () => {

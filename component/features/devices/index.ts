@@ -1,16 +1,27 @@
 /**
  * The devices feature module (docs/REDESIGN.md §1.2): routes device, devices, remove-device on the accounts
- * part's device rows (runtime/accounts/: devices are part of identity; the queue and push need them).
- * `<active-device/>` comes with S12. Written beside component/cards.ts, which serves these routes until the
- * switch (issue 8 S11): not attached to the running app yet.
+ * part's device rows (runtime/accounts/: devices are part of identity; the queue and push need them), and
+ * active-device (S12, PROTOCOL §10.7): a resource says which registered device it is, and from then on that
+ * device has its own delivery cursor. The declaration itself is the presence's (runtime/presence.ts: it owns
+ * which resource serves which consumer, and applies the declaration in the resource's chain); the same element
+ * as a child of directed presence is read there too. This module answers the IQ, with §10.7's errors, and
+ * advertises the disco feature.
  */
-import { StanzaError, notFound, quote } from "../../../stanzas/errors.js";
-import { deviceElement, parseDevice, parseDeviceId, requireAttr } from "../../../stanzas/cardlink.js";
+import { StanzaError, badRequest, notFound, quote } from "../../../stanzas/errors.js";
+import {
+  activeDeviceElement,
+  deviceElement,
+  parseActiveDevice,
+  parseDevice,
+  parseDeviceId,
+  requireAttr,
+} from "../../../stanzas/cardlink.js";
 import { NS } from "../../../stanzas/ns.js";
 import { xml, type Element } from "../../../stanzas/xml.js";
 import type { BareJid, DeviceInput } from "../../runtime/accounts/api.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
-import type { FeatureModule, Runtime } from "../../runtime/context.js";
+import type { FeatureModule, PresenceView, Runtime } from "../../runtime/context.js";
+import type { Jid } from "../../runtime/jid.js";
 import { pageList } from "../../runtime/paging.js";
 import type { Reader, Uow } from "../../runtime/uow.js";
 
@@ -67,8 +78,28 @@ export async function removeDevice(rt: { uow: Uow }, user: BareJid, el: Element)
   return undefined;
 }
 
+/**
+ * `set active-device` (PROTOCOL §10.7): the sending resource is the user's device `id` until it goes
+ * unavailable; the result echoes the element. The declaration is queued (presence.declare) before this
+ * function's first await, so it is ordered right behind the request that recorded the resource.
+ */
+export async function activateDevice(
+  presence: Pick<PresenceView, "declare">,
+  from: Jid,
+  el: Element,
+): Promise<Element> {
+  const id = parseActiveDevice(el);
+  // A declaration names one connection; a bare JID (a server acting for the account) is none.
+  if (!from.resource) throw badRequest("<active-device/> must come from the resource it names");
+  const r = await presence.declare(from.bare, from.full, id);
+  if (r === "no-device") throw notFound(`you have no device '${quote(id)}'; register it first`);
+  return activeDeviceElement(id);
+}
+
 export const devices: FeatureModule = {
   name: "devices",
+  // Read by the service's disco#info (§3.1): a client checks it before declaring.
+  discoFeatures: () => [NS.DEVICE_DELIVERY],
   attach(rt: Runtime): void {
     const ns = NS.CARDLINK;
     rt.router.iq("set", ns, "device", (c) =>
@@ -76,5 +107,6 @@ export const devices: FeatureModule = {
     );
     rt.router.iq("get", ns, "devices", (c) => listDevices(rt, c.user, c.payload));
     rt.router.iq("set", ns, "remove-device", (c) => removeDevice(rt, c.user, c.payload));
+    rt.router.iq("set", ns, "active-device", (c) => activateDevice(rt.presence, c.from, c.payload));
   },
 };

@@ -17,6 +17,7 @@ import { jobsRepo } from "./jobs-repo.js";
 import { JobLoop, type LoopEvent } from "./jobs.js";
 import { ObserverRunner } from "./observers.js";
 import type { StreamDelivery } from "./stream-delivery.js";
+import { streamRepo } from "./stream-repo.js";
 
 /** The queue.* config keys the engine reads (§3.7). */
 export interface EngineConfig {
@@ -44,11 +45,20 @@ export interface EngineOptions {
   readonly delivery?: Pick<StreamDelivery, "kickLanes" | "remoteAck" | "stop" | "sweep">;
   /** The account of an IQ result's sender (a full JID), for remoteAck; the accounts directory in the app. */
   readonly laneOf?: (from: string) => Promise<AccountId | undefined>;
+  /**
+   * §2.3.4 dormancy (delivery.deviceIdleDays / sharedIdleDays): idle cursors stop holding their lanes. Swept
+   * every DORMANCY_SWEEP_MS; omitted, no cursor ever goes dormant.
+   */
+  readonly dormancy?: { readonly deviceIdleMs: number; readonly sharedIdleMs: number };
 }
 
 /** Heartbeats a process may miss before its leases are free (§2.3.5). */
 export const MISSED_BEATS = 3;
 const DAY_MS = 86_400_000;
+/** How often idle cursors are marked dormant: the idle limits are days, an hour late is nothing. */
+export const DORMANCY_SWEEP_MS = DAY_MS / 24;
+/** Cursors of each sort one dormancy statement marks; a sweep repeats it until a round marks none. */
+const DORMANCY_BATCH = 500;
 
 /** Every lease of every queue table: cleared at an exclusive start (kill -9 left them to a dead process). */
 const CLEAR_LEASES = [
@@ -170,6 +180,13 @@ export class Engine implements QueueEngine {
         for (const r of this.observers.values()) r.kick();
       });
       this.every(DAY_MS / 24, () => this.purgeDeadLetters());
+      if (this.o.dormancy) {
+        this.every(DORMANCY_SWEEP_MS, () => {
+          this.sweepDormant().catch((e: unknown) =>
+            this.o.log.warn({ event: "dormancy-sweep-failed", err: (e as Error).message }, "sweep failed"),
+          );
+        });
+      }
     }
     for (const r of this.observers.values()) r.kick();
     for (const l of this.loops.values()) l.kick();
@@ -217,6 +234,27 @@ export class Engine implements QueueEngine {
     if (this.stopped || !this.o.delivery || !this.o.laneOf) return false;
     const lane = await this.o.laneOf(from);
     return lane === undefined ? false : this.o.delivery.remoteAck(lane, iqId);
+  }
+
+  /**
+   * §2.3.4: marks cursors idle past delivery.deviceIdleDays (device) / sharedIdleDays (shared, only beside an
+   * active device cursor) dormant, in bounded units of work, and collects what they stopped holding. A dormant
+   * consumer that shows up again is reactivated by its next delivery round (a device below the floor is sent
+   * `resync` first). Returns how many went dormant; 0 without the `dormancy` option.
+   */
+  async sweepDormant(): Promise<number> {
+    const d = this.o.dormancy;
+    if (!d || this.stopped) return 0;
+    let total = 0;
+    for (;;) {
+      const r = await this.o.uow("queue.dormancy", (u) =>
+        streamRepo(u.tx).sweepDormant(u.now, { ...d, limit: DORMANCY_BATCH }),
+      );
+      total += r.dormant;
+      if (r.dormant === 0 || this.stopped) break;
+    }
+    if (total > 0) this.o.log.info({ event: "cursors-dormant", n: total }, "idle cursors went dormant");
+    return total;
   }
 
   /** Resolves when every loop and observer is idle (tests; a drain's own kicks included). */

@@ -20,7 +20,7 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Element } from "../../../stanzas/xml.js";
-import { updateElement, updatesElement } from "../../../stanzas/cardlink.js";
+import { resyncElement, updateElement, updatesElement } from "../../../stanzas/cardlink.js";
 import type { AccountId, Seq } from "../../../storage/store.js";
 import { backoffDelay } from "../backoff.js";
 import type { StanzaBudget } from "../budget.js";
@@ -113,6 +113,14 @@ interface Page {
 }
 
 const key = (lane: AccountId, consumer: number): string => `${lane}:${consumer}`;
+
+/** A claimed cursor; `resync`: a dormant device below the floor, owed `<update kind='resync'/>` first (§2.3.4). */
+interface Claimed {
+  id: number;
+  pos: Seq;
+  attempts: number;
+  resync?: { seq: Seq; device: string };
+}
 
 class RoundCache implements RenderCache {
   private readonly m = new Map<string, Promise<unknown>>();
@@ -263,15 +271,11 @@ export class StreamDelivery {
 
   /**
    * Claim uow: the consumer's cursor, leased to this process (undefined: no cursor, leased elsewhere, or waiting
-   * for a retry — then a timer is armed). A dormant cursor is reactivated: the consumer showed up.
+   * for a retry — then a timer is armed). A dormant cursor is reactivated: the consumer showed up; a dormant
+   * device below the floor is claimed as it is, with the resync it owes (S12).
    */
-  private async claim(
-    lane: AccountId,
-    consumer: number,
-    ignoreRetry: boolean,
-  ): Promise<{ id: number; pos: Seq; attempts: number } | undefined> {
-    type Claim =
-      { wait: number } | { skip: string } | { claimed: { id: number; pos: Seq; attempts: number } };
+  private async claim(lane: AccountId, consumer: number, ignoreRetry: boolean): Promise<Claimed | undefined> {
+    type Claim = { wait: number } | { skip: string } | { claimed: Claimed };
     const r = await this.o.uow("queue.claim", async (u): Promise<Claim> => {
       const repo = streamRepo(u.tx);
       const c = await repo.cursor(lane, consumer);
@@ -286,10 +290,15 @@ export class StreamDelivery {
       );
       if (!got) return { skip: "leased" };
       if (got.state === "dormant") {
-        const how = await repo.reactivate(got.id, u.now);
-        // S12 sends <update kind='resync'/> to a device told "resync"; until then it is logged.
-        if (how === "resync")
-          this.o.log.warn({ event: "stream-resync-needed", lane, consumer }, "device must resync");
+        // A device whose missed entries were collected is told to resync first; its cursor stays dormant until
+        // that update is acknowledged (deliver), so a resync lost with its IQ is sent again, never skipped.
+        const floor = consumer === 0 ? 0 : await repo.floor(lane);
+        if (consumer !== 0 && got.pos < floor) {
+          const device = (await u.accounts.devices(lane)).find((d) => d.key === consumer);
+          const resync = { seq: floor, device: device?.deviceId ?? String(consumer) };
+          return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts, resync } };
+        }
+        await repo.reactivate(got.id, u.now);
         const again = await repo.cursorById(got.id);
         return { claimed: { id: got.id, pos: again?.pos ?? got.pos, attempts: got.attempts } };
       }
@@ -310,11 +319,8 @@ export class StreamDelivery {
    * Reads the lane from pos, renders, cuts into pages, sends them one after another (each: first result wins)
    * and acks. True when the lane may hold more (a full read was acknowledged): the caller claims again.
    */
-  private async deliver(
-    lane: AccountId,
-    consumer: number,
-    cur: { id: number; pos: Seq; attempts: number },
-  ): Promise<boolean> {
+  private async deliver(lane: AccountId, consumer: number, cur: Claimed): Promise<boolean> {
+    if (cur.resync) return this.resync(lane, consumer, cur, cur.resync);
     let rendered: { pages: Page[]; upto: Seq; read: number };
     try {
       rendered = await this.render(lane, cur.pos);
@@ -357,6 +363,45 @@ export class StreamDelivery {
       // next page; the last page's passes the whole read.
       if (page.upto !== undefined) await this.ack(cur.id, page.upto, !last);
     }
+    return true;
+  }
+
+  /**
+   * §2.3.4 / PROTOCOL §10.1 `resync`: one synthesized update (not a stream entry; id `resync:<device>:<floor>`)
+   * sent like any page. Its ack reactivates the cursor at the lane's floor as it is then (anything collected
+   * meanwhile is covered by the pull sync the client now runs), and the round goes on from there.
+   */
+  private async resync(
+    lane: AccountId,
+    consumer: number,
+    cur: Claimed,
+    r: { seq: Seq; device: string },
+  ): Promise<boolean> {
+    const update = updateElement(
+      { id: updateId("resync", r.device, r.seq), kind: "resync", seq: r.seq },
+      resyncElement("idle"),
+    );
+    const page: Page = { payload: updatesElement([update]), entries: [], upto: undefined };
+    const outcome = await this.sendToAll(lane, consumer, cur.id, page);
+    if (outcome === "gone") {
+      // As a page's: released without an attempt; the cursor stays dormant, the resync waits for a resource.
+      this.o.hooks?.gone?.();
+      await this.o.uow("queue.release", (u) => streamRepo(u.tx).release(this.o.me, [cur.id]));
+      this.o.onAllGone?.(lane, consumer);
+      return false;
+    }
+    if (outcome === "retry") {
+      await this.retry(lane, consumer, cur);
+      return false;
+    }
+    await this.o.uow("queue.resync", async (u) => {
+      const repo = streamRepo(u.tx);
+      await repo.reactivate(cur.id, u.now);
+      // An acknowledgement like any other: attempts and the retry time reset, the lease is given back (pos is
+      // the floor already: an ack up to 0 never moves it).
+      await repo.ack(this.o.me, [{ cursor: cur.id, upto: 0 }], u.now);
+    });
+    this.o.log.info({ event: "stream-resync-sent", lane, consumer, seq: r.seq }, "device told to resync");
     return true;
   }
 
