@@ -261,7 +261,7 @@ export const configSchema = z.strictObject({
   admins: strings([], "bare JIDs allowed to run the admin ad-hoc commands"),
   dataDir: str("", "data directory ('' = $STATE_DIRECTORY, else /var/lib/cardlink)"),
   database: section({
-    // postgres opens only the new core's Store (issue 13); `cardlink run` refuses it until the switch (S11).
+    // postgres: every command runs on it but `cardlink backup` (SQLite's file copy; pg_dump instead).
     driver: meta(z.enum(["sqlite", "postgres"], { error: "must be sqlite or postgres" }).prefault("sqlite"), {
       description: "storage backend",
     }),

@@ -1,6 +1,6 @@
 /**
  * The exchange feature module on the new core (docs/REDESIGN.md §1.2, §3.6): stream kinds binding, unbound,
- * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of today's
+ * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of the legacy
  * component/exchange.ts (and the contacts/share routes of component/cards.ts), with the same payloads and
  * results, and its ad-hoc commands (commands.ts), registered after cards' as today.
  */

@@ -1,6 +1,6 @@
 /**
- * The push feature module (docs/REDESIGN.md §1.2, §3.6, §4.3), beside today's component/push.ts until the switch
- * (S11): channel `push` (channel.ts), observer `push-scan` (scan.ts), the XEP-0357 app server (app-server.ts),
+ * The push feature module (docs/REDESIGN.md §1.2, §3.6, §4.3; the legacy component/push.ts's successor, S11):
+ * channel `push` (channel.ts), observer `push-scan` (scan.ts), the XEP-0357 app server (app-server.ts),
  * and its migrations range (migrations.ts; empty, 2000 creates its tables).
  *
  * The channel and the observer are registered in attach, not declared as properties: both need the runtime

@@ -1,7 +1,7 @@
 /**
  * Stream delivery (docs/REDESIGN.md §2.3.3–2.3.5, §4.2; step S7): a per-consumer scheduler that moves a lane's
- * entries to the consumer's resources as `<updates/>` IQs, written beside component/delivery.ts (which serves the
- * running app until the switch, S11) and keeping its rules:
+ * entries to the consumer's resources as `<updates/>` IQs, written beside component/delivery.ts (the legacy
+ * core's, deleted at S11) and keeping its rules:
  *
  * - single flight per consumer (in memory here; the cursor's lease across processes), a kick during a flight
  *   runs one more round after it;
