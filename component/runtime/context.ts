@@ -7,7 +7,7 @@ import type { AdhocCommands } from "./adhoc.js";
 import type { AudiencePath } from "./audience/api.js";
 import type { StanzaBudget } from "./budget.js";
 import type { Config, LimitsConfig } from "./config.js";
-import type { EventBus } from "./events.js";
+import type { EventBus, TxHandler } from "./events.js";
 import type { IqCaller } from "./iq-caller.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -89,6 +89,12 @@ export interface FeatureModule {
   readonly channels?: readonly JobChannel[];
   readonly observers?: readonly Observer[];
   readonly audiencePaths?: readonly AudiencePath[];
+  /**
+   * Erases the module's rows of an account inside the deletion's unit of work (`account.deleting`). Declared here,
+   * not registered in attach, so the CLI's link-less core (runtime/offline.ts) runs exactly the handlers the
+   * running app does, from the same module list.
+   */
+  readonly onAccountDeleting?: TxHandler<"account.deleting">;
   /** disco#info features this module adds (evaluated per request: push depends on configured providers). */
   discoFeatures?(rt: Runtime): readonly string[];
   attach(rt: Runtime): void; // routes, ad-hoc commands, event handlers

@@ -59,10 +59,10 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
     migrations: EXCHANGE_MIGRATIONS,
     kinds: EXCHANGE_KINDS,
     audiencePaths: [BINDING_PATH],
+    onAccountDeleting: eraseExchangeRows,
     attach(rt) {
       const svc = serviceFor(rt);
       const ns = NS.CARDLINK;
-      rt.events.onTx("account.deleting", eraseExchangeRows);
       // Counted and logged after COMMIT from the event, so the IQ routes and the ad-hoc commands (answer-requests,
       // redeem-code) report a binding alike, as the old core's Exchange.bind did for both.
       rt.events.on("binding.created", (e) => {

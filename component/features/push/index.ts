@@ -47,9 +47,9 @@ export function pushModule(o: PushModuleOptions): PushModule {
     name: "push",
     migrations: PUSH_MIGRATIONS,
     discoFeatures: () => (Object.keys(senders).length > 0 ? [NS.PUSH] : []),
+    onAccountDeleting: erasePushRows,
     attach(rt: Runtime) {
       const p = rt.config.push;
-      rt.events.onTx("account.deleting", erasePushRows);
       senders = createSenders(p);
       const refs = new Refs();
       rt.queue.registerChannel(
