@@ -27,17 +27,21 @@ export const EXPORT_PAGE = 500;
 
 export interface Token {
   seq: Seq;
+  /** The last id seen at `seq`; PAST_ALL when every entry at `seq` was seen (a plain seq token). */
   after: string;
 }
 
+/** Sorts after every entry id (32 hex digits) in any collation: a plain token has seen all of its seq. */
+export const PAST_ALL = "g";
+
 export function parseToken(v: string | undefined): Token {
-  if (v === undefined || v === "") return { seq: 0, after: "" };
+  if (v === undefined || v === "") return { seq: 0, after: PAST_ALL };
   const m = /^(\d{1,16})(?::([0-9a-f]{32}))?$/.exec(v);
   const seq = m ? Number(m[1]) : NaN;
   if (!m || !Number.isSafeInteger(seq)) {
     throw badRequest(`'since' must be a token from an earlier answer (a seq, or seq:id), not '${quote(v)}'`);
   }
-  return { seq, after: m[2] ?? "" };
+  return { seq, after: m[2] ?? PAST_ALL };
 }
 
 export interface BookSyncPage {
@@ -57,7 +61,7 @@ export async function bookSyncPage(
   let since = o.since;
   // Tombstones older than the horizon were pruned: a client behind it may have missed a deletion.
   const reset = since.seq > 0 && since.seq < (await repo.horizon(me));
-  if (reset) since = { seq: 0, after: "" };
+  if (reset) since = { seq: 0, after: PAST_ALL };
   const rows = await repo.changes(me, since.seq, since.after, o.max + 1);
   const page = o.budget.page(o.max);
   let taken = 0;
