@@ -116,6 +116,8 @@ function readParams(p: JProp, field: string, label: string): { types: string[]; 
 /** vCard4 has a URI (often data:); vCard3 inlines base64 with ENCODING=b and the format in TYPE ("JPEG"). */
 function readPhoto(p: JProp): string {
   const value = plain(p[3]).trim();
+  // Google's vCard 3.0 export writes `PHOTO:https://…` without VALUE=uri, which vCard 3 types as binary.
+  if (/^https?:\/\//i.test(value)) return value;
   const encoding = paramList(p, "encoding")[0]?.toLowerCase();
   if (p[2] !== "binary" && encoding !== "b" && encoding !== "base64") return value;
   const base64 = value.replace(/\s+/g, "");
@@ -172,6 +174,7 @@ export function labelTypes(label: string): string[] {
   }
   const token = (apple ? (apple[1] ?? "") : t)
     .normalize("NFKD")
+    .replace(/\p{M}/gu, "")
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, "-")
     .replace(/^-+|-+$/g, "")
