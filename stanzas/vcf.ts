@@ -376,8 +376,7 @@ export function cardToVcf(card: Card): string {
 
 /** One card of a multi-card .vcf file: where it starts, and the card or why it was refused. */
 export type VcfBookItem =
-  | { index: number; line: number; card: Card }
-  | { index: number; line: number; error: string };
+  { index: number; line: number; card: Card } | { index: number; line: number; error: string };
 
 /** Most cards one .vcf file may hold (a bound on parsing work; the address book's own cap is lower). */
 export const MAX_VCF_CARDS = 100_000;

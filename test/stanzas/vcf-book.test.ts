@@ -24,7 +24,12 @@ describe("multi-card .vcf (stanzas/vcf.ts)", () => {
   it("reads Apple's export: groups and X-ABLabel as types, no-year birthday, folded note", () => {
     const [john, acme] = cards(golden("apple.vcf"));
     expect(john?.fn).to.equal("Johnny Appleseed");
-    expect(john?.email).to.deep.include({ key: john?.email[0]?.key, types: [], pref: 1, value: "johnny@example.com" });
+    expect(john?.email).to.deep.include({
+      key: john?.email[0]?.key,
+      types: [],
+      pref: 1,
+      value: "johnny@example.com",
+    });
     expect(john?.tel.map((t) => [t.uri, t.types])).to.deep.equal([
       ["+1 555-0100", ["cell", "voice"]],
       ["+1 555-0101", ["x-holiday-home"]],

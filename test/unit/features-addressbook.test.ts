@@ -40,7 +40,17 @@ const A = "alice@a.example";
 const B = "bob@a.example";
 const LIMITS = DEFAULT_CARD_LIMITS;
 const card = (fn: string, extra: Partial<Card> = {}): Card =>
-  normalizeCard({ fn, nickname: [], tel: [], email: [], adr: [], url: [], impp: [], categories: [], ...extra });
+  normalizeCard({
+    fn,
+    nickname: [],
+    tel: [],
+    email: [],
+    adr: [],
+    url: [],
+    impp: [],
+    categories: [],
+    ...extra,
+  });
 
 async function world(book = { maxEntries: 50, maxBytes: 1024 * 1024 }) {
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-book-"));
@@ -59,7 +69,12 @@ async function world(book = { maxEntries: 50, maxBytes: 1024 * 1024 }) {
   };
   const uow = makeUow(
     store,
-    { accounts: accounts.tx, stream: streamTx({ kind: (n) => kinds.get(n), paths }), jobs: unused, audience: audience.tx },
+    {
+      accounts: accounts.tx,
+      stream: streamTx({ kind: (n) => kinds.get(n), paths }),
+      jobs: unused,
+      audience: audience.tx,
+    },
     events,
   );
   const read = makeReader(store, { accounts: accounts.read, audience: audience.read });
@@ -96,7 +111,14 @@ async function refused(p: Promise<unknown>, condition: string, text?: RegExp): P
 const budget = new StanzaBudget(512 * 1024);
 const sync = (x: Awaited<ReturnType<typeof world>>, since: string, max = 200) =>
   x.read("t", (r) =>
-    bookSyncPage(r, { user: A, since: parseToken(since), max, format: "vcard4", budget, domain: "cards.a.example" }),
+    bookSyncPage(r, {
+      user: A,
+      since: parseToken(since),
+      max,
+      format: "vcard4",
+      budget,
+      domain: "cards.a.example",
+    }),
   );
 const laneEntries = (x: Awaited<ReturnType<typeof world>>, lane: AccountId) =>
   x.read("t", (r) =>
@@ -148,7 +170,14 @@ describe("address book (features/addressbook)", () => {
       const big = card("big", { note: "x".repeat(4000) });
       const y = await world({ maxEntries: 100, maxBytes: 64 * 1024 });
       try {
-        await refused(y.svc.importCards(A, Array.from({ length: 20 }, () => big)), "resource-constraint", /bytes/);
+        await refused(
+          y.svc.importCards(
+            A,
+            Array.from({ length: 20 }, () => big),
+          ),
+          "resource-constraint",
+          /bytes/,
+        );
       } finally {
         await y.w.close();
       }
@@ -160,7 +189,10 @@ describe("address book (features/addressbook)", () => {
   it("sync: changes after a token, tombstones, pages cut inside one seq resume exactly", async () => {
     const x = await world({ maxEntries: 1000, maxBytes: 8 * 1024 * 1024 });
     try {
-      const r = await x.svc.importCards(A, Array.from({ length: 25 }, (_, i) => card(`p${i}`)));
+      const r = await x.svc.importCards(
+        A,
+        Array.from({ length: 25 }, (_, i) => card(`p${i}`)),
+      );
       const seen = new Set<string>();
       let token = "0";
       let pages = 0;
@@ -179,7 +211,10 @@ describe("address book (features/addressbook)", () => {
       const after = await sync(x, token);
       expect(after.items.map((e) => [e.name, e.attrs.id])).to.deep.equal([["removed", first]]);
       expect((await sync(x, after.token)).items).to.have.length(0);
-      await refused(x.read("t", async () => parseToken("x1")), "bad-request");
+      await refused(
+        x.read("t", async () => parseToken("x1")),
+        "bad-request",
+      );
     } finally {
       await x.w.close();
     }
@@ -217,7 +252,9 @@ describe("address book (features/addressbook)", () => {
       expect(c.row.card?.title).to.equal("Engineer");
       expect(c.row.linkedOwner).to.be.a("number");
       // The owner makes the note theirs.
-      const e = await x.svc.update(A, c.row.id, 1, { card: { ...(c.row.card as Card), note: "met at FOSDEM" } });
+      const e = await x.svc.update(A, c.row.id, 1, {
+        card: { ...(c.row.card as Card), note: "met at FOSDEM" },
+      });
       expect(e.row.edited).to.deep.equal(["note"]);
       await storeCard(x, B, card("Bob", { title: "CTO", note: "new card note" }));
       const now = (await x.svc.get(A, c.row.id)).row;
@@ -246,13 +283,20 @@ describe("address book (features/addressbook)", () => {
       const me = (await x.read("t", (r) => r.accounts.resolve(A))) as AccountId;
       const render = (lane: AccountId) =>
         x.read("t", (r) =>
-          kind.render({ ...r, budget, cache: { get: (_k: string, _key: string, load: () => Promise<unknown>) => load() } } as never, {
-            lane,
-            seq: 1,
-            ord: 0,
-            kind: KIND_ENTRY,
-            subject: c.row.id,
-          }),
+          kind.render(
+            {
+              ...r,
+              budget,
+              cache: { get: (_k: string, _key: string, load: () => Promise<unknown>) => load() },
+            } as never,
+            {
+              lane,
+              seq: 1,
+              ord: 0,
+              kind: KIND_ENTRY,
+              subject: c.row.id,
+            },
+          ),
         );
       const el = await render(me);
       expect(el?.attrs.uri).to.equal(`xmpp:cards.a.example?cardlink;entry=${c.row.id}`);
@@ -290,7 +334,10 @@ describe("address book (features/addressbook)", () => {
       const p = parseImport(text, LIMITS);
       expect(p.cards.map((c) => c.fn)).to.deep.equal(["Good One", "Good Two"]);
       expect(p.errors).to.deep.equal([{ index: 1, line: 5, error: "vcf: FN is required" }]);
-      await x.svc.importCards(A, Array.from({ length: 300 }, (_, i) => card(`E${i}`, { note: "n".repeat(2000) })));
+      await x.svc.importCards(
+        A,
+        Array.from({ length: 300 }, (_, i) => card(`E${i}`, { note: "n".repeat(2000) })),
+      );
       const small = new StanzaBudget(64 * 1024);
       let after = "";
       let all = "";

@@ -145,8 +145,10 @@ export function addressbookModule(): FeatureModule {
       rt.router.iq("get", ns, "book-sync", async (c) => {
         const since = parseToken(c.payload.attrs.since);
         const max =
-          Math.min(parseNonNegativeInt(c.payload.attrs.max, "max", 10_000) ?? BOOK_SYNC_PAGE, BOOK_SYNC_PAGE) ||
-          BOOK_SYNC_PAGE;
+          Math.min(
+            parseNonNegativeInt(c.payload.attrs.max, "max", 10_000) ?? BOOK_SYNC_PAGE,
+            BOOK_SYNC_PAGE,
+          ) || BOOK_SYNC_PAGE;
         const format = parseFormat(c.payload.attrs.format);
         const page = await rt.read("book.sync", (r) =>
           bookSyncPage(r, { user: c.user, since, max, format, budget: rt.budget, domain }),
@@ -156,11 +158,16 @@ export function addressbookModule(): FeatureModule {
       rt.router.iq("get", ns, "vcf-export", async (c) => {
         const after = c.payload.attrs.after as string | undefined;
         return rt.read("book.export", (r) =>
-          exportPage(r, { user: c.user, after: after === undefined ? "" : parseEntryId(after), budget: rt.budget }),
+          exportPage(r, {
+            user: c.user,
+            after: after === undefined ? "" : parseEntryId(after),
+            budget: rt.budget,
+          }),
         );
       });
       rt.router.iq("set", ns, "vcf-import", async (c) => {
-        if (childElements(c.payload).length > 0) throw badRequest("<vcf-import/> carries .vcf text, not elements");
+        if (childElements(c.payload).length > 0)
+          throw badRequest("<vcf-import/> carries .vcf text, not elements");
         let parsed: ReturnType<typeof parseImport>;
         try {
           parsed = parseImport(c.payload.getText(), rt.config.card);
@@ -168,7 +175,8 @@ export function addressbookModule(): FeatureModule {
           if (e instanceof CardError) throw badRequest(e.message);
           throw e;
         }
-        if (parsed.cards.length === 0 && parsed.errors.length === 0) throw badRequest("vcf: no BEGIN:VCARD found");
+        if (parsed.cards.length === 0 && parsed.errors.length === 0)
+          throw badRequest("vcf: no BEGIN:VCARD found");
         const r = await svc.importCards(c.user, parsed.cards);
         rt.log.info(
           { event: "book-imported", user: c.user, imported: r.ids.length, failed: parsed.errors.length },

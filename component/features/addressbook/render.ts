@@ -12,7 +12,11 @@ import { bookRepo, type EntryRow } from "./repo.js";
 import { KIND_ENTRY, entryUri } from "./service.js";
 
 /** The entry's attributes (the answer to a write carries these only). */
-export function entryAttrs(domain: string, row: EntryRow, linked?: BareJid): Record<string, string | undefined> {
+export function entryAttrs(
+  domain: string,
+  row: EntryRow,
+  linked?: BareJid,
+): Record<string, string | undefined> {
   return {
     xmlns: NS.BOOK,
     id: row.id,

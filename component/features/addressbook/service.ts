@@ -70,7 +70,13 @@ async function linkedView(
 }
 
 /** Refuses a write that would take the book over book.maxEntries or book.maxBytes. */
-async function checkCaps(q: Sql, me: AccountId, limits: BookLimits, add: number, addBytes: number): Promise<void> {
+async function checkCaps(
+  q: Sql,
+  me: AccountId,
+  limits: BookLimits,
+  add: number,
+  addBytes: number,
+): Promise<void> {
   const use = await bookRepo(q).usage(me);
   if (add > 0 && use.entries + add > limits.maxEntries) {
     throw new StanzaError(
@@ -129,7 +135,9 @@ async function ownEntry(q: Sql, me: AccountId, id: string): Promise<EntryRow & {
 
 function checkVersion(row: EntryRow, version: number): void {
   if (row.version !== version) {
-    throw conflict(`entry ${row.id} is at version ${row.version}, not ${version}; read it again and redo the change`);
+    throw conflict(
+      `entry ${row.id} is at version ${row.version}, not ${version}; read it again and redo the change`,
+    );
   }
 }
 
