@@ -11,6 +11,7 @@ import { devices } from "./devices/index.js";
 import { exchangeModule } from "./exchange/index.js";
 import { pushModule } from "./push/index.js";
 import { adminModule } from "./admin/index.js";
+import { addressbookModule } from "./addressbook/index.js";
 import { userdataModule } from "./userdata/index.js";
 
 export interface FeatureListOptions {
@@ -28,6 +29,7 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
     devices,
     exchangeModule({ cardVersion: async (read, owner) => (await cardVersion(read, owner))?.version }),
     pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds, cachedRead: o.cachedRead }),
+    addressbookModule(),
     userdataModule(),
     adminModule(),
   ];

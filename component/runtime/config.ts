@@ -314,6 +314,10 @@ export const configSchema = z.strictObject({
     maxItemsPerField: num(20, 1, 1000, "entries of one card property"),
     maxTextLength: num(1024, 16, 65536, "code points of any one card value"),
   }),
+  book: section({
+    maxEntries: num(5_000, 1, 100_000, "entries one user's address book may hold"),
+    maxBytes: num(32 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024, "UTF-8 bytes of one user's book entries"),
+  }),
   exchange: section({
     codeTtlSeconds: num(300, 10, 86_400, "lifetime of a one-time exchange code"),
     requestTtlSeconds: num(7 * 24 * 3600, 60, 365 * 86_400, "lifetime of an unanswered exchange request"),

@@ -58,6 +58,14 @@ export const USER_TABLES: readonly UserTable[] = [
     name: "exchange_codes",
     rows: "SELECT * FROM exchange_codes WHERE owner = :me ORDER BY created_at, code",
   },
+  // The user's own address book (features/addressbook). Entries in others' books that follow the user's card are
+  // those users' data: not exported; erasure unlinks them (their owners keep the entries).
+  {
+    name: "book_entries",
+    rows: "SELECT * FROM book_entries WHERE owner = :me ORDER BY seq, id",
+    erased: "SELECT COUNT(*) AS n FROM book_entries WHERE owner = :me OR linked_owner = :me",
+  },
+  { name: "books", rows: "SELECT * FROM books WHERE owner = :me" },
   {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);
     // the payload inline (payloads are stored once per append, not per account).
