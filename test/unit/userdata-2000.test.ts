@@ -21,7 +21,7 @@ import {
   type ExportDoc,
 } from "../../component/features/userdata/api.js";
 import { USER_TABLES } from "../../component/features/userdata/tables.js";
-import { userDataWiring } from "../../component/features.js";
+import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { cli, type Io } from "../../component/runtime/ctl.js";
 import { adminModule } from "../../component/features/admin/index.js";
 import { userdataModule } from "../../component/features/userdata/index.js";
@@ -81,7 +81,7 @@ async function world(): Promise<World> {
     clock: () => clock.t,
     log: pino({ level: "silent" }),
   });
-  await store.migrate([SCHEMA_2000]);
+  await store.migrate([SCHEMA_2000, ...moduleMigrations()]);
   const core = offlineCore(store, userDataWiring());
   const svc = new ExchangeService({
     uow: core.uow,
