@@ -9,7 +9,7 @@ import type { Cardlink } from "../../component/runtime/app.js";
 import type { BareJid } from "../../component/runtime/accounts/api.js";
 import { accountsRepo } from "../../component/runtime/accounts/repo.js";
 import { exchangeRepo, ordered } from "../../component/features/exchange/repo.js";
-import { userDataWiring } from "../../component/features.js";
+import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { loadConfig } from "../../component/runtime/config.js";
 import { createLogger } from "../../component/runtime/log.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
@@ -395,7 +395,8 @@ export async function toCoreSchema(file: string): Promise<void> {
     env: {},
     overrides: { secret: "s", database: { driver: "sqlite", path: file } },
   });
-  const store = await openCoreStore(database, { log: createLogger("silent") });
+  // The feature modules' migrations too, as the first start (component/runtime/app.ts) applies them.
+  const store = await openCoreStore(database, { log: createLogger("silent") }, moduleMigrations());
   await store.close();
 }
 

@@ -369,13 +369,14 @@ describe("cardlink migrate, backup, stats", function () {
       expect(none.code).to.equal(1);
       expect(none.stderr).to.match(/does not exist/);
 
-      // stats reads a database at this build's schema: the file is migrated (rekeyed to 2000) first.
+      // stats reads a database at this build's schema: the file is migrated (rekeyed to 2000, then the feature
+      // modules' migrations: groups' 3100) first.
       const migrated = await cardlink(["migrate"], env(file));
       if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
       const stats = await cardlink(["stats", "--json"], env(file));
       expect(stats.code).to.equal(0);
       const s = JSON.parse(stats.stdout) as Record<string, unknown>;
-      expect(s).to.deep.include({ schema: 2000, usersWithCards: 0, bindings: 0, blocks: 1 });
+      expect(s).to.deep.include({ schema: 3100, usersWithCards: 0, bindings: 0, blocks: 1 });
       const outbox = s.outbox as Record<
         string,
         { entries: number; recipients: number; oldestAgeSeconds: number }

@@ -72,7 +72,8 @@ function counting(tx: Tx, c: { n: number; on: boolean }): Tx {
       if (k === "run" || k === "get" || k === "all" || k === "seq" || k === "lockAccount")
         return (...a: unknown[]) => {
           if (c.on) c.n++;
-          if (c.on && process.env.GROUPS_TRACE) console.log(String(k), String(a[0]).slice(0, 80).replace(/\s+/g, " "));
+          if (c.on && process.env.GROUPS_TRACE)
+            console.log(String(k), String(a[0]).slice(0, 80).replace(/\s+/g, " "));
           return f.apply(t, a);
         };
       return f.bind(t);
@@ -112,8 +113,11 @@ async function world(o: Partial<typeof OPTS> = {}): Promise<World> {
   return { store, core, groups, exchange, clock, counter, dir };
 }
 
-const rows = <R extends object>(w: World, sql: string, p: Record<string, string | number> = {}): Promise<R[]> =>
-  w.store.read("test.rows", (r) => r.all<R>(sql, p));
+const rows = <R extends object>(
+  w: World,
+  sql: string,
+  p: Record<string, string | number> = {},
+): Promise<R[]> => w.store.read("test.rows", (r) => r.all<R>(sql, p));
 const idOf = async (w: World, jid: string): Promise<AccountId> =>
   (await w.core.read("test.id", (r) => r.accounts.resolve(jid))) as AccountId;
 /** Every table's row count: a refused request must leave all of them as they were. */
@@ -130,10 +134,17 @@ async function snapshot(w: World): Promise<Record<string, number>> {
   ]) {
     out[t] = Number((await rows<{ n: number }>(w, `SELECT COUNT(*) AS n FROM ${t}`))[0]?.n);
   }
-  out.seq = Number((await rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'"))[0]?.v);
+  out.seq = Number(
+    (await rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'"))[0]?.v,
+  );
   return out;
 }
-async function refused(w: World, p: Promise<unknown>, condition: string, type?: string): Promise<StanzaError> {
+async function refused(
+  w: World,
+  p: Promise<unknown>,
+  condition: string,
+  type?: string,
+): Promise<StanzaError> {
   const before = await snapshot(w);
   try {
     await p;
@@ -177,7 +188,13 @@ describe("features/groups", () => {
     it("create makes the creator the owner and only member; names are checked", async () => {
       const el = await w.groups.create(A, "  Family  ", "the Smiths", "admins", null);
       expect(el.name).to.equal("group");
-      expect(el.attrs).to.include({ name: "Family", role: "owner", owner: A, invite: "admins", members: "1" });
+      expect(el.attrs).to.include({
+        name: "Family",
+        role: "owner",
+        owner: A,
+        invite: "admins",
+        members: "1",
+      });
       expect(el.getChildText("description")).to.equal("the Smiths");
       const m = await rows<{ role: string }>(w, "SELECT role FROM group_members WHERE group_id = :g", {
         g: groupId(el),
@@ -190,13 +207,23 @@ describe("features/groups", () => {
 
     it("caps: groups owned and joined per user, members per group, pending invitations per group", async () => {
       for (let i = 0; i < 3; i++) await w.groups.create(A, `g${i}`, "", "admins", null);
-      const e1 = await refused(w, w.groups.create(A, "g3", "", "admins", null), "resource-constraint", "cancel");
+      const e1 = await refused(
+        w,
+        w.groups.create(A, "g3", "", "admins", null),
+        "resource-constraint",
+        "cancel",
+      );
       expect(e1.message).to.match(/own 3 groups/);
       // B joins A's three groups and creates one: four joined, the cap.
       const gs = (await w.groups.groups(A)).map((m) => m.group.id);
       for (const g of gs) await join(w, g, A, B);
       await w.groups.create(B, "b0", "", "admins", null);
-      const e2 = await refused(w, w.groups.create(B, "b1", "", "admins", null), "resource-constraint", "cancel");
+      const e2 = await refused(
+        w,
+        w.groups.create(B, "b1", "", "admins", null),
+        "resource-constraint",
+        "cancel",
+      );
       expect(e2.message).to.match(/in 4 groups/);
       const g5 = (await w.groups.groups(B)).find((m) => m.group.name === "b0")?.group.id as string;
       const inv = await w.groups.invite(B, g5, C);
@@ -204,10 +231,14 @@ describe("features/groups", () => {
       await w.groups.invite(B, g5, X);
       await refused(w, w.groups.invite(B, g5, "erin@a.example"), "resource-constraint", "wait");
       // C is at the joined cap: accepting is refused and the invitation stays.
-      for (let i = 0; i < 4; i++) await w.groups.create(C, `c${i}`, "", "admins", null).catch(() => undefined);
+      for (let i = 0; i < 4; i++)
+        await w.groups.create(C, `c${i}`, "", "admins", null).catch(() => undefined);
       const cg = await w.groups.groups(C);
       expect(cg.length).to.equal(3); // C owns 3 (its owned cap), joined 3
-      const g6 = (await w.groups.groups(D)).length === 0 ? (await w.groups.create(D, "d", "", "admins", null)).attrs.id : "";
+      const g6 =
+        (await w.groups.groups(D)).length === 0
+          ? (await w.groups.create(D, "d", "", "admins", null)).attrs.id
+          : "";
       await join(w, g6 as string, D, C);
       await refused(w, w.groups.accept(C, inv.id, null), "resource-constraint", "cancel");
     });
@@ -359,7 +390,9 @@ describe("features/groups", () => {
       expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.deep.equal([a]);
       expect((await entries(w, A, "card")).map((e) => e.subject_account)).to.deep.equal([b]);
       const inv = await w.groups.invite(B, g, C);
-      const before = Number((await rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'"))[0]?.v);
+      const before = Number(
+        (await rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'"))[0]?.v,
+      );
       const el = await w.groups.accept(C, inv.id, { fields: ["tel"] });
       expect(el.attrs).to.include({ role: "member", members: "3" });
       const seqs = await rows<{ seq: number }>(
@@ -370,7 +403,10 @@ describe("features/groups", () => {
       expect(seqs).to.have.length(1); // one unit of work
       expect((await entries(w, C, "card")).map((e) => e.subject_account).sort()).to.deep.equal([a, b].sort());
       expect((await entries(w, A, "card")).map((e) => e.subject_account).sort()).to.deep.equal([b, c].sort());
-      expect((await entries(w, A, "group-member")).map((e) => e.subject)).to.deep.equal([`${g}/${b}`, `${g}/${c}`]);
+      expect((await entries(w, A, "group-member")).map((e) => e.subject)).to.deep.equal([
+        `${g}/${b}`,
+        `${g}/${c}`,
+      ]);
       expect(await entries(w, C, "group-invitation")).to.deep.equal([]);
       // C's policy for the group: A sees C's tel only.
       const seen = await w.core.read("t", (r) => cardForViewer(r, A, C, "vcard4"));
@@ -401,11 +437,15 @@ describe("features/groups", () => {
       expect((await entries(w, C, "card")).length).to.equal(0);
       expect((await entries(w, A, "card")).map((e) => e.subject_account)).to.deep.equal([b]);
       expect((await entries(w, B, "group-member")).map((e) => e.subject)).to.include(`${g}/${c}`);
-      const gone = await w.core.read("t", (r) => cardForViewer(r, A, C, "vcard4")).catch((e: StanzaError) => e);
+      const gone = await w.core
+        .read("t", (r) => cardForViewer(r, A, C, "vcard4"))
+        .catch((e: StanzaError) => e);
       expect((gone as StanzaError).condition).to.equal("item-not-found");
       // Rejoining opens the path again: tombstones both ways go.
       await join(w, g, A, C);
-      expect(await rows(w, "SELECT * FROM tombstones WHERE holder = :c OR owner = :c", { c })).to.deep.equal([]);
+      expect(await rows(w, "SELECT * FROM tombstones WHERE holder = :c OR owner = :c", { c })).to.deep.equal(
+        [],
+      );
     });
 
     it("a holder on both a binding and a group sees the union of both views; leaving keeps the binding's", async () => {
@@ -429,10 +469,14 @@ describe("features/groups", () => {
       const [a, b] = [await idOf(w, A), await idOf(w, B)];
       await w.groups.leave(B, g);
       // No tombstone hides A from B (the binding still shows it): B gets a refreshed card, narrowed to tel.
-      const mark = await rows<{ seq: number }>(w, "SELECT seq FROM tombstones WHERE holder = :b AND owner = :a", {
-        a,
-        b,
-      });
+      const mark = await rows<{ seq: number }>(
+        w,
+        "SELECT seq FROM tombstones WHERE holder = :b AND owner = :a",
+        {
+          a,
+          b,
+        },
+      );
       expect(mark).to.have.length(1); // the view-change mark closedSet writes for a pair still visible
       expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
       const after = (await w.core.read("t", (r) => cardForViewer(r, B, A, "vcard4"))).toString();

@@ -73,7 +73,8 @@ export function groupsModule(): FeatureModule {
         if (name !== undefined) changes.name = name;
         if (description !== undefined) changes.description = description;
         if (invite !== undefined) changes.invite = invite;
-        if (Object.keys(changes).length === 0) throw badRequest("nothing to change: name, invite or <description/>");
+        if (Object.keys(changes).length === 0)
+          throw badRequest("nothing to change: name, invite or <description/>");
         return svc.update(c.user, requireAttr(c.payload, "group"), changes);
       });
       r.iq("set", ns, "group-delete", (c) => svc.delete(c.user, requireAttr(c.payload, "group")));

@@ -93,5 +93,9 @@ CREATE INDEX group_exemptions_exempt ON group_exemptions (exempt);
 `;
 
 export const GROUP_MIGRATIONS: readonly Migration[] = [
-  { version: 3100, name: "groups: groups, members, invitations, exemptions", sql: { sqlite: SQLITE_3100, postgres: POSTGRES_3100 } },
+  {
+    version: 3100,
+    name: "groups: groups, members, invitations, exemptions",
+    sql: { sqlite: SQLITE_3100, postgres: POSTGRES_3100 },
+  },
 ];

@@ -205,7 +205,9 @@ export const groupsRepo = (q: Sql) => ({
   members: async (g: string): Promise<MemberRow[]> => (await q.all<MemberDb>(MEMBERS, { g })).map(toMember),
   /** The members of `g` but `me` (ids only): what `opened` needs for a newcomer, one statement. */
   otherIds: async (g: string, me: AccountId): Promise<AccountId[]> =>
-    (await q.all<{ account_id: number }>(MEMBER_IDS, { g, me })).map((r) => Number(r.account_id) as AccountId),
+    (await q.all<{ account_id: number }>(MEMBER_IDS, { g, me })).map(
+      (r) => Number(r.account_id) as AccountId,
+    ),
   countMembers: (g: string): Promise<number> => count(q, COUNT_MEMBERS, { g }),
   countJoined: (me: AccountId): Promise<number> => count(q, COUNT_JOINED, { me }),
   memberships: async (me: AccountId): Promise<Membership[]> => {

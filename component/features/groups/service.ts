@@ -106,7 +106,9 @@ export function checkName(v: string): string {
 export function checkDescription(v: string): string {
   const s = v.trim();
   if ([...s].length > DESCRIPTION_MAX || hasControl(s, true))
-    throw badRequest(`a group description is at most ${DESCRIPTION_MAX} characters without control characters`);
+    throw badRequest(
+      `a group description is at most ${DESCRIPTION_MAX} characters without control characters`,
+    );
   return s;
 }
 /** C0/C1 control characters (a description may hold line breaks and tabs). */
@@ -160,7 +162,12 @@ export class GroupsService {
       await g.insertGroup(row);
       await g.insertMember(member(row.id, me, "owner", policy, seq, u.now));
       await u.queue.append(KIND_GROUP, [me], { subject: row.id });
-      return groupElement(u.accounts, { group: row, role: "owner", policy: storedPolicy(policy), members: 1 });
+      return groupElement(u.accounts, {
+        group: row,
+        role: "owner",
+        policy: storedPolicy(policy),
+        members: 1,
+      });
     });
   }
 
@@ -199,7 +206,10 @@ export class GroupsService {
     await this.o.uow("group.leave", async (u) => {
       const { mine } = await this.mine(u, user, id);
       if (mine.role === "owner")
-        throw new StanzaError("not-allowed", "the owner cannot leave; transfer ownership or delete the group");
+        throw new StanzaError(
+          "not-allowed",
+          "the owner cannot leave; transfer ownership or delete the group",
+        );
       await removeMember(u, id, mine.account, "left");
     });
   }
@@ -215,7 +225,9 @@ export class GroupsService {
       if (target.role === "owner") throw new StanzaError("not-allowed", "the owner cannot be removed");
       if (RANK[mine.role] >= RANK[target.role])
         throw forbidden(
-          mine.role === "member" ? "only the owner and admins may remove members" : "admins may remove members only",
+          mine.role === "member"
+            ? "only the owner and admins may remove members"
+            : "admins may remove members only",
         );
       await removeMember(u, id, target.account, "removed");
     });
@@ -263,7 +275,9 @@ export class GroupsService {
       const { g, row, mine } = await this.mine(u, user, id);
       if (!mayInvite(row.invite, mine.role))
         throw forbidden(
-          row.invite === "owner" ? "only the owner may invite to this group" : "only the owner and admins may invite to this group",
+          row.invite === "owner"
+            ? "only the owner may invite to this group"
+            : "only the owner and admins may invite to this group",
         );
       // A placeholder for an unknown JID: the same rows as for a known one (§2.2).
       const invitee = await u.accounts.ensure(jid);
@@ -303,7 +317,8 @@ export class GroupsService {
       const me = await u.accounts.resolve(user);
       const g = groupsRepo(u.tx);
       const inv = me === undefined ? undefined : await g.invitation(invId);
-      if (!inv || inv.invitee !== me || inv.hidden) throw notFound(`no group invitation '${quote(invId)}' for you`);
+      if (!inv || inv.invitee !== me || inv.hidden)
+        throw notFound(`no group invitation '${quote(invId)}' for you`);
       if (inv.expiresAt <= u.now) {
         await dropInvitation(u, inv);
         return "expired"; // committed, then refused below
@@ -337,7 +352,8 @@ export class GroupsService {
     await this.o.uow("group.decline", async (u) => {
       const me = await u.accounts.resolve(user);
       const inv = me === undefined ? undefined : await groupsRepo(u.tx).invitation(invId);
-      if (!inv || inv.invitee !== me || inv.hidden) throw notFound(`no group invitation '${quote(invId)}' for you`);
+      if (!inv || inv.invitee !== me || inv.hidden)
+        throw notFound(`no group invitation '${quote(invId)}' for you`);
       await dropInvitation(u, inv);
     });
   }
@@ -369,7 +385,8 @@ export class GroupsService {
     return this.o.read("group.members", async (r) => {
       const me = await r.accounts.resolve(user);
       const g = groupsRepo(r.read);
-      if (me === undefined || !(await g.member(id, me))) throw notFound(`you are not in a group '${quote(id)}'`);
+      if (me === undefined || !(await g.member(id, me)))
+        throw notFound(`you are not in a group '${quote(id)}'`);
       const rows = await g.members(id);
       const jids = await r.accounts.jidsOf(rows.map((m) => m.account));
       return rows.map((m) => ({ jid: jids.get(m.account) ?? "", role: m.role, joinedAt: m.joinedAt }));
@@ -388,7 +405,13 @@ export class GroupsService {
       for (const i of rows) {
         const group = await g.group(i.group);
         if (group)
-          out.push({ id: i.id, group, from: jids.get(i.inviter) ?? "", createdAt: i.createdAt, expiresAt: i.expiresAt });
+          out.push({
+            id: i.id,
+            group,
+            from: jids.get(i.inviter) ?? "",
+            createdAt: i.createdAt,
+            expiresAt: i.expiresAt,
+          });
       }
       return out;
     });
