@@ -269,7 +269,7 @@ describe("cardlink check-config against a real Prosody", function () {
     const r = await cardlink(["check-config"], env({ CARDLINK_DB: old }));
     expect(r.code).to.equal(0);
     expect(r.stdout).to.match(
-      /^note: database .* is at schema 100; 3 migration\(s\) pending \(200, 300, 2000\)/m,
+      /^note: database .* is at schema 100; 4 migration\(s\) pending \(200, 300, 2000, 3100\)/m,
     );
     expect(versions(old), "not migrated").to.deep.equal([1, 100]);
     const newer = path.join(dir, "newer.sqlite");
@@ -278,7 +278,7 @@ describe("cardlink check-config against a real Prosody", function () {
     db.close();
     const n = await cardlink(["check-config"], env({ CARDLINK_DB: newer }));
     expect(n.code).to.equal(1);
-    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(2000\)/m);
+    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(3100\)/m);
   });
 });
 
@@ -293,7 +293,7 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const dry = await cardlink(["migrate", "--dry-run"], env(file));
     expect(dry.code).to.equal(0);
-    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 2000\)/);
+    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 3100\)/);
     expect(dry.stdout).to.match(/^would apply 200 push queue/m);
     expect(dry.stdout).to.match(/^would apply 300 indexes for the queue gauges/m);
     expect(versions(file)).to.deep.equal([1, 100]);
@@ -303,8 +303,8 @@ describe("cardlink migrate, backup, stats", function () {
     expect(real.code).to.equal(0);
     const copy = /^backed up .* to (.+)$/m.exec(real.stdout)?.[1] as string;
     expect(copy).to.be.a("string");
-    expect(real.stdout).to.match(/^applied 200, 300, 2000; database .* is at schema 2000$/m);
-    expect(versions(file)).to.deep.equal([1, 100, 200, 300, 2000]);
+    expect(real.stdout).to.match(/^applied 200, 300, 2000, 3100; database .* is at schema 3100$/m);
+    expect(versions(file)).to.deep.equal([1, 100, 200, 300, 2000, 3100]);
     // The copy is the database as it was before: schema 100, its data, owner-only.
     expect(versions(copy)).to.deep.equal([1, 100]);
     const c = new Database(copy, { readonly: true });
@@ -327,7 +327,7 @@ describe("cardlink migrate, backup, stats", function () {
     for (const args of [["migrate"], ["migrate", "--dry-run"]]) {
       const r = await cardlink(args, env(file));
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(2000\)/);
+      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(3100\)/);
     }
     expect(versions(file)).to.deep.equal([1, 100, 200, 300, 9999]);
   });
@@ -397,7 +397,7 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const r = await cardlink(["stats"], env(file));
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/at schema 100, this cardlink reads 2000: run `cardlink migrate` first/);
+    expect(r.stderr).to.match(/at schema 100, this cardlink reads 3100: run `cardlink migrate` first/);
   });
 });
 
