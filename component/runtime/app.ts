@@ -39,13 +39,18 @@ export async function createCardlink(
     log?: Logger;
     /** The feature modules (component/features.ts coreModules in production; tests may pass fewer). */
     modules: (o: { wakeKinds: () => readonly string[] }) => FeatureModule[];
-    /** The modules' own migrations (versions above 2000), applied after the core's at open. */
+    /**
+     * The modules' own migrations (versions above 2000), applied after the core's at open. Absent = the migrations
+     * the given modules declare, so a module's tables always exist where its paths and kinds are registered.
+     */
     migrations?: readonly Migration[];
   },
 ): Promise<Cardlink> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const store = await openCoreStore(config.database, { log }, opts.migrations ?? []);
+  const migrations =
+    opts.migrations ?? opts.modules({ wakeKinds: () => [] }).flatMap((m) => m.migrations ?? []);
+  const store = await openCoreStore(config.database, { log }, migrations);
   metrics.describe(
     "cardlink_uow_duration_seconds",
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",

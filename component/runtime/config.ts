@@ -323,6 +323,13 @@ export const configSchema = z.strictObject({
     requestTtlSeconds: num(7 * 24 * 3600, 60, 365 * 86_400, "lifetime of an unanswered exchange request"),
     maxPendingPerUser: num(50, 1, 10_000, "unanswered exchange requests one user may have out"),
   }),
+  groups: section({
+    maxMembers: num(5_000, 2, 100_000, "members of one group, the owner included"),
+    ownedPerUser: num(100, 1, 10_000, "groups one user owns"),
+    joinedPerUser: num(500, 1, 100_000, "groups one user is a member of, owned ones included"),
+    pendingInvitationsPerGroup: num(500, 1, 100_000, "unanswered, unexpired invitations of one group"),
+    invitationTtlSeconds: num(14 * 86_400, 60, 365 * 86_400, "lifetime of an unanswered group invitation"),
+  }),
   delivery: section({
     ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),

@@ -395,6 +395,7 @@ export async function toCoreSchema(file: string): Promise<void> {
     env: {},
     overrides: { secret: "s", database: { driver: "sqlite", path: file } },
   });
+  // The feature modules' migrations too, as the first start (component/runtime/app.ts) applies them.
   const store = await openCoreStore(database, { log: createLogger("silent") }, moduleMigrations());
   await store.close();
 }

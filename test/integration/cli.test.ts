@@ -14,6 +14,14 @@ import { connectClient, xml } from "../harness/clients.js";
 import { freePort, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 import { legacyBlock, legacyEnqueue } from "../harness/legacy-seed.js";
+import { moduleMigrations } from "../../component/features.js";
+
+// The schema this build reaches: the 2000 baseline, then the feature modules' own migrations (one per feature
+// that has tables beyond 2000). Read from the module list, so adding a feature does not rewrite these tests.
+const MODULE_VERSIONS = moduleMigrations().map((m) => m.version);
+const NEWEST = Math.max(2000, ...MODULE_VERSIONS);
+/** What an old (schema 100) database lacks, in order. */
+const FROM_100 = [200, 300, 2000, ...MODULE_VERSIONS];
 
 interface Run {
   code: number | null;
@@ -269,7 +277,10 @@ describe("cardlink check-config against a real Prosody", function () {
     const r = await cardlink(["check-config"], env({ CARDLINK_DB: old }));
     expect(r.code).to.equal(0);
     expect(r.stdout).to.match(
-      /^note: database .* is at schema 100; 3 migration\(s\) pending \(200, 300, 2000\)/m,
+      new RegExp(
+        `^note: database .* is at schema 100; ${FROM_100.length} migration\\(s\\) pending \\(${FROM_100.join(", ")}\\)`,
+        "m",
+      ),
     );
     expect(versions(old), "not migrated").to.deep.equal([1, 100]);
     const newer = path.join(dir, "newer.sqlite");
@@ -278,7 +289,9 @@ describe("cardlink check-config against a real Prosody", function () {
     db.close();
     const n = await cardlink(["check-config"], env({ CARDLINK_DB: newer }));
     expect(n.code).to.equal(1);
-    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(2000\)/m);
+    expect(n.stderr).to.match(
+      new RegExp(`^problem: database .* is at schema 9999, newer than this cardlink \\(${NEWEST}\\)`, "m"),
+    );
   });
 });
 
@@ -293,7 +306,7 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const dry = await cardlink(["migrate", "--dry-run"], env(file));
     expect(dry.code).to.equal(0);
-    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 2000\)/);
+    expect(dry.stdout).to.match(new RegExp(`is at schema 100 \\(this cardlink: ${NEWEST}\\)`));
     expect(dry.stdout).to.match(/^would apply 200 push queue/m);
     expect(dry.stdout).to.match(/^would apply 300 indexes for the queue gauges/m);
     expect(versions(file)).to.deep.equal([1, 100]);
@@ -303,8 +316,10 @@ describe("cardlink migrate, backup, stats", function () {
     expect(real.code).to.equal(0);
     const copy = /^backed up .* to (.+)$/m.exec(real.stdout)?.[1] as string;
     expect(copy).to.be.a("string");
-    expect(real.stdout).to.match(/^applied 200, 300, 2000; database .* is at schema 2000$/m);
-    expect(versions(file)).to.deep.equal([1, 100, 200, 300, 2000]);
+    expect(real.stdout).to.match(
+      new RegExp(`^applied ${FROM_100.join(", ")}; database .* is at schema ${NEWEST}$`, "m"),
+    );
+    expect(versions(file)).to.deep.equal([1, 100, ...FROM_100]);
     // The copy is the database as it was before: schema 100, its data, owner-only.
     expect(versions(copy)).to.deep.equal([1, 100]);
     const c = new Database(copy, { readonly: true });
@@ -327,7 +342,7 @@ describe("cardlink migrate, backup, stats", function () {
     for (const args of [["migrate"], ["migrate", "--dry-run"]]) {
       const r = await cardlink(args, env(file));
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(2000\)/);
+      expect(r.stderr).to.match(new RegExp(`schema 9999 is newer than this cardlink \\(${NEWEST}\\)`));
     }
     expect(versions(file)).to.deep.equal([1, 100, 200, 300, 9999]);
   });
@@ -369,13 +384,14 @@ describe("cardlink migrate, backup, stats", function () {
       expect(none.code).to.equal(1);
       expect(none.stderr).to.match(/does not exist/);
 
-      // stats reads a database at this build's schema: the file is migrated (rekeyed to 2000) first.
+      // stats reads a database at this build's schema: the file is migrated (rekeyed to 2000, then the feature
+      // modules' migrations) first.
       const migrated = await cardlink(["migrate"], env(file));
       if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
       const stats = await cardlink(["stats", "--json"], env(file));
       expect(stats.code).to.equal(0);
       const s = JSON.parse(stats.stdout) as Record<string, unknown>;
-      expect(s).to.deep.include({ schema: 2000, usersWithCards: 0, bindings: 0, blocks: 1 });
+      expect(s).to.deep.include({ schema: NEWEST, usersWithCards: 0, bindings: 0, blocks: 1 });
       const outbox = s.outbox as Record<
         string,
         { entries: number; recipients: number; oldestAgeSeconds: number }
@@ -396,7 +412,9 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const r = await cardlink(["stats"], env(file));
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/at schema 100, this cardlink reads 2000: run `cardlink migrate` first/);
+    expect(r.stderr).to.match(
+      new RegExp(`at schema 100, this cardlink reads ${NEWEST}: run \`cardlink migrate\` first`),
+    );
   });
 });
 

@@ -48,4 +48,9 @@ export interface AudienceTx extends AudienceRead {
   closed(
     pairs: readonly [AccountId, AccountId][] | { sql: string; params: Params },
   ): Promise<Array<[AccountId, AccountId]>>;
+  /**
+   * `closed` for pairs given as a SELECT (owner, holder) of any size, in a fixed number of statements (issue 10:
+   * a group member leaving, a group deleted); the pairs that lost sight are not returned. Returns the pair count.
+   */
+  closedSet(pairs: { sql: string; params: Params }): Promise<number>;
 }

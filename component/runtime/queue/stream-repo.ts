@@ -18,8 +18,9 @@ import type { Json, PayloadId, PendingEntry } from "./api.js";
 import { LEASE_FREE } from "./jobs-repo.js";
 
 /**
- * Who sees an owner's card, fixed to the binding path until S6 composes the registered paths
- * (runtime/audience `audienceHoldersSql()` replaces this one line). Yields `holder` for `:owner`.
+ * Who sees an owner's card when no path registry is given (the binding path alone: the contract suite's stream
+ * cases). The running core passes runtime/audience `audienceHoldersSql(paths)`, every registered path (issue 10:
+ * the fan-out had stayed fixed to this text, so a card change never reached a second path's holders).
  */
 export const AUDIENCE_HOLDERS_SQL = "SELECT s.holder AS holder FROM shares s WHERE s.owner = :owner";
 
@@ -75,13 +76,13 @@ ${mode === "replace" ? ON_REPLACE : ""}
 RETURNING account_id`,
   );
 
-const fanOutSql = (d: Dialect, mode: Coalesce): string =>
+const fanOutSql = (d: Dialect, mode: Coalesce, holders: string): string =>
   text(
     d,
-    `fan-out-${mode}`,
+    `fan-out-${mode}:${holders}`,
     () => `INSERT INTO stream_entries ${COLUMNS}
 SELECT DISTINCT aud.holder, ${VALUES}
-  FROM (${AUDIENCE_HOLDERS_SQL}) aud
+  FROM (${holders}) aud
  WHERE aud.holder <> :owner AND aud.holder NOT IN (${d.jsonIds("exclude")})
 ${mode === "replace" ? ON_REPLACE : ""}
 RETURNING account_id`,
@@ -368,8 +369,9 @@ export const streamRepo = (q: Sql) => ({
     owner: AccountId,
     exclude: readonly AccountId[],
     v: EntryValues,
+    holders: string = AUDIENCE_HOLDERS_SQL,
   ): Promise<AccountId[]> {
-    const rows = await q.all<{ account_id: number }>(fanOutSql(q.dialect, mode), {
+    const rows = await q.all<{ account_id: number }>(fanOutSql(q.dialect, mode, holders), {
       ...entryParams(v),
       owner,
       exclude: ids(exclude),
@@ -634,7 +636,7 @@ export function streamStatements(d: Dialect): Record<string, string> {
   return {
     "append replace": appendSql(d, "replace"),
     "append keep": appendSql(d, "keep"),
-    "fan-out": fanOutSql(d, "replace"),
+    "fan-out": fanOutSql(d, "replace", AUDIENCE_HOLDERS_SQL),
     "retract in lanes": RETRACT_LANES(d),
     "retract by subject account": RETRACT_ACCOUNT_SUBJECT,
     "lane read": READ_LANE,
