@@ -17,6 +17,7 @@ import { SCHEMA_2000, SCHEMA_2000_DDL } from "../../storage/sqlite/schema-2000.j
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeAudience } from "./audience.contract.js";
+import { describeBook } from "./book.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { describeStream } from "./stream.contract.js";
@@ -65,6 +66,7 @@ describe("PostgreSQL backend", function () {
   describeAccounts("postgres", postgres);
   describeStream("postgres", postgres, [SCHEMA_2000]);
   describeJobs("postgres", postgres, [SCHEMA_2000]);
+  describeBook("postgres", postgres, [SCHEMA_2000]);
 
   describe("migration 2000: the PostgreSQL baseline against the SQLite DDL", () => {
     after(() => postgres.cleanup());

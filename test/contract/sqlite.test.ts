@@ -13,6 +13,7 @@ import { compileNamed, bindValues } from "../../storage/sql.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { describeAudience } from "./audience.contract.js";
+import { describeBook } from "./book.contract.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
@@ -52,6 +53,7 @@ describeAudience("sqlite", sqlite);
 describeAccounts("sqlite", sqlite);
 describeStream("sqlite", sqlite, [SCHEMA_2000]);
 describeJobs("sqlite", sqlite, [SCHEMA_2000]);
+describeBook("sqlite", sqlite, [SCHEMA_2000]);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());
