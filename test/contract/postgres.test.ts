@@ -18,6 +18,7 @@ import { startPostgres, type PostgresServer } from "../harness/postgres.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeAudience } from "./audience.contract.js";
 import { describeGroups } from "./groups.contract.js";
+import { describeBook } from "./book.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { describeStream } from "./stream.contract.js";
@@ -67,6 +68,7 @@ describe("PostgreSQL backend", function () {
   describeGroups("postgres", postgres);
   describeStream("postgres", postgres, [SCHEMA_2000]);
   describeJobs("postgres", postgres, [SCHEMA_2000]);
+  describeBook("postgres", postgres, [SCHEMA_2000]);
 
   describe("migration 2000: the PostgreSQL baseline against the SQLite DDL", () => {
     after(() => postgres.cleanup());

@@ -14,6 +14,7 @@ import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { describeAudience } from "./audience.contract.js";
 import { describeGroups } from "./groups.contract.js";
+import { describeBook } from "./book.contract.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
@@ -54,6 +55,7 @@ describeAccounts("sqlite", sqlite);
 describeGroups("sqlite", sqlite);
 describeStream("sqlite", sqlite, [SCHEMA_2000]);
 describeJobs("sqlite", sqlite, [SCHEMA_2000]);
+describeBook("sqlite", sqlite, [SCHEMA_2000]);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());

@@ -334,6 +334,16 @@ describe("address book (features/addressbook)", () => {
       const p = parseImport(text, LIMITS);
       expect(p.cards.map((c) => c.fn)).to.deep.equal(["Good One", "Good Two"]);
       expect(p.errors).to.deep.equal([{ index: 1, line: 5, error: "vcf: FN is required" }]);
+      // Text with no BEGIN:VCARD is no .vcf file: refused whole, not one unreadable card (it was answered
+      // imported='0' failed='1' until the integration test sent it).
+      for (const junk of ["", "hello", "hello\r\nFN:x\r\nEND:VCARD\r\n", "X-BEGIN:VCARD\r\n"]) {
+        expect(() => parseImport(junk, LIMITS), junk)
+          .to.throw(StanzaError, "vcf: no BEGIN:VCARD found")
+          .with.property("condition", "bad-request");
+      }
+      expect(
+        parseImport("junk\r\nbegin:vcard\r\nVERSION:4.0\r\nFN:x\r\nend:vcard\r\n", LIMITS).errors,
+      ).to.deep.equal([{ index: 0, line: 1, error: "vcf: text outside BEGIN:VCARD … END:VCARD" }]);
       await x.svc.importCards(
         A,
         Array.from({ length: 300 }, (_, i) => card(`E${i}`, { note: "n".repeat(2000) })),

@@ -47,14 +47,26 @@ function parseLink(el: Element): string | null | undefined {
   return userJid(v, "link");
 }
 
-/** Parses a `.vcf` import, card by card: what can be stored, and what could not be read (index, line, why). */
+/**
+ * Parses a `.vcf` import, card by card: what can be stored, and what could not be read (index, line, why). Text
+ * with no `BEGIN:VCARD` line at all is not a `.vcf` file: refused whole (`bad-request`), not answered as one
+ * unreadable card.
+ */
 export function parseImport(
   text: string,
   limits: CardLimits,
 ): { cards: Card[]; errors: Array<{ index: number; line: number; error: string }> } {
+  if (!/^[ \t]*BEGIN:VCARD[ \t]*\r?$/im.test(text)) throw badRequest("vcf: no BEGIN:VCARD found");
   const cards: Card[] = [];
   const errors: Array<{ index: number; line: number; error: string }> = [];
-  for (const item of cardsFromVcf(text, limits)) {
+  let items: ReturnType<typeof cardsFromVcf>;
+  try {
+    items = cardsFromVcf(text, limits);
+  } catch (e) {
+    if (e instanceof CardError) throw badRequest(e.message);
+    throw e;
+  }
+  for (const item of items) {
     if ("error" in item) {
       errors.push(item);
       continue;
@@ -168,15 +180,7 @@ export function addressbookModule(): FeatureModule {
       rt.router.iq("set", ns, "vcf-import", async (c) => {
         if (childElements(c.payload).length > 0)
           throw badRequest("<vcf-import/> carries .vcf text, not elements");
-        let parsed: ReturnType<typeof parseImport>;
-        try {
-          parsed = parseImport(c.payload.getText(), rt.config.card);
-        } catch (e) {
-          if (e instanceof CardError) throw badRequest(e.message);
-          throw e;
-        }
-        if (parsed.cards.length === 0 && parsed.errors.length === 0)
-          throw badRequest("vcf: no BEGIN:VCARD found");
+        const parsed = parseImport(c.payload.getText(), rt.config.card);
         const r = await svc.importCards(c.user, parsed.cards);
         rt.log.info(
           { event: "book-imported", user: c.user, imported: r.ids.length, failed: parsed.errors.length },
