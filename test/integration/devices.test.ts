@@ -304,6 +304,16 @@ describe("per-device delivery: <active-device/> (new core, real Prosody, real cl
       15_000,
     );
     await waitFor(async () => (await pending()) === 1, "held for the tablet only");
+    // "1 pending" is also what the count says while the phone's ack of Alice v5 is still on its way: wait until
+    // every active cursor but the tablet's is past it, so what the sweep below collects is the tablet's alone.
+    const v5 = Number(cardUpdates(phone, "Alice v5")[0]?.seq);
+    await waitFor(
+      async () =>
+        (await inspect.cursors(app, jid("bob"))).every(
+          (c) => c.deviceId === "bob-tablet" || c.state !== "active" || c.pos >= v5,
+        ),
+      "every other cursor past Alice v5",
+    );
     // Seeding 30 idle days: the tablet's cursor last acked long ago; the engine's dormancy sweep (the same repo
     // call, hourly in production) marks it dormant and collects what only it held.
     const swept = await app.ctx.store.tx("test.dormant", async (tx) => {
