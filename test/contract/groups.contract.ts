@@ -53,6 +53,7 @@ export function describeGroups(name: string, factory: StoreFactory): void {
         joinedPerUser: 10,
         pendingInvitationsPerGroup: 10,
         invitationTtlMs: 86_400_000,
+        exemptionsPerUser: 1000,
       });
       for (const j of [A, B, C]) await storeCard(core, j, card(j));
     });

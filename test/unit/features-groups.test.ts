@@ -60,6 +60,7 @@ const OPTS = {
   joinedPerUser: 4,
   pendingInvitationsPerGroup: 3,
   invitationTtlMs: 86_400_000,
+  exemptionsPerUser: 2,
 };
 
 /** Counts the statements a unit of work runs: a Proxy over its Tx. */
@@ -131,6 +132,7 @@ async function snapshot(w: World): Promise<Record<string, number>> {
     "stream_entries",
     "tombstones",
     "payloads",
+    "group_exemptions",
   ]) {
     out[t] = Number((await rows<{ n: number }>(w, `SELECT COUNT(*) AS n FROM ${t}`))[0]?.n);
   }
@@ -483,6 +485,160 @@ describe("features/groups", () => {
       expect(after).to.include("tel:").and.not.include("alice@home.example");
       const sync = await w.core.read("t", (r) => r.audience.syncPage(b, 0, 100));
       expect(sync.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+    });
+  });
+
+  describe("exemptions", () => {
+    let g: string;
+    let a: AccountId, b: AccountId, c: AccountId;
+    beforeEach(async () => {
+      w = await world();
+      for (const [j, n] of [
+        [A, "Alice"],
+        [B, "Bob"],
+        [C, "Carol"],
+        [D, "Dave"],
+      ] as const)
+        await storeCard(w.core, j, card(n));
+      g = groupId(await w.groups.create(A, "g", "", "members", null));
+      await join(w, g, A, B);
+      await join(w, g, A, C);
+      [a, b, c] = [await idOf(w, A), await idOf(w, B), await idOf(w, C)];
+    });
+    const token = () =>
+      rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'").then((r) =>
+        Number(r[0]?.v),
+      );
+    const sees = (holder: string, owner: string) =>
+      w.core
+        .read("t", (r) => cardForViewer(r, holder, owner, "vcard4"))
+        .then((el) => el.toString())
+        .catch((e: StanzaError) => e.condition);
+
+    it("without withdraw: the exempt member keeps their copy and stops receiving changes; only I see it", async () => {
+      const t0 = await token();
+      const laneBefore = await entries(w, B);
+      await w.groups.exempt(A, g, B, false);
+      // B's copy stays: no tombstone, the join's card entry is not retracted (it renders under no path: dropped).
+      expect(await rows(w, "SELECT * FROM tombstones WHERE holder = :b", { b })).to.deep.equal([]);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect(await sees(B, A)).to.equal("item-not-found");
+      expect(await sees(C, A)).to.include("Alice");
+      expect(await sees(A, B)).to.include("Bob"); // one way only
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders]).to.deep.equal([c]);
+      const sync = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(sync.changes.filter((x) => x.owner === a)).to.deep.equal([]);
+      // Visible to A only: A's list names B; B's lists show nothing of it.
+      expect((await w.groups.exemptions(A)).map((x) => x.jid)).to.deep.equal([B]);
+      expect(await w.groups.exemptions(B)).to.deep.equal([]);
+      expect((await w.groups.members(B, g)).map((m) => Object.keys(m).sort())).to.deep.equal([
+        ["jid", "joinedAt", "role"],
+        ["jid", "joinedAt", "role"],
+        ["jid", "joinedAt", "role"],
+      ]);
+      // Nothing reached B's lane: no notice names the exemption.
+      expect(await entries(w, B)).to.deep.equal(laneBefore);
+    });
+
+    it("with withdraw: the copy is withdrawn as a closed path; lifting sends the current card back", async () => {
+      const t0 = await token();
+      const before = await entries(w, B);
+      await w.groups.exempt(A, g, B, true);
+      const tomb = await rows<{ seq: number }>(
+        w,
+        "SELECT seq FROM tombstones WHERE holder = :b AND owner = :a",
+        {
+          a,
+          b,
+        },
+      );
+      expect(tomb).to.have.length(1);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.not.include(a);
+      // Nothing but the retraction reached B's lane: no notice names the exemption.
+      expect((await entries(w, B)).filter((e) => e.kind !== "card")).to.deep.equal(
+        before.filter((e) => e.kind !== "card"),
+      );
+      const t1 = await token();
+      const s1 = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(s1.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([true]);
+      // C is untouched.
+      expect(await sees(C, A)).to.include("Alice");
+      await w.groups.unexempt(A, B);
+      expect(await w.groups.exemptions(A)).to.deep.equal([]);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect(await sees(B, A)).to.include("Alice");
+      const s2 = await w.core.read("t", (r) => r.audience.syncPage(b, t1, 100));
+      expect(s2.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders].sort()).to.deep.equal([b, c].sort());
+    });
+
+    it("a binding's view stays: withdrawing narrows B's copy to what the binding shows", async () => {
+      const code = await w.exchange.createCode(A);
+      await w.exchange.redeemCode(B, code.code);
+      await w.core.uow("t.share", async (u) => {
+        await u.tx.run("UPDATE shares SET policy = :p WHERE owner = :a AND holder = :b", {
+          p: JSON.stringify({ fields: ["tel"] }),
+          a,
+          b,
+        });
+      });
+      expect(await sees(B, A)).to.include("alice@home.example"); // group (everything) ∪ binding (tel)
+      const t0 = await token();
+      await w.groups.exempt(A, g, B, true);
+      const after = await sees(B, A);
+      expect(after).to.include("tel:").and.not.include("alice@home.example");
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a); // the narrowed refresh
+      const s = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(s.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders].sort()).to.deep.equal([b, c].sort()); // through the binding
+    });
+
+    it("refusals write nothing: yourself, a non-member, twice, the cap, lifting what is not there", async () => {
+      await w.groups.create(D, "other", "", "members", null);
+      await refused(w, w.groups.exempt(A, g, A, false), "bad-request");
+      await refused(w, w.groups.exempt(A, g, D, false), "item-not-found");
+      await refused(w, w.groups.exempt(D, g, A, false), "item-not-found");
+      await refused(w, w.groups.exempt(A, g, "nobody@a.example", true), "item-not-found");
+      await refused(w, w.groups.unexempt(A, B), "item-not-found");
+      await w.groups.exempt(A, g, B, false);
+      const err = await refused(w, w.groups.exempt(A, g, B, true), "conflict");
+      expect(err.message).to.equal(`you already exempt ${B}`);
+      await join(w, g, A, D);
+      await w.groups.exempt(A, g, C, false);
+      const capped = await refused(w, w.groups.exempt(A, g, D, true), "resource-constraint", "cancel");
+      expect(capped.message).to.equal("you exempt 2 members, the most you may; lift one first");
+    });
+
+    it("an exemption costs the same statements in groups of 3 and 300 members", async () => {
+      const counts: number[] = [];
+      for (const [size, owner] of [
+        [3, C],
+        [300, D],
+      ] as const) {
+        const big = size === 3 ? g : groupId(await w.groups.create(owner, "big", "", "members", null));
+        if (size !== 3)
+          await w.core.uow("t.seed", async (u) => {
+            const seq = await u.seq();
+            for (let i = 1; i < size - 1; i++) {
+              const m = await u.accounts.ensure(`m${i}@a.example`, { seen: true });
+              await u.tx.run(
+                "INSERT INTO group_members (group_id, account_id, role, policy, seq, joined_at) VALUES (:g, :m, 'member', NULL, :seq, :now)",
+                { g: big, m, seq, now: u.now },
+              );
+            }
+          });
+        if (size !== 3) await join(w, big, owner, B);
+        w.counter.n = 0;
+        w.counter.on = true;
+        await w.groups.exempt(owner, big, B, true);
+        w.counter.on = false;
+        counts.push(w.counter.n);
+      }
+      expect(counts[0]).to.be.greaterThan(3);
+      expect(counts[1], counts.join(" vs ")).to.equal(counts[0]);
     });
   });
 

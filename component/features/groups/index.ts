@@ -27,6 +27,7 @@ export function groupsServiceFor(rt: Runtime): GroupsService {
     joinedPerUser: c.joinedPerUser,
     pendingInvitationsPerGroup: c.pendingInvitationsPerGroup,
     invitationTtlMs: c.invitationTtlSeconds * 1000,
+    exemptionsPerUser: c.exemptionsPerUser,
   });
 }
 
@@ -106,6 +107,28 @@ export function groupsModule(): FeatureModule {
       );
       r.iq("set", ns, "group-decline", (c) => svc.decline(c.user, requireAttr(c.payload, "id")));
       r.iq("set", ns, "group-withdraw", (c) => svc.withdraw(c.user, requireAttr(c.payload, "id")));
+      r.iq("set", ns, "group-exempt", (c) => {
+        const w = c.payload.attrs.withdraw;
+        if (w !== undefined && w !== "true" && w !== "false")
+          throw badRequest(`withdraw must be true or false, not '${quote(w)}'`);
+        return svc.exempt(
+          c.user,
+          requireAttr(c.payload, "group"),
+          requireAttr(c.payload, "jid"),
+          w === "true",
+        );
+      });
+      r.iq("set", ns, "group-unexempt", (c) => svc.unexempt(c.user, requireAttr(c.payload, "jid")));
+      r.iq("get", ns, "group-exemptions", async (c) => {
+        const page = await pageList(
+          c.payload,
+          await svc.exemptions(c.user),
+          (x) => x.jid,
+          (x) => xml("exempt", { jid: x.jid, since: new Date(x.createdAt).toISOString() }),
+          rt.budget,
+        );
+        return xml("group-exemptions", { xmlns: ns }, ...page.items, page.set);
+      });
       r.iq("get", ns, "groups", async (c) => {
         const page = await pageList(
           c.payload,

@@ -10,7 +10,8 @@ import type { AudiencePath } from "../../runtime/audience/api.js";
 /**
  * The `group` audience path (§2.5.1, §3.6): m1 (the owner of a card) shows it to m2 (a co-member) under m1's
  * policy for that group; a holder in several groups with the owner has one row per group (the union of views).
- * The `where` clause is the exemptions' (issue 10's next part writes group_exemptions).
+ * The `where` clause is the exemptions': X (`owner`) exempting Y (`exempt`) hides X's card from Y on every group
+ * they share (service.ts `exempt`).
  */
 export const GROUP_PATH: AudiencePath = {
   name: "group",
@@ -155,6 +156,12 @@ const EXPIRED = "SELECT * FROM group_invitations WHERE expires_at <= :now ORDER 
 const HIDE_FROM = `UPDATE group_invitations SET hidden = 1 WHERE inviter = :inviter AND invitee = :invitee
   AND hidden = 0 RETURNING id`;
 const DELETE_EXEMPTIONS = "DELETE FROM group_exemptions WHERE owner = :me OR exempt = :me";
+const EXEMPTION = "SELECT created_at FROM group_exemptions WHERE owner = :me AND exempt = :other";
+const INSERT_EXEMPTION = `INSERT INTO group_exemptions (owner, exempt, created_at) VALUES (:me, :other, :now)
+  ON CONFLICT (owner, exempt) DO NOTHING`;
+const DELETE_EXEMPTION = "DELETE FROM group_exemptions WHERE owner = :me AND exempt = :other";
+const COUNT_EXEMPTIONS = "SELECT COUNT(*) AS n FROM group_exemptions WHERE owner = :me";
+const EXEMPTIONS_OF = "SELECT exempt, created_at FROM group_exemptions WHERE owner = :me";
 
 /** A membership row of mine with its group (the `groups` list). */
 export interface Membership {
@@ -286,6 +293,22 @@ export const groupsRepo = (q: Sql) => ({
   deleteExemptionsOf: async (me: AccountId): Promise<void> => {
     await q.run(DELETE_EXEMPTIONS, { me });
   },
+  /** `me` exempts `other` (from receiving my card through groups) since this time, or undefined. */
+  exemption: async (me: AccountId, other: AccountId): Promise<number | undefined> => {
+    const r = await q.get<{ created_at: number }>(EXEMPTION, { me, other });
+    return r ? Number(r.created_at) : undefined;
+  },
+  /** False when the row was already there (a concurrent exemption won). */
+  insertExemption: async (me: AccountId, other: AccountId, now: number): Promise<boolean> =>
+    (await q.run(INSERT_EXEMPTION, { me, other, now })).changes === 1,
+  deleteExemption: async (me: AccountId, other: AccountId): Promise<boolean> =>
+    (await q.run(DELETE_EXEMPTION, { me, other })).changes === 1,
+  countExemptions: (me: AccountId): Promise<number> => count(q, COUNT_EXEMPTIONS, { me }),
+  exemptionsOf: async (me: AccountId): Promise<Array<{ exempt: AccountId; createdAt: number }>> =>
+    (await q.all<{ exempt: number; created_at: number }>(EXEMPTIONS_OF, { me })).map((r) => ({
+      exempt: Number(r.exempt) as AccountId,
+      createdAt: Number(r.created_at),
+    })),
 });
 
 // ---- set-based statements (one each, whatever the group's size) ----------------------------------------------

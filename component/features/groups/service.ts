@@ -70,6 +70,7 @@ export interface GroupsOptions {
   joinedPerUser: number;
   pendingInvitationsPerGroup: number;
   invitationTtlMs: number;
+  exemptionsPerUser: number;
 }
 
 export interface GroupChanges {
@@ -87,6 +88,10 @@ export interface ListedMember {
   jid: BareJid;
   role: Role;
   joinedAt: number;
+}
+export interface ListedExemption {
+  jid: BareJid;
+  createdAt: number;
 }
 export interface ListedInvitation {
   id: string;
@@ -372,6 +377,66 @@ export class GroupsService {
     });
   }
 
+  // ---- exemptions ----------------------------------------------------------------------------------------
+
+  /**
+   * I exempt co-member `jid` (named through a group we share) from receiving my card through groups, on every
+   * group we share, from now on: the row hides the pair from the `group` path (its `where`), so the card fan-out,
+   * the renderer and sync stop showing me to them through groups; a pending `card` entry of mine renders under
+   * what is left (a binding's view) or not at all. With `withdraw`, their copy of my card is withdrawn as a closed
+   * path withdraws it (tombstone and retraction, or a refresh narrowed to a binding's view that still shows it).
+   * Nothing tells them: an exemption is visible to me only. O(1) statements.
+   */
+  async exempt(user: BareJid, id: string, jidInput: string, withdraw: boolean): Promise<void> {
+    const jid = userJid(jidInput, "jid");
+    if (jid === user) throw badRequest("you cannot exempt yourself");
+    await this.o.uow("group.exempt", async (u) => {
+      const { g, mine } = await this.mine(u, user, id);
+      const other = (await this.memberByJid(u, g, id, jid)).account;
+      await u.tx.lockAccount(mine.account);
+      if ((await g.exemption(mine.account, other)) !== undefined) throw conflict(`you already exempt ${jid}`);
+      if ((await g.countExemptions(mine.account)) >= this.o.exemptionsPerUser)
+        throw cap(`you exempt ${this.o.exemptionsPerUser} members, the most you may; lift one first`);
+      if (!(await g.insertExemption(mine.account, other, u.now))) throw conflict(`you already exempt ${jid}`);
+      if (withdraw) await u.audience.closed([[mine.account, other]]);
+    });
+  }
+
+  /**
+   * Lifts my exemption of `jid` (whether or not we still share a group): if a path shows them my card now, they
+   * get it (a `card` entry) and their pull sync lists it (the view-change mark in tombstones, as a narrowed path
+   * leaves one). O(1) statements.
+   */
+  async unexempt(user: BareJid, jidInput: string): Promise<void> {
+    const jid = userJid(jidInput, "jid");
+    await this.o.uow("group.unexempt", async (u) => {
+      const me = await u.accounts.resolve(user);
+      const other = await u.accounts.resolve(jid);
+      const g = groupsRepo(u.tx);
+      if (me === undefined || other === undefined || !(await g.deleteExemption(me, other)))
+        throw notFound(`you do not exempt ${jid}`);
+      if ((await u.audience.policies(me, other)).length === 0) return;
+      const seq = await u.seq();
+      await u.tx.run(MARK_VIEW, { holder: other, owner: me, seq });
+      if (await u.tx.get(HAS_CARD, { owner: me }))
+        await u.queue.append("card", [other], { subject: String(me), subjectAccount: me });
+    });
+  }
+
+  /** The members I exempt (visible to me only), by JID. */
+  async exemptions(user: BareJid): Promise<ListedExemption[]> {
+    return this.o.read("group.exemptions", async (r) => {
+      const me = await r.accounts.resolve(user);
+      if (me === undefined) return [];
+      const rows = await groupsRepo(r.read).exemptionsOf(me);
+      const jids = await r.accounts.jidsOf(rows.map((x) => x.exempt));
+      return rows
+        .map((x) => ({ jid: jids.get(x.exempt) ?? "", createdAt: x.createdAt }))
+        .filter((x) => x.jid !== "")
+        .sort((a, b) => (a.jid < b.jid ? -1 : a.jid > b.jid ? 1 : 0));
+    });
+  }
+
   // ---- lists ---------------------------------------------------------------------------------------------
 
   async groups(user: BareJid): Promise<Membership[]> {
@@ -470,6 +535,12 @@ export class GroupsService {
 }
 
 // ---- in-unit-of-work steps shared with the event handlers ---------------------------------------------------
+
+/** The view-change mark (audience/tombstones.ts): a tombstone row of a pair a path shows means "view changed". */
+const MARK_VIEW =
+  "INSERT INTO tombstones (holder, owner, seq) VALUES (:holder, :owner, :seq) " +
+  "ON CONFLICT (holder, owner) DO UPDATE SET seq = excluded.seq";
+const HAS_CARD = "SELECT 1 AS one FROM cards WHERE account_id = :owner";
 
 const storedPolicy = (p: SharePolicy | null): string | null => (p ? JSON.stringify(p) : null);
 const member = (
