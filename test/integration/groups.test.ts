@@ -384,4 +384,77 @@ describe(`contact groups (${serverLabel()}, real clients)`, function () {
     );
     await ok(alice, "set", "group-delete", { group: g });
   });
+
+  it("a member offline during a change gets it on login; pull: <group-sync/> with a token, the interval", async () => {
+    const alice = clients.find((c) => c.jid.startsWith(jid("alice"))) as CardClient;
+    let dave = clients.find((c) => c.jid.startsWith(jid("dave"))) as CardClient;
+    const erin = clients.find((c) => c.jid.startsWith(jid("erin"))) as CardClient;
+    await erin.setCard("Erin Example");
+    await dave.setCard("Dave Example");
+    const g = String(
+      (await ok(alice, "set", "group-create", { name: "Runners", invite: "owner" })).getChild("group")?.attrs
+        .id,
+    );
+    const invite = async (who: string): Promise<string> =>
+      String(
+        (await ok(alice, "set", "group-invite", { group: g, jid: jid(who) })).getChild("group-invitation")
+          ?.attrs.id,
+      );
+    await ok(dave, "set", "group-accept", { id: await invite("dave") });
+    const accepted = await ok(erin, "set", "group-accept", {
+      id: await invite("erin"),
+      delivery: "pull",
+      interval: "3600",
+    });
+    expect(accepted.getChild("group")?.attrs).to.include({ delivery: "pull", interval: "3600" });
+    await dave.waitForUpdate(
+      (u) => u.kind === "card" && u.content.attrs.owner === jid("alice"),
+      "alice's card at dave (Runners)",
+    );
+
+    // Dave goes offline; alice changes her card; dave logs in again and gets it.
+    await dave.stop();
+    clients.splice(clients.indexOf(dave), 1);
+    await alice.setCard("Alice While Dave Was Away");
+    dave = await connect("dave");
+    await dave.waitForUpdate(
+      (u) => u.kind === "card" && cardSummary(u.content).fn === "Alice While Dave Was Away",
+      "alice's change at dave after login",
+    );
+
+    // Erin pulls: everything, then only what changed since the token.
+    const first = (await ok(erin, "get", "group-sync", { group: g })).getChild("group-sync") as Element;
+    expect(first.attrs.more).to.equal("false");
+    expect(
+      first
+        .getChildren("card")
+        .map((c) => c.attrs.owner)
+        .sort(),
+    ).to.deep.equal([jid("alice"), jid("dave")].sort());
+    await alice.setCard("Alice Pulled", [tel("tel:+1-555-0100", "work")]);
+    const next = await ok(erin, "get", "group-sync", { group: g, token: String(first.attrs.token) });
+    const page = next.getChild("group-sync") as Element;
+    expect(page.getChildren("card").map((c) => [c.attrs.owner, cardSummary(c).fn])).to.deep.equal([
+      [jid("alice"), "Alice Pulled"],
+    ]);
+    await ok(alice, "set", "group-remove", { group: g, jid: jid("dave") });
+    const after = (
+      await ok(erin, "get", "group-sync", { group: g, token: String(page.attrs.token) })
+    ).getChild("group-sync") as Element;
+    expect(after.getChildren("removed").map((r) => r.attrs.owner)).to.deep.equal([jid("dave")]);
+    // Erin pulls, so no card update was pushed to her for this group.
+    expect(
+      erin.updates.filter((u) => u.kind === "card" && u.content.attrs.owner === jid("alice")),
+    ).to.deep.equal([]);
+    await ok(erin, "set", "group-delivery", { group: g, delivery: "push" });
+    await refused(erin, "bad-request", "set", "group-delivery", {
+      group: g,
+      delivery: "pull",
+      interval: "5",
+    });
+    await refused(erin, "bad-request", "set", "group-delivery", { group: g, delivery: "sometimes" });
+    await refused(dave, "item-not-found", "get", "group-sync", { group: g });
+    await refused(erin, "bad-request", "get", "group-sync", { group: g, token: "x" });
+    await ok(alice, "set", "group-delete", { group: g });
+  });
 });

@@ -16,6 +16,7 @@ import { GroupsService, hideBlockedInvitations } from "../../component/features/
 import { buildExport, deleteAccount } from "../../component/features/userdata/export.js";
 import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
+import { StanzaBudget } from "../../component/runtime/budget.js";
 import { StanzaError } from "../../stanzas/errors.js";
 import { normalizeCard, type Card } from "../../stanzas/model/card.js";
 import type { SharePolicy } from "../../stanzas/model/policy.js";
@@ -61,6 +62,8 @@ const OPTS = {
   pendingInvitationsPerGroup: 3,
   invitationTtlMs: 86_400_000,
   exemptionsPerUser: 2,
+  pollMinSeconds: 60,
+  pollMaxSeconds: 86_400,
 };
 
 /** Counts the statements a unit of work runs: a Proxy over its Tx. */
@@ -639,6 +642,108 @@ describe("features/groups", () => {
       }
       expect(counts[0]).to.be.greaterThan(3);
       expect(counts[1], counts.join(" vs ")).to.equal(counts[0]);
+    });
+  });
+
+  describe("pull: <group-sync/> and the polling interval", () => {
+    let g: string;
+    let a: AccountId, b: AccountId, c: AccountId;
+    const budget = new StanzaBudget(65_536);
+    const pull = (who: string, since: number, max = 200) =>
+      w.groups.sync(who, g, since, max, "vcard4", budget);
+    const owners = (items: Element[]) => items.map((e) => `${e.name}:${String(e.attrs.owner)}`);
+    beforeEach(async () => {
+      w = await world();
+      for (const [j, n] of [
+        [A, "Alice"],
+        [B, "Bob"],
+        [C, "Carol"],
+        [D, "Dave"],
+      ] as const)
+        await storeCard(w.core, j, card(n));
+      g = groupId(await w.groups.create(A, "g", "", "members", null));
+      await join(w, g, A, B);
+      await join(w, g, A, C);
+      [a, b, c] = [await idOf(w, A), await idOf(w, B), await idOf(w, C)];
+    });
+
+    it("a token returns only what changed since: card changes, departures, exemptions", async () => {
+      const all = await pull(B, 0);
+      expect(owners(all.items).sort()).to.deep.equal([`card:${A}`, `card:${C}`]);
+      expect(all.more).to.equal(false);
+      expect((await pull(B, all.token)).items).to.deep.equal([]);
+      await storeCard(w.core, A, card("Alicia"));
+      const s1 = await pull(B, all.token);
+      expect(owners(s1.items)).to.deep.equal([`card:${A}`]);
+      expect(s1.items[0]?.toString()).to.include("Alicia");
+      await w.groups.leave(C, g);
+      const s2 = await pull(B, s1.token);
+      expect(owners(s2.items)).to.deep.equal([`removed:${C}`]);
+      // An exemption without withdraw: A's later changes are not listed for B; with withdraw (C's of B here,
+      // after C rejoins): removed.
+      await w.groups.exempt(A, g, B, false);
+      await storeCard(w.core, A, card("Alice Again"));
+      const s3 = await pull(B, s2.token);
+      expect(s3.items).to.deep.equal([]);
+      await join(w, g, A, C);
+      const s4 = await pull(B, s3.token);
+      expect(owners(s4.items)).to.deep.equal([`card:${C}`]);
+      await w.groups.exempt(C, g, B, true);
+      const s5 = await pull(B, s4.token);
+      expect(owners(s5.items)).to.deep.equal([`removed:${C}`]);
+      await w.groups.unexempt(C, B);
+      expect(owners((await pull(B, s5.token)).items)).to.deep.equal([`card:${C}`]);
+      // Pages of max=1: never inside a seq (C's rejoin put A and B at one seq for C: one page of two), and the
+      // tokens chain to the same set as one page.
+      const whole = await pull(C, 0);
+      const paged: Element[] = [];
+      let t = 0;
+      for (let i = 0; i < 10; i++) {
+        const p = await pull(C, t, 1);
+        paged.push(...p.items);
+        t = p.token;
+        if (!p.more) break;
+      }
+      expect(owners(paged).sort()).to.deep.equal(owners(whole.items).sort());
+      expect(owners(whole.items).sort()).to.deep.equal([`card:${A}`, `card:${B}`]);
+    });
+
+    it("a member who pulls gets no card entries through the group; the interval is stored and listed", async () => {
+      const el = await w.groups.setDelivery(B, g, { pollSeconds: 3600 });
+      expect(el.attrs).to.include({ delivery: "pull", interval: "3600" });
+      const listed = (await w.groups.groups(B)).find((m) => m.group.id === g);
+      expect(listed?.pollSeconds).to.equal(3600);
+      const before = (await entries(w, B, "card")).length;
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders]).to.deep.equal([c]);
+      expect((await entries(w, B, "card")).length).to.equal(before);
+      expect(owners((await pull(B, 0)).items)).to.include(`card:${A}`);
+      // A newcomer who pulls: no cards pushed to them, and theirs not pushed to B (who pulls); A and C get it.
+      const d = await idOf(w, D);
+      const inv = await w.groups.invite(A, g, D);
+      await w.groups.accept(D, inv.id, null, { pollSeconds: 600 });
+      expect(await entries(w, D, "card")).to.deep.equal([]);
+      const got = await rows<{ account_id: number }>(
+        w,
+        "SELECT account_id FROM stream_entries WHERE kind = 'card' AND subject_account = :d ORDER BY account_id",
+        { d },
+      );
+      expect(got.map((r) => Number(r.account_id))).to.deep.equal([a, c].sort((x, y) => x - y));
+      expect(owners((await pull(D, 0)).items).sort()).to.deep.equal([`card:${A}`, `card:${B}`, `card:${C}`]);
+      // Back to push.
+      await w.groups.setDelivery(B, g, { pollSeconds: null });
+      const again = await storeCard(w.core, A, card("Alice Pushed"));
+      expect([...again.holders].sort()).to.deep.equal([b, c].sort());
+    });
+
+    it("refusals write nothing: an interval out of bounds, not a member", async () => {
+      await refused(w, w.groups.setDelivery(B, g, { pollSeconds: 59 }), "bad-request");
+      await refused(w, w.groups.setDelivery(B, g, { pollSeconds: 86_401 }), "bad-request");
+      await refused(w, w.groups.setDelivery(D, g, { pollSeconds: 600 }), "item-not-found");
+      const inv = await w.groups.invite(A, g, D);
+      await refused(w, w.groups.accept(D, inv.id, null, { pollSeconds: 10 }), "bad-request");
+      const err = await w.groups.sync(D, g, 0, 10, "vcard4", budget).catch((e: StanzaError) => e);
+      expect((err as StanzaError).condition).to.equal("item-not-found");
     });
   });
 
