@@ -329,6 +329,14 @@ export const configSchema = z.strictObject({
     joinedPerUser: num(500, 1, 100_000, "groups one user is a member of, owned ones included"),
     pendingInvitationsPerGroup: num(500, 1, 100_000, "unanswered, unexpired invitations of one group"),
     invitationTtlSeconds: num(14 * 86_400, 60, 365 * 86_400, "lifetime of an unanswered group invitation"),
+    exemptionsPerUser: num(1_000, 1, 100_000, "co-members one user exempts from receiving their card"),
+    pollMinSeconds: num(300, 60, 86_400, "shortest polling interval a member may choose for a group"),
+    pollMaxSeconds: num(
+      7 * 86_400,
+      3_600,
+      90 * 86_400,
+      "longest polling interval a member may choose for a group",
+    ),
   }),
   delivery: section({
     ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),

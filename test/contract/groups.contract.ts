@@ -53,6 +53,9 @@ export function describeGroups(name: string, factory: StoreFactory): void {
         joinedPerUser: 10,
         pendingInvitationsPerGroup: 10,
         invitationTtlMs: 86_400_000,
+        exemptionsPerUser: 1000,
+        pollMinSeconds: 60,
+        pollMaxSeconds: 86_400,
       });
       for (const j of [A, B, C]) await storeCard(core, j, card(j));
     });

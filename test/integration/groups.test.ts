@@ -300,4 +300,161 @@ describe(`contact groups (${serverLabel()}, real clients)`, function () {
     note("group-gone deleted", gone);
     expect(gone.content.attrs.reason).to.equal("deleted");
   });
+
+  it("exemptions: without withdraw changes stop; with withdraw the copy goes; lifting sends the card; only the exempter sees them", async () => {
+    const alice = clients.find((c) => c.jid.startsWith(jid("alice"))) as CardClient;
+    const bob = clients.find((c) => c.jid.startsWith(jid("bob"))) as CardClient;
+    const carol = clients.find((c) => c.jid.startsWith(jid("carol"))) as CardClient;
+    const g = String(
+      (await ok(alice, "set", "group-create", { name: "Hikers", invite: "owner" })).getChild("group")?.attrs
+        .id,
+    );
+    for (const u of [bob, carol]) {
+      const i = (
+        await ok(alice, "set", "group-invite", { group: g, jid: u.jid.split("/")[0] as string })
+      ).getChild("group-invitation")?.attrs.id;
+      await ok(u, "set", "group-accept", { id: String(i) });
+    }
+    await carol.waitForUpdate(
+      (u) => u.kind === "card" && u.content.attrs.owner === jid("alice"),
+      "alice's card at carol (Hikers)",
+    );
+    const tokenOf = async (c: CardClient): Promise<string> =>
+      String((await ok(c, "get", "sync", { since: "0" })).getChild("sync")?.attrs.token);
+    const bobToken = await tokenOf(bob);
+    const carolToken = await tokenOf(carol);
+
+    // Alice exempts bob (his copy stays) and carol (withdrawn).
+    await ok(alice, "set", "group-exempt", { group: g, jid: jid("bob") });
+    await ok(alice, "set", "group-exempt", { group: g, jid: jid("carol"), withdraw: "true" });
+    const list = await ok(alice, "get", "group-exemptions");
+    expect(
+      list
+        .getChild("group-exemptions")
+        ?.getChildren("exempt")
+        .map((x) => x.attrs.jid),
+    ).to.deep.equal([jid("bob"), jid("carol")]);
+    const bobsList = await ok(bob, "get", "group-exemptions");
+    expect(bobsList.getChild("group-exemptions")?.getChildren("exempt")).to.deep.equal([]);
+    const bobsMembers = await ok(bob, "get", "group-members", { group: g });
+    expect(
+      bobsMembers
+        .getChild("group-members")
+        ?.getChildren("member")
+        .map((m) => Object.keys(m.attrs).sort()),
+    ).to.deep.equal([
+      ["jid", "joined", "role"],
+      ["jid", "joined", "role"],
+      ["jid", "joined", "role"],
+    ]);
+
+    await alice.setCard("Alice Exempting", [tel("tel:+1-555-0100", "work")]);
+    const bobSync = (await ok(bob, "get", "sync", { since: bobToken })).getChild("sync") as Element;
+    expect(bobSync.getChildren("card").map((c) => c.attrs.owner)).to.not.include(jid("alice"));
+    expect(bobSync.getChildren("removed")).to.deep.equal([]);
+    const carolSync = (await ok(carol, "get", "sync", { since: carolToken })).getChild("sync") as Element;
+    captured.push(`--- carol's sync after alice exempted her with withdraw='true'\n${carolSync.toString()}`);
+    expect(carolSync.getChildren("removed").map((r) => r.attrs.owner)).to.deep.equal([jid("alice")]);
+    expect(errorOf(await ask(carol, "get", "card", { owner: jid("alice") })).condition).to.equal(
+      "item-not-found",
+    );
+
+    // Refusals.
+    await refused(alice, "conflict", "set", "group-exempt", { group: g, jid: jid("bob") });
+    await refused(alice, "bad-request", "set", "group-exempt", { group: g, jid: jid("alice") });
+    await refused(alice, "bad-request", "set", "group-exempt", {
+      group: g,
+      jid: jid("bob"),
+      withdraw: "yes",
+    });
+    await refused(alice, "item-not-found", "set", "group-exempt", { group: g, jid: jid("erin") });
+    await refused(alice, "item-not-found", "set", "group-unexempt", { jid: jid("erin") });
+
+    // Lifting carol's: she gets alice's current card at once.
+    await ok(alice, "set", "group-unexempt", { jid: jid("carol") });
+    const back = await carol.waitForUpdate(
+      (u) => u.kind === "card" && cardSummary(u.content).fn === "Alice Exempting",
+      "alice's current card at carol after the exemption is lifted",
+    );
+    expect(back.content.attrs.owner).to.equal(jid("alice"));
+    await ok(alice, "set", "group-unexempt", { jid: jid("bob") });
+    await bob.waitForUpdate(
+      (u) => u.kind === "card" && cardSummary(u.content).fn === "Alice Exempting",
+      "alice's current card at bob after the exemption is lifted",
+    );
+    await ok(alice, "set", "group-delete", { group: g });
+  });
+
+  it("a member offline during a change gets it on login; pull: <group-sync/> with a token, the interval", async () => {
+    const alice = clients.find((c) => c.jid.startsWith(jid("alice"))) as CardClient;
+    let dave = clients.find((c) => c.jid.startsWith(jid("dave"))) as CardClient;
+    const erin = clients.find((c) => c.jid.startsWith(jid("erin"))) as CardClient;
+    await erin.setCard("Erin Example");
+    await dave.setCard("Dave Example");
+    const g = String(
+      (await ok(alice, "set", "group-create", { name: "Runners", invite: "owner" })).getChild("group")?.attrs
+        .id,
+    );
+    const invite = async (who: string): Promise<string> =>
+      String(
+        (await ok(alice, "set", "group-invite", { group: g, jid: jid(who) })).getChild("group-invitation")
+          ?.attrs.id,
+      );
+    await ok(dave, "set", "group-accept", { id: await invite("dave") });
+    const accepted = await ok(erin, "set", "group-accept", {
+      id: await invite("erin"),
+      delivery: "pull",
+      interval: "3600",
+    });
+    expect(accepted.getChild("group")?.attrs).to.include({ delivery: "pull", interval: "3600" });
+    await dave.waitForUpdate(
+      (u) => u.kind === "card" && u.content.attrs.owner === jid("alice"),
+      "alice's card at dave (Runners)",
+    );
+
+    // Dave goes offline; alice changes her card; dave logs in again and gets it.
+    await dave.stop();
+    clients.splice(clients.indexOf(dave), 1);
+    await alice.setCard("Alice While Dave Was Away");
+    dave = await connect("dave");
+    await dave.waitForUpdate(
+      (u) => u.kind === "card" && cardSummary(u.content).fn === "Alice While Dave Was Away",
+      "alice's change at dave after login",
+    );
+
+    // Erin pulls: everything, then only what changed since the token.
+    const first = (await ok(erin, "get", "group-sync", { group: g })).getChild("group-sync") as Element;
+    expect(first.attrs.more).to.equal("false");
+    expect(
+      first
+        .getChildren("card")
+        .map((c) => c.attrs.owner)
+        .sort(),
+    ).to.deep.equal([jid("alice"), jid("dave")].sort());
+    await alice.setCard("Alice Pulled", [tel("tel:+1-555-0100", "work")]);
+    const next = await ok(erin, "get", "group-sync", { group: g, token: String(first.attrs.token) });
+    const page = next.getChild("group-sync") as Element;
+    expect(page.getChildren("card").map((c) => [c.attrs.owner, cardSummary(c).fn])).to.deep.equal([
+      [jid("alice"), "Alice Pulled"],
+    ]);
+    await ok(alice, "set", "group-remove", { group: g, jid: jid("dave") });
+    const after = (
+      await ok(erin, "get", "group-sync", { group: g, token: String(page.attrs.token) })
+    ).getChild("group-sync") as Element;
+    expect(after.getChildren("removed").map((r) => r.attrs.owner)).to.deep.equal([jid("dave")]);
+    // Erin pulls, so no card update was pushed to her for this group.
+    expect(
+      erin.updates.filter((u) => u.kind === "card" && u.content.attrs.owner === jid("alice")),
+    ).to.deep.equal([]);
+    await ok(erin, "set", "group-delivery", { group: g, delivery: "push" });
+    await refused(erin, "bad-request", "set", "group-delivery", {
+      group: g,
+      delivery: "pull",
+      interval: "5",
+    });
+    await refused(erin, "bad-request", "set", "group-delivery", { group: g, delivery: "sometimes" });
+    await refused(dave, "item-not-found", "get", "group-sync", { group: g });
+    await refused(erin, "bad-request", "get", "group-sync", { group: g, token: "x" });
+    await ok(alice, "set", "group-delete", { group: g });
+  });
 });

@@ -16,6 +16,7 @@ import { GroupsService, hideBlockedInvitations } from "../../component/features/
 import { buildExport, deleteAccount } from "../../component/features/userdata/export.js";
 import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
+import { StanzaBudget } from "../../component/runtime/budget.js";
 import { StanzaError } from "../../stanzas/errors.js";
 import { normalizeCard, type Card } from "../../stanzas/model/card.js";
 import type { SharePolicy } from "../../stanzas/model/policy.js";
@@ -60,6 +61,9 @@ const OPTS = {
   joinedPerUser: 4,
   pendingInvitationsPerGroup: 3,
   invitationTtlMs: 86_400_000,
+  exemptionsPerUser: 2,
+  pollMinSeconds: 60,
+  pollMaxSeconds: 86_400,
 };
 
 /** Counts the statements a unit of work runs: a Proxy over its Tx. */
@@ -131,6 +135,7 @@ async function snapshot(w: World): Promise<Record<string, number>> {
     "stream_entries",
     "tombstones",
     "payloads",
+    "group_exemptions",
   ]) {
     out[t] = Number((await rows<{ n: number }>(w, `SELECT COUNT(*) AS n FROM ${t}`))[0]?.n);
   }
@@ -483,6 +488,262 @@ describe("features/groups", () => {
       expect(after).to.include("tel:").and.not.include("alice@home.example");
       const sync = await w.core.read("t", (r) => r.audience.syncPage(b, 0, 100));
       expect(sync.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+    });
+  });
+
+  describe("exemptions", () => {
+    let g: string;
+    let a: AccountId, b: AccountId, c: AccountId;
+    beforeEach(async () => {
+      w = await world();
+      for (const [j, n] of [
+        [A, "Alice"],
+        [B, "Bob"],
+        [C, "Carol"],
+        [D, "Dave"],
+      ] as const)
+        await storeCard(w.core, j, card(n));
+      g = groupId(await w.groups.create(A, "g", "", "members", null));
+      await join(w, g, A, B);
+      await join(w, g, A, C);
+      [a, b, c] = [await idOf(w, A), await idOf(w, B), await idOf(w, C)];
+    });
+    const token = () =>
+      rows<{ v: number }>(w, "SELECT value AS v FROM counters WHERE name = 'seq'").then((r) =>
+        Number(r[0]?.v),
+      );
+    const sees = (holder: string, owner: string) =>
+      w.core
+        .read("t", (r) => cardForViewer(r, holder, owner, "vcard4"))
+        .then((el) => el.toString())
+        .catch((e: StanzaError) => e.condition);
+
+    it("without withdraw: the exempt member keeps their copy and stops receiving changes; only I see it", async () => {
+      const t0 = await token();
+      const laneBefore = await entries(w, B);
+      await w.groups.exempt(A, g, B, false);
+      // B's copy stays: no tombstone, the join's card entry is not retracted (it renders under no path: dropped).
+      expect(await rows(w, "SELECT * FROM tombstones WHERE holder = :b", { b })).to.deep.equal([]);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect(await sees(B, A)).to.equal("item-not-found");
+      expect(await sees(C, A)).to.include("Alice");
+      expect(await sees(A, B)).to.include("Bob"); // one way only
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders]).to.deep.equal([c]);
+      const sync = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(sync.changes.filter((x) => x.owner === a)).to.deep.equal([]);
+      // Visible to A only: A's list names B; B's lists show nothing of it.
+      expect((await w.groups.exemptions(A)).map((x) => x.jid)).to.deep.equal([B]);
+      expect(await w.groups.exemptions(B)).to.deep.equal([]);
+      expect((await w.groups.members(B, g)).map((m) => Object.keys(m).sort())).to.deep.equal([
+        ["jid", "joinedAt", "role"],
+        ["jid", "joinedAt", "role"],
+        ["jid", "joinedAt", "role"],
+      ]);
+      // Nothing reached B's lane: no notice names the exemption.
+      expect(await entries(w, B)).to.deep.equal(laneBefore);
+    });
+
+    it("with withdraw: the copy is withdrawn as a closed path; lifting sends the current card back", async () => {
+      const t0 = await token();
+      const before = await entries(w, B);
+      await w.groups.exempt(A, g, B, true);
+      const tomb = await rows<{ seq: number }>(
+        w,
+        "SELECT seq FROM tombstones WHERE holder = :b AND owner = :a",
+        {
+          a,
+          b,
+        },
+      );
+      expect(tomb).to.have.length(1);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.not.include(a);
+      // Nothing but the retraction reached B's lane: no notice names the exemption.
+      expect((await entries(w, B)).filter((e) => e.kind !== "card")).to.deep.equal(
+        before.filter((e) => e.kind !== "card"),
+      );
+      const t1 = await token();
+      const s1 = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(s1.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([true]);
+      // C is untouched.
+      expect(await sees(C, A)).to.include("Alice");
+      await w.groups.unexempt(A, B);
+      expect(await w.groups.exemptions(A)).to.deep.equal([]);
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect(await sees(B, A)).to.include("Alice");
+      const s2 = await w.core.read("t", (r) => r.audience.syncPage(b, t1, 100));
+      expect(s2.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders].sort()).to.deep.equal([b, c].sort());
+    });
+
+    it("a binding's view stays: withdrawing narrows B's copy to what the binding shows", async () => {
+      const code = await w.exchange.createCode(A);
+      await w.exchange.redeemCode(B, code.code);
+      await w.core.uow("t.share", async (u) => {
+        await u.tx.run("UPDATE shares SET policy = :p WHERE owner = :a AND holder = :b", {
+          p: JSON.stringify({ fields: ["tel"] }),
+          a,
+          b,
+        });
+      });
+      expect(await sees(B, A)).to.include("alice@home.example"); // group (everything) ∪ binding (tel)
+      const t0 = await token();
+      await w.groups.exempt(A, g, B, true);
+      const after = await sees(B, A);
+      expect(after).to.include("tel:").and.not.include("alice@home.example");
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a); // the narrowed refresh
+      const s = await w.core.read("t", (r) => r.audience.syncPage(b, t0, 100));
+      expect(s.changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([false]);
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders].sort()).to.deep.equal([b, c].sort()); // through the binding
+    });
+
+    it("refusals write nothing: yourself, a non-member, twice, the cap, lifting what is not there", async () => {
+      await w.groups.create(D, "other", "", "members", null);
+      await refused(w, w.groups.exempt(A, g, A, false), "bad-request");
+      await refused(w, w.groups.exempt(A, g, D, false), "item-not-found");
+      await refused(w, w.groups.exempt(D, g, A, false), "item-not-found");
+      await refused(w, w.groups.exempt(A, g, "nobody@a.example", true), "item-not-found");
+      await refused(w, w.groups.unexempt(A, B), "item-not-found");
+      await w.groups.exempt(A, g, B, false);
+      const err = await refused(w, w.groups.exempt(A, g, B, true), "conflict");
+      expect(err.message).to.equal(`you already exempt ${B}`);
+      await join(w, g, A, D);
+      await w.groups.exempt(A, g, C, false);
+      const capped = await refused(w, w.groups.exempt(A, g, D, true), "resource-constraint", "cancel");
+      expect(capped.message).to.equal("you exempt 2 members, the most you may; lift one first");
+    });
+
+    it("an exemption costs the same statements in groups of 3 and 300 members", async () => {
+      const counts: number[] = [];
+      for (const [size, owner] of [
+        [3, C],
+        [300, D],
+      ] as const) {
+        const big = size === 3 ? g : groupId(await w.groups.create(owner, "big", "", "members", null));
+        if (size !== 3)
+          await w.core.uow("t.seed", async (u) => {
+            const seq = await u.seq();
+            for (let i = 1; i < size - 1; i++) {
+              const m = await u.accounts.ensure(`m${i}@a.example`, { seen: true });
+              await u.tx.run(
+                "INSERT INTO group_members (group_id, account_id, role, policy, seq, joined_at) VALUES (:g, :m, 'member', NULL, :seq, :now)",
+                { g: big, m, seq, now: u.now },
+              );
+            }
+          });
+        if (size !== 3) await join(w, big, owner, B);
+        w.counter.n = 0;
+        w.counter.on = true;
+        await w.groups.exempt(owner, big, B, true);
+        w.counter.on = false;
+        counts.push(w.counter.n);
+      }
+      expect(counts[0]).to.be.greaterThan(3);
+      expect(counts[1], counts.join(" vs ")).to.equal(counts[0]);
+    });
+  });
+
+  describe("pull: <group-sync/> and the polling interval", () => {
+    let g: string;
+    let a: AccountId, b: AccountId, c: AccountId;
+    const budget = new StanzaBudget(65_536);
+    const pull = (who: string, since: number, max = 200) =>
+      w.groups.sync(who, g, since, max, "vcard4", budget);
+    const owners = (items: Element[]) => items.map((e) => `${e.name}:${String(e.attrs.owner)}`);
+    beforeEach(async () => {
+      w = await world();
+      for (const [j, n] of [
+        [A, "Alice"],
+        [B, "Bob"],
+        [C, "Carol"],
+        [D, "Dave"],
+      ] as const)
+        await storeCard(w.core, j, card(n));
+      g = groupId(await w.groups.create(A, "g", "", "members", null));
+      await join(w, g, A, B);
+      await join(w, g, A, C);
+      [a, b, c] = [await idOf(w, A), await idOf(w, B), await idOf(w, C)];
+    });
+
+    it("a token returns only what changed since: card changes, departures, exemptions", async () => {
+      const all = await pull(B, 0);
+      expect(owners(all.items).sort()).to.deep.equal([`card:${A}`, `card:${C}`]);
+      expect(all.more).to.equal(false);
+      expect((await pull(B, all.token)).items).to.deep.equal([]);
+      await storeCard(w.core, A, card("Alicia"));
+      const s1 = await pull(B, all.token);
+      expect(owners(s1.items)).to.deep.equal([`card:${A}`]);
+      expect(s1.items[0]?.toString()).to.include("Alicia");
+      await w.groups.leave(C, g);
+      const s2 = await pull(B, s1.token);
+      expect(owners(s2.items)).to.deep.equal([`removed:${C}`]);
+      // An exemption without withdraw: A's later changes are not listed for B; with withdraw (C's of B here,
+      // after C rejoins): removed.
+      await w.groups.exempt(A, g, B, false);
+      await storeCard(w.core, A, card("Alice Again"));
+      const s3 = await pull(B, s2.token);
+      expect(s3.items).to.deep.equal([]);
+      await join(w, g, A, C);
+      const s4 = await pull(B, s3.token);
+      expect(owners(s4.items)).to.deep.equal([`card:${C}`]);
+      await w.groups.exempt(C, g, B, true);
+      const s5 = await pull(B, s4.token);
+      expect(owners(s5.items)).to.deep.equal([`removed:${C}`]);
+      await w.groups.unexempt(C, B);
+      expect(owners((await pull(B, s5.token)).items)).to.deep.equal([`card:${C}`]);
+      // Pages of max=1: never inside a seq (C's rejoin put A and B at one seq for C: one page of two), and the
+      // tokens chain to the same set as one page.
+      const whole = await pull(C, 0);
+      const paged: Element[] = [];
+      let t = 0;
+      for (let i = 0; i < 10; i++) {
+        const p = await pull(C, t, 1);
+        paged.push(...p.items);
+        t = p.token;
+        if (!p.more) break;
+      }
+      expect(owners(paged).sort()).to.deep.equal(owners(whole.items).sort());
+      expect(owners(whole.items).sort()).to.deep.equal([`card:${A}`, `card:${B}`]);
+    });
+
+    it("a member who pulls gets no card entries through the group; the interval is stored and listed", async () => {
+      const el = await w.groups.setDelivery(B, g, { pollSeconds: 3600 });
+      expect(el.attrs).to.include({ delivery: "pull", interval: "3600" });
+      const listed = (await w.groups.groups(B)).find((m) => m.group.id === g);
+      expect(listed?.pollSeconds).to.equal(3600);
+      const before = (await entries(w, B, "card")).length;
+      const stored = await storeCard(w.core, A, card("Alicia"));
+      expect([...stored.holders]).to.deep.equal([c]);
+      expect((await entries(w, B, "card")).length).to.equal(before);
+      expect(owners((await pull(B, 0)).items)).to.include(`card:${A}`);
+      // A newcomer who pulls: no cards pushed to them, and theirs not pushed to B (who pulls); A and C get it.
+      const d = await idOf(w, D);
+      const inv = await w.groups.invite(A, g, D);
+      await w.groups.accept(D, inv.id, null, { pollSeconds: 600 });
+      expect(await entries(w, D, "card")).to.deep.equal([]);
+      const got = await rows<{ account_id: number }>(
+        w,
+        "SELECT account_id FROM stream_entries WHERE kind = 'card' AND subject_account = :d ORDER BY account_id",
+        { d },
+      );
+      expect(got.map((r) => Number(r.account_id))).to.deep.equal([a, c].sort((x, y) => x - y));
+      expect(owners((await pull(D, 0)).items).sort()).to.deep.equal([`card:${A}`, `card:${B}`, `card:${C}`]);
+      // Back to push.
+      await w.groups.setDelivery(B, g, { pollSeconds: null });
+      const again = await storeCard(w.core, A, card("Alice Pushed"));
+      expect([...again.holders].sort()).to.deep.equal([b, c].sort());
+    });
+
+    it("refusals write nothing: an interval out of bounds, not a member", async () => {
+      await refused(w, w.groups.setDelivery(B, g, { pollSeconds: 59 }), "bad-request");
+      await refused(w, w.groups.setDelivery(B, g, { pollSeconds: 86_401 }), "bad-request");
+      await refused(w, w.groups.setDelivery(D, g, { pollSeconds: 600 }), "item-not-found");
+      const inv = await w.groups.invite(A, g, D);
+      await refused(w, w.groups.accept(D, inv.id, null, { pollSeconds: 10 }), "bad-request");
+      const err = await w.groups.sync(D, g, 0, 10, "vcard4", budget).catch((e: StanzaError) => e);
+      expect((err as StanzaError).condition).to.equal("item-not-found");
     });
   });
 

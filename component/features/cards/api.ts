@@ -25,4 +25,4 @@ export function cardVersion(
  * accepted and written exactly as a card is, with the same limits and messages).
  */
 export { checkRenderings, parseFormat, parseSubmitted } from "./service.js";
-export { FORMATS, cardContent, type Format } from "./render.js";
+export { FORMATS, cardContent, cardFor, type Format } from "./render.js";

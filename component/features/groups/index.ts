@@ -14,7 +14,14 @@ import { pageList } from "../../runtime/paging.js";
 import { GROUP_MIGRATIONS } from "./migrations.js";
 import { GROUP_KINDS, groupElement, invitationElement, memberElement } from "./render.js";
 import { GROUP_PATH, INVITE_RULES, type InviteRule } from "./repo.js";
-import { GroupsService, eraseGroupRows, hideBlockedInvitations, type GroupChanges } from "./service.js";
+import {
+  GroupsService,
+  eraseGroupRows,
+  hideBlockedInvitations,
+  type Delivery,
+  type GroupChanges,
+} from "./service.js";
+import { parseFormat } from "../cards/api.js";
 
 export function groupsServiceFor(rt: Runtime): GroupsService {
   const c = rt.config.groups;
@@ -27,7 +34,39 @@ export function groupsServiceFor(rt: Runtime): GroupsService {
     joinedPerUser: c.joinedPerUser,
     pendingInvitationsPerGroup: c.pendingInvitationsPerGroup,
     invitationTtlMs: c.invitationTtlSeconds * 1000,
+    exemptionsPerUser: c.exemptionsPerUser,
+    pollMinSeconds: c.pollMinSeconds,
+    pollMaxSeconds: c.pollMaxSeconds,
   });
+}
+
+/** Items per `<group-sync/>` page at most (and the default), as card sync. */
+const SYNC_MAX = 200;
+
+function wholeNumber(v: string | undefined, name: string, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[0-9]{1,16}$/.test(v) || Number(v) > max)
+    throw badRequest(`'${name}' must be a whole number from 0 to ${max}`);
+  return Number(v);
+}
+
+/**
+ * `delivery='push|pull'` and `interval` (seconds, with pull): on accept both optional (push by default); on
+ * `<group-delivery/>` `delivery` is required. The interval's bounds are the service's (config).
+ */
+function parseDelivery(el: Element, optional: boolean): Delivery {
+  const d = el.attrs.delivery;
+  const interval = el.attrs.interval;
+  if (d === undefined && optional && interval === undefined) return { pollSeconds: null };
+  if (d !== "push" && d !== "pull")
+    throw badRequest(`delivery must be push or pull, not '${quote(d ?? "")}'`);
+  if (d === "push") {
+    if (interval !== undefined) throw badRequest("interval goes with delivery='pull' only");
+    return { pollSeconds: null };
+  }
+  if (interval === undefined || !/^[0-9]{1,9}$/.test(interval))
+    throw badRequest("delivery='pull' needs interval, a whole number of seconds");
+  return { pollSeconds: Number(interval) };
 }
 
 function parseInvite(v: string | undefined): InviteRule | undefined {
@@ -102,10 +141,58 @@ export function groupsModule(): FeatureModule {
         });
       });
       r.iq("set", ns, "group-accept", (c) =>
-        svc.accept(c.user, requireAttr(c.payload, "id"), parseShare(c.payload)),
+        svc.accept(
+          c.user,
+          requireAttr(c.payload, "id"),
+          parseShare(c.payload),
+          parseDelivery(c.payload, true),
+        ),
       );
+      r.iq("set", ns, "group-delivery", (c) =>
+        svc.setDelivery(c.user, requireAttr(c.payload, "group"), parseDelivery(c.payload, false)),
+      );
+      r.iq("get", ns, "group-sync", async (c) => {
+        const group = requireAttr(c.payload, "group");
+        const since = wholeNumber(c.payload.attrs.token, "token", Number.MAX_SAFE_INTEGER) ?? 0;
+        const max = wholeNumber(c.payload.attrs.max, "max", 10_000) || SYNC_MAX;
+        const s = await svc.sync(
+          c.user,
+          group,
+          since,
+          Math.min(max, SYNC_MAX),
+          parseFormat(c.payload.attrs.format),
+          rt.budget,
+        );
+        return xml(
+          "group-sync",
+          { xmlns: ns, group, token: String(s.token), more: String(s.more) },
+          ...s.items,
+        );
+      });
       r.iq("set", ns, "group-decline", (c) => svc.decline(c.user, requireAttr(c.payload, "id")));
       r.iq("set", ns, "group-withdraw", (c) => svc.withdraw(c.user, requireAttr(c.payload, "id")));
+      r.iq("set", ns, "group-exempt", (c) => {
+        const w = c.payload.attrs.withdraw;
+        if (w !== undefined && w !== "true" && w !== "false")
+          throw badRequest(`withdraw must be true or false, not '${quote(w)}'`);
+        return svc.exempt(
+          c.user,
+          requireAttr(c.payload, "group"),
+          requireAttr(c.payload, "jid"),
+          w === "true",
+        );
+      });
+      r.iq("set", ns, "group-unexempt", (c) => svc.unexempt(c.user, requireAttr(c.payload, "jid")));
+      r.iq("get", ns, "group-exemptions", async (c) => {
+        const page = await pageList(
+          c.payload,
+          await svc.exemptions(c.user),
+          (x) => x.jid,
+          (x) => xml("exempt", { jid: x.jid, since: new Date(x.createdAt).toISOString() }),
+          rt.budget,
+        );
+        return xml("group-exemptions", { xmlns: ns }, ...page.items, page.set);
+      });
       r.iq("get", ns, "groups", async (c) => {
         const page = await pageList(
           c.payload,

@@ -92,10 +92,41 @@ CREATE TABLE group_exemptions (
 CREATE INDEX group_exemptions_exempt ON group_exemptions (exempt);
 `;
 
+/**
+ * 3101 (issue 10, second part): `group_members.poll_seconds` — the member's chosen polling interval for the group
+ * (NULL = push: card changes of co-members are queued and pushed; a number = pull: no `card` entries through the
+ * group path, the member pulls `<group-sync/>` at that interval); `group_departures` — who left or was removed from
+ * a group and at which seq, so `<group-sync/>` can name them `<removed/>` (one row per (group, account), replaced on
+ * each departure; gone with the group or the account).
+ */
+const SQLITE_3101 = `
+ALTER TABLE group_members ADD COLUMN poll_seconds INTEGER;
+CREATE TABLE group_departures (
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (group_id, account_id)) WITHOUT ROWID;
+CREATE INDEX group_departures_account ON group_departures (account_id);
+`;
+const POSTGRES_3101 = `
+ALTER TABLE group_members ADD COLUMN poll_seconds BIGINT;
+CREATE TABLE group_departures (
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  seq BIGINT NOT NULL,
+  PRIMARY KEY (group_id, account_id));
+CREATE INDEX group_departures_account ON group_departures (account_id);
+`;
+
 export const GROUP_MIGRATIONS: readonly Migration[] = [
   {
     version: 3100,
     name: "groups: groups, members, invitations, exemptions",
     sql: { sqlite: SQLITE_3100, postgres: POSTGRES_3100 },
+  },
+  {
+    version: 3101,
+    name: "groups: per-member polling interval, departures",
+    sql: { sqlite: SQLITE_3101, postgres: POSTGRES_3101 },
   },
 ];

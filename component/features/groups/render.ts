@@ -47,6 +47,8 @@ export async function groupElement(
       invite: g.invite,
       members: String(m.members),
       created: iso(g.createdAt),
+      delivery: m.pollSeconds === null ? "push" : "pull",
+      interval: m.pollSeconds === null ? undefined : String(m.pollSeconds),
     },
     ...(g.description ? [xml("description", {}, g.description)] : []),
     sharePolicyElement(parseStoredPolicy(m.policy)),

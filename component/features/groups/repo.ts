@@ -10,7 +10,8 @@ import type { AudiencePath } from "../../runtime/audience/api.js";
 /**
  * The `group` audience path (§2.5.1, §3.6): m1 (the owner of a card) shows it to m2 (a co-member) under m1's
  * policy for that group; a holder in several groups with the owner has one row per group (the union of views).
- * The `where` clause is the exemptions' (issue 10's next part writes group_exemptions).
+ * The `where` clause is the exemptions': X (`owner`) exempting Y (`exempt`) hides X's card from Y on every group
+ * they share (service.ts `exempt`).
  */
 export const GROUP_PATH: AudiencePath = {
   name: "group",
@@ -21,6 +22,8 @@ export const GROUP_PATH: AudiencePath = {
   seq: "CASE WHEN m1.seq > m2.seq THEN m1.seq ELSE m2.seq END",
   where:
     "NOT EXISTS (SELECT 1 FROM group_exemptions x WHERE x.owner = m1.account_id AND x.exempt = m2.account_id)",
+  // A member who pulls (poll_seconds set) gets no `card` entries through the group path (PROTOCOL §21.10).
+  push: "m2.poll_seconds IS NULL",
 };
 
 export type Role = "owner" | "admin" | "member";
@@ -42,6 +45,8 @@ export interface MemberRow {
   account: AccountId;
   role: Role;
   policy: string | null;
+  /** The member's polling interval for the group; null = push. */
+  pollSeconds: number | null;
   seq: number;
   joinedAt: number;
 }
@@ -69,6 +74,7 @@ interface MemberDb {
   account_id: number;
   role: string;
   policy: string | null;
+  poll_seconds: number | null;
   seq: number;
   joined_at: number;
 }
@@ -96,6 +102,7 @@ const toMember = (r: MemberDb): MemberRow => ({
   account: Number(r.account_id) as AccountId,
   role: r.role as Role,
   policy: r.policy,
+  pollSeconds: r.poll_seconds === null || r.poll_seconds === undefined ? null : Number(r.poll_seconds),
   seq: Number(r.seq),
   joinedAt: Number(r.joined_at),
 });
@@ -122,14 +129,20 @@ const COUNT_OWNED = "SELECT COUNT(*) AS n FROM groups WHERE owner = :me";
 
 const MEMBER = "SELECT * FROM group_members WHERE group_id = :g AND account_id = :me";
 const MEMBERS = "SELECT * FROM group_members WHERE group_id = :g ORDER BY joined_at, account_id";
-const MEMBER_IDS = "SELECT account_id FROM group_members WHERE group_id = :g AND account_id <> :me";
+/** The members of a group but me who take pushed cards (poll_seconds NULL). */
+const MEMBER_IDS =
+  "SELECT account_id FROM group_members WHERE group_id = :g AND account_id <> :me AND poll_seconds IS NULL";
 const COUNT_MEMBERS = "SELECT COUNT(*) AS n FROM group_members WHERE group_id = :g";
 const COUNT_JOINED = "SELECT COUNT(*) AS n FROM group_members WHERE account_id = :me";
-const MEMBERSHIPS = `SELECT g.*, m.role AS my_role, m.policy AS my_policy,
+const MEMBERSHIPS = `SELECT g.*, m.role AS my_role, m.policy AS my_policy, m.poll_seconds AS my_poll,
   (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS members
   FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.account_id = :me ORDER BY g.created_at, g.id`;
-const INSERT_MEMBER = `INSERT INTO group_members (group_id, account_id, role, policy, seq, joined_at)
-VALUES (:g, :me, :role, :policy, :seq, :now)`;
+const INSERT_MEMBER = `INSERT INTO group_members (group_id, account_id, role, policy, poll_seconds, seq, joined_at)
+VALUES (:g, :me, :role, :policy, :poll, :seq, :now)`;
+const SET_POLL = "UPDATE group_members SET poll_seconds = :poll WHERE group_id = :g AND account_id = :me";
+const UPSERT_DEPARTURE = `INSERT INTO group_departures (group_id, account_id, seq) VALUES (:g, :me, :seq)
+  ON CONFLICT (group_id, account_id) DO UPDATE SET seq = excluded.seq`;
+const DELETE_DEPARTURES_OF = "DELETE FROM group_departures WHERE account_id = :me";
 const SET_ROLE = "UPDATE group_members SET role = :role WHERE group_id = :g AND account_id = :me";
 const SET_POLICY =
   "UPDATE group_members SET policy = :policy, seq = :seq WHERE group_id = :g AND account_id = :me";
@@ -155,12 +168,51 @@ const EXPIRED = "SELECT * FROM group_invitations WHERE expires_at <= :now ORDER 
 const HIDE_FROM = `UPDATE group_invitations SET hidden = 1 WHERE inviter = :inviter AND invitee = :invitee
   AND hidden = 0 RETURNING id`;
 const DELETE_EXEMPTIONS = "DELETE FROM group_exemptions WHERE owner = :me OR exempt = :me";
+const EXEMPTION = "SELECT created_at FROM group_exemptions WHERE owner = :me AND exempt = :other";
+const INSERT_EXEMPTION = `INSERT INTO group_exemptions (owner, exempt, created_at) VALUES (:me, :other, :now)
+  ON CONFLICT (owner, exempt) DO NOTHING`;
+const DELETE_EXEMPTION = "DELETE FROM group_exemptions WHERE owner = :me AND exempt = :other";
+const COUNT_EXEMPTIONS = "SELECT COUNT(*) AS n FROM group_exemptions WHERE owner = :me";
+const EXEMPTIONS_OF = "SELECT exempt, created_at FROM group_exemptions WHERE owner = :me";
+
+const max2 = (a: string, b: string): string => `CASE WHEN ${a} >= ${b} THEN ${a} ELSE ${b} END`;
+/**
+ * `<group-sync/>` (PROTOCOL §21.10) for member `:me` of group `:g` after `:since`: co-members with a card whose card,
+ * membership (theirs or mine: a join, a share-policy change) or view of them (the mark closed paths and lifted
+ * exemptions leave in tombstones) changed — not those who exempt me —, and tombstones of mine whose owner departed
+ * from the group or is still in it (an exemption with withdraw). The removed rows are candidates: the service keeps
+ * those no path shows any more. Seq-ordered; one statement.
+ */
+const GROUP_SYNC_ALL = `SELECT m1.account_id AS owner,
+    ${max2(max2("c.seq", "m1.seq"), max2("m2.seq", "COALESCE(t.seq, 0)"))} AS changed, 0 AS removed
+   FROM group_members m1 JOIN group_members m2 ON m2.group_id = m1.group_id AND m2.account_id = :me
+   JOIN cards c ON c.account_id = m1.account_id
+   LEFT JOIN tombstones t ON t.holder = :me AND t.owner = m1.account_id
+  WHERE m1.group_id = :g AND m1.account_id <> :me
+    AND NOT EXISTS (SELECT 1 FROM group_exemptions x WHERE x.owner = m1.account_id AND x.exempt = :me)
+  UNION ALL
+ SELECT t.owner AS owner, t.seq AS changed, 1 AS removed FROM tombstones t
+  WHERE t.holder = :me AND (
+    EXISTS (SELECT 1 FROM group_departures d WHERE d.group_id = :g AND d.account_id = t.owner)
+    OR EXISTS (SELECT 1 FROM group_exemptions x JOIN group_members o ON o.account_id = x.owner AND o.group_id = :g
+               WHERE x.owner = t.owner AND x.exempt = :me))`;
+const GROUP_SYNC = `SELECT s.owner AS owner, s.changed AS changed, s.removed AS removed FROM (${GROUP_SYNC_ALL}) s
+  WHERE s.changed > :since ORDER BY s.changed, s.owner, s.removed LIMIT :limit`;
+const GROUP_SYNC_AT = `SELECT s.owner AS owner, s.changed AS changed, s.removed AS removed FROM (${GROUP_SYNC_ALL}) s
+  WHERE s.changed = :at ORDER BY s.owner, s.removed`;
+
+export interface GroupSyncRow {
+  owner: AccountId;
+  seq: number;
+  removed: boolean;
+}
 
 /** A membership row of mine with its group (the `groups` list). */
 export interface Membership {
   group: GroupRow;
   role: Role;
   policy: string | null;
+  pollSeconds: number | null;
   members: number;
 }
 
@@ -203,22 +255,22 @@ export const groupsRepo = (q: Sql) => ({
     return r ? toMember(r) : undefined;
   },
   members: async (g: string): Promise<MemberRow[]> => (await q.all<MemberDb>(MEMBERS, { g })).map(toMember),
-  /** The members of `g` but `me` (ids only): what `opened` needs for a newcomer, one statement. */
-  otherIds: async (g: string, me: AccountId): Promise<AccountId[]> =>
+  /** The members of `g` but `me` who take pushed cards (ids only): what `opened` needs for a newcomer. */
+  pushedIds: async (g: string, me: AccountId): Promise<AccountId[]> =>
     (await q.all<{ account_id: number }>(MEMBER_IDS, { g, me })).map(
       (r) => Number(r.account_id) as AccountId,
     ),
   countMembers: (g: string): Promise<number> => count(q, COUNT_MEMBERS, { g }),
   countJoined: (me: AccountId): Promise<number> => count(q, COUNT_JOINED, { me }),
   memberships: async (me: AccountId): Promise<Membership[]> => {
-    const rows = await q.all<GroupDb & { my_role: string; my_policy: string | null; members: number }>(
-      MEMBERSHIPS,
-      { me },
-    );
+    const rows = await q.all<
+      GroupDb & { my_role: string; my_policy: string | null; my_poll: number | null; members: number }
+    >(MEMBERSHIPS, { me });
     return rows.map((r) => ({
       group: toGroup(r),
       role: r.my_role as Role,
       policy: r.my_policy,
+      pollSeconds: r.my_poll === null || r.my_poll === undefined ? null : Number(r.my_poll),
       members: Number(r.members),
     }));
   },
@@ -228,10 +280,40 @@ export const groupsRepo = (q: Sql) => ({
       me: m.account,
       role: m.role,
       policy: m.policy,
+      poll: m.pollSeconds,
       seq: m.seq,
       now: m.joinedAt,
     });
   },
+  /** The newest committed change number: the token of a complete `<group-sync/>` page (as card sync's). */
+  currentSeq: async (): Promise<number> =>
+    Number((await q.get<{ value: number }>("SELECT value FROM counters WHERE name = 'seq'"))?.value ?? 0),
+  setPoll: async (g: string, me: AccountId, poll: number | null): Promise<void> => {
+    await q.run(SET_POLL, { g, me, poll });
+  },
+  departed: async (g: string, me: AccountId, seq: number): Promise<void> => {
+    await q.run(UPSERT_DEPARTURE, { g, me, seq });
+  },
+  deleteDeparturesOf: async (me: AccountId): Promise<void> => {
+    await q.run(DELETE_DEPARTURES_OF, { me });
+  },
+  /** One `<group-sync/>` page's rows (PROTOCOL §21.10): see GROUP_SYNC. */
+  syncRows: async (g: string, me: AccountId, since: number, limit: number): Promise<GroupSyncRow[]> =>
+    (
+      await q.all<{ owner: number; changed: number; removed: number }>(GROUP_SYNC, { g, me, since, limit })
+    ).map((r) => ({
+      owner: Number(r.owner) as AccountId,
+      seq: Number(r.changed),
+      removed: Number(r.removed) === 1,
+    })),
+  syncRowsAt: async (g: string, me: AccountId, at: number): Promise<GroupSyncRow[]> =>
+    (await q.all<{ owner: number; changed: number; removed: number }>(GROUP_SYNC_AT, { g, me, at })).map(
+      (r) => ({
+        owner: Number(r.owner) as AccountId,
+        seq: Number(r.changed),
+        removed: Number(r.removed) === 1,
+      }),
+    ),
   setRole: async (g: string, me: AccountId, role: Role): Promise<void> => {
     await q.run(SET_ROLE, { g, me, role });
   },
@@ -286,6 +368,22 @@ export const groupsRepo = (q: Sql) => ({
   deleteExemptionsOf: async (me: AccountId): Promise<void> => {
     await q.run(DELETE_EXEMPTIONS, { me });
   },
+  /** `me` exempts `other` (from receiving my card through groups) since this time, or undefined. */
+  exemption: async (me: AccountId, other: AccountId): Promise<number | undefined> => {
+    const r = await q.get<{ created_at: number }>(EXEMPTION, { me, other });
+    return r ? Number(r.created_at) : undefined;
+  },
+  /** False when the row was already there (a concurrent exemption won). */
+  insertExemption: async (me: AccountId, other: AccountId, now: number): Promise<boolean> =>
+    (await q.run(INSERT_EXEMPTION, { me, other, now })).changes === 1,
+  deleteExemption: async (me: AccountId, other: AccountId): Promise<boolean> =>
+    (await q.run(DELETE_EXEMPTION, { me, other })).changes === 1,
+  countExemptions: (me: AccountId): Promise<number> => count(q, COUNT_EXEMPTIONS, { me }),
+  exemptionsOf: async (me: AccountId): Promise<Array<{ exempt: AccountId; createdAt: number }>> =>
+    (await q.all<{ exempt: number; created_at: number }>(EXEMPTIONS_OF, { me })).map((r) => ({
+      exempt: Number(r.exempt) as AccountId,
+      createdAt: Number(r.created_at),
+    })),
 });
 
 // ---- set-based statements (one each, whatever the group's size) ----------------------------------------------
@@ -298,6 +396,11 @@ export const coMemberCards = (g: string, me: AccountId): { sql: string; params: 
     WHERE m.group_id = :g AND m.account_id <> :me`,
   params: { g, me },
 });
+
+/** Tombstones co-members who pull held of the newcomer go (opened() clears those of the members it pushes to). */
+export const CLEAR_PULLERS_TOMBSTONES = `DELETE FROM tombstones WHERE owner = :me
+  AND holder IN (SELECT account_id FROM group_members WHERE group_id = :g AND account_id <> :me
+                 AND poll_seconds IS NOT NULL)`;
 
 /** Tombstones the newcomer held for co-members go (opened() clears only the newcomer-as-owner side). */
 export const CLEAR_NEWCOMER_TOMBSTONES = `DELETE FROM tombstones WHERE holder = :me

@@ -18,11 +18,13 @@
 import { randomUUID } from "node:crypto";
 import { StanzaError, badRequest, conflict, forbidden, notFound, quote } from "../../../stanzas/errors.js";
 import type { SharePolicy } from "../../../stanzas/model/policy.js";
-import type { Element } from "../../../stanzas/xml.js";
+import { xml, type Element } from "../../../stanzas/xml.js";
 import type { AccountId } from "../../../storage/store.js";
 import type { BareJid } from "../../runtime/accounts/api.js";
 import { userJid } from "../../runtime/jid.js";
 import type { Reader, UnitOfWork, Uow } from "../../runtime/uow.js";
+import type { StanzaBudget } from "../../runtime/budget.js";
+import { cardFor, getCard, type Format } from "../cards/api.js";
 import { blocks } from "../exchange/api.js";
 import {
   GROUP_KINDS,
@@ -36,6 +38,7 @@ import {
 } from "./render.js";
 import {
   CLEAR_NEWCOMER_TOMBSTONES,
+  CLEAR_PULLERS_TOMBSTONES,
   allPairs,
   coMemberCards,
   groupToMembers,
@@ -43,6 +46,7 @@ import {
   leaverPairs,
   noticeToMembers,
   type GroupRow,
+  type GroupSyncRow,
   type InvitationRow,
   type InviteRule,
   type MemberRow,
@@ -70,7 +74,14 @@ export interface GroupsOptions {
   joinedPerUser: number;
   pendingInvitationsPerGroup: number;
   invitationTtlMs: number;
+  exemptionsPerUser: number;
+  /** Bounds of a member's polling interval (`groups.pollMinSeconds`, `groups.pollMaxSeconds`). */
+  pollMinSeconds: number;
+  pollMaxSeconds: number;
 }
+
+/** How a member takes a group's cards: pushed (null) or pulled every `pollSeconds` (PROTOCOL §21.10). */
+export type Delivery = { pollSeconds: number | null };
 
 export interface GroupChanges {
   name?: string;
@@ -87,6 +98,10 @@ export interface ListedMember {
   jid: BareJid;
   role: Role;
   joinedAt: number;
+}
+export interface ListedExemption {
+  jid: BareJid;
+  createdAt: number;
 }
 export interface ListedInvitation {
   id: string;
@@ -160,11 +175,12 @@ export class GroupsService {
         seq,
       };
       await g.insertGroup(row);
-      await g.insertMember(member(row.id, me, "owner", policy, seq, u.now));
+      await g.insertMember(member(row.id, me, "owner", policy, seq, u.now, null));
       await u.queue.append(KIND_GROUP, [me], { subject: row.id });
       return groupElement(u.accounts, {
         group: row,
         role: "owner",
+        pollSeconds: null,
         policy: storedPolicy(policy),
         members: 1,
       });
@@ -312,7 +328,13 @@ export class GroupsService {
    * Accepts an invitation: one unit of work joins the group and opens the path both ways — the newcomer's card to
    * every co-member, every co-member's card to the newcomer — with O(1) statements plus the fan-out rows.
    */
-  async accept(user: BareJid, invId: string, policy: SharePolicy | null): Promise<Element> {
+  async accept(
+    user: BareJid,
+    invId: string,
+    policy: SharePolicy | null,
+    delivery: Delivery = { pollSeconds: null },
+  ): Promise<Element> {
+    this.checkPoll(delivery.pollSeconds);
     const r = await this.o.uow("group.accept", async (u): Promise<Element | "expired"> => {
       const me = await u.accounts.resolve(user);
       const g = groupsRepo(u.tx);
@@ -331,14 +353,15 @@ export class GroupsService {
         throw cap(`you are in ${this.o.joinedPerUser} groups; leave one first`);
       if ((await g.countMembers(inv.group)) >= this.o.maxMembers)
         throw cap(`the group has ${this.o.maxMembers} members, the most a group may have`, "cancel");
-      await g.insertMember(member(inv.group, me, "member", policy, seq, u.now));
+      await g.insertMember(member(inv.group, me, "member", policy, seq, u.now, delivery.pollSeconds));
       await dropInvitation(u, inv);
       await u.queue.retract(KIND_GONE, inv.group, [me]);
       // The path opens both ways: a fixed number of statements whatever the group's size.
-      const others = await g.otherIds(inv.group, me);
-      await u.audience.opened(me, others);
+      // Members who pull get the newcomer's card by <group-sync/>, not pushed; a newcomer who pulls likewise.
+      await u.audience.opened(me, await g.pushedIds(inv.group, me));
+      await u.tx.run(CLEAR_PULLERS_TOMBSTONES, { me, g: inv.group });
       await u.tx.run(CLEAR_NEWCOMER_TOMBSTONES, { me, g: inv.group });
-      await u.queue.appendSelect("card", coMemberCards(inv.group, me));
+      if (delivery.pollSeconds === null) await u.queue.appendSelect("card", coMemberCards(inv.group, me));
       await notifyMembers(u, inv.group, me, "joined");
       await u.queue.append(KIND_GROUP, [me], { subject: inv.group });
       await u.emit("group.member-added", { group: inv.group, member: me });
@@ -369,6 +392,153 @@ export class GroupsService {
       if (inv.inviter !== me && mine.role === "member")
         throw forbidden("only its inviter, the owner and admins may withdraw an invitation");
       await dropInvitation(u, inv);
+    });
+  }
+
+  // ---- delivery and pull --------------------------------------------------------------------------------
+
+  /** Sets how I take this group's cards: pushed (`pollSeconds` null) or pulled at that interval. */
+  async setDelivery(user: BareJid, id: string, delivery: Delivery): Promise<Element> {
+    this.checkPoll(delivery.pollSeconds);
+    return this.o.uow("group.delivery", async (u) => {
+      const { g, mine } = await this.mine(u, user, id);
+      await g.setPoll(id, mine.account, delivery.pollSeconds);
+      return this.view(u, id, mine.account);
+    });
+  }
+
+  /**
+   * One `<group-sync/>` page for a member (PROTOCOL §21.10): co-members' cards that changed after `since` as the
+   * member sees them (the union of every path's view, as card sync renders them; those who exempt the member are not
+   * listed), and `<removed/>` for departed co-members (and those who withdrew their card by an exemption) whose card
+   * no path shows any more. Seq-ordered; a page never ends inside a seq; cut at `max` and at the stanza budget.
+   */
+  async sync(
+    user: BareJid,
+    id: string,
+    since: number,
+    max: number,
+    format: Format,
+    budget: StanzaBudget,
+  ): Promise<{ token: number; more: boolean; items: Element[] }> {
+    return this.o.read("group.sync", async (r) => {
+      const me = await r.accounts.resolve(user);
+      const g = groupsRepo(r.read);
+      if (me === undefined || !(await g.member(id, me)))
+        throw notFound(`you are not in a group '${quote(id)}'`);
+      const rows = await g.syncRows(id, me, since, max + 1);
+      let pageRows = rows;
+      const more = rows.length > max;
+      if (more) {
+        const next = rows[max] as GroupSyncRow;
+        pageRows = rows.slice(0, max);
+        if (pageRows[pageRows.length - 1]?.seq === next.seq) {
+          const before = pageRows.filter((x) => x.seq < next.seq);
+          pageRows = before.length > 0 ? before : await g.syncRowsAt(id, me, next.seq);
+        }
+      }
+      const jids = await r.accounts.jidsOf([...new Set(pageRows.map((x) => x.owner))]);
+      // A seq larger than `max` comes whole (never cut inside a seq): then only the budget cuts.
+      const page = budget.page(Math.max(max, pageRows.length));
+      const items: Array<{ el: Element; seq: number }> = [];
+      let cutAt: number | undefined;
+      for (const c of pageRows) {
+        const owner = jids.get(c.owner);
+        if (owner === undefined) continue;
+        const policies = await r.audience.policies(c.owner, me);
+        let el: Element;
+        if (c.removed) {
+          if (policies.length > 0) continue; // another path still shows the card: not a removal
+          el = xml("removed", { owner });
+        } else {
+          const stored = await getCard(r.read, c.owner);
+          if (!stored || policies.length === 0) continue;
+          el = cardFor(stored, owner, policies, format);
+        }
+        if (!page.add(el)) {
+          cutAt = c.seq;
+          break;
+        }
+        items.push({ el, seq: c.seq });
+      }
+      if (cutAt === undefined) {
+        const last = pageRows[pageRows.length - 1];
+        const token = more && last ? last.seq : await g.currentSeq();
+        return { token, more, items: items.map((i) => i.el) };
+      }
+      const kept = items.filter((i) => i.seq < (cutAt as number));
+      const last = kept[kept.length - 1];
+      if (!last)
+        throw new StanzaError("resource-constraint", "a change is too large to send; this was logged");
+      return { token: last.seq, more: true, items: kept.map((i) => i.el) };
+    });
+  }
+
+  private checkPoll(p: number | null): void {
+    if (p === null) return;
+    if (!Number.isInteger(p) || p < this.o.pollMinSeconds || p > this.o.pollMaxSeconds)
+      throw badRequest(
+        `interval must be a whole number of seconds from ${this.o.pollMinSeconds} to ${this.o.pollMaxSeconds}`,
+      );
+  }
+
+  // ---- exemptions ----------------------------------------------------------------------------------------
+
+  /**
+   * I exempt co-member `jid` (named through a group we share) from receiving my card through groups, on every
+   * group we share, from now on: the row hides the pair from the `group` path (its `where`), so the card fan-out,
+   * the renderer and sync stop showing me to them through groups; a pending `card` entry of mine renders under
+   * what is left (a binding's view) or not at all. With `withdraw`, their copy of my card is withdrawn as a closed
+   * path withdraws it (tombstone and retraction, or a refresh narrowed to a binding's view that still shows it).
+   * Nothing tells them: an exemption is visible to me only. O(1) statements.
+   */
+  async exempt(user: BareJid, id: string, jidInput: string, withdraw: boolean): Promise<void> {
+    const jid = userJid(jidInput, "jid");
+    if (jid === user) throw badRequest("you cannot exempt yourself");
+    await this.o.uow("group.exempt", async (u) => {
+      const { g, mine } = await this.mine(u, user, id);
+      const other = (await this.memberByJid(u, g, id, jid)).account;
+      await u.tx.lockAccount(mine.account);
+      if ((await g.exemption(mine.account, other)) !== undefined) throw conflict(`you already exempt ${jid}`);
+      if ((await g.countExemptions(mine.account)) >= this.o.exemptionsPerUser)
+        throw cap(`you exempt ${this.o.exemptionsPerUser} members, the most you may; lift one first`);
+      if (!(await g.insertExemption(mine.account, other, u.now))) throw conflict(`you already exempt ${jid}`);
+      if (withdraw) await u.audience.closed([[mine.account, other]]);
+    });
+  }
+
+  /**
+   * Lifts my exemption of `jid` (whether or not we still share a group): if a path shows them my card now, they
+   * get it (a `card` entry) and their pull sync lists it (the view-change mark in tombstones, as a narrowed path
+   * leaves one). O(1) statements.
+   */
+  async unexempt(user: BareJid, jidInput: string): Promise<void> {
+    const jid = userJid(jidInput, "jid");
+    await this.o.uow("group.unexempt", async (u) => {
+      const me = await u.accounts.resolve(user);
+      const other = await u.accounts.resolve(jid);
+      const g = groupsRepo(u.tx);
+      if (me === undefined || other === undefined || !(await g.deleteExemption(me, other)))
+        throw notFound(`you do not exempt ${jid}`);
+      if ((await u.audience.policies(me, other)).length === 0) return;
+      const seq = await u.seq();
+      await u.tx.run(MARK_VIEW, { holder: other, owner: me, seq });
+      if (await u.tx.get(HAS_CARD, { owner: me }))
+        await u.queue.append("card", [other], { subject: String(me), subjectAccount: me });
+    });
+  }
+
+  /** The members I exempt (visible to me only), by JID. */
+  async exemptions(user: BareJid): Promise<ListedExemption[]> {
+    return this.o.read("group.exemptions", async (r) => {
+      const me = await r.accounts.resolve(user);
+      if (me === undefined) return [];
+      const rows = await groupsRepo(r.read).exemptionsOf(me);
+      const jids = await r.accounts.jidsOf(rows.map((x) => x.exempt));
+      return rows
+        .map((x) => ({ jid: jids.get(x.exempt) ?? "", createdAt: x.createdAt }))
+        .filter((x) => x.jid !== "")
+        .sort((a, b) => (a.jid < b.jid ? -1 : a.jid > b.jid ? 1 : 0));
     });
   }
 
@@ -471,6 +641,12 @@ export class GroupsService {
 
 // ---- in-unit-of-work steps shared with the event handlers ---------------------------------------------------
 
+/** The view-change mark (audience/tombstones.ts): a tombstone row of a pair a path shows means "view changed". */
+const MARK_VIEW =
+  "INSERT INTO tombstones (holder, owner, seq) VALUES (:holder, :owner, :seq) " +
+  "ON CONFLICT (holder, owner) DO UPDATE SET seq = excluded.seq";
+const HAS_CARD = "SELECT 1 AS one FROM cards WHERE account_id = :owner";
+
 const storedPolicy = (p: SharePolicy | null): string | null => (p ? JSON.stringify(p) : null);
 const member = (
   group: string,
@@ -479,7 +655,8 @@ const member = (
   policy: SharePolicy | null,
   seq: number,
   now: number,
-): MemberRow => ({ group, account, role, policy: storedPolicy(policy), seq, joinedAt: now });
+  pollSeconds: number | null,
+): MemberRow => ({ group, account, role, policy: storedPolicy(policy), pollSeconds, seq, joinedAt: now });
 
 function cap(text: string, type: "wait" | "cancel" = "cancel"): StanzaError {
   return new StanzaError("resource-constraint", text, { type });
@@ -512,6 +689,7 @@ export async function removeMember(
   const repo = groupsRepo(u.tx);
   const row = await repo.group(g);
   await repo.deleteMember(g, who);
+  await repo.departed(g, who, await u.seq());
   await notifyMembers(u, g, who, status);
   await u.audience.closedSet(leaverPairs(g, who));
   await u.queue.retract(KIND_GROUP, g, [who]);
@@ -568,6 +746,7 @@ export async function eraseGroupRows(u: UnitOfWork, e: { account: AccountId }): 
     await u.queue.appendSelect(KIND_GROUP, groupToMembers(g));
   }
   await repo.deleteExemptionsOf(me);
+  await repo.deleteDeparturesOf(me);
 }
 
 /**

@@ -79,7 +79,12 @@ export const USER_TABLES: readonly UserTable[] = [
   },
   {
     name: "group_exemptions",
-    rows: "SELECT * FROM group_exemptions WHERE owner = :me OR exempt = :me ORDER BY owner, exempt",
+    // Only the user's own exemptions: others' exemptions of the user are visible to them only (PROTOCOL §21.9).
+    rows: "SELECT * FROM group_exemptions WHERE owner = :me ORDER BY owner, exempt",
+  },
+  {
+    name: "group_departures",
+    rows: "SELECT * FROM group_departures WHERE account_id = :me ORDER BY group_id",
   },
   {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);

@@ -13,6 +13,11 @@ export interface AudiencePath {
   policy: string; // expression: JSON SharePolicy text, NULL = everything
   seq: string; // expression: when this path last changed for the pair (sync)
   where?: string; // extra condition (exemptions), may use the owner/holder expressions
+  /**
+   * Extra condition for the card fan-out only (issue 10: a group member who chose to pull gets no `card` entries
+   * through the path, but still sees the card through it: rendering, sync and tombstones ignore this).
+   */
+  push?: string;
 }
 export interface AudienceRead {
   /** The policies under which holder sees owner's card, one per path; [] = not visible. */
