@@ -26,6 +26,7 @@ const BENCHMARKS = [
   "memory",
   "queries",
   "addressbook",
+  "groups",
 ] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;
