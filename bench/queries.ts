@@ -4,6 +4,7 @@
  * process (unit of work, accounts, stream queue, audiences, features/cards, features/exchange; no XMPP).
  *
  *   node dist/bench/queries.js [--accounts N] [--db FILE] [--calls N] [--wal-autocheckpoint PAGES]
+ *                              [--checkpoint-interval MS]
  *
  * Seed (not timed; reused when `--db FILE` exists): migration 2000 through `store.migrate`, then plain INSERTs in
  * transactions of 10,000 accounts: accounts + primary JIDs + shared cursors + small cards; account i bound to
@@ -31,6 +32,7 @@ import { streamTx } from "../component/runtime/queue/stream-tx.js";
 import { makeReader, makeUow, type Reader, type Uow } from "../component/runtime/uow.js";
 import { cardHash, normalizeCard, type Card } from "../stanzas/model/card.js";
 import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
+import type { CheckpointReport } from "../storage/sqlite/checkpointer.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
 import type { AccountId } from "../storage/store.js";
 import { note, round, runMain, systemCpu } from "./lib.js";
@@ -48,6 +50,11 @@ export interface QueriesOptions {
    * a commit now and then runs inline.
    */
   walAutocheckpoint?: number;
+  /**
+   * The store's checkpoint worker period (storage/sqlite/checkpointer.ts; default: the store's, 1,000 ms). 0: no
+   * worker, SQLite's inline autocheckpoint (what the store did before the worker existed).
+   */
+  checkpointIntervalMs?: number;
 }
 
 const HOST = "localhost";
@@ -253,8 +260,9 @@ async function timeOp<A>(
   prep: (i: number) => Promise<A> | A,
   fn: (a: A) => Promise<unknown>,
   after?: (a: A) => Promise<void>,
-): Promise<{ samples: number[]; othersCores: number | null }> {
+): Promise<{ samples: number[]; othersCores: number | null; from: number; to: number }> {
   const samples: number[] = [];
+  const from = Date.now();
   const sys0 = systemCpu();
   const own0 = process.cpuUsage();
   const t0 = performance.now();
@@ -265,6 +273,9 @@ async function timeOp<A>(
     const e = process.hrtime.bigint();
     if (i >= warmup) samples.push(Number(e - s) / 1e6);
     if (after) await after(a);
+    // A server's event loop turns between requests: let it here too (untimed), so that what the store does on it
+    // between units of work (the checkpoint worker's reports and forced checkpoints) happens as it would there.
+    await new Promise((r) => setImmediate(r));
   }
   const wall = performance.now() - t0;
   const sys1 = systemCpu();
@@ -273,7 +284,7 @@ async function timeOp<A>(
     sys0 && sys1
       ? round(Math.max(0, sys1.busyMs - sys0.busyMs - (own.user + own.system) / 1000) / wall, 2)
       : null;
-  return { samples, othersCores };
+  return { samples, othersCores, from, to: Date.now() };
 }
 
 export async function run(opts: QueriesOptions = {}): Promise<Record<string, unknown>> {
@@ -286,7 +297,16 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
   const tmp = opts.db ? undefined : mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-queries-"));
   const file = opts.db ?? path.join(tmp as string, "queries.sqlite");
   const reuse = existsSync(file);
-  const store = new SqliteStore(file, { legacy: false });
+  const store = new SqliteStore(file, {
+    legacy: false,
+    ...(opts.checkpointIntervalMs !== undefined
+      ? { checkpoint: { intervalMs: opts.checkpointIntervalMs } }
+      : {}),
+  });
+  // What the checkpoint worker did, per op (its reports carry their time: they arrive only when this thread yields).
+  const reports: CheckpointReport[] = [];
+  store.onCheckpoint((r) => reports.push(r));
+  const windows: Record<string, { from: number; to: number }> = {};
   try {
     await store.migrate([SCHEMA_2000]);
     let seedMs: number | null = null;
@@ -316,8 +336,13 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     const seqNow = (): number =>
       (store.db.prepare("SELECT value FROM counters WHERE name = 'seq'").get() as { value: number }).value;
     const ops: Record<string, OpResult> = {};
-    const record = (name: string, r: { samples: number[]; othersCores: number | null }, w: number): void => {
+    const record = (
+      name: string,
+      r: { samples: number[]; othersCores: number | null; from: number; to: number },
+      w: number,
+    ): void => {
       ops[name] = summarize(r.samples, w, r.othersCores);
+      windows[name] = r;
       note(`queries: ${name} p50 ${ops[name].p50_ms} ms, p99 ${ops[name].p99_ms} ms`);
     };
 
@@ -489,10 +514,37 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       Math.min(warmup, Math.floor(bindCalls / 10)),
     );
 
+    // The worker's reports are messages to this thread, which the timed loops never yield to: let them in.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    const worked = (from: number, to: number) => {
+      const rs = reports.filter((r) => !r.idle && r.at >= from && r.at <= to);
+      return {
+        runs: rs.length,
+        forced: rs.filter((r) => r.reason === "limit").length,
+        busy: rs.filter((r) => r.busy).length,
+        max_wal_pages: Math.max(0, ...rs.map((r) => r.walPages)),
+        total_ms: round(
+          rs.reduce((t, r) => t + r.ms, 0),
+          1,
+        ),
+        max_ms: round(Math.max(0, ...rs.map((r) => r.ms)), 1),
+        // Each forced (RESTART/TRUNCATE) checkpoint: the writes of this process waited for it.
+        forced_ms: rs.filter((r) => r.reason === "limit").map((r) => round(r.ms, 1)),
+      };
+    };
     return {
       bench: "queries",
       seed: info,
       wal_autocheckpoint: walAutocheckpoint,
+      // Idle runs (nothing to copy) are not counted; `seed` is everything before the first op.
+      checkpoint_worker: store.checkpointer
+        ? {
+            interval_ms: store.checkpointer.options.intervalMs,
+            wal_limit_pages: store.checkpointer.options.walLimitPages,
+            seed: worked(0, windows.resolve?.from ?? Infinity),
+            ops: Object.fromEntries(Object.entries(windows).map(([k, w]) => [k, worked(w.from, w.to)])),
+          }
+        : null,
       ops,
       coalescing: {
         entries_left_after_drain: leftAfterDrain,
@@ -520,7 +572,9 @@ runMain(import.meta.url, "queries", () => {
   const calls = argv("--calls");
   const db = argv("--db");
   const wal = argv("--wal-autocheckpoint");
+  const interval = argv("--checkpoint-interval");
   return run({
+    ...(interval ? { checkpointIntervalMs: Number(interval) } : {}),
     ...(wal ? { walAutocheckpoint: Number(wal) } : {}),
     ...(accounts ? { accounts: Number(accounts) } : {}),
     ...(calls ? { calls: Number(calls) } : {}),

@@ -20,10 +20,25 @@ export interface DatabaseConfig {
   busyTimeoutMs: number;
   /** A unit of work that holds the write lock longer than this is logged as `slow-unit-of-work`. */
   txWarnMs: number;
+  /**
+   * SQLite: how often the checkpoint worker runs a PASSIVE WAL checkpoint (ms); 0 = SQLite's inline autocheckpoint.
+   * Optional here (the config always sets it) so that a hand-made DatabaseConfig gets the checkpointer's default.
+   */
+  checkpointIntervalMs?: number;
+  /** SQLite: WAL length (pages) at which the checkpoint worker forces a TRUNCATE checkpoint (optional: as above). */
+  walLimitPages?: number;
 }
 
 /** A Store migrated at open, with what the migration did (the running app logs it). */
 export type MigratedStore = Store & { migrations: { applied: number[]; current: number } };
+
+/** The SQLite checkpointer's settings (sqlite/checkpointer.ts) from the `database` section; unset: its defaults. */
+const checkpointOf = (db: DatabaseConfig) => ({
+  checkpoint: {
+    ...(db.checkpointIntervalMs !== undefined ? { intervalMs: db.checkpointIntervalMs } : {}),
+    ...(db.walLimitPages !== undefined ? { walLimitPages: db.walLimitPages } : {}),
+  },
+});
 
 /**
  * The new core's Store on the configured backend, no migrations applied (the caller runs its modules through
@@ -37,7 +52,7 @@ export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<St
   };
   switch (db.driver) {
     case "sqlite":
-      return new SqliteStore(db.path, { ...common, legacy: false });
+      return new SqliteStore(db.path, { ...common, ...checkpointOf(db), legacy: false });
     case "postgres": {
       const store = new PostgresStore({ ...common, connection: { url: db.url, poolSize: db.poolSize } });
       try {

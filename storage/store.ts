@@ -3,6 +3,7 @@
  * `Dialect`, `Migration`. No feature types: features keep their SQL in their own repo modules.
  */
 import type { Logger } from "pino";
+import type { CheckpointReport } from "./sqlite/checkpointer.js";
 
 export type Backend = "sqlite" | "postgres";
 export type AccountId = number & { readonly __brand: "AccountId" };
@@ -68,6 +69,8 @@ export interface Store {
   onCommit(fn: (name: string, ms: number) => void): void;
   /** Resolves when the database answers a query now (health checks); rejects with the reason otherwise. */
   ping(): Promise<void>;
+  /** SQLite: observes the WAL checkpoints run off the request path (sqlite/checkpointer.ts); absent elsewhere. */
+  onCheckpoint?(fn: (r: CheckpointReport) => void): void;
   close(): Promise<void>;
 }
 

@@ -1,7 +1,7 @@
 /** Composes one cardlink: config → store → link → router → features. start() connects; stop() is graceful. */
 import type { Server } from "node:http";
 import type { Element } from "../../stanzas/xml.js";
-import type { Migration } from "../../storage/store.js";
+import type { Migration, Store } from "../../storage/store.js";
 import { openCoreStore, type MigratedStore } from "../../storage/index.js";
 import { NS } from "../../stanzas/ns.js";
 import { errorElement, StanzaError } from "../../stanzas/errors.js";
@@ -15,7 +15,7 @@ import { buildCore, type Core } from "./runtime.js";
 import { EventBus } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
 import { createLogger, type Logger } from "./log.js";
-import { Metrics, type Health } from "./metrics.js";
+import { DURATION_BUCKETS, Metrics, type Health } from "./metrics.js";
 import { Router } from "./router.js";
 import { attachService } from "./service.js";
 
@@ -56,6 +56,7 @@ export async function createCardlink(
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",
   );
   store.onCommit((name, ms) => metrics.observe("cardlink_uow_duration_seconds", { name }, ms / 1000));
+  observeCheckpoints(store, metrics);
   armFault(store, process.env.CARDLINK_TEST_FAULT, log);
   if (store.migrations.applied.length > 0) {
     log.info(
@@ -242,6 +243,38 @@ export async function createCardlink(
       log.info({ event: "stopped" }, "cardlink stopped");
     },
   };
+}
+
+/**
+ * SQLite's WAL checkpoints, run by the store's worker thread (storage/sqlite/checkpointer.ts): how long each took,
+ * and how many pages the WAL holds. Idle runs (nothing to copy) are not observed; the gauge appears with the
+ * worker's first report (never on PostgreSQL, nor with database.checkpointIntervalMs 0).
+ */
+function observeCheckpoints(store: Pick<Store, "onCheckpoint">, metrics: Metrics): void {
+  if (!store.onCheckpoint) return;
+  metrics.histogram(
+    "cardlink_sqlite_checkpoint_duration_seconds",
+    ["mode", "outcome"],
+    DURATION_BUCKETS,
+    "time a WAL checkpoint took on the checkpoint worker's thread, by mode (passive, restart, truncate) and outcome",
+  );
+  let walPages: number | undefined;
+  store.onCheckpoint((r) => {
+    if (walPages === undefined) {
+      metrics.gauge(
+        "cardlink_sqlite_wal_pages",
+        () => walPages ?? 0,
+        "pages in the SQLite WAL at the last checkpoint",
+      );
+    }
+    walPages = Math.max(0, r.walPages);
+    if (r.idle) return;
+    metrics.observe(
+      "cardlink_sqlite_checkpoint_duration_seconds",
+      { mode: r.mode, outcome: r.busy ? "busy" : "done" },
+      r.ms / 1000,
+    );
+  });
 }
 
 /**

@@ -270,6 +270,19 @@ export const configSchema = z.strictObject({
     poolSize: num(10, 1, 1000, "most PostgreSQL connections one process opens"),
     busyTimeoutMs: num(5_000, 0, 60_000, "how long a write waits for another connection's lock (SQLite)"),
     txWarnMs: num(50, 0, 60_000, "a unit of work holding the write lock longer is logged slow-unit-of-work"),
+    // SQLite's WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts, docs/DECISIONS.md).
+    checkpointIntervalMs: num(
+      1_000,
+      0,
+      60_000,
+      "period of the SQLite checkpoint worker's PASSIVE WAL checkpoints (0 = SQLite's inline ones)",
+    ),
+    walLimitPages: num(
+      10_000,
+      1_000,
+      1_000_000,
+      "SQLite WAL length (pages) at which the checkpoint worker forces a RESTART checkpoint",
+    ),
   }),
   log: section({
     level: meta(z.enum(LEVELS, { error: `must be one of ${LEVELS.join(", ")}` }).prefault("info"), {

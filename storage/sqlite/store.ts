@@ -28,6 +28,12 @@ import type {
   Tx,
 } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport as LegacyReport } from "./db.js";
+import {
+  startCheckpointer,
+  type Checkpointer,
+  type CheckpointOptions,
+  type CheckpointReport,
+} from "./checkpointer.js";
 import Database from "better-sqlite3";
 
 type Statement = Database.Statement<unknown[], unknown>;
@@ -42,6 +48,8 @@ export interface SqliteStoreOptions extends Partial<StoreOptions> {
    * `migrate()` with the new core's list (storage/index.ts openCoreStore, the contract suite).
    */
   legacy?: boolean;
+  /** WAL checkpoints on a worker thread (checkpointer.ts; defaults CHECKPOINT_DEFAULTS, `intervalMs: 0` = none). */
+  checkpoint?: Partial<CheckpointOptions>;
 }
 
 /** One connection, its statement cache and its error classification. */
@@ -205,6 +213,8 @@ export class SqliteStore implements Store {
   private readonly clock: () => number;
   private readonly txWarnMs: number;
   private seqStatement: string | undefined;
+  /** The WAL checkpointer (checkpointer.ts); undefined for :memory: or with `checkpoint.intervalMs` 0. */
+  readonly checkpointer: Checkpointer | undefined;
 
   constructor(file: string, o: SqliteStoreOptions = {}) {
     this.log = o.log ?? SILENT;
@@ -222,6 +232,16 @@ export class SqliteStore implements Store {
       r.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
       this.reader = new Conn(r);
     }
+    this.checkpointer = startCheckpointer(
+      file,
+      [this.db, ...(this.reader ? [this.reader.db] : [])],
+      o.checkpoint,
+      {
+        log: this.log,
+        // A forced checkpoint takes the write lock: this process's units of work wait on the mutex, not in SQLite.
+        lockWrites: () => this.writeLock.acquire(),
+      },
+    );
   }
 
   // ---------------------------------------------------------------------------------------- units of work
@@ -315,6 +335,10 @@ export class SqliteStore implements Store {
     this.commitObservers.push(fn);
   }
 
+  onCheckpoint(fn: (r: CheckpointReport) => void): void {
+    this.checkpointer?.onReport(fn);
+  }
+
   private seqSql(): string {
     if (this.seqStatement === undefined) {
       const has = (t: string) =>
@@ -393,6 +417,7 @@ export class SqliteStore implements Store {
     // Wait for a unit of work in progress: closing under it would fail its COMMIT.
     const release = await this.writeLock.acquire();
     try {
+      await this.checkpointer?.stop(); // its last checkpoint, before the connections close
       if (this.reader?.db.open) this.reader.db.close();
       if (this.db.open) this.db.close();
     } finally {

@@ -2,6 +2,7 @@
  * The unit-of-work core seen from a client: a card set is the unit of work `card.set` (its duration is in
  * /metrics), and a database held locked by another connection past database.busyTimeoutMs gives the client
  * wait/internal-server-error ("storage is busy; retry shortly") with nothing written; the retry then succeeds.
+ * The WAL checkpoint worker (storage/sqlite/checkpointer.ts) runs beside it and reports to /metrics.
  */
 import { expect } from "chai";
 import Database from "better-sqlite3";
@@ -55,5 +56,22 @@ describe("storage: units of work over the real component (real Prosody, real SQL
     expect(await cardVersion()).to.equal(1);
     await ulla.setCard("Ulla Two");
     expect(await cardVersion()).to.equal(2);
+  });
+
+  it("the checkpoint worker copies the WAL off the request path: its runs and the WAL's size are in /metrics", async () => {
+    const ulla = clients[0] as CardClient;
+    await ulla.setCard("Ulla Three");
+    const metrics = s.app().ctx.metrics;
+    const passive = (): number =>
+      Object.entries(metrics.snapshot())
+        .filter(([k]) => k.startsWith("cardlink_sqlite_checkpoint_duration_seconds_count{"))
+        .filter(([k]) => k.includes('mode="passive"') && k.includes('outcome="done"'))
+        .reduce((n, [, v]) => n + v, 0);
+    // The worker runs every database.checkpointIntervalMs (1 s by default): wait for its first run that copied.
+    while (passive() === 0) await new Promise((r) => setTimeout(r, 50));
+    expect(metrics.snapshot()).to.have.property("cardlink_sqlite_wal_pages");
+    const text = await metrics.registry.metrics();
+    expect(text).to.include("# TYPE cardlink_sqlite_checkpoint_duration_seconds histogram");
+    expect(text).to.include("# TYPE cardlink_sqlite_wal_pages gauge");
   });
 });
