@@ -72,6 +72,7 @@ export async function createCardlink(
     maxDelayMs: config.reconnect.maxDelayMs,
     rawStream: config.log.rawStream,
     log,
+    corkWrites: config.link.corkWrites,
   });
   const budget = new StanzaBudget(config.link.stanzaLimitBytes);
   let largestSent = 0;

@@ -309,6 +309,11 @@ export const configSchema = z.strictObject({
         max: LINK_LIMIT_MAX,
       },
     ),
+    // On by the fanout benchmark (docs/BENCHMARKS.md): fewer, larger reads for Prosody; a lone stanza waits
+    // for the end of its event-loop turn only (the latency benchmark's update_corked case).
+    corkWrites: meta(z.boolean().prefault(true), {
+      description: "stanzas written in one event-loop turn leave in one socket write",
+    }),
   }),
   shutdownGraceMs: num(5_000, 0, 600_000, "how long shutdown waits for in-flight work"),
   metricsPort: num(0, 0, 65535, "port of /metrics and /healthz (0 = off)"),
@@ -356,7 +361,9 @@ export const configSchema = z.strictObject({
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
     retryMaxMs: num(5 * 60_000, 100, 86_400_000, "delivery retry delay cap"),
     batchSize: num(20, 1, 200, "most entries carried by one <updates/> IQ"),
-    coalesceWindowMs: num(50, 0, 1000, "a lane sent to less than this long ago waits until then"),
+    // 0 by measurement (S15, docs/BENCHMARKS.md "fanout"): 50 ms held every update of a steadily busy lane for
+    // up to 50 ms (the latency benchmark's busy link: p50 46 ms) and bought nothing measurable for many owners.
+    coalesceWindowMs: num(0, 0, 1000, "a lane sent to less than this long ago waits until then"),
     ackBatchMs: num(2, 0, 50, "acknowledgements written together"),
     deviceIdleDays: num(30, 1, 365, "a device cursor idle this long goes dormant"),
     sharedIdleDays: num(2, 1, 365, "a shared cursor of an account with device cursors goes dormant"),

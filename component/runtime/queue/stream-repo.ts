@@ -266,6 +266,8 @@ export interface LaneBatch {
   entries: LaneEntry[];
   /** The last seq read (every entry of it is in `entries`), or `after` when there was nothing. */
   upto: Seq;
+  /** The lane held more than the read took (it hit its limit): whoever acks `upto` should read again. */
+  more: boolean;
 }
 
 /** What reactivating a dormant cursor did (§2.3.4). */
@@ -431,14 +433,14 @@ export const streamRepo = (q: Sql) => ({
    */
   async read(lane: AccountId, after: Seq, limit: number): Promise<LaneBatch> {
     const rows = (await q.all<EntryRow>(READ_LANE, { lane, after, n: limit + 1 })).map(toEntry);
-    if (rows.length <= limit) return { entries: rows, upto: rows.at(-1)?.seq ?? after };
+    if (rows.length <= limit) return { entries: rows, upto: rows.at(-1)?.seq ?? after, more: false };
     const cut = rows[limit]?.seq as Seq;
     let entries = rows.slice(0, limit);
     if (entries.at(-1)?.seq === cut) entries = entries.filter((e) => e.seq !== cut);
     if (entries.length === 0) {
       entries = (await q.all<EntryRow>(READ_SEQ, { lane, seq: cut })).map(toEntry);
     }
-    return { entries, upto: entries.at(-1)?.seq ?? after };
+    return { entries, upto: entries.at(-1)?.seq ?? after, more: true };
   },
 
   /** The lane's entries above its horizon (not yet acknowledged by every active cursor), oldest first. */
