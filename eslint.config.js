@@ -76,7 +76,18 @@ const layerRules = [
     ),
   },
   {
-    files: ["component/*.ts", "component/features/*.ts"],
+    // Directly in component/: the entry shims and the feature wiring (features.ts) only, no flat feature file.
+    files: ["component/*.ts"],
+    rules: rule(
+      {
+        regex: "^\\./(?!runtime/|features/|features\\.js$)",
+        message: "component/ holds the entry shims and the feature wiring: no flat feature files",
+      },
+      { regex: `${up(1)}(?!storage/)`, message: "component/*.ts imports component/ and storage/ only" },
+    ),
+  },
+  {
+    files: ["component/features/*.ts"],
     rules: rule({
       regex: `^(?:\\.\\./)+${TOOLS}`,
       message: "production code never imports test/, bench/, scripts/",

@@ -120,7 +120,7 @@ interface IqCallerLike {
   request(stanza: Element, timeoutMs?: number): Promise<Element>;
 }
 /** Parts of the xmpp.js client that types/xmpp.d.ts does not declare (it declares what cardlink uses). */
-type FullClient = Client & {
+export type FullClient = Client & {
   iqCaller: IqCallerLike;
   iqCallee: {
     set(ns: string, name: string, handler: (ctx: { element: Element }) => boolean): void;
@@ -279,7 +279,7 @@ async function runWindowIqCaller(
 }
 
 /** One IQ (its id is set here), for setup and probes; the reply, result or error; rejects on timeout. */
-async function once(xmpp: Client, iq: Element, timeoutMs = 5000): Promise<Element> {
+export async function once(xmpp: Client, iq: Element, timeoutMs = 5000): Promise<Element> {
   const id = `s${(++runSeq).toString(36)}`;
   iq.attrs.id = id;
   return new Promise((resolve, reject) => {
@@ -310,7 +310,7 @@ const get = (spec: TargetSpec): Element => xml("iq", { type: "get", to: spec.to 
  * from a full JID proves it is online) brings it back, and the unacknowledged entries are sent again — a
  * redelivery per measured request, which is what the first version of the card cases measured.
  */
-async function connect(
+export async function connect(
   port: number,
   domain: string,
   user = USER,
@@ -409,7 +409,7 @@ async function setUpCards(
  * Stops cardlink gracefully, and for sure: SIGKILL if it has not exited `graceMs` after SIGTERM (longer when
  * profiling: the .cpuprofile is written on the way out, and a SIGKILL would lose it).
  */
-async function stopCardlink(cardlink: CardlinkProcess, graceMs = 5000): Promise<void> {
+export async function stopCardlink(cardlink: CardlinkProcess, graceMs = 5000): Promise<void> {
   const proc = cardlink.proc;
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);

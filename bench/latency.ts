@@ -8,6 +8,8 @@
  *                  the result to the holder's receipt (result_to_holder).
  *   update_nagle   the same with TCP_NODELAY turned off on the live socket: the second of two back-to-back
  *                  writes waits for the peer's delayed ACK (~40 ms on Linux). What cardlink did before.
+ *   update_corked  `update` with link.corkWrites on (the writes of one event-loop turn leave together, S15):
+ *                  shows what the cork costs a lone update.
  *   chat           the owner sends a <message type='chat'/> to the holder's full JID: Prosody alone.
  *
  * One sample at a time (nothing else in flight), cases alternating by round; reports p50/p99 per case and the
@@ -20,6 +22,7 @@ import { performance } from "node:perf_hooks";
 import { NS } from "../stanzas/ns.js";
 import { startInProcess, testConfig } from "../test/harness/cardlink.js";
 import { connectClient, xml, type Element, type TestClient } from "../test/harness/clients.js";
+import { pendingCount } from "../test/harness/inspect.js";
 import { sleep, waitFor } from "../test/harness/ports.js";
 import { ProsodyServer } from "../test/harness/prosody.js";
 import { note, round, runMain, runRounds } from "./lib.js";
@@ -33,7 +36,7 @@ export interface LatencyOptions {
   prosodyNagle?: boolean;
 }
 
-const CASES = ["update", "update_nagle", "chat"] as const;
+const CASES = ["update", "update_nagle", "update_corked", "chat"] as const;
 type Case = (typeof CASES)[number];
 
 function percentile(xs: readonly number[], p: number): number {
@@ -82,6 +85,8 @@ async function session(prosodyNagle: boolean, samples: number): Promise<Record<s
     { user: "holder", password: "holderpw" },
   ]);
   const app = await startInProcess(testConfig(prosody, { log: { level: "warn", rawStream: false } }));
+  // `update` and `update_nagle` run uncorked, `update_corked` corked, whatever link.corkWrites says.
+  const corkDefault = app.link.corkWrites;
   const comp = prosody.componentDomain;
   let waiter: { key: string; resolve: (t: number) => void } | undefined;
   const arrived = (key: string): void => {
@@ -137,19 +142,29 @@ async function session(prosodyNagle: boolean, samples: number): Promise<Record<s
       "exchange-code",
     )?.attrs.code;
     await holder.iq("set", comp, xml("redeem", { xmlns: NS.CARDLINK, code: String(code) }));
-    await waitFor(async () => (await app.ctx.store.outbox.count()) === 0, "binding delivered", 10_000);
+    await waitFor(async () => (await pendingCount(app)) === 0, "binding delivered", 10_000);
 
     const wait = (key: string): Promise<number> => new Promise((resolve) => (waiter = { key, resolve }));
     let n = 0;
     const result: Record<string, unknown> = {};
     for (const [regime, gapMs] of Object.entries(REGIMES)) {
-      const sendToHolder: Record<Case, number[]> = { update: [], update_nagle: [], chat: [] };
-      const resultToHolder: Record<"update" | "update_nagle", number[]> = { update: [], update_nagle: [] };
+      const sendToHolder: Record<Case, number[]> = {
+        update: [],
+        update_nagle: [],
+        update_corked: [],
+        chat: [],
+      };
+      const resultToHolder: Record<Exclude<Case, "chat">, number[]> = {
+        update: [],
+        update_nagle: [],
+        update_corked: [],
+      };
       note(`latency: ${regime} link (${gapMs} ms between samples), ${samples} samples per case`);
       await runRounds(samples, CASES, async (c) => {
         const key = `s${++n}`;
         const got = wait(key);
         app.link.setNoDelay(c !== "update_nagle");
+        app.link.corkWrites = c === "update_corked";
         const t0 = performance.now();
         if (c === "chat") {
           await owner.xmpp.send(xml("message", { type: "chat", to: holder.jid }, xml("body", {}, key)));
@@ -163,17 +178,20 @@ async function session(prosodyNagle: boolean, samples: number): Promise<Record<s
         await sleep(gapMs);
       });
       app.link.setNoDelay(true);
+      app.link.corkWrites = corkDefault;
       const p50 = (c: Case): number => percentile(sendToHolder[c], 50);
       result[regime] = {
         gap_ms: gapMs,
         send_to_holder: {
           update: stats(sendToHolder.update),
           update_nagle: stats(sendToHolder.update_nagle),
+          update_corked: stats(sendToHolder.update_corked),
           chat: stats(sendToHolder.chat),
         },
         result_to_holder: {
           update: stats(resultToHolder.update),
           update_nagle: stats(resultToHolder.update_nagle),
+          update_corked: stats(resultToHolder.update_corked),
         },
         ratio_p50_update_vs_chat: round(p50("update") / p50("chat"), 2),
         ratio_p50_nagle_vs_nodelay: round(p50("update_nagle") / p50("update"), 1),

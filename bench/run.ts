@@ -17,7 +17,17 @@ import { note, printJson, round } from "./lib.js";
  * Module names under bench/, each exporting run(): Promise<object>, in the order they run. Some are written
  * alongside this one, by others: a missing one is skipped with a note, not an error.
  */
-const BENCHMARKS = ["iq", "latency", "push-apns", "push-fcm", "fanout", "memory", "queries"] as const;
+const BENCHMARKS = [
+  "iq",
+  "latency",
+  "push-apns",
+  "push-fcm",
+  "fanout",
+  "memory",
+  "queries",
+  "addressbook",
+  "groups",
+] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;
 

@@ -1,15 +1,18 @@
 /**
- * Writes test/fixtures/v200.sqlite: a small but complete database as the pre-redesign code (schema version
- * 200: migrations 1, 100, 200) writes it, through that code's real store (SqliteStore, its migrations and
- * repositories) — not hand-made SQL. It is the starting point of REDESIGN S2b's migration test (the rekey to
- * schema 2000): every table holds rows, and every kind of pending state is there.
+ * The data set of test/fixtures/v200.sqlite: a small but complete database as the pre-redesign code (schema
+ * version 200: migrations 1, 100, 200) wrote it, through that code's real store (SqliteStore, its migrations and
+ * repositories) — not hand-made SQL. It is the starting point of the migration tests (the rekey to schema 2000:
+ * test/unit/rekey-2000.test.ts, test/integration/migrated.test.ts), which compare what the rekey made with the
+ * constants below. Every table holds rows, and every kind of pending state is there.
  *
- *   npm run build && node dist/scripts/make-fixture-v200.js [out.sqlite]   (default test/fixtures/v200.sqlite)
+ * The writer (populate/writeFixture) used the old repositories, deleted with the legacy core (issue 8 S11), so
+ * it is no longer in this file: the committed fixture is what stays. It was written at commit 4294fa8; the
+ * writer still runs at 73d7e7d (the last commit with the old store), where
  *
- * Deterministic: the clock is fixed (Date.now steps by one second per call from FIXTURE_CLOCK while the store
- * is written) and every id, token, code and secret is a constant, so a second run gives the same rows
- * (test/unit/fixture-v200.test.ts compares row dumps). It only runs on code whose schema is 200: after the
- * redesign's switch (S11) the old store is gone, and the committed file is what stays.
+ *   npx tsc -p tsconfig.json && node dist/scripts/make-fixture-v200.js [out.sqlite]
+ *
+ * gives the same rows again (deterministic: a fixed clock stepping one second per Date.now call from
+ * FIXTURE_CLOCK, and constant ids, tokens, codes and secrets).
  *
  * The data set (JIDs on example.org):
  *   alice  full card with an inline photo; iPhone (APNs token, topic, push key) and Android (FCM token) with a
@@ -27,16 +30,70 @@
  *   code, now used up), bob–dave (request), carol–dave (code). Also a pending request erin → alice, and dave's
  *   request to mallory, declined.
  */
-import { rmSync } from "node:fs";
-import path from "node:path";
-import { cardHash, DEFAULT_CARD_LIMITS, type Card } from "../stanzas/model/card.js";
+import { DEFAULT_CARD_LIMITS, type Card } from "../stanzas/model/card.js";
 import type { SharePolicy } from "../stanzas/model/policy.js";
 import { cardFromVcf } from "../stanzas/vcf.js";
-import { flattenModules } from "../storage/migrate.js";
-import { LEGACY } from "../storage/sqlite/legacy.js";
-import { SqliteStore } from "../storage/sqlite/store.js";
 import type { Db } from "../storage/sqlite/db.js";
-import type { Binding, Device, ExchangeCode, ExchangeRequest, PushJob, PushNode } from "../storage/store.js";
+
+// The old repositories' row shapes the data set is written in (storage/store.ts had them until S11).
+interface Device {
+  owner: string;
+  deviceId: string;
+  platform: "ios" | "android" | "other";
+  name?: string;
+  pushToken?: string;
+  pushTopic?: string;
+  pushKey?: string;
+  tokenState: "none" | "ok" | "invalid";
+  createdAt: number;
+  updatedAt: number;
+}
+interface Binding {
+  id: string;
+  a: string;
+  b: string;
+  aDevices: string[];
+  bDevices: string[];
+  createdAt: number;
+  via: "request" | "code";
+}
+interface ExchangeRequest {
+  id: string;
+  from: string;
+  to: string;
+  fromDevice?: string;
+  createdAt: number;
+  expiresAt: number;
+}
+interface ExchangeCode {
+  code: string;
+  owner: string;
+  deviceId?: string;
+  createdAt: number;
+  expiresAt: number;
+}
+interface PushJob {
+  id: string;
+  owner: string;
+  deviceId: string;
+  platform: "ios" | "android";
+  token: string;
+  topic?: string;
+  kind: "alert" | "background";
+  collapseId: string;
+  alert?: { title?: string; body: string; locKey?: string };
+  data: Record<string, string>;
+  expiresAt: number;
+  attempts: number;
+  nextAt: number;
+}
+interface PushNode {
+  node: string;
+  owner: string;
+  deviceId: string;
+  secret: string;
+  createdAt: number;
+}
 
 /** 2026-01-15 12:00:00 UTC: the fixed clock the store reads while the fixture is written. */
 export const FIXTURE_CLOCK = Date.UTC(2026, 0, 15, 12, 0, 0);
@@ -260,113 +317,6 @@ export const SENT_JOB: NewJob = {
 export const RESOURCE = { bare: JID.alice, full: `${JID.alice}/phone` };
 export const SUBSCRIBER = JID.bob;
 
-/** Writes the data set through the store; assumes the clock is already fixed. */
-async function populate(store: SqliteStore): Promise<void> {
-  for (const d of DEVICES) await store.devices.upsert(d, 10);
-  await store.devices.invalidateToken(DEAD_TOKEN);
-
-  for (const name of ["alice", "bob", "carol", "dave"] as const) {
-    const card = fixtureCard(name);
-    await store.cards.set(JID[name], card, cardHash(card));
-  }
-
-  const ex = store.exchange;
-  // alice–bob and bob–dave by request (the request is closed by the bind), the others by code.
-  await ex.createRequest(requestAt("r-bob-alice", JID.bob, JID.alice, "bob-phone"), {
-    recipient: JID.alice,
-    kind: "exchange-request",
-    subject: "r-bob-alice",
-    version: 1,
-  });
-  await ex.createRequest(requestAt("r-dave-bob", JID.dave, JID.bob), {
-    recipient: JID.bob,
-    kind: "exchange-request",
-    subject: "r-dave-bob",
-    version: 1,
-  });
-  const [aliceBob, aliceCarol, bobDave, carolDave] = BINDINGS as [
-    NewBinding,
-    NewBinding,
-    NewBinding,
-    NewBinding,
-  ];
-  await ex.bind(aliceBob, "r-bob-alice", Date.now());
-  await ex.createCode(CODES.used, 10);
-  await ex.takeCode(CODES.used.code);
-  await ex.bind(aliceCarol, undefined, Date.now());
-  await ex.bind(bobDave, "r-dave-bob", Date.now());
-  await ex.bind(carolDave, undefined, Date.now());
-  await ex.bind(UNBOUND, undefined, Date.now());
-  await ex.unbind(UNBOUND.a, UNBOUND.b, [
-    { recipient: UNBOUND.b, kind: "unbound", subject: UNBOUND.a, version: 1 },
-    { recipient: UNBOUND.a, kind: "unbound", subject: UNBOUND.b, version: 1 },
-  ]);
-  for (const p of POLICIES) await store.cards.setPolicy(p.owner, p.holder, p.policy);
-  // bob's change after the bindings: his holders' pending card entries now carry version 2.
-  const bob2 = fixtureCard("bob2");
-  await store.cards.set(JID.bob, bob2, cardHash(bob2));
-
-  for (const [owner, blocked] of BLOCKS) await ex.block(owner, blocked, 100);
-  for (const r of PENDING_REQUESTS) {
-    await ex.createRequest(r, { recipient: r.to, kind: "exchange-request", subject: r.id, version: 1 });
-  }
-  await ex.createRequest(DECLINED_REQUEST, {
-    recipient: DECLINED_REQUEST.to,
-    kind: "exchange-request",
-    subject: DECLINED_REQUEST.id,
-    version: 1,
-  });
-  await ex.closeRequest(DECLINED_REQUEST.id, [
-    {
-      recipient: DECLINED_REQUEST.from,
-      kind: "exchange-declined",
-      subject: DECLINED_REQUEST.id,
-      version: 1,
-      payload: JSON.stringify({ id: DECLINED_REQUEST.id, by: DECLINED_REQUEST.to }),
-    },
-  ]);
-  await ex.createCode(CODES.live, 10);
-  await ex.createCode(CODES.expired, 10);
-
-  // alice was online: everything pending for her was delivered and acknowledged.
-  await store.outbox.ack(await store.outbox.due(JID.alice, FAR_FUTURE, 1000));
-
-  for (const n of PUSH_NODES) await store.push.createNode(n);
-  store.db.prepare("INSERT INTO meta (key, value) VALUES ('secret:push-ref-key', ?)").run(PUSH_REF_KEY);
-  await store.push.enqueue([...PUSH_JOBS, SENT_JOB]);
-  await store.push.sent([SENT_JOB.id], [SENT_JOB.token], Date.now());
-
-  await store.presence.add(RESOURCE.bare, RESOURCE.full);
-  await store.presence.addSubscriber(SUBSCRIBER);
-}
-
-/** Writes the fixture to `file` (replacing it) through the current store, with the clock fixed meanwhile. */
-export async function writeFixture(file: string): Promise<void> {
-  for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
-  const realNow = Date.now;
-  let tick = 0;
-  Date.now = () => FIXTURE_CLOCK + 1000 * tick++;
-  try {
-    // Exactly the pre-redesign schema (versions 1/100/200), whatever later legacy versions this code has (300
-    // only adds indexes): the old repositories still run on it, and the file stays what S2b's rekey starts from.
-    const store = new SqliteStore(file, { legacy: false });
-    try {
-      const upTo200 = { ...LEGACY, migrations: LEGACY.migrations.filter((m) => m.version <= SCHEMA_VERSION) };
-      await store.migrate(flattenModules([upTo200]));
-      if ((await store.schemaVersion()) !== SCHEMA_VERSION) {
-        throw new Error(`the fixture database is not at schema ${SCHEMA_VERSION}`);
-      }
-      await populate(store);
-      // Folds the WAL into the file, so the .sqlite alone is the whole database.
-      store.db.pragma("wal_checkpoint(TRUNCATE)");
-    } finally {
-      await store.close();
-    }
-  } finally {
-    Date.now = realNow;
-  }
-}
-
 export type RowDump = Record<string, Array<Record<string, unknown>>>;
 
 /** Every table's rows, each table ordered by all of its columns: equal dumps mean equal databases. */
@@ -383,15 +333,4 @@ export function dumpRows(db: Db): RowDump {
     >;
   }
   return out;
-}
-
-if (process.argv[1] && import.meta.url.endsWith(path.basename(process.argv[1]))) {
-  const out = path.resolve(process.argv[2] ?? "test/fixtures/v200.sqlite");
-  writeFixture(out).then(
-    () => process.stdout.write(`${out}\n`),
-    (e: unknown) => {
-      process.stderr.write(`make-fixture-v200: ${(e as Error).stack ?? String(e)}\n`);
-      process.exitCode = 1;
-    },
-  );
 }

@@ -30,6 +30,8 @@ export const NS = {
   PROSODY_COMPONENT: "xmpp:prosody.im/protocol/component",
   // cardlink's own protocol (docs/PROTOCOL.md)
   CARDLINK: "urn:cardlink:0",
+  /** The server-side address book (PROTOCOL §20). */
+  BOOK: "urn:cardlink:book:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
 } as const;

@@ -116,6 +116,8 @@ function readParams(p: JProp, field: string, label: string): { types: string[]; 
 /** vCard4 has a URI (often data:); vCard3 inlines base64 with ENCODING=b and the format in TYPE ("JPEG"). */
 function readPhoto(p: JProp): string {
   const value = plain(p[3]).trim();
+  // Google's vCard 3.0 export writes `PHOTO:https://…` without VALUE=uri, which vCard 3 types as binary.
+  if (/^https?:\/\//i.test(value)) return value;
   const encoding = paramList(p, "encoding")[0]?.toLowerCase();
   if (p[2] !== "binary" && encoding !== "b" && encoding !== "base64") return value;
   const base64 = value.replace(/\s+/g, "");
@@ -127,6 +129,82 @@ function readPhoto(p: JProp): string {
     );
   }
   return `data:${mime};base64,${base64}`;
+}
+
+/**
+ * Apple's "no year" birthday: iOS and macOS write `BDAY;X-APPLE-OMIT-YEAR=1604:1604-03-15` (year 1604 as a
+ * placeholder). The model's form for a birthday without a year is `--MM-DD`.
+ */
+function readBday(p: JProp): string {
+  const v = str(p[3]).trim();
+  const omit = paramList(p, "x-apple-omit-year")[0];
+  const m = /^(\d{4})-?(\d{2})-?(\d{2})/.exec(v);
+  if (omit !== undefined && m && m[1] === omit.trim()) return `--${m[2]}-${m[3]}`;
+  return v;
+}
+
+/** Apple's built-in X-ABLabel values (`_$!<Mobile>!$_`), as TYPE values. */
+const APPLE_LABELS: Record<string, string[]> = {
+  mobile: ["cell"],
+  iphone: ["cell"],
+  home: ["home"],
+  work: ["work"],
+  main: ["main"],
+  other: [],
+  homepage: ["home"],
+  homefax: ["home", "fax"],
+  workfax: ["work", "fax"],
+  otherfax: ["fax"],
+  pager: ["pager"],
+  school: ["school"],
+};
+
+/**
+ * An X-ABLabel value as TYPE values: Apple's built-in labels (`_$!<HomeFAX>!$_`) map to the RFC 6350 types; a
+ * custom label (Apple's and Google's "item1.X-ABLabel:Holiday home") becomes one `x-` type made of its letters
+ * and digits (`x-holiday-home`): the model has no free-text label, and a TYPE must be a token. A label with no
+ * usable character is dropped.
+ */
+export function labelTypes(label: string): string[] {
+  const t = label.trim();
+  const apple = /^_\$!<(.*)>!\$_$/.exec(t);
+  if (apple) {
+    const known = APPLE_LABELS[(apple[1] ?? "").toLowerCase()];
+    if (known) return known;
+  }
+  const token = (apple ? (apple[1] ?? "") : t)
+    .normalize("NFKD")
+    .replace(/\p{M}/gu, "")
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 40)
+    .replace(/-+$/, "");
+  return token === "" ? [] : [`x-${token}`];
+}
+
+/**
+ * Grouped properties (RFC 6350 §3.3 `item1.TEL`): Apple and Google attach a label to a property by putting an
+ * `X-ABLabel` in the same group. The label becomes TYPE values of every property of its group (labelTypes); the
+ * label properties themselves and the group names are dropped (the model has no groups).
+ */
+function applyGroupLabels(props: readonly JProp[]): JProp[] {
+  const labels = new Map<string, string[]>();
+  for (const p of props) {
+    const group = p[1]["group"];
+    if (p[0] === "x-ablabel" && typeof group === "string") {
+      labels.set(group.toLowerCase(), [...(labels.get(group.toLowerCase()) ?? []), ...labelTypes(str(p[3]))]);
+    }
+  }
+  if (labels.size === 0) return [...props];
+  return props.map((p) => {
+    const group = p[1]["group"];
+    const extra = typeof group === "string" ? labels.get(group.toLowerCase()) : undefined;
+    if (!extra || extra.length === 0 || p[0] === "x-ablabel") return p;
+    const have = p[1]["type"];
+    const types = Array.isArray(have) ? have.map(str) : have === undefined ? [] : [str(have)];
+    return [p[0], { ...p[1], type: [...types, ...extra] }, p[2], ...p.slice(3)] as JProp;
+  });
 }
 
 function parseFailure(input: string, e: unknown): CardError {
@@ -165,10 +243,12 @@ export function cardFromVcf(text: string, limits: CardLimits): Card {
 
   const byName = new Map<string, JProp[]>();
   try {
+    const props: JProp[] = [];
     for (const prop of new ICAL.Component(jcal).getAllProperties()) {
       const raw: unknown = prop.jCal;
-      if (isJProp(raw)) byName.set(prop.name, [...(byName.get(prop.name) ?? []), raw]);
+      if (isJProp(raw)) props.push(raw);
     }
+    for (const raw of applyGroupLabels(props)) byName.set(raw[0], [...(byName.get(raw[0]) ?? []), raw]);
   } catch (e) {
     // Hydrating ical.js's own parse output should not fail; if it does, the input was still not a usable
     // vCard.
@@ -216,7 +296,7 @@ export function cardFromVcf(text: string, limits: CardLimits): Card {
     if (p) card[single] = plain(p[3]);
   }
   const bday = first("bday");
-  if (bday) card.bday = str(bday[3]);
+  if (bday) card.bday = readBday(bday);
   const photo = first("photo");
   if (photo) card.photo = { uri: readPhoto(photo) };
 
@@ -292,4 +372,69 @@ export function cardToVcf(card: Card): string {
   if (c.photo) props.push(["photo", {}, "uri", c.photo.uri]);
   if (c.categories.length > 0) props.push(["categories", {}, "text", ...c.categories]);
   return `${stringifyFolded(new ICAL.Component(["vcard", props, []]))}\r\n`;
+}
+
+/** One card of a multi-card .vcf file: where it starts, and the card or why it was refused. */
+export type VcfBookItem =
+  { index: number; line: number; card: Card } | { index: number; line: number; error: string };
+
+/** Most cards one .vcf file may hold (a bound on parsing work; the address book's own cap is lower). */
+export const MAX_VCF_CARDS = 100_000;
+
+/**
+ * Splits a .vcf file holding several vCards (RFC 6350 §3.1: "one or more vCards") into the text of each, with
+ * the 1-based line it begins on. A card runs from a `BEGIN:VCARD` line to the next `END:VCARD` line (case-
+ * insensitive; folded continuation lines start with white space, so they never look like either). Text between
+ * cards that is not blank is reported as an item of its own, so nothing in the file is skipped silently.
+ */
+export function splitVcf(text: string): Array<{ line: number; text: string; stray?: true }> {
+  const lines = text.replace(/^\uFEFF/, "").split(/\r\n|\n|\r/);
+  const out: Array<{ line: number; text: string; stray?: true }> = [];
+  let start = -1;
+  let stray = -1;
+  for (let i = 0; i < lines.length; i++) {
+    const l = (lines[i] as string).trimEnd();
+    if (start < 0) {
+      if (/^BEGIN:VCARD$/i.test(l)) {
+        if (stray >= 0) out.push({ line: stray + 1, text: lines.slice(stray, i).join("\r\n"), stray: true });
+        stray = -1;
+        start = i;
+      } else if (l.trim() !== "" && stray < 0) stray = i;
+      continue;
+    }
+    if (/^END:VCARD$/i.test(l)) {
+      out.push({ line: start + 1, text: `${lines.slice(start, i + 1).join("\r\n")}\r\n` });
+      start = -1;
+    }
+  }
+  if (start >= 0) out.push({ line: start + 1, text: lines.slice(start).join("\r\n") });
+  if (stray >= 0) out.push({ line: stray + 1, text: lines.slice(stray).join("\r\n"), stray: true });
+  return out;
+}
+
+/**
+ * Parses a .vcf file of several cards (vCard 3.0 and 4.0, Apple's and Google's exports): every card is parsed
+ * and validated on its own by cardFromVcf, so one bad card is reported (with its index and line) and the others
+ * are still read. A card without END:VCARD and stray text between cards are reported as errors too.
+ */
+export function cardsFromVcf(text: string, limits: CardLimits): VcfBookItem[] {
+  const parts = splitVcf(text);
+  if (parts.length > MAX_VCF_CARDS) {
+    throw new CardError(`vcf: the file holds ${parts.length} cards, at most ${MAX_VCF_CARDS} are read`);
+  }
+  return parts.map((p, index) => {
+    if (p.stray) return { index, line: p.line, error: "vcf: text outside BEGIN:VCARD … END:VCARD" };
+    if (!/^END:VCARD\s*$/im.test(p.text)) return { index, line: p.line, error: "vcf: END:VCARD is missing" };
+    try {
+      return { index, line: p.line, card: cardFromVcf(p.text, limits) };
+    } catch (e) {
+      if (e instanceof CardError) return { index, line: p.line, error: e.message };
+      throw e;
+    }
+  });
+}
+
+/** Several cards as one vCard 4.0 file (each as cardToVcf writes it, one after another). */
+export function cardsToVcf(cards: readonly Card[]): string {
+  return cards.map(cardToVcf).join("");
 }

@@ -1,9 +1,7 @@
-import { flattenModules } from "./migrate.js";
-import { LEGACY } from "./sqlite/legacy.js";
 import { PostgresStore } from "./postgres/store.js";
 import { SqliteStore } from "./sqlite/store.js";
 import { migrations2000 } from "./sqlite/rekey-2000.js";
-import type { Migration, Repos, Store, StoreOptions } from "./store.js";
+import type { Migration, Store, StoreOptions } from "./store.js";
 
 /**
  * The `database` section of the configuration. Declared here, not in component/runtime/config.ts, because
@@ -31,6 +29,9 @@ export interface DatabaseConfig {
   walLimitPages?: number;
 }
 
+/** A Store migrated at open, with what the migration did (the running app logs it). */
+export type MigratedStore = Store & { migrations: { applied: number[]; current: number } };
+
 /** The SQLite checkpointer's settings (sqlite/checkpointer.ts) from the `database` section; unset: its defaults. */
 const checkpointOf = (db: DatabaseConfig) => ({
   checkpoint: {
@@ -38,20 +39,6 @@ const checkpointOf = (db: DatabaseConfig) => ({
     ...(db.walLimitPages !== undefined ? { walLimitPages: db.walLimitPages } : {}),
   },
 });
-
-/** A Store that also carries the old repositories (until the switch, S11), as the running app uses it. */
-export type AppStore = Store & Repos & { migrations: { applied: number[]; current: number } };
-
-/** Why the running app cannot use this database yet (undefined: it can). */
-export function appStoreRefusal(db: Pick<DatabaseConfig, "driver">): string | undefined {
-  if (db.driver === "sqlite") return undefined;
-  return (
-    'database.driver "postgres" opens only the new core\'s Store (which `cardlink run` serves): migrate, backup, ' +
-    "stats, export-user and delete-user still read the SQLite file directly. The rest of the redesign's switch " +
-    "(docs/REDESIGN.md §6, step S11) enables PostgreSQL for them; until then use sqlite for them (docs/OPERATIONS.md " +
-    '"PostgreSQL (preview)")'
-  );
-}
 
 /**
  * The new core's Store on the configured backend, no migrations applied (the caller runs its modules through
@@ -80,30 +67,6 @@ export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<St
 }
 
 /**
- * The running app's store: the new core plus the old repositories, legacy migrations applied
- * (storage/sqlite/legacy.ts). SQLite only until the switch: PostgreSQL throws appStoreRefusal's reason.
- */
-export async function openAppStore(db: DatabaseConfig, o: StoreOptions): Promise<AppStore> {
-  const refused = appStoreRefusal(db);
-  if (refused) throw new Error(refused);
-  const store = new SqliteStore(db.path, {
-    ...o,
-    ...checkpointOf(db),
-    legacy: false,
-    busyTimeoutMs: o.busyTimeoutMs ?? db.busyTimeoutMs,
-    txWarnMs: o.txWarnMs ?? db.txWarnMs,
-  });
-  try {
-    // The legacy versions 1/100/200 through the backend-neutral runner (the same SQL as db.ts migrate()).
-    await store.migrate(flattenModules([LEGACY]));
-  } catch (e) {
-    await store.close();
-    throw e;
-  }
-  return store;
-}
-
-/**
  * The new core's store (docs/REDESIGN.md §2.8, step S11), migrated: an empty database gets the 2000 schema; a
  * database the old code wrote (versions 1–300) gets the legacy versions it lacks and then the rekey copy to 2000
  * in one transaction each; one at 2000 or later is left as it is. `extra` are the feature modules' own
@@ -113,14 +76,26 @@ export async function openCoreStore(
   db: DatabaseConfig,
   o: StoreOptions,
   extra: readonly Migration[] = [],
-): Promise<Store & { migrations: { applied: number[]; current: number } }> {
+): Promise<MigratedStore> {
   const store = await openStore(db, o);
   try {
-    const version = await store.schemaVersion();
-    const report = await store.migrate([...migrations2000({ version }), ...extra]);
+    const report = await store.migrate(await coreMigrations(store, extra));
     return Object.assign(store, { migrations: { applied: report.applied, current: report.current } });
   } catch (e) {
     await store.close();
     throw e;
   }
+}
+
+/**
+ * The migration list openCoreStore applies to this store: what `cardlink migrate` applies (or, dry, lists), so
+ * the command and a start do the same thing to a database. It depends on where the database stands (a legacy
+ * file gets the legacy versions it lacks and the rekey; an empty one the fresh 2000 DDL).
+ */
+export async function coreMigrations(
+  store: Pick<Store, "schemaVersion">,
+  extra: readonly Migration[] = [],
+): Promise<Migration[]> {
+  const version = await store.schemaVersion();
+  return [...migrations2000({ version }), ...extra];
 }

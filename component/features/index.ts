@@ -8,9 +8,11 @@ import type { FeatureModule } from "../runtime/context.js";
 import { cardVersion } from "./cards/api.js";
 import { cards } from "./cards/index.js";
 import { devices } from "./devices/index.js";
+import { groupsModule } from "./groups/index.js";
 import { exchangeModule } from "./exchange/index.js";
 import { pushModule } from "./push/index.js";
 import { adminModule } from "./admin/index.js";
+import { addressbookModule } from "./addressbook/index.js";
 import { userdataModule } from "./userdata/index.js";
 
 export interface FeatureListOptions {
@@ -28,6 +30,8 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
     devices,
     exchangeModule({ cardVersion: async (read, owner) => (await cardVersion(read, owner))?.version }),
     pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds, cachedRead: o.cachedRead }),
+    addressbookModule(),
+    groupsModule(),
     userdataModule(),
     adminModule(),
   ];

@@ -1,15 +1,16 @@
 /** Composes one cardlink: config → store → link → router → features. start() connects; stop() is graceful. */
 import type { Server } from "node:http";
 import type { Element } from "../../stanzas/xml.js";
-import { appStoreRefusal, openAppStore, openCoreStore, type AppStore } from "../../storage/index.js";
+import type { Migration, Store } from "../../storage/store.js";
+import { openCoreStore, type MigratedStore } from "../../storage/index.js";
 import { NS } from "../../stanzas/ns.js";
 import { errorElement, StanzaError } from "../../stanzas/errors.js";
 import { xml } from "../../stanzas/xml.js";
 import { AdhocCommands } from "./adhoc.js";
 import { StanzaBudget } from "./budget.js";
-import { ConfigError, type Config } from "./config.js";
+import type { Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
-import type { AppContext, Feature, FeatureModule, Runtime } from "./context.js";
+import type { AppContext, FeatureModule, Runtime } from "./context.js";
 import { buildCore, type Core } from "./runtime.js";
 import { EventBus } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
@@ -24,51 +25,39 @@ export interface Cardlink {
   ctx: AppContext;
   link: XmppLink;
   /**
-   * The new core's runtime (undefined on the legacy core). Tests seed through its feature services, so a seeded
-   * binding or block follows the real rules and its after-commit kicks reach this app's engine.
+   * The core's runtime. Tests seed through its feature services, so a seeded binding or block follows the real
+   * rules and its after-commit kicks reach this app's engine.
    */
-  rt?: Runtime;
+  rt: Runtime;
   start(): Promise<void>;
   stop(): Promise<void>;
-}
-
-/**
- * Which core runs (transitional, issue 8 S11): "2000" = the redesigned core (runtime.ts, the modules `opts.modules`
- * builds) on schema 2000, which migrates a legacy database on start — the default since every test passed on it;
- * "legacy" = the old features on schema 1–300 (`opts.features`), kept selectable with CARDLINK_CORE=legacy only
- * until its files are deleted (the rest of S11). A database on 2000 cannot go back to the legacy core.
- */
-export type CoreChoice = "legacy" | "2000";
-
-export function coreChoice(): CoreChoice {
-  return process.env.CARDLINK_CORE === "legacy" ? "legacy" : "2000";
 }
 
 export async function createCardlink(
   config: Config,
   opts: {
     log?: Logger;
-    features?: Feature[];
-    core?: CoreChoice;
-    modules?: (o: { wakeKinds: () => readonly string[] }) => FeatureModule[];
-  } = {},
+    /** The feature modules (component/features.ts coreModules in production; tests may pass fewer). */
+    modules: (o: { wakeKinds: () => readonly string[] }) => FeatureModule[];
+    /**
+     * The modules' own migrations (versions above 2000), applied after the core's at open. Absent = the migrations
+     * the given modules declare, so a module's tables always exist where its paths and kinds are registered.
+     */
+    migrations?: readonly Migration[];
+  },
 ): Promise<Cardlink> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = new Metrics();
-  const core = (opts.core ?? coreChoice()) === "2000" && opts.modules !== undefined;
-  // PostgreSQL runs the new core's Store only; the old features need the SQLite repositories.
-  const refused = core ? undefined : appStoreRefusal(config.database);
-  if (refused) throw new ConfigError(refused);
-  const store = core
-    ? ((await openCoreStore(config.database, { log })) as unknown as AppStore) // the new core reads only Store
-    : await openAppStore(config.database, { log });
+  const migrations =
+    opts.migrations ?? opts.modules({ wakeKinds: () => [] }).flatMap((m) => m.migrations ?? []);
+  const store = await openCoreStore(config.database, { log }, migrations);
   metrics.describe(
     "cardlink_uow_duration_seconds",
     "time a unit of work held the database write lock (BEGIN to COMMIT), by name",
   );
   store.onCommit((name, ms) => metrics.observe("cardlink_uow_duration_seconds", { name }, ms / 1000));
   observeCheckpoints(store, metrics);
-  if (core) armFault(store, process.env.CARDLINK_TEST_FAULT, log);
+  armFault(store, process.env.CARDLINK_TEST_FAULT, log);
   if (store.migrations.applied.length > 0) {
     log.info(
       { event: "migrated", applied: store.migrations.applied, version: store.migrations.current },
@@ -83,6 +72,7 @@ export async function createCardlink(
     maxDelayMs: config.reconnect.maxDelayMs,
     rawStream: config.log.rawStream,
     log,
+    corkWrites: config.link.corkWrites,
   });
   const budget = new StanzaBudget(config.link.stanzaLimitBytes);
   let largestSent = 0;
@@ -160,19 +150,14 @@ export async function createCardlink(
     send,
     online: () => link.online,
   };
-  const features = core ? [] : (opts.features ?? []);
   attachService(ctx);
-  for (const f of features) f.attach(ctx);
-  let coreRt: Core | undefined;
-  if (core && opts.modules) {
-    coreRt = buildCore(
-      { config, log, metrics, router, adhoc, events, iq, budget, send, online: () => link.online },
-      store,
-      opts.modules,
-    );
-    ctx.pushAppServer = coreRt.discoFeatures().includes(NS.PUSH);
-    ctx.moduleFeatures = coreRt.discoFeatures;
-  }
+  const coreRt: Core = buildCore(
+    { config, log, metrics, router, adhoc, events, iq, budget, send, online: () => link.online },
+    store,
+    opts.modules,
+  );
+  ctx.pushAppServer = coreRt.discoFeatures().includes(NS.PUSH);
+  ctx.moduleFeatures = coreRt.discoFeatures;
   adhoc.attach(router);
 
   metrics.gauge("cardlink_link_up", () => (link.online ? 1 : 0), "1 while connected to Prosody");
@@ -211,21 +196,11 @@ export async function createCardlink(
   link.on("stanza", (el: Element) => router.handle(el));
   link.on("offline", () => iq.rejectAll("link to Prosody lost"));
   link.on("online", () => {
-    if (coreRt) {
-      coreRt
-        .online()
-        .catch((e: unknown) =>
-          log.error({ event: "core-online-failed", err: (e as Error).message }, "core start failed"),
-        );
-    }
-    for (const f of features) {
-      Promise.resolve(f.online?.()).catch((e: unknown) =>
-        log.error(
-          { event: "feature-online-failed", feature: f.name, err: (e as Error).message },
-          "feature start failed",
-        ),
+    coreRt
+      .online()
+      .catch((e: unknown) =>
+        log.error({ event: "core-online-failed", err: (e as Error).message }, "core start failed"),
       );
-    }
   });
 
   /** /healthz: serving means the link is up and the database answers. */
@@ -244,7 +219,7 @@ export async function createCardlink(
   return {
     ctx,
     link,
-    ...(coreRt ? { rt: coreRt.rt } : {}),
+    rt: coreRt.rt,
     async start() {
       if (config.metricsPort) {
         metrics.watchEventLoop();
@@ -260,17 +235,7 @@ export async function createCardlink(
       // Replies to updates in flight can no longer be waited for: fail them now so the outbox records a retry
       // while the database is still open (the entries stay and are delivered after the restart).
       iq.rejectAll("shutting down");
-      if (coreRt) await coreRt.stop();
-      for (const f of [...features].reverse()) {
-        try {
-          await f.stop?.();
-        } catch (e) {
-          log.error(
-            { event: "feature-stop-failed", feature: f.name, err: (e as Error).message },
-            "feature stop failed",
-          );
-        }
-      }
+      await coreRt.stop();
       await link.stop();
       iq.rejectAll("shutting down");
       metricsServer?.close();
@@ -286,7 +251,7 @@ export async function createCardlink(
  * and how many pages the WAL holds. Idle runs (nothing to copy) are not observed; the gauge appears with the
  * worker's first report (never on PostgreSQL, nor with database.checkpointIntervalMs 0).
  */
-function observeCheckpoints(store: Pick<AppStore, "onCheckpoint">, metrics: Metrics): void {
+function observeCheckpoints(store: Pick<Store, "onCheckpoint">, metrics: Metrics): void {
   if (!store.onCheckpoint) return;
   metrics.histogram(
     "cardlink_sqlite_checkpoint_duration_seconds",
@@ -320,7 +285,7 @@ function observeCheckpoints(store: Pick<AppStore, "onCheckpoint">, metrics: Metr
  * follows it in memory (kicks, sends) happens. `…:<unit>@<armed by>` arms it only once `<armed by>` committed
  * (the push-scan observer commits on every poll; the test wants the scan that follows a card change).
  */
-function armFault(store: Pick<AppStore, "onCommit">, spec: string | undefined, log: Logger): void {
+function armFault(store: Pick<MigratedStore, "onCommit">, spec: string | undefined, log: Logger): void {
   const m = spec === undefined ? null : /^sigkill-after-commit:([\w.-]+)(?:@([\w.-]+))?$/.exec(spec);
   if (!m) {
     if (spec) log.warn({ event: "fault-ignored", spec }, "CARDLINK_TEST_FAULT not understood; ignored");

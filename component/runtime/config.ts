@@ -261,7 +261,7 @@ export const configSchema = z.strictObject({
   admins: strings([], "bare JIDs allowed to run the admin ad-hoc commands"),
   dataDir: str("", "data directory ('' = $STATE_DIRECTORY, else /var/lib/cardlink)"),
   database: section({
-    // postgres opens only the new core's Store (issue 13); `cardlink run` refuses it until the switch (S11).
+    // postgres: every command runs on it but `cardlink backup` (SQLite's file copy; pg_dump instead).
     driver: meta(z.enum(["sqlite", "postgres"], { error: "must be sqlite or postgres" }).prefault("sqlite"), {
       description: "storage backend",
     }),
@@ -309,6 +309,11 @@ export const configSchema = z.strictObject({
         max: LINK_LIMIT_MAX,
       },
     ),
+    // On by the fanout benchmark (docs/BENCHMARKS.md): fewer, larger reads for Prosody; a lone stanza waits
+    // for the end of its event-loop turn only (the latency benchmark's update_corked case).
+    corkWrites: meta(z.boolean().prefault(true), {
+      description: "stanzas written in one event-loop turn leave in one socket write",
+    }),
   }),
   shutdownGraceMs: num(5_000, 0, 600_000, "how long shutdown waits for in-flight work"),
   metricsPort: num(0, 0, 65535, "port of /metrics and /healthz (0 = off)"),
@@ -327,17 +332,38 @@ export const configSchema = z.strictObject({
     maxItemsPerField: num(20, 1, 1000, "entries of one card property"),
     maxTextLength: num(1024, 16, 65536, "code points of any one card value"),
   }),
+  book: section({
+    maxEntries: num(5_000, 1, 100_000, "entries one user's address book may hold"),
+    maxBytes: num(32 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024, "UTF-8 bytes of one user's book entries"),
+  }),
   exchange: section({
     codeTtlSeconds: num(300, 10, 86_400, "lifetime of a one-time exchange code"),
     requestTtlSeconds: num(7 * 24 * 3600, 60, 365 * 86_400, "lifetime of an unanswered exchange request"),
     maxPendingPerUser: num(50, 1, 10_000, "unanswered exchange requests one user may have out"),
+  }),
+  groups: section({
+    maxMembers: num(5_000, 2, 100_000, "members of one group, the owner included"),
+    ownedPerUser: num(100, 1, 10_000, "groups one user owns"),
+    joinedPerUser: num(500, 1, 100_000, "groups one user is a member of, owned ones included"),
+    pendingInvitationsPerGroup: num(500, 1, 100_000, "unanswered, unexpired invitations of one group"),
+    invitationTtlSeconds: num(14 * 86_400, 60, 365 * 86_400, "lifetime of an unanswered group invitation"),
+    exemptionsPerUser: num(1_000, 1, 100_000, "co-members one user exempts from receiving their card"),
+    pollMinSeconds: num(300, 60, 86_400, "shortest polling interval a member may choose for a group"),
+    pollMaxSeconds: num(
+      7 * 86_400,
+      3_600,
+      90 * 86_400,
+      "longest polling interval a member may choose for a group",
+    ),
   }),
   delivery: section({
     ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
     retryMaxMs: num(5 * 60_000, 100, 86_400_000, "delivery retry delay cap"),
     batchSize: num(20, 1, 200, "most entries carried by one <updates/> IQ"),
-    coalesceWindowMs: num(50, 0, 1000, "a lane sent to less than this long ago waits until then"),
+    // 0 by measurement (S15, docs/BENCHMARKS.md "fanout"): 50 ms held every update of a steadily busy lane for
+    // up to 50 ms (the latency benchmark's busy link: p50 46 ms) and bought nothing measurable for many owners.
+    coalesceWindowMs: num(0, 0, 1000, "a lane sent to less than this long ago waits until then"),
     ackBatchMs: num(2, 0, 50, "acknowledgements written together"),
     deviceIdleDays: num(30, 1, 365, "a device cursor idle this long goes dormant"),
     sharedIdleDays: num(2, 1, 365, "a shared cursor of an account with device cursors goes dormant"),

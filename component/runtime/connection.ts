@@ -20,6 +20,8 @@ export interface LinkOptions {
   maxDelayMs: number;
   rawStream: boolean;
   log: Logger;
+  /** link.corkWrites: the stanzas written in one event-loop turn leave in one socket write (see send). */
+  corkWrites?: boolean;
 }
 
 export type LinkStatus = "offline" | "connecting" | "online" | "stopping";
@@ -39,9 +41,31 @@ export class XmppLink extends EventEmitter {
    * Linux). Always on in production; the latency benchmark turns it off to show the difference.
    */
   noDelay = true;
+  /** link.corkWrites (the latency benchmark switches it per sample to compare). */
+  corkWrites: boolean;
+  /** The socket corked for the current event-loop turn (corkWrites), or null. */
+  private corked: Socket | null = null;
 
   constructor(private readonly opts: LinkOptions) {
     super();
+    this.corkWrites = opts.corkWrites ?? false;
+  }
+
+  /**
+   * A burst (e.g. one <updates/> IQ to each of 256 holders after a card change) is written in one turn of the
+   * event loop: with TCP_NODELAY each write is its own packet and Prosody's read of each its own wake-up. Corked,
+   * the turn's writes leave together when the socket is uncorked after the turn (setImmediate runs after every
+   * promise continuation of the turn), so Prosody reads them in a few large reads. A lone stanza waits for the end
+   * of its turn only.
+   */
+  private corkTurn(socket: Socket | null | undefined): void {
+    if (!socket || this.corked === socket) return;
+    socket.cork();
+    this.corked = socket;
+    setImmediate(() => {
+      if (this.corked === socket) this.corked = null;
+      socket.uncork();
+    });
   }
 
   start(): void {
@@ -168,6 +192,7 @@ export class XmppLink extends EventEmitter {
     const entity = this.entity;
     if (!entity || this.status !== "online") return false;
     try {
+      if (this.corkWrites) this.corkTurn(entity.socket as Socket | null);
       if (serialized === undefined) await entity.send(el);
       else {
         await entity.write(serialized);

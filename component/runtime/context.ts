@@ -1,13 +1,13 @@
 /** What every feature module receives: the shared services of one running cardlink. */
 import type { Element } from "../../stanzas/xml.js";
-import type { AppStore } from "../../storage/index.js";
+import type { MigratedStore } from "../../storage/index.js";
 import type { AccountId, Migration } from "../../storage/store.js";
 import type { AccountsRead } from "./accounts/api.js";
 import type { AdhocCommands } from "./adhoc.js";
 import type { AudiencePath } from "./audience/api.js";
 import type { StanzaBudget } from "./budget.js";
 import type { Config, LimitsConfig } from "./config.js";
-import type { EventBus } from "./events.js";
+import type { EventBus, TxHandler } from "./events.js";
 import type { IqCaller } from "./iq-caller.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -19,8 +19,8 @@ export interface AppContext {
   config: Config;
   log: Logger;
   metrics: Metrics;
-  /** The new Store (units of work) and the old repositories on one backend (storage/index.ts). */
-  store: AppStore;
+  /** The Store (units of work), migrated at open (storage/index.ts openCoreStore). */
+  store: MigratedStore;
   router: Router;
   adhoc: AdhocCommands;
   events: EventBus;
@@ -37,19 +37,9 @@ export interface AppContext {
   moduleFeatures?: () => string[];
 }
 
-/** A feature registers routes, commands and listeners in attach(); start/stop run with the link's lifecycle. */
-export interface Feature {
-  name: string;
-  attach(app: AppContext): void;
-  /** Called on every (re)connection to Prosody. */
-  online?(): void | Promise<void>;
-  stop?(): void | Promise<void>;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// The redesign's feature interface (docs/REDESIGN.md §3.6), beside the legacy AppContext/Feature above: the
-// new feature modules (component/features/<name>/, issue 8 S8–S10) are written against these; the legacy
-// features keep AppContext until the switch (S11) deletes them.
+// The feature interface (docs/REDESIGN.md §3.6): the feature modules (component/features/<name>/) are written
+// against these; AppContext above is what the composition root and the service module share.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** §3.6 names `limits: Limits`: the fair branch's `limits` config section. */
@@ -99,6 +89,12 @@ export interface FeatureModule {
   readonly channels?: readonly JobChannel[];
   readonly observers?: readonly Observer[];
   readonly audiencePaths?: readonly AudiencePath[];
+  /**
+   * Erases the module's rows of an account inside the deletion's unit of work (`account.deleting`). Declared here,
+   * not registered in attach, so the CLI's link-less core (runtime/offline.ts) runs exactly the handlers the
+   * running app does, from the same module list.
+   */
+  readonly onAccountDeleting?: TxHandler<"account.deleting">;
   /** disco#info features this module adds (evaluated per request: push depends on configured providers). */
   discoFeatures?(rt: Runtime): readonly string[];
   attach(rt: Runtime): void; // routes, ad-hoc commands, event handlers

@@ -10,24 +10,22 @@ import path from "node:path";
 import { createInterface } from "node:readline/promises";
 import { parseArgs } from "node:util";
 import { createSenders, PushConfigError } from "../../push/senders.js";
-import { migrate, openDatabase, openReadOnly, schemaState, type Db } from "../../storage/sqlite/db.js";
+import { openReadOnly, type Db } from "../../storage/sqlite/db.js";
 import { createCardlink } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { probeHandshake } from "./connection.js";
 import {
   adminRepo,
-  allFeatures,
   coreModules,
   buildExport,
-  buildExport2000,
   deleteAccount,
-  deleteAccount2000,
   isEmptyExport,
-  isEmptyExport2000,
+  moduleMigrations,
   userDataWiring,
 } from "../features.js";
-import { appStoreRefusal, openAppStore, openStore } from "../../storage/index.js";
-import type { Store } from "../../storage/store.js";
+import { coreMigrations, openStore } from "../../storage/index.js";
+import type { Migration, Store } from "../../storage/store.js";
+import type { SqliteStore } from "../../storage/sqlite/store.js";
 import { offlineCore } from "./offline.js";
 import { parseBareUserJid } from "./jid.js";
 import { createLogger, type Logger } from "./log.js";
@@ -156,23 +154,15 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
     case "backup":
       return withConfig(source, io, (c) => backupCommand(c, args[0] as string, io));
     case "export-user":
-      return withConfig(source, io, async (c) =>
-        (await isNewCore(c))
-          ? exportUser2000(c, parseBareUserJid(args[0] as string) as string, values.output, io)
-          : exportUserCommand(c, parseBareUserJid(args[0] as string) as string, values.output, io),
+      return withConfig(source, io, (c) =>
+        exportUserCommand(c, parseBareUserJid(args[0] as string) as string, values.output, io),
       );
     case "delete-user":
-      return withConfig(source, io, async (c) =>
-        (await isNewCore(c))
-          ? deleteUser2000(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io)
-          : deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
+      return withConfig(source, io, (c) =>
+        deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
       );
     default:
-      return withConfig(source, io, async (c) =>
-        (await isNewCore(c))
-          ? stats2000(c, values.json === true, io)
-          : statsCommand(c, values.json === true, io),
-      );
+      return withConfig(source, io, (c) => statsCommand(c, values.json === true, io));
   }
 }
 
@@ -206,9 +196,6 @@ async function withConfig(
   let config: Config;
   try {
     config = loadConfig(source);
-    // Every command but run and check-config reads the SQLite file (or the old repositories) directly.
-    const refused = appStoreRefusal(config.database);
-    if (refused) throw new ConfigError(refused);
   } catch (e) {
     return configError(io, e);
   }
@@ -231,7 +218,7 @@ async function run(source: Source, io: Io): Promise<number | "running"> {
   const log = createLogger(config.log.level);
   let app;
   try {
-    app = await createCardlink(config, { log, features: allFeatures(), modules: coreModules });
+    app = await createCardlink(config, { log, modules: coreModules, migrations: moduleMigrations() });
     await app.start();
   } catch (e) {
     // A push provider's bad credentials are a configuration error too (push/senders.ts): one line, exit 2.
@@ -344,9 +331,7 @@ async function checkConfig(source: Source, io: Io): Promise<number> {
     problem(2, isConfigError(e) ? e.message : `push: ${(e as Error).message}`);
   }
 
-  const refused = appStoreRefusal(config.database);
-  if (refused) problem(2, refused);
-  else checkDatabase(config, ok, note, problem);
+  await checkDatabase(config, ok, note, problem);
 
   const probe = await probeHandshake({
     service: config.service,
@@ -359,96 +344,120 @@ async function checkConfig(source: Source, io: Io): Promise<number> {
   return status;
 }
 
-function checkDatabase(
+async function checkDatabase(
   config: Config,
   ok: (s: string) => void,
   note: (s: string) => void,
   problem: (code: 1 | 2, s: string) => void,
-): void {
-  const file = config.database.path;
-  if (!existsSync(file)) {
+): Promise<void> {
+  const name = databaseName(config);
+  if (config.database.driver === "sqlite" && !existsSync(config.database.path)) {
     // The first start creates it: check that it can.
-    let dir = path.dirname(path.resolve(file));
+    let dir = path.dirname(path.resolve(name));
     while (!existsSync(dir)) dir = path.dirname(dir);
     try {
       accessSync(dir, constants.W_OK);
-      note(`database ${file} does not exist yet; the first start creates it`);
+      note(`database ${name} does not exist yet; the first start creates it`);
     } catch {
-      problem(1, `database ${file} does not exist and ${dir} is not writable`);
+      problem(1, `database ${name} does not exist and ${dir} is not writable`);
     }
     return;
   }
-  let db: Db | undefined;
+  let store: Store | undefined;
   try {
-    db = openReadOnly(file);
-    const s = schemaState(db);
+    store = await openStore(config.database, { log: createLogger("silent") });
+    const s = await schemaPlan(store);
     if (s.newer) {
-      problem(1, `database ${file} is at schema ${s.version}, newer than this cardlink (${s.current})`);
+      problem(1, `database ${name} is at schema ${s.version}, newer than this cardlink (${s.newest})`);
     } else if (s.pending.length > 0) {
       note(
-        `database ${file} is at schema ${s.version}; ${s.pending.length} migration(s) pending ` +
+        `database ${name} is at schema ${s.version}; ${s.pending.length} migration(s) pending ` +
           `(${s.pending.map((m) => m.version).join(", ")}): \`cardlink migrate\` or the next start applies them`,
       );
-    } else ok(`database ${file} at schema ${s.version}`);
+    } else ok(`database ${name} at schema ${s.version}`);
   } catch (e) {
-    problem(1, `database ${file} cannot be read: ${(e as Error).message}`);
+    problem(1, `database ${name} cannot be read: ${(e as Error).message}`);
   } finally {
-    db?.close();
+    await store?.close();
   }
+}
+
+/** Where a database stands against what `cardlink run` would apply to it (read only: a dry run). */
+interface SchemaPlan {
+  /** The highest version recorded, 0 when none. */
+  version: number;
+  /** The highest version this cardlink knows. */
+  newest: number;
+  /** Migrations a start (or `cardlink migrate`) would apply, in order. */
+  pending: Migration[];
+  /** The database was migrated by a newer cardlink: this one must not touch it. */
+  newer: boolean;
+  /** The list those were taken from (the store's core migrations and the modules'). */
+  all: Migration[];
+}
+
+/**
+ * The plan of the migrations `cardlink run` applies at start (storage/index.ts openCoreStore: the legacy
+ * versions and the rekey for an old database, the fresh 2000 DDL for a new one, then the modules'), without
+ * applying any. A store with no schema at all stands for a database that does not exist yet.
+ */
+async function schemaPlan(store: Pick<Store, "schemaVersion" | "migrate">): Promise<SchemaPlan> {
+  const version = await store.schemaVersion();
+  const all = await coreMigrations(store, moduleMigrations());
+  const newest = Math.max(0, ...all.map((m) => m.version));
+  if (version > newest) return { version, newest, pending: [], newer: true, all };
+  const r = await store.migrate(all, { dryRun: true });
+  const pending = all.filter((m) => r.pending.includes(m.version));
+  return { version, newest, pending, newer: false, all };
 }
 
 // ------------------------------------------------------------------------------------------------ migrate
 
 async function migrateCommand(config: Config, dryRun: boolean, io: Io): Promise<number> {
-  const file = config.database.path;
-  const existed = existsSync(file);
-  if (dryRun) {
-    if (!existed) {
-      io.out(`database ${file} does not exist; migrate would create it with every migration:`);
-    }
-    const db = existed ? openReadOnly(file) : undefined;
-    try {
-      const s = db ? schemaState(db) : schemaState(openMemory());
-      if (s.newer) {
-        io.err(`cardlink: database schema ${s.version} is newer than this cardlink (${s.current})`);
-        return 1;
-      }
-      if (existed) io.out(`database ${file} is at schema ${s.version} (this cardlink: ${s.current})`);
-      if (s.pending.length === 0) io.out("nothing to apply");
-      for (const m of s.pending) io.out(`would apply ${m.version} ${m.name}`);
-      return 0;
-    } finally {
-      db?.close();
-    }
+  const name = databaseName(config);
+  const sqlite = config.database.driver === "sqlite";
+  const existed = !sqlite || existsSync(config.database.path);
+  if (dryRun && !existed) {
+    // Nothing is created by a dry run: a new database gets the fresh schema.
+    io.out(`database ${name} does not exist; migrate would create it with every migration:`);
+    const s = await schemaPlan({
+      schemaVersion: async () => 0,
+      migrate: async (ms) => ({ applied: [], current: 0, pending: ms.map((m) => m.version) }),
+    });
+    for (const m of s.pending) io.out(`would apply ${m.version} ${m.name}`);
+    return 0;
   }
-  const db = openDatabase(file);
+  const store = await openStore(config.database, { log: createLogger("silent") });
   try {
-    const s = schemaState(db);
+    const s = await schemaPlan(store);
     if (s.newer) {
       io.err(
-        `cardlink: database schema ${s.version} is newer than this cardlink (${s.current}); not touched`,
+        `cardlink: database schema ${s.version} is newer than this cardlink (${s.newest})` +
+          (dryRun ? "" : "; not touched"),
       );
       return 1;
     }
-    if (s.pending.length === 0) {
-      io.out(`database ${file} is at schema ${s.version}: nothing to apply`);
+    if (dryRun) {
+      io.out(`database ${name} is at schema ${s.version} (this cardlink: ${s.newest})`);
+      if (s.pending.length === 0) io.out("nothing to apply");
+      for (const m of s.pending) io.out(`would apply ${m.version} ${m.name}`);
       return 0;
     }
-    if (existed && s.applied.length > 0) {
-      const copy = `${file}.pre-${s.current}-${new Date().toISOString().replace(/[:.]/g, "-")}.sqlite`;
-      await backupTo(db, copy);
-      io.out(`backed up ${file} to ${copy}`);
+    if (s.pending.length === 0) {
+      io.out(`database ${name} is at schema ${s.version}: nothing to apply`);
+      return 0;
     }
-    const r = migrate(db);
-    io.out(`applied ${r.applied.join(", ")}; database ${file} is at schema ${r.current}`);
+    if (sqlite && existed && s.version > 0) {
+      const copy = `${name}.pre-${s.newest}-${new Date().toISOString().replace(/[:.]/g, "-")}.sqlite`;
+      await backupTo((store as SqliteStore).db, copy);
+      io.out(`backed up ${name} to ${copy}`);
+    }
+    const r = await store.migrate(s.all);
+    io.out(`applied ${r.applied.join(", ")}; database ${name} is at schema ${r.current}`);
     return 0;
   } finally {
-    db.close();
+    await store.close();
   }
-}
-
-function openMemory(): Db {
-  return openDatabase(":memory:");
 }
 
 /**
@@ -464,6 +473,10 @@ async function backupTo(db: Db, file: string): Promise<void> {
 // ------------------------------------------------------------------------------------------------- backup
 
 async function backupCommand(config: Config, target: string, io: Io): Promise<number> {
+  if (config.database.driver !== "sqlite") {
+    io.err("cardlink: backup copies the SQLite database file; back up PostgreSQL with pg_dump");
+    return 2;
+  }
   const file = config.database.path;
   if (existsSync(target)) {
     io.err(`cardlink: ${target} exists; refusing to overwrite it`);
@@ -486,9 +499,16 @@ async function backupCommand(config: Config, target: string, io: Io): Promise<nu
       io.err(`cardlink: the copy ${target} fails its integrity check: ${String(integrity)}`);
       return 1;
     }
-    const s = schemaState(copy);
+    const version = copy
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+      .get()
+      ? Number(
+          (copy.prepare("SELECT MAX(version) AS v FROM schema_migrations").get() as { v: number | null }).v ??
+            0,
+        )
+      : 0;
     io.out(
-      `backed up ${file} to ${target} (${statSync(target).size} bytes, schema ${s.version}, integrity ok)`,
+      `backed up ${file} to ${target} (${statSync(target).size} bytes, schema ${version}, integrity ok)`,
     );
     return 0;
   } finally {
@@ -510,34 +530,6 @@ export interface DatabaseStats {
   exchangeCodesLive: number;
   outbox: Record<string, { entries: number; recipients: number; oldestAgeSeconds: number }>;
   pushQueue: Record<string, { notices: number; oldestAgeSeconds: number }>;
-}
-
-function statsCommand(config: Config, json: boolean, io: Io): number {
-  const file = config.database.path;
-  if (!existsSync(file)) {
-    io.err(`cardlink: database ${file} does not exist`);
-    return 1;
-  }
-  const db = openReadOnly(file);
-  try {
-    const schema = schemaState(db);
-    if (schema.newer || schema.pending.length > 0) {
-      io.err(
-        `cardlink: database ${file} is at schema ${schema.version}, this cardlink reads ${schema.current}` +
-          (schema.newer ? "" : ": run `cardlink migrate` first"),
-      );
-      return 1;
-    }
-    const s = readStats(db, file);
-    if (json) {
-      io.out(JSON.stringify(s, null, 2));
-      return 0;
-    }
-    printStats(s, io);
-    return 0;
-  } finally {
-    db.close();
-  }
 }
 
 function printStats(s: DatabaseStats, io: Io): void {
@@ -576,103 +568,7 @@ function age(seconds: number): string {
   return `${Math.round(seconds / 86_400)} d`;
 }
 
-export function readStats(db: Db, file: string, now = Date.now()): DatabaseStats {
-  const count = (sql: string, ...p: unknown[]): number => (db.prepare(sql).get(...p) as { n: number }).n;
-  const ageOf = (t: number): number => Math.max(0, Math.round((now - t) / 1000));
-  const outbox: DatabaseStats["outbox"] = {};
-  for (const r of db
-    .prepare(
-      "SELECT kind, count(*) AS n, count(DISTINCT recipient) AS r, min(created_at) AS t FROM outbox GROUP BY kind",
-    )
-    .all() as Array<{ kind: string; n: number; r: number; t: number }>) {
-    outbox[r.kind] = { entries: r.n, recipients: r.r, oldestAgeSeconds: ageOf(r.t) };
-  }
-  const pushQueue: DatabaseStats["pushQueue"] = {};
-  for (const r of db
-    .prepare("SELECT platform, count(*) AS n, min(created_at) AS t FROM push_queue GROUP BY platform")
-    .all() as Array<{ platform: string; n: number; t: number }>) {
-    pushQueue[r.platform] = { notices: r.n, oldestAgeSeconds: ageOf(r.t) };
-  }
-  const devices: Record<string, number> = {};
-  for (const r of db.prepare("SELECT platform, count(*) AS n FROM devices GROUP BY platform").all() as Array<{
-    platform: string;
-    n: number;
-  }>) {
-    devices[r.platform] = r.n;
-  }
-  return {
-    database: file,
-    schema: schemaState(db).version,
-    usersWithCards: count("SELECT count(*) AS n FROM cards"),
-    devices,
-    bindings: count("SELECT count(*) AS n FROM bindings"),
-    shares: count("SELECT count(*) AS n FROM shares"),
-    blocks: count("SELECT count(*) AS n FROM blocks"),
-    exchangeRequestsPending: count("SELECT count(*) AS n FROM exchange_requests WHERE expires_at > ?", now),
-    exchangeCodesLive: count("SELECT count(*) AS n FROM exchange_codes WHERE expires_at > ?", now),
-    outbox,
-    pushQueue,
-  };
-}
-
 // ------------------------------------------------------------------------------- export-user, delete-user
-
-/** The database must exist and be at this build's schema: a user's data is never read from a half-known one. */
-function currentDatabase(config: Config, io: Io): boolean {
-  const file = config.database.path;
-  if (!existsSync(file)) {
-    io.err(`cardlink: database ${file} does not exist`);
-    return false;
-  }
-  const db = openReadOnly(file);
-  try {
-    const s = schemaState(db);
-    if (s.newer || s.pending.length > 0) {
-      io.err(
-        `cardlink: database ${file} is at schema ${s.version}, this cardlink reads ${s.current}` +
-          (s.newer ? "" : ": run `cardlink migrate` first"),
-      );
-      return false;
-    }
-    return true;
-  } finally {
-    db.close();
-  }
-}
-
-async function exportUserCommand(
-  config: Config,
-  jid: string,
-  output: string | undefined,
-  io: Io,
-): Promise<number> {
-  if (output !== undefined && existsSync(output)) {
-    io.err(`cardlink: ${output} exists; refusing to overwrite it`);
-    return 1;
-  }
-  if (!currentDatabase(config, io)) return 1;
-  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
-  const store = await openAppStore(config.database, { log: createLogger("silent") });
-  try {
-    const doc = await buildExport(store, jid);
-    if (isEmptyExport(doc)) {
-      io.err(`cardlink: nothing is stored about ${jid}`);
-      return 1;
-    }
-    const text = JSON.stringify(doc, null, 2);
-    if (output === undefined) {
-      io.out(text);
-      return 0;
-    }
-    // The user's personal data: readable by the owner only, like backups.
-    writeFileSync(output, text + "\n", { mode: 0o600, flag: "wx" });
-    const rows = Object.values(doc.tables).reduce((a, t) => a + t.length, 0);
-    io.out(`exported ${jid} to ${output} (${rows} rows, ${doc.vcf.book.length} held cards)`);
-    return 0;
-  } finally {
-    await store.close();
-  }
-}
 
 /** delete-user's confirmation: 0 to go on, else the exit status (2 no terminal and no --yes, 1 mistyped). */
 async function confirmDeletion(jid: string, yes: boolean, io: Io): Promise<number> {
@@ -689,80 +585,40 @@ async function confirmDeletion(jid: string, yes: boolean, io: Io): Promise<numbe
   return 0;
 }
 
-async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
-  const confirmed = await confirmDeletion(jid, yes, io);
-  if (confirmed !== 0) return confirmed;
-  if (!currentDatabase(config, io)) return 1;
-  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
-  const store = await openAppStore(config.database, { log: createLogger("silent") });
-  try {
-    const r = await deleteAccount(store, jid);
-    if (r.deleted === 0) {
-      io.err(`cardlink: nothing is stored about ${jid}; nothing deleted`);
-      return 1;
-    }
-    const per = Object.entries(r.rows)
-      .filter(([, n]) => n > 0)
-      .map(([t, n]) => `${t} ${n}`)
-      .join(", ");
-    io.out(`deleted ${r.deleted} rows about ${jid} (${per})`);
-    io.out(
-      `${r.peers.length} holder(s) get an unbind notice (in the outbox: delivered when each comes online, ` +
-        `by the running service or at its next start)`,
-    );
-    return 0;
-  } finally {
-    await store.close();
-  }
-}
-
-// ------------------------------------------------------------- stats, export-user, delete-user on schema 2000
-// The new core's versions of the three DB-reading commands (issue 8 S11), chosen by the database's recorded
-// migration version: ≥ 2000 is the redesign's schema (a fresh 2000 install or a rekeyed 200). The legacy
-// versions above stay until the flip. Output is the same; only the source rows differ (stream, jobs, accounts).
-
-/** The first version of the redesign's schema (storage/sqlite/schema-2000.ts). */
-export const NEW_CORE_VERSION = 2000;
-
-/** Whether the configured database is at the redesign's schema (a missing file: no, the legacy path reports it). */
-async function isNewCore(config: Config): Promise<boolean> {
-  if (config.database.driver === "sqlite") {
-    if (!existsSync(config.database.path)) return false;
-    const db = openReadOnly(config.database.path);
-    try {
-      return schemaState(db).version >= NEW_CORE_VERSION;
-    } finally {
-      db.close();
-    }
-  }
-  const store = await openStore(config.database, { log: createLogger("silent") });
-  try {
-    return (await store.schemaVersion()) >= NEW_CORE_VERSION;
-  } finally {
-    await store.close();
-  }
-}
-
-/** The schema-2000 store, refused (message, undefined) when it is newer than this build's feature list. */
-async function open2000(config: Config, io: Io): Promise<Store | undefined> {
-  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
-  const store = await openStore(config.database, { log: createLogger("silent") });
-  const version = await store.schemaVersion();
-  const known = userDataWiring().knownVersion;
-  if (version > known) {
-    await store.close();
-    io.err(
-      `cardlink: database ${databaseName(config)} is at schema ${version}, this cardlink reads ${known}`,
-    );
+/**
+ * The store, for the commands that read a user's data or the whole database: it must exist and be exactly at
+ * what this build would migrate it to (refused with the reason otherwise: a user's data is never read from a
+ * half-known schema, and nothing is migrated behind the operator's back).
+ */
+async function currentStore(config: Config, io: Io): Promise<Store | undefined> {
+  const name = databaseName(config);
+  if (config.database.driver === "sqlite" && !existsSync(config.database.path)) {
+    io.err(`cardlink: database ${name} does not exist`);
     return undefined;
   }
-  return store;
+  // Silent: export-user writes its JSON to stdout, which a log line would corrupt.
+  const store = await openStore(config.database, { log: createLogger("silent") });
+  try {
+    const s = await schemaPlan(store);
+    if (s.newer || s.pending.length > 0) {
+      io.err(
+        `cardlink: database ${name} is at schema ${s.version}, this cardlink reads ${s.newest}` +
+          (s.newer ? "" : ": run `cardlink migrate` first"),
+      );
+      await store.close();
+      return undefined;
+    }
+    return store;
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
 }
 
 const databaseName = (config: Config): string =>
   config.database.driver === "sqlite" ? config.database.path : "(postgres)";
 
-export async function readStats2000(store: Store, name: string, now = Date.now()): Promise<DatabaseStats> {
+export async function readStats(store: Store, name: string, now = Date.now()): Promise<DatabaseStats> {
   const ageOf = (t: number): number => Math.max(0, Math.round((now - t) / 1000));
   const schema = await store.schemaVersion();
   return store.read("ctl.stats", async (r) => {
@@ -806,11 +662,11 @@ export async function readStats2000(store: Store, name: string, now = Date.now()
   });
 }
 
-async function stats2000(config: Config, json: boolean, io: Io): Promise<number> {
-  const store = await open2000(config, io);
+async function statsCommand(config: Config, json: boolean, io: Io): Promise<number> {
+  const store = await currentStore(config, io);
   if (!store) return 1;
   try {
-    const s = await readStats2000(store, databaseName(config));
+    const s = await readStats(store, databaseName(config));
     if (json) {
       io.out(JSON.stringify(s, null, 2));
       return 0;
@@ -822,7 +678,7 @@ async function stats2000(config: Config, json: boolean, io: Io): Promise<number>
   }
 }
 
-async function exportUser2000(
+async function exportUserCommand(
   config: Config,
   jid: string,
   output: string | undefined,
@@ -832,12 +688,12 @@ async function exportUser2000(
     io.err(`cardlink: ${output} exists; refusing to overwrite it`);
     return 1;
   }
-  const store = await open2000(config, io);
+  const store = await currentStore(config, io);
   if (!store) return 1;
   try {
     const core = offlineCore(store, userDataWiring());
-    const doc = await buildExport2000(core.read, jid);
-    if (isEmptyExport2000(doc)) {
+    const doc = await buildExport(core.read, jid);
+    if (isEmptyExport(doc)) {
       io.err(`cardlink: nothing is stored about ${jid}`);
       return 1;
     }
@@ -887,14 +743,14 @@ const summaryRank = (t: string): number => {
   return i < 0 ? SUMMARY_ORDER.length : i;
 };
 
-async function deleteUser2000(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
+async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
   const confirmed = await confirmDeletion(jid, yes, io);
   if (confirmed !== 0) return confirmed;
-  const store = await open2000(config, io);
+  const store = await currentStore(config, io);
   if (!store) return 1;
   try {
     const core = offlineCore(store, userDataWiring());
-    const r = await deleteAccount2000(core.uow, jid);
+    const r = await deleteAccount(core.uow, jid);
     if (r.deleted === 0) {
       io.err(`cardlink: nothing is stored about ${jid}; nothing deleted`);
       return 1;

@@ -101,6 +101,10 @@ export class IqCaller {
       }, timeoutMs);
       this.pending.set(key, { bare, resolve, reject, timer });
     });
+    // The timer can fire while the write below still waits for the socket (a deep send queue to a busy server):
+    // until the caller holds `reply`, its rejection is handled here, or it would be an unhandled rejection and
+    // end the process. The caller still gets the rejection.
+    reply.catch(() => undefined);
     const sent = await this.send(iq);
     if (!sent) {
       this.settle(key)?.reject(new Error("not connected"));

@@ -219,6 +219,7 @@ export function buildCore(
     online: s.online,
   };
   presence.attach(s.router);
+  for (const m of modules) if (m.onAccountDeleting) events.onTx("account.deleting", m.onAccountDeleting);
   for (const m of modules) m.attach(rt);
   watchStream(metrics, store, kinds);
   const push = modules.find((m): m is FeatureModule & PushAnnounce => "announcePending" in m);

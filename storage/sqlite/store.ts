@@ -1,15 +1,11 @@
 /**
- * SqliteStore: the SQLite backend of both storage generations (storage/store.ts).
+ * SqliteStore: the SQLite backend of the Store (storage/store.ts).
  *
  * - Units of work (`tx`) run on one writer connection behind an async FIFO mutex: acquire → BEGIN IMMEDIATE →
  *   await fn(tx) → COMMIT → release → commit observers and after-commit hooks; ROLLBACK on any throw. The mutex
  *   is the database write lock of this process, so fn must await only the store (no network I/O).
  *   better-sqlite3's db.transaction() cannot wrap an async function, hence the explicit statements.
  * - `read` runs on a second, read-only connection in BEGIN … COMMIT (a WAL snapshot), behind its own mutex.
- * - The old repositories (storage/sqlite/repos.ts, push.ts) run on the writer connection. Each of their calls is
- *   synchronous SQLite work; it runs at once when no unit of work holds the write lock, and is queued behind the
- *   lock when one does, so it never joins an open unit of work's transaction. Called from inside a unit of work
- *   it throws (it would wait for itself). docs/DECISIONS.md "Old repositories share the writer connection".
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { pino } from "pino";
@@ -21,19 +17,15 @@ import { runMigrations } from "../migrate.js";
 import { StatementCache, bindValues, compileNamed, dialectOf } from "../sql.js";
 import type {
   AccountId,
-  DeleteUserResult,
   Dialect,
   Migration,
   MigrationReport,
-  OutboxItem,
   Params,
   ReadTx,
-  Repos,
   Seq,
   Store,
   StoreOptions,
   Tx,
-  UserRows,
 } from "../store.js";
 import { migrate, openDatabase, type Db, type MigrationReport as LegacyReport } from "./db.js";
 import {
@@ -42,9 +34,6 @@ import {
   type CheckpointOptions,
   type CheckpointReport,
 } from "./checkpointer.js";
-import { SqlitePush } from "./push.js";
-import { deleteUser, userRows } from "./userdata.js";
-import { SqliteCards, SqliteDevices, SqliteExchange, SqliteOutbox, SqlitePresence } from "./repos.js";
 import Database from "better-sqlite3";
 
 type Statement = Database.Statement<unknown[], unknown>;
@@ -54,8 +43,9 @@ const BUSY_RETRIES = 3;
 
 export interface SqliteStoreOptions extends Partial<StoreOptions> {
   /**
-   * Apply the legacy migrations 1/100/200 at open (default true: the running app's schema). False opens the file
-   * as it is, for `migrate()` with another list (the contract suite, the new code's fresh-install path).
+   * Apply the legacy migrations 1/100/200/300 at open (default true): a database as the pre-redesign cardlink
+   * wrote it, which tests and benches seed to exercise the upgrade to 2000. False opens the file as it is, for
+   * `migrate()` with the new core's list (storage/index.ts openCoreStore, the contract suite).
    */
   legacy?: boolean;
   /** WAL checkpoints on a worker thread (checkpointer.ts; defaults CHECKPOINT_DEFAULTS, `intervalMs: 0` = none). */
@@ -205,9 +195,9 @@ const META_SEQ = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key =
  */
 const SILENT = pino({ level: "silent" });
 
-export class SqliteStore implements Store, Repos {
+export class SqliteStore implements Store {
   readonly backend = "sqlite" as const;
-  /** The writer connection (the old repositories' too). */
+  /** The writer connection. */
   readonly db: Db;
   /** The migrations applied at open (`legacy: true`), or by the last migrate(). */
   migrations: LegacyReport;
@@ -252,59 +242,6 @@ export class SqliteStore implements Store, Repos {
         lockWrites: () => this.writeLock.acquire(),
       },
     );
-  }
-
-  // The old repositories prepare statements over the legacy tables when constructed, so they are made on first
-  // use: a Store opened with `legacy: false` on another schema never touches them.
-  private repos: Repos | undefined;
-  private legacyRepos(): Repos {
-    if (!this.repos) {
-      const rawCards = new SqliteCards(this.db, new SqliteOutbox(this.db));
-      this.repos = {
-        outbox: this.guard(new SqliteOutbox(this.db)),
-        devices: this.guard(new SqliteDevices(this.db)),
-        // The card set path is a real unit of work (issue 14's cardlink_uow_duration_seconds{name="card.set"}):
-        // the old set() runs inside it unchanged (its db.transaction() becomes a savepoint of BEGIN IMMEDIATE).
-        cards: this.guard(rawCards, {
-          set: (owner, card, hash) => this.tx("card.set", () => rawCards.set(owner, card, hash)),
-        }),
-        exchange: this.guard(new SqliteExchange(this.db, new SqliteOutbox(this.db))),
-        presence: this.guard(new SqlitePresence(this.db)),
-        push: this.guard(new SqlitePush(this.db)),
-        // userdata.ts runs its own db.transaction(): gated like any old-repo call, so it never joins a unit of work.
-        userRows: async (jid) => this.gated("userRows", () => userRows(this.db, jid)),
-        deleteUser: async (jid, notify) =>
-          this.gated("deleteUser", () => deleteUser(this.db, new SqliteOutbox(this.db), jid, notify)),
-        schemaVersion: () => this.schemaVersion(),
-        ping: () => this.ping(),
-        close: () => this.close(),
-      };
-    }
-    return this.repos;
-  }
-  get outbox(): SqliteOutbox {
-    return this.legacyRepos().outbox as SqliteOutbox;
-  }
-  get devices(): SqliteDevices {
-    return this.legacyRepos().devices as SqliteDevices;
-  }
-  get cards(): SqliteCards {
-    return this.legacyRepos().cards as SqliteCards;
-  }
-  get exchange(): SqliteExchange {
-    return this.legacyRepos().exchange as SqliteExchange;
-  }
-  get presence(): SqlitePresence {
-    return this.legacyRepos().presence as SqlitePresence;
-  }
-  get push(): SqlitePush {
-    return this.legacyRepos().push as SqlitePush;
-  }
-  userRows(jid: string): Promise<UserRows> {
-    return this.legacyRepos().userRows(jid);
-  }
-  deleteUser(jid: string, notify: (peers: string[]) => OutboxItem[]): Promise<DeleteUserResult> {
-    return this.legacyRepos().deleteUser(jid, notify);
   }
 
   // ---------------------------------------------------------------------------------------- units of work
@@ -470,52 +407,6 @@ export class SqliteStore implements Store, Repos {
 
   async schemaVersion(): Promise<number> {
     return currentVersion(this.db);
-  }
-
-  // ---------------------------------------------------------------------------------- old repositories
-
-  /**
-   * The old repositories' gate (module comment). Every method call runs synchronously when the write lock is free
-   * (exactly today's behaviour, so a caller that relies on the synchronous body, like a seed inside an outer
-   * db.transaction(), still works), is queued behind the lock while a unit of work holds it, and throws when made
-   * from inside a unit of work.
-   */
-  private guard<T extends object>(raw: T, overrides: Partial<T> = {}): T {
-    const wrapped = new Map<PropertyKey, unknown>();
-    return new Proxy(raw, {
-      get: (target, prop, receiver) => {
-        if (Object.prototype.hasOwnProperty.call(overrides, prop))
-          return (overrides as Record<PropertyKey, unknown>)[prop];
-        const v: unknown = Reflect.get(target, prop, receiver);
-        if (typeof v !== "function" || prop === "constructor") return v;
-        let w = wrapped.get(prop);
-        if (!w) {
-          const f = v as (...a: unknown[]) => unknown;
-          w = (...args: unknown[]) => this.gated(String(prop), () => f.apply(target, args));
-          wrapped.set(prop, w);
-        }
-        return w;
-      },
-    });
-  }
-
-  private gated<R>(method: string, call: () => R): R | Promise<R> {
-    const frame = this.frames.getStore();
-    if (frame?.open && frame.kind === "tx") {
-      throw new Error(
-        `old repository method ${method}() called inside unit of work "${frame.name}": use its tx (it would wait ` +
-          "for the write lock the unit of work holds)",
-      );
-    }
-    if (!this.writeLock.busy) return call();
-    return this.writeLock.acquire().then(async (release): Promise<R> => {
-      try {
-        // An old method's body is synchronous: awaiting its promise only waits for it to settle.
-        return (await call()) as R;
-      } finally {
-        release();
-      }
-    });
   }
 
   async ping(): Promise<void> {

@@ -9,13 +9,12 @@ import Database from "better-sqlite3";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
-import { pino } from "pino";
-import { cardHash, normalizeCard, type Card } from "../../stanzas/model/card.js";
 import { compileNamed, bindValues } from "../../storage/sql.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
 import { describeAudience } from "./audience.contract.js";
+import { describeGroups } from "./groups.contract.js";
+import { describeBook } from "./book.contract.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
@@ -53,8 +52,10 @@ describeStore("sqlite", sqlite);
 describeMigrations("sqlite", sqlite);
 describeAudience("sqlite", sqlite);
 describeAccounts("sqlite", sqlite);
+describeGroups("sqlite", sqlite);
 describeStream("sqlite", sqlite, [SCHEMA_2000]);
 describeJobs("sqlite", sqlite, [SCHEMA_2000]);
+describeBook("sqlite", sqlite, [SCHEMA_2000]);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());
@@ -101,95 +102,15 @@ describe("SqliteStore: rebuild-mode migrations", () => {
   });
 });
 
-const tick = () => new Promise((r) => setTimeout(r, 1));
-const emptyCard = (fn: string): Card =>
-  normalizeCard({ fn, nickname: [], tel: [], email: [], adr: [], url: [], impp: [], categories: [] });
-
-describe("SqliteStore: the old repositories on the writer connection", function () {
+describe("SqliteStore: a unit of work's tx", function () {
   this.timeout(30_000);
   let store: SqliteStore;
-  let lines: Array<Record<string, unknown>>;
 
   beforeEach(() => {
-    lines = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString().split("\n")) if (l.trim()) lines.push(JSON.parse(l));
-        cb();
-      },
-    });
-    store = new SqliteStore(tempFile(), { log: pino({ level: "info" }, sink), txWarnMs: 0 });
+    store = new SqliteStore(tempFile(), { legacy: false });
   });
   afterEach(() => store.close());
   after(() => sqlite.cleanup());
-
-  const resources = (): number =>
-    Number((store.db.prepare("SELECT COUNT(*) AS n FROM resources").get() as { n: number }).n);
-
-  it("an old-repo write made while a unit of work is open waits for it and never joins its transaction", async () => {
-    let insideCount: number | undefined;
-    // Another request's old-repo write: its async chain starts outside the unit of work (registered before it),
-    // and is let go while the unit of work is open, awaiting mid-transaction.
-    let go!: () => void;
-    const queued = new Promise<void>((r) => (go = r)).then(() =>
-      store.presence.add("a@localhost", "a@localhost/r"),
-    );
-    const err = await store
-      .tx("rolls back", async (tx) => {
-        await tx.run("INSERT INTO meta (key, value) VALUES ('uow', '1')");
-        go();
-        await tick();
-        await tick();
-        insideCount = Number((await tx.get<{ n: number }>("SELECT COUNT(*) AS n FROM resources"))?.n);
-        throw new Error("roll this unit of work back");
-      })
-      .catch((e: unknown) => e);
-    expect((err as Error).message).to.equal("roll this unit of work back");
-    expect(insideCount, "the queued write ran inside the open transaction").to.equal(0);
-    await queued;
-    // The old write committed on its own; the unit of work's write is gone.
-    expect(resources()).to.equal(1);
-    expect(store.db.prepare("SELECT 1 FROM meta WHERE key = 'uow'").get()).to.equal(undefined);
-  });
-
-  it("an old-repo call from inside a unit of work throws at once (it would wait for itself)", async () => {
-    const err = await store
-      .tx("misuse", async () => {
-        await store.presence.add("b@localhost", "b@localhost/r");
-      })
-      .catch((e: unknown) => e);
-    expect((err as Error).message).to.match(/presence|add\(\).*inside unit of work "misuse"/);
-    expect(resources()).to.equal(0);
-  });
-
-  it("with no unit of work open, an old-repo call runs synchronously, as before (seeds in an outer transaction)", () => {
-    const pending: Array<Promise<unknown>> = [];
-    store.db.transaction(() => {
-      pending.push(store.presence.add("c@localhost", "c@localhost/r"));
-      pending.push(store.presence.add("d@localhost", "d@localhost/r"));
-    })();
-    expect(resources()).to.equal(2); // visible before any await
-    return Promise.all(pending);
-  });
-
-  it("card set is the unit of work card.set: observed on commit, its seq from the legacy counter, logged when slow", async () => {
-    const observed: string[] = [];
-    store.onCommit((name, ms) => {
-      expect(ms).to.be.a("number").and.at.least(0);
-      observed.push(name);
-    });
-    const card = emptyCard("Owner");
-    const r = await store.cards.set("owner@localhost", card, cardHash(card));
-    expect(r.changed).to.equal(true);
-    expect(observed).to.deep.equal(["card.set"]);
-    // The old repos and Tx.seq() share one counter: the next unit of work's number follows the card's.
-    expect(await store.tx("next", (tx) => tx.seq())).to.equal(r.seq + 1);
-    const again = await store.cards.set("owner@localhost", card, cardHash(card));
-    expect(again.changed).to.equal(false);
-    expect(observed).to.deep.equal(["card.set", "next", "card.set"]);
-    // txWarnMs 0: every unit of work is "slow", with its name.
-    expect(lines.filter((l) => l.event === "slow-unit-of-work").map((l) => l.name)).to.include("card.set");
-  });
 
   it("a unit of work's tx cannot be used after it ended", async () => {
     let kept: { get: (s: string) => Promise<unknown> } | undefined;

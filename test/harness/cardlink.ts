@@ -5,8 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
 import { loadConfig, type Config } from "../../component/runtime/config.js";
-import type { Feature } from "../../component/runtime/context.js";
-import { allFeatures, coreModules } from "../../component/features.js";
+import { coreModules, moduleMigrations } from "../../component/features.js";
 import { createLogger } from "../../component/runtime/log.js";
 import type { XmppServer } from "./server.js";
 import { waitFor } from "./ports.js";
@@ -32,11 +31,11 @@ export function testConfig(prosody: XmppServer, overrides: object = {}, dbFile?:
   });
 }
 
-export async function startInProcess(config: Config, features: Feature[] = allFeatures()): Promise<Cardlink> {
+export async function startInProcess(config: Config): Promise<Cardlink> {
   const app = await createCardlink(config, {
     log: createLogger(config.log.level),
-    features,
     modules: coreModules,
+    migrations: moduleMigrations(),
   });
   await app.start();
   await waitFor(() => app.link.online, "cardlink online", 15_000);

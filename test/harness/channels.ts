@@ -1,6 +1,6 @@
 /**
  * A runtime with only the given job channels registered (docs/REDESIGN.md §4.7): what replaces
- * `new PushDispatcher(store, senders, opts, log, metrics)` in test/push/dispatcher.test.ts once features/push
+ * `new PushDispatcher(store, senders, opts, log, metrics)` in the deleted test/push/dispatcher.test.ts once features/push
  * (S8) builds the push channel. A temp SqliteStore with schema 2000 (or the caller's file), the real accounts
  * part, jobsTx over the registered channels, and the real queue engine (heartbeat, leases, one JobLoop per
  * channel, post-commit kicks), started: a job enqueued through `uow` is claimed and sent by the channel, and

@@ -1,75 +1,86 @@
 /**
- * Dual accessors for integration tests while both cores run (issue 8 S11): each function reads the new core's
- * tables through inspect.ts when the app's store is on schema ≥ 2000 (CARDLINK_CORE=2000), and the old
- * repositories otherwise, so one test file proves both cores and main stays green on the legacy default. The
- * shapes are the old ones (inspect.ts keeps them). Deleted with the legacy core: then the tests call inspect.ts.
+ * Test accessors named after what the tests read before the redesign (issue 8 S11): each reads or seeds the new
+ * core's tables (mostly through inspect.ts) and answers in the old shapes the assertions name (inspect.ts keeps
+ * them). They were dual (old repositories or the new core) while both cores ran; the legacy core is gone.
  */
 import { expect } from "chai";
 import Database from "better-sqlite3";
-import { coreChoice, type Cardlink } from "../../component/runtime/app.js";
+import type { Cardlink } from "../../component/runtime/app.js";
 import type { BareJid } from "../../component/runtime/accounts/api.js";
 import { accountsRepo } from "../../component/runtime/accounts/repo.js";
 import { exchangeRepo, ordered } from "../../component/features/exchange/repo.js";
-import { userDataWiring } from "../../component/features.js";
+import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { loadConfig } from "../../component/runtime/config.js";
 import { createLogger } from "../../component/runtime/log.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
 import { openCoreStore } from "../../storage/index.js";
 import { SqliteStore } from "../../storage/sqlite/store.js";
-import type { AccountId, Binding, Device as LegacyDevice, ReadTx, Store } from "../../storage/store.js";
+import type { AccountId, ReadTx } from "../../storage/store.js";
 import { serviceFor } from "../../component/features/exchange/index.js";
 import type { ExchangeService } from "../../component/features/exchange/service.js";
 import { STREAM_DEPTH_SQL } from "../../component/runtime/runtime.js";
 import { PUSH_DEPTH_SQL as CORE_PUSH_DEPTH_SQL } from "../../component/features/push/index.js";
-import { PUSH_DEPTH_SQL } from "../../storage/sqlite/push.js";
-import { OUTBOX_DEPTH_SQL } from "../../storage/sqlite/repos.js";
 import * as inspect from "./inspect.js";
 
 type App = Pick<Cardlink, "ctx">;
 type AppStore = Cardlink["ctx"]["store"];
 
-// One schema read per store: the version does not change while an app runs.
-const onCore = new WeakMap<AppStore, Promise<boolean>>();
-/** Whether the app runs the new core (schema 2000). */
-export function isCore(app: App): Promise<boolean> {
-  const s = app.ctx.store;
-  let v = onCore.get(s);
-  if (!v) {
-    v = s.schemaVersion().then((n) => n >= 2000);
-    onCore.set(s, v);
-  }
-  return v;
+/**
+ * The old Device shape (owner by JID) that `device` answers in: the legacy repositories' row, kept here for the
+ * assertions that compare with it.
+ */
+export interface LegacyDevice {
+  owner: string;
+  deviceId: string;
+  platform: "ios" | "android" | "other";
+  name?: string;
+  pushToken?: string;
+  pushTopic?: string;
+  pushKey?: string;
+  tokenState: "none" | "ok" | "invalid";
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** The old Binding shape `seedBind` takes (a and b by JID, device ids each side had). */
+export interface Binding {
+  id: string;
+  a: string;
+  b: string;
+  aDevices: string[];
+  bDevices: string[];
+  createdAt: number;
+  via: "request" | "code";
 }
 
 /** Old `store.presence.all()`: `{ bare, full }` per available resource. */
 export async function resources(app: App): Promise<Array<{ bare: string; full: string }>> {
-  return (await isCore(app)) ? inspect.resources(app) : app.ctx.store.presence.all();
+  return inspect.resources(app);
 }
 
 /** Old `store.outbox.count(jid)`: pending deliveries to `jid` (all of them without a JID). */
 export async function pendingCount(app: App, jid?: BareJid): Promise<number> {
-  if (await isCore(app)) return inspect.pendingCount(app, jid);
-  return jid === undefined ? app.ctx.store.outbox.count() : app.ctx.store.outbox.count(jid);
+  return inspect.pendingCount(app, jid);
 }
 
 /** Old `store.cards.get(jid)`: the stored card (undefined when the user has none). */
 export async function card(app: App, jid: BareJid): Promise<unknown> {
-  return (await isCore(app)) ? inspect.card(app, jid) : app.ctx.store.cards.get(jid);
+  return inspect.card(app, jid);
 }
 
 /** Old `store.exchange.binding(x, y)`. */
 export async function binding(app: App, x: BareJid, y: BareJid): Promise<unknown> {
-  return (await isCore(app)) ? inspect.binding(app, x, y) : app.ctx.store.exchange.binding(x, y);
+  return inspect.binding(app, x, y);
 }
 
 /** Old `store.exchange.request(id)`. */
 export async function request(app: App, id: string): Promise<unknown> {
-  return (await isCore(app)) ? inspect.request(app, id) : app.ctx.store.exchange.request(id);
+  return inspect.request(app, id);
 }
 
 /** Old `store.exchange.code(code)`. */
 export async function code(app: App, value: string): Promise<unknown> {
-  return (await isCore(app)) ? inspect.code(app, value) : app.ctx.store.exchange.code(value);
+  return inspect.code(app, value);
 }
 
 // ------------------------------------------------------------------------------------ setup (writes)
@@ -85,10 +96,6 @@ export async function seedCode(
   app: App,
   c: { code: string; owner: BareJid; createdAt: number; expiresAt: number },
 ): Promise<void> {
-  if (!(await isCore(app))) {
-    await app.ctx.store.exchange.createCode(c, 10);
-    return;
-  }
   const owner = await idOf(app, c.owner);
   await app.ctx.store.tx("look.seed-code", (tx) =>
     exchangeRepo(tx).insertCode({ code: c.code, owner, createdAt: c.createdAt, expiresAt: c.expiresAt }),
@@ -96,22 +103,13 @@ export async function seedCode(
 }
 
 /**
- * Stores a request as is (expired ones too), bypassing the feature: the old `exchange.createRequest` with its
- * `exchange-request` notice to `to`. The new core writes the row only: the seeded request exists to be refused.
+ * Stores a request as is (expired ones too), bypassing the feature: the old `exchange.createRequest`, without
+ * its `exchange-request` notice to `to` (the row only: the seeded request exists to be refused).
  */
 export async function seedRequest(
   app: App,
   r: { id: string; from: BareJid; to: BareJid; createdAt: number; expiresAt: number },
 ): Promise<void> {
-  if (!(await isCore(app))) {
-    await app.ctx.store.exchange.createRequest(r, {
-      recipient: r.to,
-      kind: "exchange-request",
-      subject: r.id,
-      version: 1,
-    });
-    return;
-  }
   const from = await idOf(app, r.from);
   const to = await idOf(app, r.to);
   await app.ctx.store.tx("look.seed-request", (tx) =>
@@ -122,45 +120,42 @@ export async function seedRequest(
 // ---- limits
 
 /**
- * Reads with one query per core, `:who` bound to the JID on the legacy core and to its account id on 2000, on the
- * store's read connection (a committed snapshot of the database file, like a reader of its own). On 2000 a JID
- * with no account has no rows: `none`.
+ * Reads with one query, `:who` bound to the JID's account id, on the store's read connection (a committed
+ * snapshot of the database file, like a reader of its own). A JID with no account has no rows: `none`.
  */
 async function readWho<T>(
   app: App,
   name: string,
   who: BareJid,
-  sql: { legacy: string; core: string },
-  fn: (r: ReadTx, sql: string, who: string | number) => Promise<T>,
+  sql: string,
+  fn: (r: ReadTx, sql: string, who: number) => Promise<T>,
   none: T,
 ): Promise<T> {
-  const core = await isCore(app);
   return app.ctx.store.read(name, async (r) => {
-    if (!core) return fn(r, sql.legacy, who);
     const id = await accountsRepo(r).resolve(who);
-    return id === undefined ? none : fn(r, sql.core, id);
+    return id === undefined ? none : fn(r, sql, id);
   });
 }
 
-const countOf = async (r: ReadTx, sql: string, who: string | number): Promise<number> =>
+const countOf = async (r: ReadTx, sql: string, who: number): Promise<number> =>
   Number((await r.get<{ n: number }>(sql, { who }))?.n ?? 0);
 
 /** Old `SELECT COUNT(*) FROM blocks WHERE owner = ?`: how many accounts `owner` blocks. */
 export function blocksBy(app: App, owner: BareJid): Promise<number> {
   const sql = "SELECT COUNT(*) AS n FROM blocks WHERE owner = :who";
-  return readWho(app, "look.blocks-by", owner, { legacy: sql, core: sql }, countOf, 0);
+  return readWho(app, "look.blocks-by", owner, sql, countOf, 0);
 }
 
 /** Old `SELECT COUNT(*) FROM blocks WHERE blocked = ?`: how many users block `blocked`. */
 export function blocksOf(app: App, blocked: BareJid): Promise<number> {
   const sql = "SELECT COUNT(*) AS n FROM blocks WHERE blocked = :who";
-  return readWho(app, "look.blocks-of", blocked, { legacy: sql, core: sql }, countOf, 0);
+  return readWho(app, "look.blocks-of", blocked, sql, countOf, 0);
 }
 
 /** Old `SELECT COUNT(*) FROM exchange_codes WHERE owner = ?`: stored codes of `owner` (expired ones too). */
 export function codeCount(app: App, owner: BareJid): Promise<number> {
   const sql = "SELECT COUNT(*) AS n FROM exchange_codes WHERE owner = :who";
-  return readWho(app, "look.code-count", owner, { legacy: sql, core: sql }, countOf, 0);
+  return readWho(app, "look.code-count", owner, sql, countOf, 0);
 }
 
 /** Old `SELECT code FROM exchange_codes WHERE owner = ? LIMIT 1`: one stored code of `owner`, or undefined. */
@@ -170,7 +165,7 @@ export function anyCode(app: App, owner: BareJid): Promise<{ code: string } | un
     app,
     "look.any-code",
     owner,
-    { legacy: sql, core: sql },
+    sql,
     (r, q, who) => r.get<{ code: string }>(q, { who }),
     undefined,
   );
@@ -182,10 +177,7 @@ export function deviceCount(app: App, owner: BareJid): Promise<number> {
     app,
     "look.device-count",
     owner,
-    {
-      legacy: "SELECT COUNT(*) AS n FROM devices WHERE owner = :who",
-      core: "SELECT COUNT(*) AS n FROM devices WHERE account_id = :who",
-    },
+    "SELECT COUNT(*) AS n FROM devices WHERE account_id = :who",
     countOf,
     0,
   );
@@ -195,7 +187,6 @@ export function deviceCount(app: App, owner: BareJid): Promise<number> {
 
 /** Old `store.devices.get(jid, id)`, in the old Device shape (owner by JID). */
 export async function device(app: App, owner: BareJid, deviceId: string): Promise<LegacyDevice | undefined> {
-  if (!(await isCore(app))) return app.ctx.store.devices.get(owner, deviceId);
   const d = await inspect.device(app, owner, deviceId);
   if (d === undefined) return undefined;
   const { key: _key, account: _account, ...rest } = d;
@@ -204,51 +195,38 @@ export async function device(app: App, owner: BareJid, deviceId: string): Promis
 
 /** Old `store.push.count()`: push notices waiting to be sent (the new core: the `push` channel's job rows). */
 export async function pushCount(app: App): Promise<number> {
-  return (await isCore(app)) ? inspect.jobCount(app, "push") : app.ctx.store.push.count();
+  return inspect.jobCount(app, "push");
 }
 
 /**
- * Old `new SqliteStore(file).push.count()`: the queued push notices in a database file no app has open (after a
- * stop). The schema is read first, so a file the new core wrote is opened as it is (the old constructor would
- * refuse it as newer than itself) and its `push` jobs counted; a legacy file is opened the old way.
+ * Old `new SqliteStore(file).push.count()`: the queued push notices (the `push` channel's jobs) in a database
+ * file no app has open (after a stop), opened as it is.
  */
 export async function pushCountAt(file: string): Promise<number> {
   const s = new SqliteStore(file, { legacy: false });
   try {
-    if ((await s.schemaVersion()) >= 2000) return await inspect.jobCount(s, "push");
+    return await inspect.jobCount(s, "push");
   } finally {
     await s.close();
-  }
-  const old = new SqliteStore(file);
-  try {
-    return await old.push.count();
-  } finally {
-    await old.close();
   }
 }
 
 /**
  * Old `new SqliteStore(file).outbox.count()`: pending deliveries in a database file no process has open (after a
- * kill), read the way `pushCountAt` reads push jobs: a file on 2000 through inspect.ts, a legacy file the old way.
+ * kill), opened as it is.
  */
 export async function pendingCountAt(file: string): Promise<number> {
   const s = new SqliteStore(file, { legacy: false });
   try {
-    if ((await s.schemaVersion()) >= 2000) return await inspect.pendingCount(s);
+    return await inspect.pendingCount(s);
   } finally {
     await s.close();
-  }
-  const old = new SqliteStore(file);
-  try {
-    return await old.outbox.count();
-  } finally {
-    await old.close();
   }
 }
 
 /** Old `store.push.node(node)` (owner by JID, device by client id). */
 export async function pushNode(app: App, node: string): Promise<unknown> {
-  return (await isCore(app)) ? inspect.pushNode(app, node) : app.ctx.store.push.node(node);
+  return inspect.pushNode(app, node);
 }
 
 /**
@@ -260,10 +238,6 @@ export async function pushNode(app: App, node: string): Promise<unknown> {
  * count as delivered; later changes reach both sides over the shares as for any binding.
  */
 export async function seedBind(app: App, b: Omit<Binding, "createdAt">, now: number): Promise<void> {
-  if (!(await isCore(app))) {
-    await app.ctx.store.exchange.bind(b, undefined, now);
-    return;
-  }
   const x = await idOf(app, b.a);
   const y = await idOf(app, b.b);
   const [a, bb] = ordered(x, y);
@@ -294,10 +268,7 @@ export function resourcesOf(app: App, bare: BareJid): Promise<string[]> {
     app,
     "look.resources-of",
     bare,
-    {
-      legacy: "SELECT full_jid FROM resources WHERE bare = :who ORDER BY full_jid",
-      core: "SELECT full_jid FROM resources WHERE account_id = :who ORDER BY full_jid",
-    },
+    "SELECT full_jid FROM resources WHERE account_id = :who ORDER BY full_jid",
     async (r, q, who) => (await r.all<{ full_jid: string }>(q, { who })).map((x) => x.full_jid),
     [],
   );
@@ -310,7 +281,7 @@ export async function recipientStats(
   app: App,
   jid: BareJid,
 ): Promise<{ entries: number; retrying: number; oldestAt?: number; maxAttempts: number }> {
-  return (await isCore(app)) ? inspect.recipientStats(app, jid) : app.ctx.store.outbox.recipientStats(jid);
+  return inspect.recipientStats(app, jid);
 }
 
 // One offline core per store (the accounts part's ensure: placeholders as the features make them).
@@ -318,7 +289,7 @@ const offline = new WeakMap<AppStore, OfflineCore>();
 function offlineOf(app: App): OfflineCore {
   let c = offline.get(app.ctx.store);
   if (!c) {
-    c = offlineCore(app.ctx.store as unknown as Store, userDataWiring());
+    c = offlineCore(app.ctx.store, userDataWiring());
     offline.set(app.ctx.store, c);
   }
   return c;
@@ -334,7 +305,6 @@ export async function seedBlock(
   other: BareJid,
   cap: number,
 ): Promise<"blocked" | "full"> {
-  if (!(await isCore(app))) return app.ctx.store.exchange.block(owner, other, cap);
   return offlineOf(app).uow("look.seed-block", async (u) => {
     const me = await u.accounts.ensure(owner, { seen: true });
     const x = await u.accounts.ensure(other);
@@ -352,12 +322,6 @@ export async function seedBlock(
  * first entry had to exist).
  */
 export async function failOnce(app: App, jid: BareJid, nextAt: number): Promise<void> {
-  if (!(await isCore(app))) {
-    const [entry] = await app.ctx.store.outbox.due(jid, Number.MAX_SAFE_INTEGER, 10);
-    if (!entry) throw new Error(`look.failOnce: nothing due for ${jid}`);
-    await app.ctx.store.outbox.retry([entry], nextAt);
-    return;
-  }
   if ((await inspect.pendingCount(app, jid)) === 0)
     throw new Error(`look.failOnce: nothing pending for ${jid}`);
   const lane = await idOf(app, jid);
@@ -371,8 +335,8 @@ export async function failOnce(app: App, jid: BareJid, nextAt: number): Promise<
 }
 
 /**
- * The export row of `owner`'s block of `blocked` (docs/PROTOCOL.md §18.1). Legacy: the old table's columns, JIDs.
- * Schema 2000 (a documented compatible change): the stored row — account ids, each followed by its JID, and the
+ * The export row of `owner`'s block of `blocked` (docs/PROTOCOL.md §18.1). Schema 2000 (a documented compatible
+ * change from the old table's `{owner, blocked}` JIDs): the stored row — account ids, each followed by its JID, and the
  * time in ISO 8601 — read from the store, so the export is compared with what is stored.
  */
 export async function exportedBlock(
@@ -380,7 +344,6 @@ export async function exportedBlock(
   owner: BareJid,
   blocked: BareJid,
 ): Promise<Record<string, unknown>> {
-  if (!(await isCore(app))) return { owner, blocked };
   const o = await idOf(app, owner);
   const b = await idOf(app, blocked);
   const row = await app.ctx.store.read("look.block", (r) =>
@@ -400,8 +363,8 @@ export async function exportedBlock(
 }
 
 /**
- * An export's rows without the account's skeleton. Legacy: all of them (a deleted user has none). Schema 2000
- * (docs/PROTOCOL.md §18.2, DECISIONS "A user's own data … on the new core"): a deleted account keeps — and its
+ * An export's rows without the account's skeleton (before the redesign a deleted user had no rows; schema 2000,
+ * docs/PROTOCOL.md §18.2, DECISIONS "A user's own data … on the new core"): a deleted account keeps — and its
  * export shows — its `accounts` row, its primary JID and its shared stream cursor; those three are checked to be
  * exactly that (no second identifier, no device cursor) and left out, so "nothing left to export" keeps its
  * meaning: no row of the user's data.
@@ -411,7 +374,6 @@ export async function beyondSkeleton<T extends { table: string; row: Record<stri
   jid: BareJid,
   rows: readonly T[],
 ): Promise<T[]> {
-  if (!(await isCore(app))) return [...rows];
   const me = await idOf(app, jid);
   const skeleton = (t: T): boolean =>
     (t.table === "accounts" && t.row.id === me && t.row.jid === jid) ||
@@ -425,18 +387,16 @@ export async function beyondSkeleton<T extends { table: string; row: Record<stri
 }
 
 /**
- * When the tests run the new core (CARDLINK_CORE=2000), migrates a database seeded through the old repositories
- * to schema 2000 (the rekey, as the service does at its first start on it): "the data as a stopped cardlink left
- * it" is then a 2000 database, and the `cardlink` commands spawned on it run their schema-2000 paths (they choose
- * by the file's recorded version, not by the variable). Legacy: nothing.
+ * Migrates a database file to schema 2000 (from an old one: the rekey, as the service does at its first start on
+ * it): "the data as a stopped cardlink left it" is then a 2000 database.
  */
 export async function toCoreSchema(file: string): Promise<void> {
-  if (coreChoice() !== "2000") return;
   const { database } = loadConfig({
     env: {},
     overrides: { secret: "s", database: { driver: "sqlite", path: file } },
   });
-  const store = await openCoreStore(database, { log: createLogger("silent") });
+  // The feature modules' migrations too, as the first start (component/runtime/app.ts) applies them.
+  const store = await openCoreStore(database, { log: createLogger("silent") }, moduleMigrations());
   await store.close();
 }
 
@@ -445,9 +405,8 @@ type Found = Array<{ table: string; row: Record<string, unknown> }>;
 /**
  * Every row of the SQLite file about `jid`, read from the file itself (the service may be running on it).
  *
- * Legacy (schema ≤ 300): every row of every table in which some column's text contains the JID.
- *
- * Schema 2000 — the same question where users are account ids: every row in which an account-id column
+ * Before the redesign this was every row of every table in which some column's text contains the JID. Schema
+ * 2000 asks the same question where users are account ids: every row in which an account-id column
  * (docs/PROTOCOL.md §18.1's list, and `accounts.id`) is the user's account, a `device` column one of its devices,
  * a push_sends `token` one of its devices' tokens, or some text contains the JID; except the account's skeleton,
  * which a deletion keeps on purpose (its `accounts` row, its primary JID, its shared cursor: §18.2). The rows a
@@ -467,15 +426,8 @@ export function rowsNaming(file: string, jid: string): Found {
             0,
         )
       : 0;
-    if (version >= 2000) return rowsNaming2000(db, tables, jid);
-    expect(tables).to.include.members(["cards", "devices", "outbox", "push_queue", "push_nodes"]);
-    const found: Found = [];
-    for (const table of tables) {
-      for (const row of db.prepare(`SELECT * FROM "${table}"`).all() as Array<Record<string, unknown>>) {
-        if (Object.values(row).some((v) => v !== null && String(v).includes(jid))) found.push({ table, row });
-      }
-    }
-    return found;
+    expect(version).to.be.at.least(2000);
+    return rowsNaming2000(db, tables, jid);
   } finally {
     db.close();
   }
@@ -564,7 +516,7 @@ export async function storedCard(
   app: App,
   jid: BareJid,
 ): Promise<{ version: number; hash: string; seq: number; updatedAt: number } | undefined> {
-  return (await isCore(app)) ? inspect.card(app, jid) : app.ctx.store.cards.get(jid);
+  return inspect.card(app, jid);
 }
 
 /** A queue gauge's one statement and the plan EXPLAIN QUERY PLAN must give for it on this core. */
@@ -574,51 +526,46 @@ export interface GaugeQuery {
 }
 
 /**
- * The queue gauges' statements (old `OUTBOX_DEPTH_SQL`, `PUSH_DEPTH_SQL`) with the plans that mean "one scan of a
- * covering index each, in group order: no table rows, no USE TEMP B-TREE FOR GROUP BY". On the new core the
+ * The queue gauges' statements (the old outbox and push-queue depth queries' successors) with the plans that mean
+ * "one scan of a covering index each, in group order: no table rows, no USE TEMP B-TREE FOR GROUP BY". The
  * outbox is stream_entries (one covering scan of stream_kind, as outbox_kind); the push queue is the `push`
  * channel's jobs, grouped per device on the covering index jobs_device, with each waiting device's platform read
  * by its primary key (jobs carry no platform; a probe per device, never per notice). "SCAN j" there is the
  * co-routine's rows, not a table.
  */
-export async function gaugeQueries(app: App): Promise<{ outbox: GaugeQuery; push: GaugeQuery }> {
-  if (await isCore(app))
-    return {
-      outbox: {
-        sql: STREAM_DEPTH_SQL,
-        plan: ["SCAN stream_entries USING COVERING INDEX stream_kind"],
-      },
-      push: {
-        sql: CORE_PUSH_DEPTH_SQL,
-        plan: [
-          "CO-ROUTINE j",
-          "SEARCH jobs USING COVERING INDEX jobs_device (channel=? AND device>?)",
-          "SCAN j",
-          "SEARCH d USING INTEGER PRIMARY KEY (rowid=?)",
-        ],
-      },
-    };
-  return {
-    outbox: { sql: OUTBOX_DEPTH_SQL, plan: ["SCAN outbox USING COVERING INDEX outbox_kind"] },
-    push: { sql: PUSH_DEPTH_SQL, plan: ["SCAN push_queue USING COVERING INDEX push_queue_platform"] },
-  };
+export function gaugeQueries(_app: App): Promise<{ outbox: GaugeQuery; push: GaugeQuery }> {
+  return Promise.resolve({
+    outbox: {
+      sql: STREAM_DEPTH_SQL,
+      plan: ["SCAN stream_entries USING COVERING INDEX stream_kind"],
+    },
+    push: {
+      sql: CORE_PUSH_DEPTH_SQL,
+      plan: [
+        "CO-ROUTINE j",
+        "SEARCH jobs USING COVERING INDEX jobs_device (channel=? AND device>?)",
+        "SCAN j",
+        "SEARCH d USING INTEGER PRIMARY KEY (rowid=?)",
+      ],
+    },
+  });
 }
 
 // ---- delivery
 
 /** Old `store.presence.isSubscriber(jid)`: the user granted cardlink a presence subscription. */
 export async function isSubscriber(app: App, jid: BareJid): Promise<boolean> {
-  return (await isCore(app)) ? inspect.isSubscriber(app, jid) : app.ctx.store.presence.isSubscriber(jid);
+  return inspect.isSubscriber(app, jid);
 }
 
 /** Old `store.cards.holders(jid)`: the JIDs that hold the owner's card, sorted. */
 export async function holders(app: App, jid: BareJid): Promise<BareJid[]> {
-  return (await isCore(app)) ? inspect.holders(app, jid) : app.ctx.store.cards.holders(jid);
+  return inspect.holders(app, jid);
 }
 
 /** The exchange rules of the running app's new core (look.ts seeds through them, not around them). */
 function exchangeOf(app: App & Pick<Cardlink, "rt">): ExchangeService {
-  if (!app.rt) throw new Error("look: the app runs the new core but exposes no runtime");
+  if (!app.rt) throw new Error("look: the app exposes no runtime");
   return serviceFor(app.rt);
 }
 
@@ -632,12 +579,8 @@ function exchangeOf(app: App & Pick<Cardlink, "rt">): ExchangeService {
 export async function bindLive(
   app: App & Pick<Cardlink, "rt">,
   b: { id: string; a: BareJid; b: BareJid; aDevices: string[]; bDevices: string[]; via: "request" | "code" },
-  now: number,
+  _now: number, // the old bind's time; the service reads its own clock
 ): Promise<void> {
-  if (!(await isCore(app))) {
-    await app.ctx.store.exchange.bind(b, undefined, now);
-    return;
-  }
   const svc = exchangeOf(app);
   const { code } = await svc.createCode(b.a);
   await svc.redeemCode(b.b, code);
@@ -652,18 +595,12 @@ export async function blockLive(
   app: App & Pick<Cardlink, "rt">,
   owner: BareJid,
   other: BareJid,
-  max: number,
+  _max: number, // the old cap; the service applies limits.blocksPerUser
 ): Promise<void> {
-  if (!(await isCore(app))) {
-    await app.ctx.store.exchange.block(owner, other, max);
-    return;
-  }
   await exchangeOf(app).block(owner, other);
 }
 
 /** Old `store.exchange.isBlocked(owner, other)`. */
 export async function isBlocked(app: App, owner: BareJid, other: BareJid): Promise<boolean> {
-  return (await isCore(app))
-    ? inspect.isBlocked(app, owner, other)
-    : app.ctx.store.exchange.isBlocked(owner, other);
+  return inspect.isBlocked(app, owner, other);
 }

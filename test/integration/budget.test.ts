@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { pino } from "pino";
 import { Writable } from "node:stream";
 import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
-import { allFeatures } from "../../component/features.js";
+import { coreModules } from "../../component/features.js";
 import { NS } from "../../stanzas/ns.js";
 import { parseRsmResult } from "../../stanzas/rsm.js";
 import { bigVcard, recordSent, type SentStanza } from "../harness/budget.js";
@@ -314,7 +314,7 @@ describe("link diagnosis: what Prosody does with a stanza over component_stanza_
       },
     });
     const config = testConfig(prosody, { reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
-    app = await createCardlink(config, { log: pino({ level: "info" }, sink), features: allFeatures() });
+    app = await createCardlink(config, { log: pino({ level: "info" }, sink), modules: coreModules });
     await app.start();
     await waitFor(() => app.link.online, "cardlink online");
   });

@@ -13,6 +13,15 @@ import { CardlinkProcess } from "../harness/cardlink.js";
 import { connectClient, xml } from "../harness/clients.js";
 import { freePort, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
+import { legacyBlock, legacyEnqueue } from "../harness/legacy-seed.js";
+import { moduleMigrations } from "../../component/features.js";
+
+// The schema this build reaches: the 2000 baseline, then the feature modules' own migrations (one per feature
+// that has tables beyond 2000). Read from the module list, so adding a feature does not rewrite these tests.
+const MODULE_VERSIONS = moduleMigrations().map((m) => m.version);
+const NEWEST = Math.max(2000, ...MODULE_VERSIONS);
+/** What an old (schema 100) database lacks, in order. */
+const FROM_100 = [200, 300, 2000, ...MODULE_VERSIONS];
 
 interface Run {
   code: number | null;
@@ -41,6 +50,23 @@ function cardlink(args: string[], env: Record<string, string> = {}, entry = "cli
     });
   });
 }
+
+/** The old `exchange.blocked(jid)` of a copy still at the legacy schema: the JIDs `jid` blocks. */
+const copyBlocked = async (store: SqliteStore, jid: string): Promise<string[]> =>
+  (
+    await store.read("cli.blocked", (r) =>
+      r.all<{ blocked: string }>("SELECT blocked FROM blocks WHERE owner = :jid ORDER BY blocked", { jid }),
+    )
+  ).map((x) => x.blocked);
+/** The old `outbox.count(jid)` of a copy still at the legacy schema. */
+const copyOutboxCount = async (store: SqliteStore, jid: string): Promise<number> =>
+  Number(
+    (
+      await store.read("cli.outbox", (r) =>
+        r.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE recipient = :jid", { jid }),
+      )
+    )?.n ?? 0,
+  );
 
 const tmp = (): string => mkdtempSync(path.join(os.tmpdir(), "cardlink-cli-"));
 const json = (dir: string, name: string, o: unknown): string => {
@@ -131,32 +157,34 @@ describe("cardlink command: usage, version, configuration errors", function () {
     expect(r2.stderr).to.equal("cardlink: configuration error: push.fcm.serviceAccount is required\n");
   });
 
-  it("database.driver postgres (preview): run serves it (an unreachable server is one line, exit 1); the database commands refuse it, naming the step that enables them", async () => {
+  it("database.driver postgres: run, migrate and stats on an unreachable server are one line, exit 1; backup is refused (pg_dump), exit 2", async () => {
     const dir = tmp();
     const pgConfig = json(dir, "pg.json", {
       secret: "s",
       dataDir: dir,
       database: { driver: "postgres", url: "postgresql://cardlink@127.0.0.1:1/cardlink", poolSize: 4 },
     });
-    // Since the switch (issue 8 S11) run is the new core, which runs on PostgreSQL (postgres-core.test.ts): here
-    // the server is unreachable, a runtime failure, not a configuration error.
-    const run = await cardlink(["run", "-c", pgConfig]);
-    expect(run.code, "run").to.equal(1);
-    expect(run.stderr.trim().split("\n"), "run").to.have.length(1);
-    expect(run.stderr, "run").to.match(/^cardlink: database connection failed: .*ECONNREFUSED/);
-    for (const args of [["migrate"], ["stats"], ["backup", path.join(dir, "b.sqlite")]]) {
-      const r = await cardlink([...args, "-c", pgConfig]);
-      expect(r.code, args.join(" ")).to.equal(2);
-      expect(r.stderr.trim().split("\n"), args.join(" ")).to.have.length(1);
-      expect(r.stderr, args.join(" ")).to.match(
-        /^cardlink: configuration error: database\.driver "postgres" opens only the new core's Store .*step S11/,
-      );
+    // The core and the database commands run on PostgreSQL (postgres-core.test.ts): here the server is
+    // unreachable, a runtime failure, not a configuration error.
+    for (const args of [["run"], ["migrate"], ["stats"]]) {
+      const run = await cardlink([...args, "-c", pgConfig]);
+      expect(run.code, args.join(" ")).to.equal(1);
+      expect(run.stderr.trim().split("\n"), args.join(" ")).to.have.length(1);
+      expect(run.stderr, args.join(" ")).to.match(/^cardlink: database connection failed: .*ECONNREFUSED/);
     }
+    // backup copies the SQLite file; PostgreSQL has its own tool.
+    const backup = await cardlink(["backup", path.join(dir, "b.sqlite"), "-c", pgConfig]);
+    expect(backup.code, "backup").to.equal(2);
+    expect(backup.stderr.trim().split("\n"), "backup").to.have.length(1);
+    expect(backup.stderr, "backup").to.match(/^cardlink: backup .*pg_dump/);
     // Nothing was created in the data directory on the way.
     expect(existsSync(path.join(dir, "cardlink.sqlite"))).to.equal(false);
+    expect(existsSync(path.join(dir, "b.sqlite"))).to.equal(false);
     const check = await cardlink(["check-config", "-c", pgConfig]);
-    expect(check.code).to.equal(2);
-    expect(check.stderr).to.match(/problem: database\.driver "postgres" opens only the new core's Store/);
+    expect(check.code).to.equal(1);
+    expect(check.stderr).to.match(
+      /^problem: database \(postgres\) cannot be read: database connection failed/m,
+    );
     const bad = await cardlink([
       "check-config",
       "-c",
@@ -248,7 +276,12 @@ describe("cardlink check-config against a real Prosody", function () {
     oldDatabase(old);
     const r = await cardlink(["check-config"], env({ CARDLINK_DB: old }));
     expect(r.code).to.equal(0);
-    expect(r.stdout).to.match(/^note: database .* is at schema 100; 2 migration\(s\) pending \(200, 300\)/m);
+    expect(r.stdout).to.match(
+      new RegExp(
+        `^note: database .* is at schema 100; ${FROM_100.length} migration\\(s\\) pending \\(${FROM_100.join(", ")}\\)`,
+        "m",
+      ),
+    );
     expect(versions(old), "not migrated").to.deep.equal([1, 100]);
     const newer = path.join(dir, "newer.sqlite");
     const db = openDatabase(newer);
@@ -256,7 +289,9 @@ describe("cardlink check-config against a real Prosody", function () {
     db.close();
     const n = await cardlink(["check-config"], env({ CARDLINK_DB: newer }));
     expect(n.code).to.equal(1);
-    expect(n.stderr).to.match(/^problem: database .* is at schema 9999, newer than this cardlink \(300\)/m);
+    expect(n.stderr).to.match(
+      new RegExp(`^problem: database .* is at schema 9999, newer than this cardlink \\(${NEWEST}\\)`, "m"),
+    );
   });
 });
 
@@ -271,7 +306,7 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const dry = await cardlink(["migrate", "--dry-run"], env(file));
     expect(dry.code).to.equal(0);
-    expect(dry.stdout).to.match(/is at schema 100 \(this cardlink: 300\)/);
+    expect(dry.stdout).to.match(new RegExp(`is at schema 100 \\(this cardlink: ${NEWEST}\\)`));
     expect(dry.stdout).to.match(/^would apply 200 push queue/m);
     expect(dry.stdout).to.match(/^would apply 300 indexes for the queue gauges/m);
     expect(versions(file)).to.deep.equal([1, 100]);
@@ -281,8 +316,10 @@ describe("cardlink migrate, backup, stats", function () {
     expect(real.code).to.equal(0);
     const copy = /^backed up .* to (.+)$/m.exec(real.stdout)?.[1] as string;
     expect(copy).to.be.a("string");
-    expect(real.stdout).to.match(/^applied 200, 300; database .* is at schema 300$/m);
-    expect(versions(file)).to.deep.equal([1, 100, 200, 300]);
+    expect(real.stdout).to.match(
+      new RegExp(`^applied ${FROM_100.join(", ")}; database .* is at schema ${NEWEST}$`, "m"),
+    );
+    expect(versions(file)).to.deep.equal([1, 100, ...FROM_100]);
     // The copy is the database as it was before: schema 100, its data, owner-only.
     expect(versions(copy)).to.deep.equal([1, 100]);
     const c = new Database(copy, { readonly: true });
@@ -305,17 +342,18 @@ describe("cardlink migrate, backup, stats", function () {
     for (const args of [["migrate"], ["migrate", "--dry-run"]]) {
       const r = await cardlink(args, env(file));
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(/schema 9999 is newer than this cardlink \(300\)/);
+      expect(r.stderr).to.match(new RegExp(`schema 9999 is newer than this cardlink \\(${NEWEST}\\)`));
     }
     expect(versions(file)).to.deep.equal([1, 100, 200, 300, 9999]);
   });
 
   it("backup writes a copy that opens and holds the data, while the database is in use", async () => {
     const file = path.join(dir, "cardlink.sqlite");
-    const store = new SqliteStore(file); // open, as a running cardlink would hold it
+    // An old (schema 300) file, open as a running cardlink would hold it (backup copies any SQLite database).
+    const store = new SqliteStore(file);
     try {
-      await store.exchange.block("alice@localhost", "mallory@localhost", 1000);
-      await store.outbox.enqueue([
+      legacyBlock(store.db, "alice@localhost", "mallory@localhost");
+      legacyEnqueue(store.db, [
         { recipient: "bob@localhost", kind: "card", subject: "alice@localhost", version: 1 },
         { recipient: "bob@localhost", kind: "notice", subject: "n1", version: 1, payload: "{}" },
         { recipient: "carol@localhost", kind: "card", subject: "alice@localhost", version: 1 },
@@ -329,8 +367,8 @@ describe("cardlink migrate, backup, stats", function () {
       );
       const copy = new SqliteStore(target);
       try {
-        expect(await copy.exchange.blocked("alice@localhost")).to.deep.equal(["mallory@localhost"]);
-        expect(await copy.outbox.count("bob@localhost")).to.equal(2);
+        expect(await copyBlocked(copy, "alice@localhost")).to.deep.equal(["mallory@localhost"]);
+        expect(await copyOutboxCount(copy, "bob@localhost")).to.equal(2);
       } finally {
         await copy.close();
       }
@@ -346,10 +384,14 @@ describe("cardlink migrate, backup, stats", function () {
       expect(none.code).to.equal(1);
       expect(none.stderr).to.match(/does not exist/);
 
+      // stats reads a database at this build's schema: the file is migrated (rekeyed to 2000, then the feature
+      // modules' migrations) first.
+      const migrated = await cardlink(["migrate"], env(file));
+      if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`);
       const stats = await cardlink(["stats", "--json"], env(file));
       expect(stats.code).to.equal(0);
       const s = JSON.parse(stats.stdout) as Record<string, unknown>;
-      expect(s).to.deep.include({ schema: 300, usersWithCards: 0, bindings: 0, blocks: 1 });
+      expect(s).to.deep.include({ schema: NEWEST, usersWithCards: 0, bindings: 0, blocks: 1 });
       const outbox = s.outbox as Record<
         string,
         { entries: number; recipients: number; oldestAgeSeconds: number }
@@ -370,7 +412,9 @@ describe("cardlink migrate, backup, stats", function () {
     oldDatabase(file);
     const r = await cardlink(["stats"], env(file));
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/at schema 100, this cardlink reads 300: run `cardlink migrate` first/);
+    expect(r.stderr).to.match(
+      new RegExp(`at schema 100, this cardlink reads ${NEWEST}: run \`cardlink migrate\` first`),
+    );
   });
 });
 

@@ -9,6 +9,7 @@ import { CardlinkProcess } from "../harness/cardlink.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { sleep, waitFor } from "../harness/ports.js";
 import * as look from "../harness/look.js";
+import { legacyBind, legacyCard } from "../harness/legacy-seed.js";
 import { newXmppServer } from "../harness/server.js";
 import { useServers } from "../harness/suite.js";
 
@@ -46,11 +47,12 @@ describe("durability: cardlink SIGKILLed in the middle of a fan-out to 1,000 hol
       impp: [],
       categories: [],
     });
-    await store.cards.set(jid("owner"), v1, cardHash(v1));
+    // An old (schema 300) file, as an upgraded installation has it: the process rekeys it to 2000 at start.
+    legacyCard(store.db, jid("owner"), v1, cardHash(v1));
     for (let i = 0; i < HOLDERS; i++) {
-      await store.exchange.bind(
+      legacyBind(
+        store.db,
         { id: `b${i}`, a: jid("owner"), b: jid(name(i)), aDevices: [], bDevices: [], via: "code" },
-        undefined,
         Date.now(),
       );
     }

@@ -2,7 +2,7 @@
  * kill -9 between a change's commit and its push, on the new core (docs/REDESIGN.md §4.6, issue 8 S13). The old
  * core wrote the push job later, from an in-memory event, so a crash in between lost the wake-up; on the new core
  * the push-scan observer reads the durable stream from its durable mark, so a restart finds what the dead process
- * did not get to. cardlink runs as its own process (CARDLINK_CORE=2000) with the APNs stand-in configured like
+ * did not get to. cardlink runs as its own process with the APNs stand-in configured like
  * production; CARDLINK_TEST_FAULT makes it SIGKILL itself right after a named unit of work's COMMIT, before any
  * after-commit hook (component/runtime/app.ts armFault).
  *
@@ -39,7 +39,6 @@ describe("kill -9 between commit and push, new core (real Prosody, APNs stand-in
 
   const launch = async (fault?: string): Promise<CardlinkProcess> => {
     const p = CardlinkProcess.forProsody(prosody, db, {
-      CARDLINK_CORE: "2000",
       CARDLINK_CONFIG: configFile,
       ...(fault ? { CARDLINK_TEST_FAULT: fault } : {}),
     });

@@ -59,7 +59,6 @@ describe("a database written by the old code, on the new core (real Prosody, rea
     const config = testConfig(prosody, {}, db);
     app = await createCardlink(config, {
       log: createLogger(config.log.level),
-      core: "2000",
       modules: coreModules,
     });
     await app.start();

@@ -30,7 +30,6 @@ describe("cardlink on PostgreSQL, new core (real Prosody, real PostgreSQL, real 
   const start = async (): Promise<Cardlink> => {
     const a = await createCardlink(config, {
       log: createLogger(config.log.level),
-      core: "2000",
       modules: coreModules,
     });
     await a.start();

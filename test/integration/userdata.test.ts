@@ -10,6 +10,7 @@ import { startInProcess, testConfig } from "../harness/cardlink.js";
 import { cardClient, type CardClient } from "../harness/cardclient.js";
 import { errorOf, xml, type Element } from "../harness/clients.js";
 import * as look from "../harness/look.js";
+import { legacyBind, legacyCard, legacyDevice, legacyDropRecipient } from "../harness/legacy-seed.js";
 import { waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 
@@ -427,20 +428,23 @@ describe("cardlink export-user and delete-user", function () {
       impp: [],
       categories: [],
     });
-    await store.cards.set(jid("ann"), card("Ann Cli"), "h1");
-    await store.cards.set(jid("ben"), card("Ben Cli"), "h2");
-    await store.devices.upsert(
-      { owner: jid("ann"), deviceId: "ann-phone", platform: "android", pushToken: "tok-ann-123456" },
-      20,
-    );
-    await store.exchange.bind(
+    // An old (schema 300) file, migrated to 2000 below as the first start would.
+    legacyCard(store.db, jid("ann"), card("Ann Cli"), "h1");
+    legacyCard(store.db, jid("ben"), card("Ben Cli"), "h2");
+    legacyDevice(store.db, {
+      owner: jid("ann"),
+      deviceId: "ann-phone",
+      platform: "android",
+      pushToken: "tok-ann-123456",
+    });
+    legacyBind(
+      store.db,
       { id: "b1", a: jid("ann"), b: jid("ben"), aDevices: ["ann-phone"], bDevices: [], via: "code" },
-      undefined,
       Date.now(),
     );
     // Delivered long ago: nothing waits in the outbox.
-    await store.outbox.dropRecipient(jid("ann"));
-    await store.outbox.dropRecipient(jid("ben"));
+    legacyDropRecipient(store.db, jid("ann"));
+    legacyDropRecipient(store.db, jid("ben"));
     await store.close();
     await look.toCoreSchema(file);
   });

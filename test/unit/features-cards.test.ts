@@ -365,6 +365,18 @@ describe("features/cards on the new core (S9)", function () {
       expect(unknown).to.deep.equal({ token: await currentSeq(w), more: false, items: [] });
     });
 
+    it("a seq naming more owners than max (a group join) comes back whole, not refused", async () => {
+      for (const n of ["o1", "o2", "o3"]) await storeCard(w, jid(n), sampleCard(n.toUpperCase()));
+      const s = await bindMany(w, [
+        [jid("o1"), jid("holder")],
+        [jid("o2"), jid("holder")],
+        [jid("o3"), jid("holder")],
+      ]);
+      const p = await sync(jid("holder"), 0, 1);
+      expect(owners(p)).to.deep.equal(["card:o1", "card:o2", "card:o3"]);
+      expect(p.token).to.equal(s);
+    });
+
     it("is cut by the stanza budget, and a cut never ends inside a seq", async () => {
       for (const n of ["o1", "o2", "o3"]) await storeCard(w, jid(n), sampleCard(n.toUpperCase()));
       const s1 = await bind(w, jid("o1"), jid("holder"));

@@ -2,7 +2,7 @@
  * The new push feature (component/features/push/, docs/REDESIGN.md §4.3) on the new core: a real SqliteStore
  * with schema 2000, the real accounts part, the real queue engine (jobs half, observers), and the provider
  * senders built by push/senders.ts exactly as production builds them, against the APNs and FCM stand-ins (real
- * HTTP/2 servers). The channel cases are test/push/dispatcher.test.ts's assertions, ported; the scan cases check
+ * HTTP/2 servers). The channel cases are test/push/dispatcher.test.ts's assertions (deleted at S11), ported; the scan cases check
  * the push-scan observer's rules over the stream.
  */
 import { expect } from "chai";

@@ -13,9 +13,20 @@ const file = (name: string, ...imports: string[]): SourceFile => ({
 describe("layers: import rules (docs/ARCHITECTURE.md §2)", () => {
   it("the built program imports across layers only as the rules allow", () => {
     const files = compiledFiles();
-    // Every layer built today must be populated, or a missing or misplaced dist/ would pass with nothing
-    // checked. ("feature list" and "feature module" are the redesign's component/features/, not built yet.)
-    const built = ["composition root", "runtime", "features", "model", "stanzas", "storage", "push", "tools"];
+    // Every layer must be populated, or a missing or misplaced dist/ would pass with nothing checked.
+    const built = [
+      "composition root",
+      "runtime",
+      "feature list",
+      "feature wiring",
+      "feature module",
+      "entry",
+      "model",
+      "stanzas",
+      "storage",
+      "push",
+      "tools",
+    ];
     expect(LAYERS.map((l) => l.name).filter((n) => built.includes(n))).to.deep.equal(built);
     for (const l of LAYERS.filter((x) => built.includes(x.name))) {
       expect(
@@ -48,14 +59,19 @@ describe("layers: import rules (docs/ARCHITECTURE.md §2)", () => {
       ["stanzas/cardlink.ts", "../storage/store.js", "storage/store.ts"],
       ["stanzas/vcard4.ts", "../component/runtime/jid.js", "component/runtime/jid.ts"],
       ["storage/index.ts", "../component/runtime/config.js", "component/runtime/config.ts"],
-      ["storage/sqlite/repos.ts", "../../stanzas/vcard4.js", "stanzas/vcard4.ts"],
+      ["storage/sqlite/store.ts", "../../stanzas/vcard4.js", "stanzas/vcard4.ts"],
       // A value import of the model from storage/ survives compilation: only types are allowed there.
       ["storage/store.ts", "../stanzas/model/card.js", "stanzas/model/card.ts"],
-      ["component/runtime/app.ts", "../cards.js", "component/cards.ts"],
+      ["component/runtime/app.ts", "../features/cards/index.js", "component/features/cards/index.ts"],
       ["component/runtime/router.ts", "../features.js", "component/features.ts"],
       ["component/runtime/app.ts", "../../push/senders.js", "push/senders.ts"],
-      ["component/runtime/ctl.ts", "../delivery.js", "component/delivery.ts"],
-      ["component/cards.ts", "../test/harness/suite.js", "test/harness/suite.ts"],
+      ["component/runtime/ctl.ts", "../features/cards/index.js", "component/features/cards/index.ts"],
+      // The feature wiring (component/features.ts) and the entry shims: the new layout's top-level files.
+      ["component/features.ts", "../test/harness/suite.js", "test/harness/suite.ts"],
+      ["component/features.ts", "../push/senders.js", "push/senders.ts"],
+      ["component/features.ts", "../stanzas/xml.js", "stanzas/xml.ts"],
+      ["component/main.ts", "./features.js", "component/features.ts"],
+      ["component/cli.ts", "../storage/index.js", "storage/index.ts"],
       ["push/apns.ts", "../../outside.js", "../outside.ts"],
     ];
     for (const [from, spec, target] of forbidden) {
@@ -76,10 +92,13 @@ describe("layers: import rules (docs/ARCHITECTURE.md §2)", () => {
       ["component/runtime/app.ts", "../../stanzas/model/card.js"],
       ["component/runtime/ctl.ts", "../features.js"],
       ["component/runtime/ctl.ts", "../../push/senders.js"],
-      ["component/cards.ts", "./runtime/budget.js"],
-      ["component/push.ts", "../push/senders.js"],
+      ["component/features.ts", "./features/index.js"],
+      ["component/features.ts", "./features/exchange/repo.js"],
+      ["component/features.ts", "./runtime/metrics.js"],
+      ["component/features.ts", "../storage/sqlite/schema-2000.js"],
       ["component/main.ts", "./runtime/main.js"],
-      ["test/unit/x.test.ts", "../../component/cards.js"],
+      ["component/cli.ts", "./runtime/cli.js"],
+      ["test/unit/x.test.ts", "../../component/features/cards/service.js"],
       ["bench/iq.ts", "../storage/sqlite/db.js"],
     ];
     for (const [from, spec] of allowed)
@@ -126,6 +145,14 @@ describe("layers: import rules (docs/ARCHITECTURE.md §2)", () => {
     const v = checkLayers([file("runtime/app.ts", "../stanzas/xml.js")]);
     expect(v).to.have.length(1);
     expect(v[0]?.layer).to.equal("none");
+  });
+
+  it("a flat feature file directly in component/ (the old layout, gone at S11) is in no layer", () => {
+    for (const f of ["component/cards.ts", "component/push-dispatcher.ts", "component/userdata.ts"]) {
+      const v = checkLayers([file(f, "./runtime/budget.js")]);
+      expect(v, f).to.have.length(1);
+      expect(v[0]?.layer, f).to.equal("none");
+    }
   });
 
   it("reads import statements, re-exports and import(), not comments or strings", () => {

@@ -2,7 +2,12 @@
 import { expect } from "chai";
 import { AdhocCommands } from "../../component/runtime/adhoc.js";
 import { loadConfig, ConfigError } from "../../component/runtime/config.js";
-import { IqBusyError, IqCaller, IqSupersededError } from "../../component/runtime/iq-caller.js";
+import {
+  IqBusyError,
+  IqCaller,
+  IqSupersededError,
+  IqTimeoutError,
+} from "../../component/runtime/iq-caller.js";
 import { userJid } from "../../component/runtime/jid.js";
 import { createLogger } from "../../component/runtime/log.js";
 import { Metrics } from "../../component/runtime/metrics.js";
@@ -248,6 +253,36 @@ describe("limits and input hygiene (unit)", () => {
       expect(c.pendingFor("alice@localhost")).to.equal(2);
       c.rejectAll("test over");
       await Promise.allSettled(more);
+    });
+
+    it("IqCaller: a reply timeout while the write still waits for the socket rejects the request, not the process", async () => {
+      // A deep send queue to a busy server (bench/fanout.ts, 68 KB pages to 300 holders) held the write past the
+      // ack timeout: the rejection had no handler yet and ended cardlink with an unhandled rejection.
+      let written: (ok: boolean) => void = () => undefined;
+      const c = new IqCaller(() => new Promise<boolean>((r) => (written = r)), {
+        timeoutMs: 1,
+        maxPending: 10,
+        maxPendingPerRecipient: 5,
+      });
+      const unhandled: unknown[] = [];
+      const onUnhandled = (e: unknown): void => void unhandled.push(e);
+      process.on("unhandledRejection", onUnhandled);
+      try {
+        const req = c.request(xml("iq", { type: "set", id: "q1", to: "bob@localhost/phone" }));
+        // Timers run in order of expiry: the request's 1 ms timer has fired when this 20 ms one does.
+        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setImmediate(r));
+        written(true);
+        const err = await req.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).to.be.instanceOf(IqTimeoutError);
+        expect(unhandled).to.deep.equal([]);
+        expect(c.inFlight).to.equal(0);
+      } finally {
+        process.off("unhandledRejection", onUnhandled);
+      }
     });
 
     it("AdhocCommands: a user at the per-user cap gets resource-constraint, another user does not", async () => {

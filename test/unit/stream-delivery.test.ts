@@ -184,10 +184,27 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
       transport?: InProcessTransport;
       me?: string;
       silentMs?: number;
+      /** S15's batching knobs (absent: 0, each claim and ack its own unit of work, no window). */
+      coalesceWindowMs?: number;
+      ackBatchMs?: number;
+      batchSize?: number;
+      /** Records the name of every unit of work the delivery runs. */
+      uowNames?: string[];
+      /** Fails the delivery's next unit of work of this name once (before it writes anything). */
+      failOnce?: { name: string };
     } = {},
   ): StreamDelivery => {
     const p = parts(o.store ?? store);
     if (!o.store) ({ events, uow } = p);
+    const failOnce = o.failOnce;
+    const spied: Uow = (name, fn) => {
+      o.uowNames?.push(name);
+      if (failOnce?.name === name) {
+        failOnce.name = "";
+        return Promise.reject(new Error(`${name} failed (test)`));
+      }
+      return p.uow(name, fn);
+    };
     const { accounts, registry } = p;
     const log = pino(
       { level: "debug" },
@@ -198,7 +215,7 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
       },
     );
     return new StreamDelivery({
-      uow: p.uow,
+      uow: spied,
       read: makeReader(o.store ?? store, { accounts: accounts.read, audience: unused }),
       kind: (n) => registry.get(n),
       transport: o.transport ?? transport,
@@ -209,8 +226,11 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
         ackTimeoutMs: 15_000,
         retryBaseMs: 60_000,
         retryMaxMs: 600_000,
-        batchSize: 20,
+        batchSize: o.batchSize ?? 20,
+        ...(o.coalesceWindowMs !== undefined ? { coalesceWindowMs: o.coalesceWindowMs } : {}),
+        ...(o.ackBatchMs !== undefined ? { ackBatchMs: o.ackBatchMs } : {}),
       },
+      clock: () => now,
       leaseMs: 30_000,
       me: o.me ?? "test:1:aaaa",
       random: () => 1, // backoff = its ceiling
@@ -736,5 +756,129 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
     } finally {
       await engine.stop();
     }
+  });
+  describe("batching (S15: coalescing window, batched claims and acks, reads that stop when the lane is drained)", () => {
+    const bobCursor = () =>
+      store.read("cursor", (r) =>
+        r.get<{ pos: number; lease_owner: string | null }>(
+          "SELECT pos, lease_owner FROM stream_cursors WHERE account_id = :a AND consumer = 0",
+          { a: bob },
+        ),
+      );
+    /** Appends notes to `lane` alone (the lane-generic form of `notes`). */
+    const notesTo = (lane: AccountId, text: string): Promise<number> =>
+      uow("notes", async (u) => {
+        const payload = await u.queue.payload("note", { text });
+        await u.queue.append("note", [lane], { subject: `n${++noteN}`, payload });
+        return u.seq();
+      });
+
+    it("an idle consumer is sent to at once; one sent to within the window waits, then gets what came meanwhile in one IQ", async () => {
+      await delivery.stop();
+      delivery = make({ coalesceWindowMs: 50 });
+      presence.add(alice, 0, "alice@example.test/phone");
+      const s1 = await notes(alice, { text: "one" });
+      delivery.kickLanes([alice]);
+      await until(() => transport.sent.length === 1, "first IQ, no wait");
+      transport.sent[0]?.answer({ type: "result" });
+      await delivery.idle();
+      expect(delivery.waitingWindow(alice, 0)).to.equal(false);
+      // 10 ms later (the pinned clock) two changes come: the consumer was sent to 10 ms ago, so it waits.
+      now = T0 + 10;
+      const s2 = await notes(alice, { text: "two" });
+      delivery.kickLanes([alice]);
+      const s3 = await notes(alice, { text: "three" });
+      delivery.kickLanes([alice]);
+      for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+      expect(transport.sent).to.have.length(1);
+      expect(delivery.waitingWindow(alice, 0)).to.equal(true);
+      // The window closes (clock at the send + 50 ms): its timer runs the round, one IQ carries both.
+      now = T0 + 50;
+      await eventually(() => transport.sent.length === 2, "the IQ after the window");
+      expect(ids(transport.sent[1])).to.deep.equal([`note:n2:${s2}`, `note:n3:${s3}`]);
+      transport.sent[1]?.answer({ type: "result" });
+      await delivery.idle();
+      expect(await cursor()).to.deep.include({ pos: s3, lease_owner: null });
+      expect(transport.sent).to.have.length(2);
+      expect((await cursor())?.pos).to.be.greaterThan(s1);
+    });
+
+    it("a resource coming online does not wait for the window", async () => {
+      await delivery.stop();
+      delivery = make({ coalesceWindowMs: 1000 });
+      presence.add(alice, 0, "alice@example.test/phone");
+      await notes(alice, { text: "one" });
+      delivery.kickLanes([alice]);
+      await until(() => transport.sent.length === 1, "first IQ");
+      transport.sent[0]?.answer({ type: "result" });
+      await delivery.idle();
+      const s2 = await notes(alice, { text: "two" });
+      delivery.kickLanes([alice]);
+      await delivery.idle();
+      expect(delivery.waitingWindow(alice, 0)).to.equal(true);
+      presence.add(alice, 0, "alice@example.test/laptop");
+      delivery.available(alice, 0, "alice@example.test/laptop");
+      await until(() => transport.sent.length >= 2, "IQ at once");
+      expect(ids(transport.sent[1])).to.deep.equal([`note:n2:${s2}`]);
+    });
+
+    it("claims started in one turn share a unit of work, and acks within ackBatchMs another", async () => {
+      await delivery.stop();
+      const names: string[] = [];
+      delivery = make({ ackBatchMs: 5, uowNames: names });
+      presence.add(alice, 0, "alice@example.test/phone");
+      presence.add(bob, 0, "bob@example.test/phone");
+      const sa = await notesTo(alice, "for alice");
+      const sb = await notesTo(bob, "for bob");
+      delivery.kickLanes([alice, bob]);
+      await until(() => transport.sent.length === 2, "an IQ to each");
+      expect(names.filter((n) => n === "queue.claim")).to.have.length(1);
+      for (const s of transport.sent) s.answer({ type: "result" });
+      await delivery.idle();
+      expect(names.filter((n) => n === "queue.ack")).to.have.length(1);
+      expect(await cursor()).to.deep.include({ pos: sa, lease_owner: null });
+      expect(await bobCursor()).to.deep.equal({ pos: sb, lease_owner: null });
+      // A read that did not fill batchSize drained the lane: no second claim, no release.
+      expect(names).to.deep.equal(["queue.claim", "queue.ack"]);
+      expect(await entries()).to.deep.equal([]);
+    });
+
+    it("when a shared ack unit of work fails, each ack is written alone: none is lost", async () => {
+      await delivery.stop();
+      const names: string[] = [];
+      delivery = make({ ackBatchMs: 5, uowNames: names, failOnce: { name: "queue.ack" } });
+      presence.add(alice, 0, "alice@example.test/phone");
+      presence.add(bob, 0, "bob@example.test/phone");
+      const sa = await notesTo(alice, "for alice");
+      const sb = await notesTo(bob, "for bob");
+      delivery.kickLanes([alice, bob]);
+      await until(() => transport.sent.length === 2, "an IQ to each");
+      for (const s of transport.sent) s.answer({ type: "result" });
+      await delivery.idle();
+      expect(names.filter((n) => n === "queue.ack")).to.have.length(3); // the failed one, then one each
+      expect(await cursor()).to.deep.include({ pos: sa, lease_owner: null });
+      expect(await bobCursor()).to.deep.equal({ pos: sb, lease_owner: null });
+      expect(transport.sent).to.have.length(2);
+    });
+
+    it("a read that fills batchSize is followed by another in the same round", async () => {
+      await delivery.stop();
+      const names: string[] = [];
+      delivery = make({ batchSize: 2, uowNames: names });
+      presence.add(alice, 0, "alice@example.test/phone");
+      await notes(alice, { text: "1" });
+      await notes(alice, { text: "2" });
+      const s3 = await notes(alice, { text: "3" });
+      delivery.kickLanes([alice]);
+      await until(() => transport.sent.length === 1, "first page");
+      expect(ids(transport.sent[0])).to.have.length(2);
+      transport.sent[0]?.answer({ type: "result" });
+      await until(() => transport.sent.length === 2, "second read, same round");
+      expect(ids(transport.sent[1])).to.deep.equal([`note:n3:${s3}`]);
+      transport.sent[1]?.answer({ type: "result" });
+      await delivery.idle();
+      expect(await cursor()).to.deep.include({ pos: s3, lease_owner: null });
+      expect(names).to.deep.equal(["queue.claim", "queue.ack", "queue.claim", "queue.ack"]);
+    });
   });
 });

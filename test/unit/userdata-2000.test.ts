@@ -21,7 +21,7 @@ import {
   type ExportDoc,
 } from "../../component/features/userdata/api.js";
 import { USER_TABLES } from "../../component/features/userdata/tables.js";
-import { userDataWiring } from "../../component/features.js";
+import { moduleMigrations, userDataWiring } from "../../component/features.js";
 import { cli, type Io } from "../../component/runtime/ctl.js";
 import { adminModule } from "../../component/features/admin/index.js";
 import { userdataModule } from "../../component/features/userdata/index.js";
@@ -81,7 +81,7 @@ async function world(): Promise<World> {
     clock: () => clock.t,
     log: pino({ level: "silent" }),
   });
-  await store.migrate([SCHEMA_2000]);
+  await store.migrate([SCHEMA_2000, ...moduleMigrations()]);
   const core = offlineCore(store, userDataWiring());
   const svc = new ExchangeService({
     uow: core.uow,
@@ -492,7 +492,9 @@ describe("userdata on schema 2000 (features/userdata)", function () {
     it("stats --json counts the new tables in the legacy shape", async () => {
       expect(await cli(["stats", "--json"], io), err.join("\n")).to.equal(0);
       const s = JSON.parse(out.join("\n")) as Record<string, unknown>;
-      expect(s).to.include({ schema: 2000, usersWithCards: 4, bindings: 2, shares: 4, blocks: 2 });
+      // The world's store carries the feature modules' migrations too (as a running cardlink's does).
+      const schema = Math.max(SCHEMA_2000.version, ...moduleMigrations().map((m) => m.version));
+      expect(s).to.include({ schema, usersWithCards: 4, bindings: 2, shares: 4, blocks: 2 });
       expect(s.devices).to.deep.equal({ ios: 1 });
       // Counted against the real clock: the world's requests and codes (seeded in 2023) expired long ago.
       expect(s).to.include({ exchangeRequestsPending: 0, exchangeCodesLive: 0 });
@@ -505,7 +507,7 @@ describe("userdata on schema 2000 (features/userdata)", function () {
       ]);
       out = [];
       expect(await cli(["stats"], io)).to.equal(0);
-      expect(out[0]).to.match(/^database {12}.*store\.sqlite \(schema 2000\)$/);
+      expect(out[0]).to.match(new RegExp(`^database {12}.*store\\.sqlite \\(schema ${schema}\\)$`));
     });
 
     it("export-user prints the document; delete-user --yes erases and names the holders told", async () => {

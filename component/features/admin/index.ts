@@ -1,6 +1,6 @@
 /**
  * Admin ad-hoc commands on the new core (issue 14; docs/PROTOCOL.md §19): the nodes, form fields and texts of
- * component/admin-commands.ts (which serves the running app until the switch, S11), over the 2000 schema: the
+ * component/admin-commands.ts (the legacy core's, deleted at S11), over the 2000 schema: the
  * user lookup reads the runtime's inspect views and the features' api.ts, the queue commands the stream and the
  * `push` jobs (repo.ts). XEP-0133's FORM_TYPE and `accountjid` field, cardlink's own nodes; only the bare JIDs in
  * the `admins` setting see or run them (the registry's `adminOnly`).

@@ -19,3 +19,10 @@ export function cardVersion(
 ): Promise<{ version: number; hash: string } | undefined> {
   return cardsRepo(read).version(owner);
 }
+
+/**
+ * Parsing, checking and rendering a card in any wire format (issue 9: an address-book entry is a card and is
+ * accepted and written exactly as a card is, with the same limits and messages).
+ */
+export { checkRenderings, parseFormat, parseSubmitted } from "./service.js";
+export { FORMATS, cardContent, cardFor, type Format } from "./render.js";

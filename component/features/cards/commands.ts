@@ -1,8 +1,8 @@
 /**
  * XEP-0050 ad-hoc commands of the cards feature (docs/REDESIGN.md §1.2): show and edit my card, for a generic
- * XMPP client that does not know urn:cardlink:0. The forms, fields, notes and errors are today's
- * (component/card-commands.ts) byte for byte; the reads and the write go through this feature's service on the
- * new core. Not attached to the running app until the switch (issue 8 S11): index.ts registers these then.
+ * XMPP client that does not know urn:cardlink:0. The forms, fields, notes and errors are the legacy
+ * core's (component/card-commands.ts) byte for byte; the reads and the write go through this feature's service on the
+ * new core.
  */
 import { StanzaError } from "../../../stanzas/errors.js";
 import { firstValue, formElement, parseForm, type FormField } from "../../../stanzas/dataforms.js";

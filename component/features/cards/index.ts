@@ -72,9 +72,9 @@ export const cards: FeatureModule = {
   name: "cards",
   migrations: CARD_MIGRATIONS,
   kinds: [cardKind()],
+  onAccountDeleting: eraseCardRows,
   attach(rt: Runtime): void {
     const ns = NS.CARDLINK;
-    rt.events.onTx("account.deleting", eraseCardRows);
     rt.router.iq("set", ns, "card", (c) => setCard(rt, c.user, c.payload));
     rt.router.iq("get", ns, "card", (c) =>
       getCard(rt, c.user, optionalUserJid(c.payload, "owner") ?? c.user, parseFormat(c.payload.attrs.format)),

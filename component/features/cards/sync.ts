@@ -39,7 +39,9 @@ export async function syncPage(
   const pg = await r.audience.syncPage(holder, o.since, o.max);
   const jids = await r.accounts.jidsOf([...new Set(pg.changes.map((c) => c.owner))]);
   const cards = cardsRepo(r.read);
-  const page = o.budget.page(o.max);
+  // A seq that names more owners than `max` (a group join) comes back whole from the audience (a page never ends
+  // inside a seq): `max` bounds what the query reads, the byte budget still bounds what is sent.
+  const page = o.budget.page(Math.max(o.max, pg.changes.length));
   const items: Array<{ el: Element; seq: Seq }> = [];
   let cutAt: Seq | undefined;
   for (const c of pg.changes) {

@@ -22,3 +22,8 @@ export async function exchangeCounts(read: Sql, me: AccountId, now: number): Pro
     pendingFrom: (await ex.pendingFrom(me, now)).length,
   };
 }
+
+/** True when `owner` blocks `blocked` (features/groups: a user who blocks the inviter is never invited). */
+export function blocks(q: Sql, owner: AccountId, blocked: AccountId): Promise<boolean> {
+  return exchangeRepo(q).isBlocked(owner, blocked);
+}

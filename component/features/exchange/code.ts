@@ -1,6 +1,6 @@
 /**
  * One-time exchange codes (what a QR code carries): the same alphabet, length, grouping and normalisation as
- * component/exchange.ts (the running app's copy until the switch, S11, deletes it); test/unit/features-exchange.test.ts
+ * component/exchange.ts (the legacy core's copy, deleted at S11); test/unit/features-exchange.test.ts
  * checks that both agree on every input it tries.
  */
 import { randomBytes } from "node:crypto";

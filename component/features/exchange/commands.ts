@@ -1,9 +1,8 @@
 /**
  * XEP-0050 ad-hoc commands of the exchange feature (docs/REDESIGN.md §1.2): request an exchange, answer pending
  * requests, make and redeem an exchange code, list my contacts, for a generic XMPP client that does not know
- * urn:cardlink:0. The forms, fields, notes and errors are today's (component/card-commands.ts) byte for byte;
- * every action is the feature's service (one unit of work each). Not attached to the running app until the
- * switch (issue 8 S11): index.ts registers these then.
+ * urn:cardlink:0. The forms, fields, notes and errors are the legacy core's (component/card-commands.ts) byte for byte;
+ * every action is the feature's service (one unit of work each).
  */
 import { StanzaError } from "../../../stanzas/errors.js";
 import { firstValue, formElement, parseForm, type FormField } from "../../../stanzas/dataforms.js";

@@ -1,6 +1,6 @@
 /**
  * The exchange feature module on the new core (docs/REDESIGN.md §1.2, §3.6): stream kinds binding, unbound,
- * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of today's
+ * exchange-request, exchange-declined; the `binding` audience path; the IQ routes of the legacy
  * component/exchange.ts (and the contacts/share routes of component/cards.ts), with the same payloads and
  * results, and its ad-hoc commands (commands.ts), registered after cards' as today.
  */
@@ -59,10 +59,10 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
     migrations: EXCHANGE_MIGRATIONS,
     kinds: EXCHANGE_KINDS,
     audiencePaths: [BINDING_PATH],
+    onAccountDeleting: eraseExchangeRows,
     attach(rt) {
       const svc = serviceFor(rt);
       const ns = NS.CARDLINK;
-      rt.events.onTx("account.deleting", eraseExchangeRows);
       // Counted and logged after COMMIT from the event, so the IQ routes and the ad-hoc commands (answer-requests,
       // redeem-code) report a binding alike, as the old core's Exchange.bind did for both.
       rt.events.on("binding.created", (e) => {

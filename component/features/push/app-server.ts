@@ -1,5 +1,5 @@
 /**
- * cardlink as a XEP-0357 app server (today's component/push.ts, on the unit of work): `<push-node/>` hands a
+ * cardlink as a XEP-0357 app server (the legacy component/push.ts, deleted at S11, on the unit of work): `<push-node/>` hands a
  * user's registered device a node and secret for their server's mod_cloud_notify, and the server's pubsub
  * publishes to that node become one push job of the device — queued in the publish's unit of work and answered
  * only after it committed (a result means the notice is durable). Only the message count travels (no sender, no

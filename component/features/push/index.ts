@@ -1,6 +1,6 @@
 /**
- * The push feature module (docs/REDESIGN.md §1.2, §3.6, §4.3), beside today's component/push.ts until the switch
- * (S11): channel `push` (channel.ts), observer `push-scan` (scan.ts), the XEP-0357 app server (app-server.ts),
+ * The push feature module (docs/REDESIGN.md §1.2, §3.6, §4.3; the legacy component/push.ts's successor, S11):
+ * channel `push` (channel.ts), observer `push-scan` (scan.ts), the XEP-0357 app server (app-server.ts),
  * and its migrations range (migrations.ts; empty, 2000 creates its tables).
  *
  * The channel and the observer are registered in attach, not declared as properties: both need the runtime
@@ -47,9 +47,9 @@ export function pushModule(o: PushModuleOptions): PushModule {
     name: "push",
     migrations: PUSH_MIGRATIONS,
     discoFeatures: () => (Object.keys(senders).length > 0 ? [NS.PUSH] : []),
+    onAccountDeleting: erasePushRows,
     attach(rt: Runtime) {
       const p = rt.config.push;
-      rt.events.onTx("account.deleting", erasePushRows);
       senders = createSenders(p);
       const refs = new Refs();
       rt.queue.registerChannel(

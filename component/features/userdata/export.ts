@@ -69,6 +69,9 @@ const ACCOUNT_COLUMNS: Record<string, string> = {
   from_account: "from_jid",
   to_account: "to_jid",
   subject_account: "subject_jid",
+  invitee: "invitee_jid",
+  inviter: "inviter_jid",
+  exempt: "exempt_jid",
 };
 const accountColumn = (table: string, k: string): string | undefined =>
   table === "accounts" && k === "id" ? "jid" : ACCOUNT_COLUMNS[k];

@@ -1,8 +1,8 @@
 /**
  * The userdata feature module on the new core (issue 14; docs/PROTOCOL.md §18): `<export/>` paged with RSM,
  * `<delete-account confirm='my JID'/>`, and the XEP-0050 commands urn:cardlink:cmd:export-data / delete-data,
- * with the same payloads, texts and errors as component/userdata.ts (which serves the running app until the
- * switch, S11). The documents and the erasure are export.ts, shared with the CLI and the admin commands
+ * with the same payloads, texts and errors as component/userdata.ts (the legacy core's, deleted
+ * at S11). The documents and the erasure are export.ts, shared with the CLI and the admin commands
  * (features/admin, through api.ts).
  *
  * It comes after cards, exchange and push in the feature list: deletion emits `account.deleting`, whose in-tx

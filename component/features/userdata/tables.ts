@@ -58,6 +58,34 @@ export const USER_TABLES: readonly UserTable[] = [
     name: "exchange_codes",
     rows: "SELECT * FROM exchange_codes WHERE owner = :me ORDER BY created_at, code",
   },
+  // The user's own address book (features/addressbook). Entries in others' books that follow the user's card are
+  // those users' data: not exported; erasure unlinks them (their owners keep the entries).
+  {
+    name: "book_entries",
+    rows: "SELECT * FROM book_entries WHERE owner = :me ORDER BY seq, id",
+    erased: "SELECT COUNT(*) AS n FROM book_entries WHERE owner = :me OR linked_owner = :me",
+  },
+  { name: "books", rows: "SELECT * FROM books WHERE owner = :me" },
+  // features/groups: the groups the user owns, the user's memberships, invitations to and from the user, the
+  // user's exemptions and others' exemptions of the user (erasure takes them all: the account leaves every group).
+  { name: "groups", rows: "SELECT * FROM groups WHERE owner = :me ORDER BY created_at, id" },
+  {
+    name: "group_members",
+    rows: "SELECT * FROM group_members WHERE account_id = :me ORDER BY joined_at, group_id",
+  },
+  {
+    name: "group_invitations",
+    rows: `SELECT * FROM group_invitations WHERE invitee = :me OR inviter = :me ORDER BY created_at, id`,
+  },
+  {
+    name: "group_exemptions",
+    // Only the user's own exemptions: others' exemptions of the user are visible to them only (PROTOCOL §21.9).
+    rows: "SELECT * FROM group_exemptions WHERE owner = :me ORDER BY owner, exempt",
+  },
+  {
+    name: "group_departures",
+    rows: "SELECT * FROM group_departures WHERE account_id = :me ORDER BY group_id",
+  },
   {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);
     // the payload inline (payloads are stored once per append, not per account).

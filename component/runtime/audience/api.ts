@@ -13,6 +13,11 @@ export interface AudiencePath {
   policy: string; // expression: JSON SharePolicy text, NULL = everything
   seq: string; // expression: when this path last changed for the pair (sync)
   where?: string; // extra condition (exemptions), may use the owner/holder expressions
+  /**
+   * Extra condition for the card fan-out only (issue 10: a group member who chose to pull gets no `card` entries
+   * through the path, but still sees the card through it: rendering, sync and tombstones ignore this).
+   */
+  push?: string;
 }
 export interface AudienceRead {
   /** The policies under which holder sees owner's card, one per path; [] = not visible. */
@@ -48,4 +53,9 @@ export interface AudienceTx extends AudienceRead {
   closed(
     pairs: readonly [AccountId, AccountId][] | { sql: string; params: Params },
   ): Promise<Array<[AccountId, AccountId]>>;
+  /**
+   * `closed` for pairs given as a SELECT (owner, holder) of any size, in a fixed number of statements (issue 10:
+   * a group member leaving, a group deleted); the pairs that lost sight are not returned. Returns the pair count.
+   */
+  closedSet(pairs: { sql: string; params: Params }): Promise<number>;
 }

@@ -23,9 +23,9 @@ export function checkPaths(paths: readonly AudiencePath[]): void {
     if (!/^[a-z][a-z0-9-]*$/.test(p.name)) throw new Error(`audience path name ${JSON.stringify(p.name)}`);
     if (names.has(p.name)) throw new Error(`audience path ${p.name} registered twice`);
     names.add(p.name);
-    for (const k of ["from", "owner", "holder", "policy", "seq", "where"] as const) {
+    for (const k of ["from", "owner", "holder", "policy", "seq", "where", "push"] as const) {
       const v = p[k];
-      if (v === undefined && k === "where") continue;
+      if (v === undefined && (k === "where" || k === "push")) continue;
       if (typeof v !== "string" || v.trim() === "" || v.includes(";")) {
         throw new Error(`audience path ${p.name}: ${k} must be one SQL expression`);
       }
@@ -49,7 +49,8 @@ export function audienceHoldersSql(paths: readonly AudiencePath[], ownerParam = 
     checkPaths(paths);
     const o = `:${ownerParam}`;
     const branches = paths.map(
-      (p) => `SELECT ${p.holder} AS holder FROM ${p.from} WHERE ${cond(p, `${p.owner} = ${o}`)}`,
+      (p) =>
+        `SELECT ${p.holder} AS holder FROM ${p.from} WHERE ${cond(p, `${p.owner} = ${o}`)}${p.push ? ` AND (${p.push})` : ""}`,
     );
     sql =
       branches.length === 0
@@ -69,7 +70,7 @@ export type { SyncChange, SyncPage };
 
 /** The composed statements of one path registry (built once per process; every text constant afterwards). */
 export class AudienceSql {
-  /** `:owner` → DISTINCT `holder` rows (fan-out). */
+  /** `:owner` → DISTINCT `holder` rows: every holder, whether or not the fan-out pushes to it. */
   readonly holders: string;
   /** `:holder` → `owner, policy, seq, path` rows: one per path row through which the holder sees the owner. */
   readonly inverse: string;
@@ -84,7 +85,8 @@ export class AudienceSql {
 
   constructor(readonly paths: readonly AudiencePath[]) {
     checkPaths(paths);
-    this.holders = audienceHoldersSql(paths);
+    // Everyone who sees the owner's card (export, admin counts): the fan-out's `push` conditions do not apply.
+    this.holders = audienceHoldersSql(paths.map((p) => ({ ...p, push: undefined })));
     const inv = paths.map(
       (p, i) =>
         `SELECT ${p.owner} AS owner, ${p.policy} AS policy, ${p.seq} AS seq, ${i} AS path FROM ${p.from} WHERE ${cond(p, `${p.holder} = :holder`)}`,

@@ -65,6 +65,45 @@ export async function closed(
   return out;
 }
 
+/**
+ * `closed` for a set of pairs given as a SELECT (owner, holder), in a fixed number of statements whatever its size
+ * (issue 10: a member leaving a group of 5,000 closes 10,000 pairs): tombstones (or view marks) for every pair,
+ * pending `card` entries of pairs no path shows retracted, a `card` refresh for pairs another path still shows.
+ * The same outcome as `closed` pair by pair; returns how many pairs the SELECT named (owner ≠ holder).
+ */
+export async function closedSet(
+  u: UnitOfWork,
+  q: AudienceSql,
+  pairs: { sql: string; params: Params },
+): Promise<number> {
+  const p = pairs.sql;
+  const seq = await u.seq();
+  const params = { ...pairs.params, aud_seq: seq };
+  const n = await u.tx.run(
+    `INSERT INTO tombstones (holder, owner, seq)
+     SELECT DISTINCT aud_q.holder, aud_q.owner, CAST(:aud_seq AS BIGINT) FROM (${p}) aud_q
+      WHERE aud_q.owner <> aud_q.holder
+     ON CONFLICT (holder, owner) DO UPDATE SET seq = excluded.seq`,
+    params,
+  );
+  await u.tx.run(
+    `DELETE FROM stream_entries WHERE id IN (
+       SELECT aud_e.id FROM (${p}) aud_q
+         JOIN stream_entries aud_e ON aud_e.account_id = aud_q.holder AND aud_e.kind = '${CARD_KIND}'
+              AND aud_e.subject_account = aud_q.owner
+        WHERE NOT ${q.visible("aud_q.owner", "aud_q.holder")})`,
+    pairs.params,
+  );
+  await u.queue.appendSelect(CARD_KIND, {
+    sql: `SELECT aud_q.holder AS lane, CAST(aud_q.owner AS TEXT) AS subject, aud_q.owner AS subject_account,
+            CAST(NULL AS BIGINT) AS payload_id
+       FROM (${p}) aud_q JOIN cards aud_c ON aud_c.account_id = aud_q.owner
+      WHERE ${q.visible("aud_q.owner", "aud_q.holder")}`,
+    params: pairs.params,
+  });
+  return n.changes;
+}
+
 /** The pairs as a list: a feature's SELECT runs once, here, after the feature removed the path rows. */
 async function materialize(u: UnitOfWork, pairs: Pairs): Promise<Array<[AccountId, AccountId]>> {
   let raw: Array<[number, number]>;

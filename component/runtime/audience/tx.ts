@@ -7,7 +7,7 @@ import type { AccountId, Params } from "../../../storage/store.js";
 import type { Part, ReadPart, UnitOfWork } from "../uow.js";
 import type { AudiencePath, AudienceRead, AudienceTx } from "./api.js";
 import { AudienceReader, AudienceSql } from "./compose.js";
-import { closed, opened } from "./tombstones.js";
+import { closed, closedSet, opened } from "./tombstones.js";
 
 /** Built once per process by createCardlink from every module's registered paths (§3.6). */
 export interface AudienceOptions {
@@ -38,5 +38,9 @@ class AudienceWork extends AudienceReader implements AudienceTx {
     pairs: readonly [AccountId, AccountId][] | { sql: string; params: Params },
   ): Promise<Array<[AccountId, AccountId]>> {
     return closed(this.u, this.q, pairs);
+  }
+
+  closedSet(pairs: { sql: string; params: Params }): Promise<number> {
+    return closedSet(this.u, this.q, pairs);
   }
 }

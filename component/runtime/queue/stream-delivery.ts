@@ -1,7 +1,7 @@
 /**
  * Stream delivery (docs/REDESIGN.md §2.3.3–2.3.5, §4.2; step S7): a per-consumer scheduler that moves a lane's
- * entries to the consumer's resources as `<updates/>` IQs, written beside component/delivery.ts (which serves the
- * running app until the switch, S11) and keeping its rules:
+ * entries to the consumer's resources as `<updates/>` IQs, written beside component/delivery.ts (the legacy
+ * core's, deleted at S11) and keeping its rules:
  *
  * - single flight per consumer (in memory here; the cursor's lease across processes), a kick during a flight
  *   runs one more round after it;
@@ -24,7 +24,7 @@ import { resyncElement, updateElement, updatesElement } from "../../../stanzas/c
 import type { AccountId, Seq } from "../../../storage/store.js";
 import { backoffDelay } from "../backoff.js";
 import type { StanzaBudget } from "../budget.js";
-import type { Reader, Uow } from "../uow.js";
+import type { Reader, UnitOfWork, Uow } from "../uow.js";
 import type { RenderCache, RenderContext, StreamKind } from "./api.js";
 import { updateId } from "./registry.js";
 import { streamRepo, type LaneEntry } from "./stream-repo.js";
@@ -53,6 +53,16 @@ export interface StreamDeliveryConfig {
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
   readonly batchSize: number;
+  /**
+   * A consumer sent to less than this long ago waits until then before its next round starts (an idle one sends
+   * at once): changes arriving in a burst reach it in fewer, fuller IQs (§4.2 (3)). 0 or absent: no wait.
+   */
+  readonly coalesceWindowMs?: number;
+  /**
+   * Acks arriving within this many ms are written in one unit of work, and the claims one event-loop turn starts
+   * in another (§4.2 (4)). 0 or absent: each is its own unit of work.
+   */
+  readonly ackBatchMs?: number;
 }
 
 export interface StreamDeliveryOptions {
@@ -79,6 +89,8 @@ export interface StreamDeliveryOptions {
   readonly onAllGone?: (lane: AccountId, consumer: number) => void;
   /** Outcome counters for the metrics (createCardlink: today's cardlink_delivery_* series). */
   readonly hooks?: DeliveryHooks;
+  /** Wall clock of the coalescing window (tests pin it); default Date.now. */
+  readonly clock?: () => number;
 }
 
 /** Told what each page's delivery came to; never throws back into the round. */
@@ -121,6 +133,54 @@ interface Claimed {
   attempts: number;
   resync?: { seq: Seq; device: string };
 }
+type ClaimResult = { wait: number } | { skip: string } | { claimed: Claimed };
+interface Pending<A, R> {
+  arg: A;
+  resolve: (r: R) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Gathers calls made within a short span and runs them in one unit of work (`run` gets every argument, in
+ * order, and returns one result per argument). When that unit of work fails, each call is tried again alone, so
+ * one bad call costs the others a retry, never their outcome.
+ */
+class Batcher<A, R> {
+  private queue: Array<Pending<A, R>> = [];
+  private armed = false;
+
+  constructor(
+    private readonly delayMs: number,
+    private readonly run: (args: readonly A[]) => Promise<R[]>,
+  ) {}
+
+  call(arg: A): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ arg, resolve, reject });
+      if (this.armed) return;
+      this.armed = true;
+      // 0: the end of this event-loop turn (setImmediate runs after every promise continuation of the turn).
+      if (this.delayMs > 0) setTimeout(() => void this.flush(), this.delayMs);
+      else setImmediate(() => void this.flush());
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.armed = false;
+    const batch = this.queue;
+    this.queue = [];
+    try {
+      const results = await this.run(batch.map((p) => p.arg));
+      batch.forEach((p, i) => p.resolve(results[i] as R));
+    } catch (e) {
+      if (batch.length === 1) {
+        batch[0]?.reject(e);
+        return;
+      }
+      for (const p of batch) await this.run([p.arg]).then(([r]) => p.resolve(r as R), p.reject);
+    }
+  }
+}
 
 class RoundCache implements RenderCache {
   private readonly m = new Map<string, Promise<unknown>>();
@@ -140,6 +200,15 @@ export class StreamDelivery {
   private readonly again = new Map<string, boolean>();
   private readonly running = new Set<Promise<void>>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Consumers whose next round waits for the coalescing window (kicks meanwhile add nothing). */
+  private readonly windowTimers = new Map<string, NodeJS.Timeout>();
+  /** When each consumer was last sent an IQ (the coalescing window); pruned as it grows. */
+  private readonly lastSent = new Map<string, number>();
+  private lastSentPruneAt = 1024;
+  private readonly clock: () => number;
+  private readonly claims:
+    Batcher<{ lane: AccountId; consumer: number; ignoreRetry: boolean }, ClaimResult> | undefined;
+  private readonly acks: Batcher<{ cursor: number; upto: Seq; keep: boolean }, undefined> | undefined;
   /** Per consumer with a page waiting for its ack: offers that page to a resource that came online. */
   private readonly inflight = new Map<string, (full: string) => void>();
   private readonly waiting: Array<() => void> = [];
@@ -149,7 +218,28 @@ export class StreamDelivery {
   /** IQ ids are `<this instance's random tag>-<counter>`: unique across processes and restarts. */
   private readonly tag = randomBytes(4).toString("hex");
 
-  constructor(private readonly o: StreamDeliveryOptions) {}
+  constructor(private readonly o: StreamDeliveryOptions) {
+    this.clock = o.clock ?? Date.now;
+    // Without ack batching every claim and every ack is its own unit of work, as before S15.
+    if ((o.config.ackBatchMs ?? 0) > 0) {
+      this.claims = new Batcher(0, (args) =>
+        this.o.uow("queue.claim", (u) => sequence(args, (a) => this.claimIn(u, a))),
+      );
+      this.acks = new Batcher(o.config.ackBatchMs ?? 0, (args) =>
+        this.o.uow("queue.ack", async (u) => {
+          const repo = streamRepo(u.tx);
+          await repo.ack(
+            this.o.me,
+            args.map((a) => ({ cursor: a.cursor, upto: a.upto })),
+            u.now,
+          );
+          const keep = args.filter((a) => a.keep).map((a) => a.cursor);
+          if (keep.length > 0) await repo.claim(this.o.me, keep, u.now, u.now + this.o.leaseMs);
+          return args.map(() => undefined);
+        }),
+      );
+    }
+  }
 
   /** Post-commit hint: deliver to every consumer of these lanes that has a resource (none: push-scan's). */
   kickLanes(lanes: readonly AccountId[]): void {
@@ -176,6 +266,9 @@ export class StreamDelivery {
       this.again.set(k, (this.again.get(k) ?? false) || now);
       return;
     }
+    // The coalescing window: a consumer sent to moments ago waits for the rest of the window, so what arrives
+    // meanwhile goes in the same IQ. A resource coming online (`now`) does not wait.
+    if (!now && this.holdForWindow(lane, consumer, k)) return;
     this.flying.add(k);
     const task = this.round(lane, consumer, now)
       .catch((e: unknown) =>
@@ -240,7 +333,46 @@ export class StreamDelivery {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    for (const t of this.windowTimers.values()) clearTimeout(t);
+    this.windowTimers.clear();
     await this.idle();
+  }
+
+  /** True (and a timer armed, unless one is) while the consumer's coalescing window is open. */
+  private holdForWindow(lane: AccountId, consumer: number, k: string): boolean {
+    const windowMs = this.o.config.coalesceWindowMs ?? 0;
+    if (windowMs <= 0) return false;
+    if (this.windowTimers.has(k)) return true;
+    const sent = this.lastSent.get(k);
+    if (sent === undefined) return false;
+    const wait = sent + windowMs - this.clock();
+    if (wait <= 0) {
+      this.lastSent.delete(k);
+      return false;
+    }
+    const t = setTimeout(() => {
+      this.windowTimers.delete(k);
+      this.kick(lane, consumer, false);
+    }, wait);
+    t.unref();
+    this.windowTimers.set(k, t);
+    return true;
+  }
+
+  /** Notes a send for the window; drops the entries whose window closed once the map has doubled. */
+  private noteSent(k: string): void {
+    const windowMs = this.o.config.coalesceWindowMs ?? 0;
+    if (windowMs <= 0) return;
+    const now = this.clock();
+    this.lastSent.set(k, now);
+    if (this.lastSent.size < this.lastSentPruneAt) return;
+    for (const [x, at] of this.lastSent) if (at + windowMs <= now) this.lastSent.delete(x);
+    this.lastSentPruneAt = Math.max(1024, 2 * this.lastSent.size);
+  }
+
+  /** True while a coalescing-window timer holds the consumer's next round (tests). */
+  waitingWindow(lane: AccountId, consumer: number): boolean {
+    return this.windowTimers.has(key(lane, consumer));
   }
 
   private async slot(): Promise<() => void> {
@@ -275,35 +407,11 @@ export class StreamDelivery {
    * device below the floor is claimed as it is, with the resync it owes (S12).
    */
   private async claim(lane: AccountId, consumer: number, ignoreRetry: boolean): Promise<Claimed | undefined> {
-    type Claim = { wait: number } | { skip: string } | { claimed: Claimed };
-    const r = await this.o.uow("queue.claim", async (u): Promise<Claim> => {
-      const repo = streamRepo(u.tx);
-      const c = await repo.cursor(lane, consumer);
-      if (!c) return { skip: "no-cursor" };
-      if (!ignoreRetry && c.nextAt > u.now) return { wait: c.nextAt - u.now };
-      const [got] = await repo.claim(
-        this.o.me,
-        [c.id],
-        u.now,
-        u.now + this.o.leaseMs,
-        this.o.silentMs === undefined ? undefined : this.alive(u.now),
-      );
-      if (!got) return { skip: "leased" };
-      if (got.state === "dormant") {
-        // A device whose missed entries were collected is told to resync first; its cursor stays dormant until
-        // that update is acknowledged (deliver), so a resync lost with its IQ is sent again, never skipped.
-        const floor = consumer === 0 ? 0 : await repo.floor(lane);
-        if (consumer !== 0 && got.pos < floor) {
-          const device = (await u.accounts.devices(lane)).find((d) => d.key === consumer);
-          const resync = { seq: floor, device: device?.deviceId ?? String(consumer) };
-          return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts, resync } };
-        }
-        await repo.reactivate(got.id, u.now);
-        const again = await repo.cursorById(got.id);
-        return { claimed: { id: got.id, pos: again?.pos ?? got.pos, attempts: got.attempts } };
-      }
-      return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts } };
-    });
+    // Claims that start in the same event-loop turn share a unit of work (with ack batching on).
+    const a = { lane, consumer, ignoreRetry };
+    const r = this.claims
+      ? await this.claims.call(a)
+      : await this.o.uow("queue.claim", (u) => this.claimIn(u, a));
     if ("wait" in r) {
       this.schedule(lane, consumer, r.wait);
       return undefined;
@@ -315,13 +423,48 @@ export class StreamDelivery {
     return r.claimed;
   }
 
+  /** One consumer's claim inside a claim unit of work (one of a batch). */
+  private async claimIn(
+    u: UnitOfWork,
+    a: { lane: AccountId; consumer: number; ignoreRetry: boolean },
+  ): Promise<ClaimResult> {
+    const { lane, consumer, ignoreRetry } = a;
+    const repo = streamRepo(u.tx);
+    const c = await repo.cursor(lane, consumer);
+    if (!c) return { skip: "no-cursor" };
+    if (!ignoreRetry && c.nextAt > u.now) return { wait: c.nextAt - u.now };
+    const [got] = await repo.claim(
+      this.o.me,
+      [c.id],
+      u.now,
+      u.now + this.o.leaseMs,
+      this.o.silentMs === undefined ? undefined : this.alive(u.now),
+    );
+    if (!got) return { skip: "leased" };
+    if (got.state === "dormant") {
+      // A device whose missed entries were collected is told to resync first; its cursor stays dormant until
+      // that update is acknowledged (deliver), so a resync lost with its IQ is sent again, never skipped.
+      const floor = consumer === 0 ? 0 : await repo.floor(lane);
+      if (consumer !== 0 && got.pos < floor) {
+        const device = (await u.accounts.devices(lane)).find((d) => d.key === consumer);
+        const resync = { seq: floor, device: device?.deviceId ?? String(consumer) };
+        return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts, resync } };
+      }
+      await repo.reactivate(got.id, u.now);
+      const again = await repo.cursorById(got.id);
+      return { claimed: { id: got.id, pos: again?.pos ?? got.pos, attempts: got.attempts } };
+    }
+    return { claimed: { id: got.id, pos: got.pos, attempts: got.attempts } };
+  }
+
   /**
    * Reads the lane from pos, renders, cuts into pages, sends them one after another (each: first result wins)
-   * and acks. True when the lane may hold more (a full read was acknowledged): the caller claims again.
+   * and acks. True when the lane may hold more (the read hit batchSize): the caller claims again. Entries written
+   * after the read come with their own kick, which a running round turns into one more round.
    */
   private async deliver(lane: AccountId, consumer: number, cur: Claimed): Promise<boolean> {
     if (cur.resync) return this.resync(lane, consumer, cur, cur.resync);
-    let rendered: { pages: Page[]; upto: Seq; read: number };
+    let rendered: { pages: Page[]; upto: Seq; read: number; more: boolean };
     try {
       rendered = await this.render(lane, cur.pos);
     } catch (e) {
@@ -340,7 +483,7 @@ export class StreamDelivery {
     if (rendered.pages.length === 0) {
       // Every entry was moot: the cursor passes them without an IQ.
       await this.ack(cur.id, rendered.upto, false);
-      return true;
+      return rendered.more;
     }
     if (rendered.pages.length > 1) this.o.hooks?.cut?.(rendered.pages.length - 1);
     for (let i = 0; i < rendered.pages.length; i++) {
@@ -363,7 +506,7 @@ export class StreamDelivery {
       // next page; the last page's passes the whole read.
       if (page.upto !== undefined) await this.ack(cur.id, page.upto, !last);
     }
-    return true;
+    return rendered.more;
   }
 
   /**
@@ -406,7 +549,10 @@ export class StreamDelivery {
   }
 
   /** One read snapshot: the lane after pos, rendered with one round cache, cut by the budget and batchSize. */
-  private async render(lane: AccountId, pos: Seq): Promise<{ pages: Page[]; upto: Seq; read: number }> {
+  private async render(
+    lane: AccountId,
+    pos: Seq,
+  ): Promise<{ pages: Page[]; upto: Seq; read: number; more: boolean }> {
     return this.o.read("queue.render", async (r) => {
       const batch = await streamRepo(r.read).read(lane, pos, this.o.config.batchSize);
       const cache = new RoundCache();
@@ -471,12 +617,19 @@ export class StreamDelivery {
       // The last page's ack passes the whole read, trailing moot entries included.
       const tail = pages.at(-1);
       if (tail) tail.upto = batch.upto;
-      return { pages, upto: batch.upto, read: batch.entries.length };
+      return { pages, upto: batch.upto, read: batch.entries.length, more: batch.more };
     });
   }
 
-  /** Ack uow: pos moves (never back), GC runs; `keep` re-takes the lease in the same transaction. */
+  /**
+   * Ack uow: pos moves (never back), GC runs; `keep` re-takes the lease in the same transaction. With ack
+   * batching, the acks of ackBatchMs share one unit of work.
+   */
   private async ack(cursor: number, upto: Seq, keep: boolean): Promise<void> {
+    if (this.acks) {
+      await this.acks.call({ cursor, upto, keep });
+      return;
+    }
     await this.o.uow("queue.ack", async (u) => {
       const repo = streamRepo(u.tx);
       await repo.ack(this.o.me, [{ cursor, upto }], u.now);
@@ -569,6 +722,7 @@ export class StreamDelivery {
           });
       };
       const go = (): void => {
+        this.noteSent(k);
         // Single flight per consumer: at most one page in flight to re-offer.
         this.inflight.set(k, (full) => {
           if (!done) attempt(full);
@@ -582,6 +736,13 @@ export class StreamDelivery {
       } else go();
     });
   }
+}
+
+/** Runs `fn` over `xs` one after another (inside one unit of work: its statements must not interleave). */
+async function sequence<A, R>(xs: readonly A[], fn: (x: A) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (const x of xs) out.push(await fn(x));
+  return out;
 }
 
 /** The highest seq below `seq` among the page's entries (the last one it holds whole), or undefined. */

@@ -18,8 +18,9 @@ import type { Json, PayloadId, PendingEntry } from "./api.js";
 import { LEASE_FREE } from "./jobs-repo.js";
 
 /**
- * Who sees an owner's card, fixed to the binding path until S6 composes the registered paths
- * (runtime/audience `audienceHoldersSql()` replaces this one line). Yields `holder` for `:owner`.
+ * Who sees an owner's card when no path registry is given (the binding path alone: the contract suite's stream
+ * cases). The running core passes runtime/audience `audienceHoldersSql(paths)`, every registered path (issue 10:
+ * the fan-out had stayed fixed to this text, so a card change never reached a second path's holders).
  */
 export const AUDIENCE_HOLDERS_SQL = "SELECT s.holder AS holder FROM shares s WHERE s.owner = :owner";
 
@@ -75,13 +76,13 @@ ${mode === "replace" ? ON_REPLACE : ""}
 RETURNING account_id`,
   );
 
-const fanOutSql = (d: Dialect, mode: Coalesce): string =>
+const fanOutSql = (d: Dialect, mode: Coalesce, holders: string): string =>
   text(
     d,
-    `fan-out-${mode}`,
+    `fan-out-${mode}:${holders}`,
     () => `INSERT INTO stream_entries ${COLUMNS}
 SELECT DISTINCT aud.holder, ${VALUES}
-  FROM (${AUDIENCE_HOLDERS_SQL}) aud
+  FROM (${holders}) aud
  WHERE aud.holder <> :owner AND aud.holder NOT IN (${d.jsonIds("exclude")})
 ${mode === "replace" ? ON_REPLACE : ""}
 RETURNING account_id`,
@@ -265,6 +266,8 @@ export interface LaneBatch {
   entries: LaneEntry[];
   /** The last seq read (every entry of it is in `entries`), or `after` when there was nothing. */
   upto: Seq;
+  /** The lane held more than the read took (it hit its limit): whoever acks `upto` should read again. */
+  more: boolean;
 }
 
 /** What reactivating a dormant cursor did (§2.3.4). */
@@ -368,8 +371,9 @@ export const streamRepo = (q: Sql) => ({
     owner: AccountId,
     exclude: readonly AccountId[],
     v: EntryValues,
+    holders: string = AUDIENCE_HOLDERS_SQL,
   ): Promise<AccountId[]> {
-    const rows = await q.all<{ account_id: number }>(fanOutSql(q.dialect, mode), {
+    const rows = await q.all<{ account_id: number }>(fanOutSql(q.dialect, mode, holders), {
       ...entryParams(v),
       owner,
       exclude: ids(exclude),
@@ -429,14 +433,14 @@ export const streamRepo = (q: Sql) => ({
    */
   async read(lane: AccountId, after: Seq, limit: number): Promise<LaneBatch> {
     const rows = (await q.all<EntryRow>(READ_LANE, { lane, after, n: limit + 1 })).map(toEntry);
-    if (rows.length <= limit) return { entries: rows, upto: rows.at(-1)?.seq ?? after };
+    if (rows.length <= limit) return { entries: rows, upto: rows.at(-1)?.seq ?? after, more: false };
     const cut = rows[limit]?.seq as Seq;
     let entries = rows.slice(0, limit);
     if (entries.at(-1)?.seq === cut) entries = entries.filter((e) => e.seq !== cut);
     if (entries.length === 0) {
       entries = (await q.all<EntryRow>(READ_SEQ, { lane, seq: cut })).map(toEntry);
     }
-    return { entries, upto: entries.at(-1)?.seq ?? after };
+    return { entries, upto: entries.at(-1)?.seq ?? after, more: true };
   },
 
   /** The lane's entries above its horizon (not yet acknowledged by every active cursor), oldest first. */
@@ -634,7 +638,7 @@ export function streamStatements(d: Dialect): Record<string, string> {
   return {
     "append replace": appendSql(d, "replace"),
     "append keep": appendSql(d, "keep"),
-    "fan-out": fanOutSql(d, "replace"),
+    "fan-out": fanOutSql(d, "replace", AUDIENCE_HOLDERS_SQL),
     "retract in lanes": RETRACT_LANES(d),
     "retract by subject account": RETRACT_ACCOUNT_SUBJECT,
     "lane read": READ_LANE,

@@ -14,9 +14,10 @@
  */
 import type { AccountId, Params } from "../../../storage/store.js";
 import type { AudiencePath } from "../audience/api.js";
+import { audienceHoldersSql } from "../audience/compose.js";
 import type { Part, UnitOfWork } from "../uow.js";
 import type { AppendSpec, Json, PayloadId, PendingEntry, StreamKind, StreamQueueTx } from "./api.js";
-import { streamRepo, type Coalesce, type EntryValues } from "./stream-repo.js";
+import { AUDIENCE_HOLDERS_SQL, streamRepo, type Coalesce, type EntryValues } from "./stream-repo.js";
 
 /** Built once per process by createCardlink from the registries (§3.6). */
 export interface StreamTxOptions {
@@ -27,8 +28,10 @@ export interface StreamTxOptions {
 }
 
 export function streamTx(o: StreamTxOptions): Part<StreamQueueTx> {
-  // o.paths is S6's: until then appendToAudience runs stream-repo.ts's fixed binding-path SQL.
-  return (u) => new StreamTx(u, o);
+  // Composed once per process (cached per path list): every registered path's holders, in one statement. An
+  // empty registry keeps the binding path's fixed text (the stream contract cases fan out over `shares` alone).
+  const holders = o.paths.length === 0 ? AUDIENCE_HOLDERS_SQL : audienceHoldersSql(o.paths);
+  return (u) => new StreamTx(u, o, holders);
 }
 
 class StreamTx implements StreamQueueTx {
@@ -41,6 +44,7 @@ class StreamTx implements StreamQueueTx {
   constructor(
     private readonly u: UnitOfWork,
     private readonly o: StreamTxOptions,
+    private readonly holders: string,
   ) {
     this.repo = streamRepo(u.tx);
   }
@@ -115,7 +119,7 @@ class StreamTx implements StreamQueueTx {
     o?: { exclude?: readonly AccountId[] },
   ): Promise<AccountId[]> {
     const { mode, v } = await this.values(kind, e);
-    const got = await this.repo.fanOut(mode, owner, o?.exclude ?? [], v);
+    const got = await this.repo.fanOut(mode, owner, o?.exclude ?? [], v, this.holders);
     await this.announce(got, v.seq);
     return got;
   }
