@@ -13,9 +13,13 @@
  * cardlink runs once per *variant* (a delivery.* config), each its own process, component domain and database
  * on the same Prosody, so knob settings are compared within one run and one minute.
  *
- *   node dist/bench/fanout.js [--owners N] [--holders N] [--rounds R] [--only single,many] [--skip-pep]
- *        [--skip-durable] [--variant NAME='{"delivery":{…}}' …] [--group N]
+ *   node dist/bench/fanout.js [--owners N] [--holders N] [--rounds R] [--only single,many|group] [--skip-pep]
+ *        [--skip-durable] [--variant NAME='{"delivery":{…}}' …] [--probe] [--group N [--group-rounds R]]
+ *        [--cardlink-cpu-prof DIR]
  *
+ * --probe: after the rounds, a bare component of the bench's own prices <updates/> payload shapes in Prosody's
+ * CPU. FANOUT_PROSODY_LOG=info logs Prosody at info (default warn) for diagnosis; CARDLINK_KEEP_PROSODY=1 keeps
+ * its directory (the test harness's switch).
  * Prints one JSON object on stdout; progress goes to stderr.
  */
 import { createHash } from "node:crypto";
@@ -289,7 +293,7 @@ async function durable(dir: string, holders: number, runs: number): Promise<Reco
 
 /** What the current round counts (one at a time; the holders' handlers read it). */
 interface Track {
-  mode: "card" | "pep" | "idle";
+  mode: "card" | "pep" | "idle" | "closing";
   /** card rounds: which variant's updates count. */
   variant: number;
   /** Per owner index: the version (card) or item number (PEP) every holder must reach; 0 = not in this round. */
@@ -306,6 +310,8 @@ interface Track {
   /** IQ errors the holders sent (should stay 0: each one makes cardlink drop that resource as gone). */
   clientErrors: number;
   lastClientError: string;
+  /** Holder streams that ended during the run (each one's updates then wait, and the round cannot finish). */
+  dropped: number;
 }
 
 interface Deployment {
@@ -382,6 +388,8 @@ async function connectHolder(
   topo: { ownerIndex: Map<string, number>; owners: number; variants: Map<string, number> },
   track: Track,
   domains: readonly string[],
+  /** Receives this holder's presence announcement, sent once every client is logged in (see deliver). */
+  announce: Array<() => Promise<void>>,
 ): Promise<TestClient> {
   // What this holder has seen: per (variant, owner) the newest card version, per owner the newest PEP item.
   const seenCard = new Int32Array(topo.variants.size * topo.owners);
@@ -440,6 +448,16 @@ async function connectHolder(
       throw new Error("service-unavailable");
     },
   });
+  let ended = false;
+  const end = (why: string): void => {
+    if (ended || track.mode === "closing") return;
+    ended = true;
+    if (++track.dropped <= 5) note(`fanout: holder ${user}'s stream ended (${why})`);
+  };
+  client.xmpp.on("error", (e: Error) => end(`error: ${e.message}`));
+  client.xmpp.on("disconnect", (d: { reason?: unknown } | undefined) =>
+    end(`disconnect: ${String(d?.reason)}`),
+  );
   client.xmpp.on("send", (el: Element) => {
     if (el.is("iq") && el.attrs.type === "error") {
       track.clientErrors++;
@@ -463,15 +481,46 @@ async function connectHolder(
   });
   // Broadcast presence with caps (reaches the owners' bare JIDs, where mod_pep records +notify interest), then
   // directed presence to every cardlink (how each learns this resource is online).
-  await client.xmpp.send(
-    xml(
-      "presence",
-      {},
-      xml("c", { xmlns: "http://jabber.org/protocol/caps", hash: "sha-1", node: CAPS_NODE, ver: CAPS_VER }),
-    ),
-  );
-  for (const d of domains) await client.xmpp.send(xml("presence", { to: d }));
+  announce.push(async () => {
+    await client.xmpp.send(
+      xml(
+        "presence",
+        {},
+        xml("c", { xmlns: "http://jabber.org/protocol/caps", hash: "sha-1", node: CAPS_NODE, ver: CAPS_VER }),
+      ),
+    );
+    for (const d of domains) await client.xmpp.send(xml("presence", { to: d }));
+  });
   return client;
+}
+
+let longIqs = 0;
+/**
+ * An IQ set and its result with a long timeout: Prosody answers a PEP publish only after its broadcast, so with
+ * 100 owners publishing at once the last answer comes after ~100,000 notifications (tens of seconds), past the
+ * test harness's 20 s.
+ */
+function longIq(c: TestClient, to: string, payload: Element, timeoutMs = 300_000): Promise<Element> {
+  const id = `fo${++longIqs}`;
+  return new Promise<Element>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      c.xmpp.removeListener("stanza", onStanza);
+      reject(new Error(`no reply to IQ ${id} to ${to} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onStanza = (el: Element): void => {
+      if (!el.is("iq") || el.attrs.id !== id) return;
+      clearTimeout(timer);
+      c.xmpp.removeListener("stanza", onStanza);
+      if (el.attrs.type === "result") resolve(el);
+      else reject(new Error(`IQ ${id} to ${to}: ${el.toString().slice(0, 300)}`));
+    };
+    c.xmpp.on("stanza", onStanza);
+    c.xmpp.send(xml("iq", { type: "set", to, id }, payload)).catch((e: unknown) => {
+      clearTimeout(timer);
+      c.xmpp.removeListener("stanza", onStanza);
+      reject(e instanceof Error ? e : new Error(String(e)));
+    });
+  });
 }
 
 type RoundOut = Record<string, number>;
@@ -539,6 +588,22 @@ async function deliver(
   const clients: TestClient[] = [];
   const secrets = variants.map((_, i) => (i === 0 ? prosody.secret : `${prosody.secret}-${i}`));
   const domains = variants.map((_, i) => (i === 0 ? prosody.componentDomain : `cards${i}.${prosody.host}`));
+  const track: Track = {
+    mode: "idle",
+    variant: 0,
+    target: new Int32Array(O),
+    need: 0,
+    got: 0,
+    allAt: 0,
+    iqs: 0,
+    updates: 0,
+    sampledIqs: 0,
+    sampledBytes: 0,
+    discoQueries: 0,
+    clientErrors: 0,
+    lastClientError: "",
+    dropped: 0,
+  };
   try {
     // The config is written here (the harness keeps it when the ports are set): log at warn (the harness logs
     // every stanza at debug, which multiplies Prosody's cost per stanza), one Component per variant, and
@@ -566,7 +631,7 @@ async function deliver(
         c2sPort: prosody.c2sPort,
         componentPort: prosody.componentPort,
         fastAuth: true,
-        logLevel: "warn",
+        logLevel: (process.env.FANOUT_PROSODY_LOG as "warn" | "info" | undefined) ?? "warn",
         disableModules: ["smacks"],
       }) +
         "\n" +
@@ -667,21 +732,6 @@ async function deliver(
       });
     }
 
-    const track: Track = {
-      mode: "idle",
-      variant: 0,
-      target: new Int32Array(O),
-      need: 0,
-      got: 0,
-      allAt: 0,
-      iqs: 0,
-      updates: 0,
-      sampledIqs: 0,
-      sampledBytes: 0,
-      discoQueries: 0,
-      clientErrors: 0,
-      lastClientError: "",
-    };
     const tLogin = performance.now();
     // Owners first, then holders, whose presence with caps reaches the owners' bare JIDs (mod_pep records the
     // +notify interest there). A user who is both (group) logs in once, as a holder.
@@ -692,20 +742,29 @@ async function deliver(
       owners: O,
       variants: new Map(domains.map((d, i) => [d, i])),
     };
+    /** Logs `list` in, `size` at a time, in order; a login that times out (a loaded machine) is tried again. */
     const login = async (
       list: readonly string[],
       size: number,
       one: (u: string) => Promise<TestClient>,
     ): Promise<TestClient[]> => {
       const out: TestClient[] = [];
-      for (let i = 0; i < list.length; i += size) {
-        const part = await Promise.allSettled(list.slice(i, i + size).map(one));
-        // Keep every client that did connect, so the finally below closes it even when another login failed.
-        for (const r of part) if (r.status === "fulfilled") out.push(r.value);
-        clients.push(...part.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])));
-        const failed = part.find((r) => r.status === "rejected");
-        if (failed) throw new Error(`login failed: ${String((failed as PromiseRejectedResult).reason)}`);
-      }
+      const withRetry = async (u: string): Promise<TestClient> => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const c = await one(u);
+            // Kept at once, so the finally below closes it even when another login fails.
+            clients.push(c);
+            return c;
+          } catch (e) {
+            if (attempt >= 3)
+              throw new Error(`login of ${u} failed ${attempt} times: ${String(e)}`, { cause: e });
+            await sleep(500 * attempt);
+          }
+        }
+      };
+      for (let i = 0; i < list.length; i += size)
+        out.push(...(await Promise.all(list.slice(i, i + size).map(withRetry))));
       return out;
     };
     const pureOwners = topo.owners.filter((u) => !holderUsers.has(u));
@@ -722,14 +781,34 @@ async function deliver(
         sendPresence: false,
       }),
     );
-    pureOwners.forEach((u, i) => (owners[ownerIdx.get(u) as number] = ownerClients[i] as TestClient));
+    pureOwners.forEach((u, i) => {
+      const c = ownerClients[i] as TestClient;
+      owners[ownerIdx.get(u) as number] = c;
+      let ended = false;
+      const end = (why: string): void => {
+        if (ended || track.mode === "closing") return;
+        ended = true;
+        if (++track.dropped <= 5) note(`fanout: owner ${u}'s stream ended (${why})`);
+      };
+      c.xmpp.on("error", (e: Error) => end(`error: ${e.message}`));
+      c.xmpp.on("disconnect", (d: { reason?: unknown } | undefined) =>
+        end(`disconnect: ${String(d?.reason)}`),
+      );
+    });
+    const announcements: Array<() => Promise<void>> = [];
     const holderClients = await login(topo.holders, batch, (u) =>
-      connectHolder(prosody, u, hTopo, track, domains),
+      connectHolder(prosody, u, hTopo, track, domains, announcements),
     );
     topo.holders.forEach((u, i) => {
       const oi = ownerIdx.get(u);
       if (oi !== undefined) owners[oi] = holderClients[i] as TestClient;
     });
+    // Presence only once everyone is logged in, a batch at a time: with full-mesh rosters (the group case) each
+    // presence fans out to every online member, and that flood arriving during logins timed their stream opens out.
+    for (let i = 0; i < announcements.length; i += batch) {
+      await Promise.all(announcements.slice(i, i + batch).map((f) => f()));
+      await sleep(100);
+    }
     const loginMs = performance.now() - tLogin;
     note(`fanout ${plan.label}: ${clients.length} clients connected in ${round(loginMs)} ms`);
     // Login traffic (presence broadcasts and probes) is not what is measured: let it drain.
@@ -787,8 +866,8 @@ async function deliver(
         const t0 = performance.now();
         const replies = await Promise.all(
           owned.map((o) =>
-            (owners[o] as TestClient).iq(
-              "set",
+            longIq(
+              owners[o] as TestClient,
               dep.domain,
               xml(
                 "card",
@@ -816,7 +895,7 @@ async function deliver(
               .slice(-10)
               .map((x) => JSON.stringify(x));
             throw new Error(
-              `${(e as Error).message} (${track.got} arrived; client errors ${track.clientErrors}: ${track.lastClientError}; cardlink's last warnings: ${complaints.join("\n")})`,
+              `${(e as Error).message} (${track.got} arrived; client errors ${track.clientErrors}: ${track.lastClientError}; holder streams ended: ${track.dropped}; cardlink's last warnings: ${complaints.join("\n")}; Prosody's log: ${prosody.logTail(10)})`,
             );
           },
         );
@@ -860,8 +939,8 @@ async function deliver(
         const t0 = performance.now();
         await Promise.all(
           owned.map((o) =>
-            (owners[o] as TestClient).iq(
-              "set",
+            longIq(
+              owners[o] as TestClient,
               jid(topo.owners[o] as string),
               xml(
                 "pubsub",
@@ -883,7 +962,7 @@ async function deliver(
         await waitFor(() => track.got >= need, `${label}: ${need} PEP notifications`, 300_000).catch(
           (e: unknown) => {
             throw new Error(
-              `${(e as Error).message} (${track.got} arrived; disco queries ${track.discoQueries})`,
+              `${(e as Error).message} (${track.got} arrived; disco queries ${track.discoQueries}; holder streams ended: ${track.dropped}; Prosody's log: ${prosody.logTail(10)})`,
             );
           },
         );
@@ -982,6 +1061,7 @@ async function deliver(
     }
     out.disco_queries = track.discoQueries;
     out.client_iq_errors = track.clientErrors;
+    out.holder_streams_ended = track.dropped;
     out.memory = {
       prosody: procMem(prosodyPid),
       ...Object.fromEntries(deployments.map((d) => [`cardlink_${d.variant.name}`, procMem(d.pid)])),
@@ -989,6 +1069,7 @@ async function deliver(
     };
     return out;
   } finally {
+    track.mode = "closing";
     for (const d of deployments) d.reader.close();
     // Closing 1,000 streams at once is fine for Prosody; batches keep the bench's own event loop responsive.
     for (let i = 0; i < clients.length; i += 100)
@@ -1185,6 +1266,11 @@ if (isMain(import.meta.url)) {
   // A client whose login or stream is cut while the servers are torn down rejects a promise nobody awaits
   // (inside xmpp.js): logged, so the error that started the teardown is the one reported.
   process.on("unhandledRejection", (e: unknown) => note(`fanout: stray rejection: ${String(e)}`));
+  // @xmpp/connection 0.14 throws from a socket 'data' handler when data arrives after its stream ended (parser
+  // already detached): one dead client must not take the whole run (and its cleanup) down.
+  process.on("uncaughtException", (e: Error) =>
+    note(`fanout: uncaught in a client: ${e.stack ?? String(e)}`),
+  );
   const only = process.argv.includes("--only")
     ? (process.argv[process.argv.indexOf("--only") + 1] ?? "").split(",")
     : undefined;
