@@ -319,10 +319,11 @@ export function describeStream(name: string, factory: StoreFactory, schema: read
       const three = await read(0, 3);
       expect(three.entries.map(key)).to.deep.equal([`binding/b-2@${a}.0`, `card/3@${a}.1`]);
       expect(three.upto).to.equal(a);
+      expect(three.more, "a read cut by its limit says the lane holds more").to.equal(true);
       expect((await read(0, 1)).entries.map(key)).to.deep.equal([`binding/b-2@${a}.0`, `card/3@${a}.1`]);
       const next = await read(three.upto, 4);
       expect(next.entries.map((e) => e.id)).to.deep.equal(all.entries.slice(2).map((e) => e.id));
-      expect(await read(c, 10)).to.deep.equal({ entries: [], upto: c });
+      expect(await read(c, 10)).to.deep.equal({ entries: [], upto: c, more: false });
     });
 
     it("25. an ack moves pos forward only; a late, older ack does not move it back", async () => {
