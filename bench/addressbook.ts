@@ -27,6 +27,7 @@
  *   node dist/bench/addressbook.js [--entries N] [--rounds R] [--no-xmpp]   (from the repository root)
  *     → one JSON object on stdout; progress on stderr
  */
+import { appleCard, googleCard } from "../test/harness/vcf-exports.js";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -100,45 +101,7 @@ const IMPORT_CHUNK_BYTES = 200_000;
 const PASSWORD = "bench-pw"; // what iq.ts's connect() logs in with
 const USER = "bookbench";
 
-/** An Apple Contacts export of card i (vCard 3.0, item groups with X-ABLabel, an omitted-year birthday). */
-const appleCard = (i: number): string =>
-  [
-    "BEGIN:VCARD",
-    "VERSION:3.0",
-    "PRODID:-//Apple Inc.//iPhone OS 17.4//EN",
-    `N:Appleseed${i};Johnny;;;`,
-    `FN:Johnny Appleseed ${i}`,
-    "ORG:Apple Inc.;",
-    `item1.EMAIL;type=INTERNET;type=pref:johnny${i}@example.com`,
-    "item1.X-ABLabel:_$!<Other>!$_",
-    `TEL;type=CELL;type=VOICE;type=pref:+1 555-${String(i).padStart(5, "0")}`,
-    `item2.TEL:+1 556-${String(i).padStart(5, "0")}`,
-    "item2.X-ABLabel:Holiday home",
-    "BDAY;X-APPLE-OMIT-YEAR=1604:1604-03-15",
-    "X-ABShowAs:PERSON",
-    "END:VCARD",
-    "",
-  ].join("\r\n");
-
-/** A Google Contacts export of card i (vCard 3.0, CATEGORIES, a URL photo, an X-ABLabel'd address). */
-const googleCard = (i: number): string =>
-  [
-    "BEGIN:VCARD",
-    "VERSION:3.0",
-    `FN:Grace Hopper ${i}`,
-    `N:Hopper${i};Grace;;;`,
-    `EMAIL;TYPE=INTERNET;TYPE=HOME:grace${i}@example.org`,
-    `TEL;TYPE=CELL:+1 555 ${String(i).padStart(5, "0")}`,
-    "item1.ADR:;;1 Navy Way;Arlington;VA;22201;US",
-    "item1.X-ABLabel:Office",
-    "BDAY:--1209",
-    "CATEGORIES:myContacts,Friends",
-    `PHOTO:https://lh3.googleusercontent.com/contacts/photo-${i}`,
-    "END:VCARD",
-    "",
-  ].join("\r\n");
-
-const vcfCard = (i: number): string => (i % 2 ? googleCard(i) : appleCard(i));
+const vcfCard = (i: number): string => (i % 2 ? googleCard(i, 5) : appleCard(i, 5));
 const vcfFile = (from: number, n: number): string =>
   Array.from({ length: n }, (_, k) => vcfCard(from + k)).join("");
 

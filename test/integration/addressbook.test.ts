@@ -10,6 +10,7 @@
  *
  * With CARDLINK_TEST_RAW=1 every stanza on cardlink's link is printed after the suite (PROTOCOL §20's examples).
  */
+import { appleCard, googleCard } from "../harness/vcf-exports.js";
 import { expect } from "chai";
 import { pino } from "pino";
 import { coreModules, moduleMigrations } from "../../component/features.js";
@@ -28,44 +29,6 @@ import { ProsodyServer } from "../harness/prosody.js";
 const MAX_ENTRIES = 310;
 const MAX_BYTES = 256 * 1024;
 const IMPORTED = 300;
-
-/** An Apple Contacts export of card `i` (vCard 3.0, item groups with X-ABLabel, an omitted-year birthday). */
-const appleCard = (i: number): string =>
-  [
-    "BEGIN:VCARD",
-    "VERSION:3.0",
-    "PRODID:-//Apple Inc.//iPhone OS 17.4//EN",
-    `N:Appleseed${i};Johnny;;;`,
-    `FN:Johnny Appleseed ${i}`,
-    "ORG:Apple Inc.;",
-    `item1.EMAIL;type=INTERNET;type=pref:johnny${i}@example.com`,
-    "item1.X-ABLabel:_$!<Other>!$_",
-    `TEL;type=CELL;type=VOICE;type=pref:+1 555-${String(i).padStart(4, "0")}`,
-    `item2.TEL:+1 556-${String(i).padStart(4, "0")}`,
-    "item2.X-ABLabel:Holiday home",
-    "BDAY;X-APPLE-OMIT-YEAR=1604:1604-03-15",
-    "X-ABShowAs:PERSON",
-    "END:VCARD",
-    "",
-  ].join("\r\n");
-
-/** A Google Contacts export of card `i` (vCard 3.0, CATEGORIES, a URL photo, an X-ABLabel'd address). */
-const googleCard = (i: number): string =>
-  [
-    "BEGIN:VCARD",
-    "VERSION:3.0",
-    `FN:Grace Hopper ${i}`,
-    `N:Hopper${i};Grace;;;`,
-    `EMAIL;TYPE=INTERNET;TYPE=HOME:grace${i}@example.org`,
-    `TEL;TYPE=CELL:+1 555 ${String(i).padStart(4, "0")}`,
-    "item1.ADR:;;1 Navy Way;Arlington;VA;22201;US",
-    "item1.X-ABLabel:Office",
-    "BDAY:--1209",
-    "CATEGORIES:myContacts,Friends",
-    `PHOTO:https://lh3.googleusercontent.com/contacts/photo-${i}`,
-    "END:VCARD",
-    "",
-  ].join("\r\n");
 
 const fnOf = (entry: Element | undefined): string =>
   entry?.getChild("vcard", NS.VCARD4)?.getChild("fn")?.getChildText("text") ?? "";
