@@ -28,7 +28,7 @@
  *     → one JSON object on stdout; progress on stderr
  */
 import { appleCard, googleCard } from "../test/harness/vcf-exports.js";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -59,11 +59,9 @@ import type { Card } from "../stanzas/model/card.js";
 import { NS } from "../stanzas/ns.js";
 import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
-import { generateProsodyConfig } from "../scripts/prosody-config.js";
 import { CardlinkProcess } from "../test/harness/cardlink.js";
-import { freePort, sleep } from "../test/harness/ports.js";
-import { ProsodyServer } from "../test/harness/prosody.js";
-import { connect, once, stopCardlink, type FullClient } from "./iq.js";
+import { sleep } from "../test/harness/ports.js";
+import { benchProsody, connect, once, stopCardlink, type FullClient } from "./iq.js";
 import {
   cpuDiff,
   findPid,
@@ -399,30 +397,11 @@ function rosterFile(n: number): string {
 }
 
 async function overXmpp(entries: number, rounds: number): Promise<Record<string, unknown>> {
-  for (const f of ["prosody.cfg.lua", "dist/component/main.js"]) {
-    if (!existsSync(f)) throw new Error(`${f} not found: run from the repository root, after npm run build`);
-  }
-  const prosody = new ProsodyServer({ fastAuth: true });
+  const prosody = await benchProsody("warn");
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-book-xmpp-"));
   let cardlink: CardlinkProcess | null = null;
   let xmpp: FullClient | null = null;
   try {
-    prosody.c2sPort = await freePort();
-    prosody.componentPort = await freePort();
-    writeFileSync(
-      prosody.configFile,
-      generateProsodyConfig({
-        template: path.resolve("prosody.cfg.lua"),
-        runDir: prosody.runDir,
-        host: prosody.host,
-        componentDomain: prosody.componentDomain,
-        secret: prosody.secret,
-        c2sPort: prosody.c2sPort,
-        componentPort: prosody.componentPort,
-        fastAuth: true,
-        logLevel: "warn",
-      }),
-    );
     // The roster before Prosody starts: it reads it from this file at the first roster get.
     const rosterDir = path.join(
       prosody.runDir,

@@ -442,6 +442,36 @@ function argString(flag: string): string | undefined {
   return v;
 }
 
+/**
+ * A Prosody for a benchmark, configured but not started: fastAuth (which also removes mod_limits, which would cap
+ * one client at a few dozen IQs/s), free loopback ports, and the config written here at `logLevel` (the harness
+ * writes its own at debug; setting the ports first makes start() keep this file). The harness resolves
+ * prosody.cfg.lua and dist/component/main.js from the working directory.
+ */
+export async function benchProsody(logLevel: "warn" | "info" | "debug"): Promise<ProsodyServer> {
+  for (const f of ["prosody.cfg.lua", "dist/component/main.js"]) {
+    if (!existsSync(f)) throw new Error(`${f} not found: run from the repository root, after npm run build`);
+  }
+  const prosody = new ProsodyServer({ fastAuth: true });
+  prosody.c2sPort = await freePort();
+  prosody.componentPort = await freePort();
+  writeFileSync(
+    prosody.configFile,
+    generateProsodyConfig({
+      template: path.resolve("prosody.cfg.lua"),
+      runDir: prosody.runDir,
+      host: prosody.host,
+      componentDomain: prosody.componentDomain,
+      secret: prosody.secret,
+      c2sPort: prosody.c2sPort,
+      componentPort: prosody.componentPort,
+      fastAuth: true,
+      logLevel,
+    }),
+  );
+  return prosody;
+}
+
 export async function run(opts: IqBenchOptions = {}): Promise<object> {
   const w100Requests = Math.max(100, Math.round(opts.requests ?? 20_000));
   const counts: Record<Window, number> = {
@@ -455,34 +485,11 @@ export async function run(opts: IqBenchOptions = {}): Promise<object> {
   const CASES = caseMap(targets);
   const started = performance.now();
   const loadBefore = round(os.loadavg()[0] ?? 0, 2);
-  // The harness resolves prosody.cfg.lua and dist/component/main.js from the working directory.
-  for (const f of ["prosody.cfg.lua", "dist/component/main.js"]) {
-    if (!existsSync(f)) throw new Error(`${f} not found: run from the repository root, after npm run build`);
-  }
-
-  const prosody = new ProsodyServer({ fastAuth: true });
+  const prosody = await benchProsody(prosodyLog);
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-iq-"));
   let cardlink: CardlinkProcess | null = null;
   let xmpp: FullClient | null = null;
   try {
-    // The harness writes its config with Prosody logging at debug; write it here the same way, at prosodyLog.
-    // Setting the ports first makes start() keep this file instead of generating its own.
-    prosody.c2sPort = await freePort();
-    prosody.componentPort = await freePort();
-    writeFileSync(
-      prosody.configFile,
-      generateProsodyConfig({
-        template: path.resolve("prosody.cfg.lua"),
-        runDir: prosody.runDir,
-        host: prosody.host,
-        componentDomain: prosody.componentDomain,
-        secret: prosody.secret,
-        c2sPort: prosody.c2sPort,
-        componentPort: prosody.componentPort,
-        fastAuth: true, // also removes mod_limits, which would cap one client at a few dozen IQs/s
-        logLevel: prosodyLog,
-      }),
-    );
     await prosody.start();
     prosody.createUsers([
       { user: USER, password: PASSWORD },
