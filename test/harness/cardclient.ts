@@ -15,8 +15,11 @@ export interface ReceivedUpdate {
 export interface CardClient extends TestClient {
   updates: ReceivedUpdate[];
   comp: string;
-  /** Stop acking (updates then time out at cardlink and are retried). */
-  setAck(mode: "ack" | "ignore"): void;
+  /**
+   * Stop acking (updates then time out at cardlink and are retried): "ignore" drops what arrives unseen,
+   * "hold" records it but never answers (a client that received an update and died before its ack).
+   */
+  setAck(mode: "ack" | "ignore" | "hold"): void;
   waitForUpdate(
     pred: (u: ReceivedUpdate) => boolean,
     what: string,
@@ -65,7 +68,7 @@ export async function cardClient(
   opts: { resource?: string; presence?: boolean } = {},
 ): Promise<CardClient> {
   const updates: ReceivedUpdate[] = [];
-  let mode: "ack" | "ignore" = "ack";
+  let mode: "ack" | "ignore" | "hold" = "ack";
   const comp = prosody.componentDomain;
   const base = await connectClient({
     port: prosody.c2sPort,
@@ -87,6 +90,7 @@ export async function cardClient(
           to: String(iq.attrs.to),
         });
       }
+      if (mode === "hold") return new Promise<undefined>(() => undefined);
       return undefined;
     },
   });

@@ -95,7 +95,8 @@ export class CardlinkProcess {
 
   async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
     const proc = this.proc;
-    if (!proc || proc.exitCode !== null) return proc?.exitCode ?? null;
+    // A process ended by a signal has exitCode null and signalCode set: it will not emit 'exit' again.
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return proc?.exitCode ?? null;
     const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
     proc.kill(signal);
     return exited;
