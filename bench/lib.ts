@@ -8,6 +8,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import type { Store } from "../storage/store.js";
 
 export function median(xs: readonly number[]): number {
   if (xs.length === 0) return Number.NaN;
@@ -209,4 +210,42 @@ export function runMain(metaUrl: string, name: string, run: () => Promise<unknow
       process.exit(1);
     },
   );
+}
+
+/** Statements run through a counted store (below) while `on`: what one op costs in round trips to the database. */
+export interface StatementCounter {
+  on: boolean;
+  statements: number;
+}
+
+/** The Sql methods that reach the database (run/get/all, the seq counter, the account lock). */
+const STATEMENTS = new Set<PropertyKey>(["run", "get", "all", "seq", "lockAccount"]);
+
+function countingSql<T extends object>(sql: T, c: StatementCounter): T {
+  return new Proxy(sql, {
+    get(t, k) {
+      const v: unknown = Reflect.get(t, k, t);
+      if (typeof v !== "function") return v;
+      const f = v as (...a: unknown[]) => unknown;
+      if (!STATEMENTS.has(k)) return f.bind(t);
+      return (...a: unknown[]) => {
+        if (c.on) c.statements++;
+        return f.apply(t, a);
+      };
+    },
+  });
+}
+
+/**
+ * A store whose units of work and reads count their statements into `c` (wrap it before makeUow/makeReader): the
+ * per-op statement counts of bench/queries.ts, as test/unit/features-groups.test.ts counts a group add's.
+ */
+export function countingStore(
+  store: Pick<Store, "tx" | "read">,
+  c: StatementCounter,
+): Pick<Store, "tx" | "read"> {
+  return {
+    tx: (name, fn) => store.tx(name, (tx) => fn(countingSql(tx, c))),
+    read: (name, fn) => store.read(name, (r) => fn(countingSql(r, c))),
+  };
 }

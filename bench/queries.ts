@@ -12,10 +12,11 @@
  * Prints one JSON object on stdout; progress goes to stderr.
  */
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { pino } from "pino";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { cardVersion } from "../component/features/cards/api.js";
+import { cardVersions } from "../component/features/cards/api.js";
 import { cardKind, CardRenderCache } from "../component/features/cards/render.js";
 import { storeCard } from "../component/features/cards/service.js";
 import { SYNC_PAGE, syncPage } from "../component/features/cards/sync.js";
@@ -27,6 +28,8 @@ import { accountsParts } from "../component/runtime/accounts/tx.js";
 import { audienceParts } from "../component/runtime/audience/tx.js";
 import { StanzaBudget } from "../component/runtime/budget.js";
 import { EventBus } from "../component/runtime/events.js";
+import type { StreamKind } from "../component/runtime/queue/api.js";
+import { StreamDelivery } from "../component/runtime/queue/stream-delivery.js";
 import { streamRepo } from "../component/runtime/queue/stream-repo.js";
 import { streamTx } from "../component/runtime/queue/stream-tx.js";
 import { makeReader, makeUow, type Reader, type Uow } from "../component/runtime/uow.js";
@@ -35,7 +38,7 @@ import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
 import type { CheckpointReport } from "../storage/sqlite/checkpointer.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
 import type { AccountId } from "../storage/store.js";
-import { note, round, runMain, systemCpu } from "./lib.js";
+import { countingStore, median, note, round, runMain, systemCpu, type StatementCounter } from "./lib.js";
 
 export interface QueriesOptions {
   /** Ordinary accounts (default 20,000: seeds in well under a minute here; §7.1's full size is 100,000). */
@@ -189,9 +192,12 @@ interface Runtime {
   /** A reader whose accounts cache holds nothing: every resolve reads the store. */
   coldRead: Reader;
   svc: ExchangeService;
+  kinds: ReadonlyMap<string, StreamKind>;
 }
 
-function runtime(store: SqliteStore): Runtime {
+/** The running app's parts for these ops, over a store that counts every statement into `counter`. */
+function runtime(sqlite: SqliteStore, counter: StatementCounter): Runtime {
+  const store = countingStore(sqlite, counter);
   const events = new EventBus();
   const cache = new CardRenderCache();
   const paths = [BINDING_PATH];
@@ -225,7 +231,7 @@ function runtime(store: SqliteStore): Runtime {
     blocksPerUser: 1000,
     redeem: { failuresPerUser: 10, failuresPerHost: 200, windowMs: 600_000, maxKeys: 1000 },
   });
-  return { uow, read, coldRead, svc };
+  return { uow, read, coldRead, svc, kinds };
 }
 
 interface OpResult {
@@ -236,12 +242,19 @@ interface OpResult {
   max_ms: number;
   /** Cores (of 2) busy with other processes while this op ran: a slow op next to a high value was crowded out. */
   others_cores: number | null;
+  /** Statements per timed call (units of work and reads alike); null where the samples come from inside a call. */
+  statements: { median: number; min: number; max: number } | null;
 }
 
 const pct = (sorted: readonly number[], p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
 
-function summarize(samples: number[], warmup: number, othersCores: number | null): OpResult {
+function summarize(
+  samples: number[],
+  warmup: number,
+  othersCores: number | null,
+  statements: readonly number[] = [],
+): OpResult {
   const s = [...samples].sort((a, b) => a - b);
   return {
     calls: s.length,
@@ -250,28 +263,49 @@ function summarize(samples: number[], warmup: number, othersCores: number | null
     p99_ms: round(pct(s, 99), 3),
     max_ms: round(s[s.length - 1] as number, 3),
     others_cores: othersCores,
+    statements:
+      statements.length === 0
+        ? null
+        : { median: median(statements), min: Math.min(...statements), max: Math.max(...statements) },
   };
 }
 
-/** Times `fn` around each call; `prep` (untimed) runs before each call and hands it its argument. */
+interface Timed {
+  samples: number[];
+  /** Statements each timed call ran (the counter is on only around the call). */
+  statements: number[];
+  othersCores: number | null;
+  from: number;
+  to: number;
+}
+
+/** Times `fn` around each call and counts its statements; `prep` and `after` (untimed, uncounted) run around it. */
 async function timeOp<A>(
+  counter: StatementCounter,
   calls: number,
   warmup: number,
   prep: (i: number) => Promise<A> | A,
   fn: (a: A) => Promise<unknown>,
   after?: (a: A) => Promise<void>,
-): Promise<{ samples: number[]; othersCores: number | null; from: number; to: number }> {
+): Promise<Timed> {
   const samples: number[] = [];
+  const statements: number[] = [];
   const from = Date.now();
   const sys0 = systemCpu();
   const own0 = process.cpuUsage();
   const t0 = performance.now();
   for (let i = 0; i < warmup + calls; i++) {
     const a = await prep(i);
+    counter.statements = 0;
+    counter.on = true;
     const s = process.hrtime.bigint();
     await fn(a);
     const e = process.hrtime.bigint();
-    if (i >= warmup) samples.push(Number(e - s) / 1e6);
+    counter.on = false;
+    if (i >= warmup) {
+      samples.push(Number(e - s) / 1e6);
+      statements.push(counter.statements);
+    }
     if (after) await after(a);
     // A server's event loop turns between requests: let it here too (untimed), so that what the store does on it
     // between units of work (the checkpoint worker's reports and forced checkpoints) happens as it would there.
@@ -284,7 +318,7 @@ async function timeOp<A>(
     sys0 && sys1
       ? round(Math.max(0, sys1.busyMs - sys0.busyMs - (own.user + own.system) / 1000) / wall, 2)
       : null;
-  return { samples, othersCores, from, to: Date.now() };
+  return { samples, statements, othersCores, from, to: Date.now() };
 }
 
 export async function run(opts: QueriesOptions = {}): Promise<Record<string, unknown>> {
@@ -328,7 +362,8 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       store.db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(opts.walAutocheckpoint))}`);
     const walAutocheckpoint = store.db.pragma("wal_autocheckpoint", { simple: true }) as number;
     const owner = uid(accounts);
-    const rt = runtime(store);
+    const counter: StatementCounter = { on: false, statements: 0 };
+    const rt = runtime(store, counter);
     const rnd = prng(8);
     const pick = (): number => Math.floor(rnd() * accounts);
     const budget = new StanzaBudget(256 * 1024);
@@ -336,20 +371,19 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     const seqNow = (): number =>
       (store.db.prepare("SELECT value FROM counters WHERE name = 'seq'").get() as { value: number }).value;
     const ops: Record<string, OpResult> = {};
-    const record = (
-      name: string,
-      r: { samples: number[]; othersCores: number | null; from: number; to: number },
-      w: number,
-    ): void => {
-      ops[name] = summarize(r.samples, w, r.othersCores);
+    const record = (name: string, r: Timed, w: number): void => {
+      ops[name] = summarize(r.samples, w, r.othersCores, r.statements);
       windows[name] = r;
-      note(`queries: ${name} p50 ${ops[name].p50_ms} ms, p99 ${ops[name].p99_ms} ms`);
+      note(
+        `queries: ${name} p50 ${ops[name].p50_ms} ms, p99 ${ops[name].p99_ms} ms, ${ops[name].statements?.median} statements`,
+      );
     };
 
     checkpoint();
     record(
       "resolve",
       await timeOp(
+        counter,
         calls,
         warmup,
         () => ujid(pick()),
@@ -358,15 +392,14 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       warmup,
     );
     checkpoint();
-    const version = async (q: Parameters<typeof cardVersion>[0], o: AccountId) =>
-      (await cardVersion(q, o))?.version;
     record(
       "contacts",
       await timeOp(
+        counter,
         calls,
         warmup,
         () => ujid(pick()),
-        (j) => contacts(rt.read, j, version),
+        (j) => contacts(rt.read, j, cardVersions),
       ),
       warmup,
     );
@@ -376,6 +409,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "sync_full",
       await timeOp(
+        counter,
         calls,
         warmup,
         () => ujid(pick()),
@@ -421,6 +455,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "card_change_1k_drained",
       await timeOp(
+        counter,
         heavyCalls,
         heavyWarmup,
         () => smallCard(accounts, variant++),
@@ -441,6 +476,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "card_change_1k_pending",
       await timeOp(
+        counter,
         heavyCalls,
         heavyWarmup,
         () => smallCard(accounts, variant++),
@@ -454,6 +490,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "card_change_20",
       await timeOp(
+        counter,
         calls,
         warmup,
         () => {
@@ -469,6 +506,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "sync_delta",
       await timeOp(
+        counter,
         calls,
         warmup,
         async () => {
@@ -497,6 +535,7 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
     record(
       "bind",
       await timeOp(
+        counter,
         bindCalls,
         Math.min(warmup, Math.floor(bindCalls / 10)),
         async () => {
@@ -513,6 +552,70 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
       ),
       Math.min(warmup, Math.floor(bindCalls / 10)),
     );
+
+    // binding_delivery: what a fresh binding costs the redeemer's lane to deliver — the real StreamDelivery's
+    // claim → read and render (the `binding` record and the peer's `card`) → send → ack units of work, one round.
+    // The transport is the one part not real: a client that acknowledges at once (no XMPP, as for every op here).
+    // Before each call (untimed) the redeemer's lane is drained the same way, so the round carries only the bind's
+    // entries (`binding_delivery_entries` checks it).
+    let target: { lane: AccountId; full: string } | undefined;
+    const ackedEntries: number[] = [];
+    const delivery = new StreamDelivery({
+      uow: rt.uow,
+      read: rt.read,
+      kind: (k) => rt.kinds.get(k),
+      transport: { send: () => Promise.resolve({ type: "result" as const }) },
+      presence: {
+        consumers: (lane) => (target?.lane === lane ? [0] : []),
+        resources: (lane, consumer) => (target?.lane === lane && consumer === 0 ? [target.full] : []),
+        gone: () => undefined,
+      },
+      budget,
+      log: pino({ level: "silent" }),
+      config: { ackTimeoutMs: 15_000, retryBaseMs: 1_000, retryMaxMs: 60_000, batchSize: 20, ackBatchMs: 0 },
+      leaseMs: 30_000,
+      me,
+      hooks: { acked: (entries) => ackedEntries.push(entries.length) },
+    });
+    const deliverLane = async (lane: AccountId, full: string): Promise<void> => {
+      target = { lane, full };
+      delivery.kickLanes([lane]);
+      await delivery.idle();
+    };
+    const entriesPerCall: number[] = [];
+    const bdCalls = Math.min(calls, Math.floor((accounts - used.size) / 2) - 10);
+    const bdWarmup = Math.min(warmup, Math.floor(bdCalls / 10));
+    checkpoint();
+    record(
+      "binding_delivery",
+      await timeOp(
+        counter,
+        bdCalls,
+        bdWarmup,
+        async () => {
+          const x = fresh();
+          let y = fresh();
+          while (Math.abs(x - y) <= K || Math.abs(x - y) >= accounts - K) {
+            used.delete(y);
+            y = fresh();
+          }
+          const lane = uid(y) as AccountId;
+          const full = `${ujid(y)}/phone`;
+          await deliverLane(lane, full);
+          const code = await rt.svc.createCode(ujid(x));
+          await rt.svc.redeemCode(ujid(y), code.code);
+          ackedEntries.length = 0;
+          return { lane, full };
+        },
+        (a) => deliverLane(a.lane, a.full),
+        () => {
+          entriesPerCall.push(ackedEntries.reduce((t, n) => t + n, 0));
+          return Promise.resolve();
+        },
+      ),
+      bdWarmup,
+    );
+    await delivery.stop();
 
     // The worker's reports are messages to this thread, which the timed loops never yield to: let them in.
     for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
@@ -546,15 +649,19 @@ export async function run(opts: QueriesOptions = {}): Promise<Record<string, unk
           }
         : null,
       ops,
+      // Entries each binding_delivery round acknowledged (2: the binding record and the peer's card).
+      binding_delivery_entries: entriesPerCall.length
+        ? {
+            median: median(entriesPerCall),
+            min: Math.min(...entriesPerCall),
+            max: Math.max(...entriesPerCall),
+          }
+        : null,
       coalescing: {
         entries_left_after_drain: leftAfterDrain,
         entries_pending_after_1k_pending: pendingAfterCoalescing,
       },
-      not_measured: [
-        "binding_delivery",
-        "statements (per-call executor counter)",
-        "EXPLAIN QUERY PLAN per op",
-      ],
+      not_measured: ["EXPLAIN QUERY PLAN per op"],
     };
   } finally {
     await store.close();

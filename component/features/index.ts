@@ -5,7 +5,7 @@
  */
 import type { PushBuckets } from "./push/channel.js";
 import type { FeatureModule } from "../runtime/context.js";
-import { cardVersion } from "./cards/api.js";
+import { cardVersions } from "./cards/api.js";
 import { cards } from "./cards/index.js";
 import { devices } from "./devices/index.js";
 import { groupsModule } from "./groups/index.js";
@@ -28,7 +28,7 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
   return [
     cards,
     devices,
-    exchangeModule({ cardVersion: async (read, owner) => (await cardVersion(read, owner))?.version }),
+    exchangeModule({ cardVersions }),
     pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds, cachedRead: o.cachedRead }),
     addressbookModule(),
     groupsModule(),

@@ -13,7 +13,8 @@ import { BINDING_PATH } from "../../component/features/exchange/repo.js";
 import { CODE_ALPHABET, newCode, normalizeCode } from "../../component/features/exchange/code.js";
 import { EXCHANGE_KINDS } from "../../component/features/exchange/render.js";
 import { CREATE_PER_HOUR, ExchangeService } from "../../component/features/exchange/service.js";
-import { contacts, setShare, type CardVersion } from "../../component/features/exchange/contacts.js";
+import { contacts, setShare, type CardVersions } from "../../component/features/exchange/contacts.js";
+import { cardVersions } from "../../component/features/cards/api.js";
 import type { SharePolicy } from "../../stanzas/model/policy.js";
 import { accountsParts } from "../../component/runtime/accounts/tx.js";
 import type { AudiencePath } from "../../component/runtime/audience/api.js";
@@ -466,9 +467,8 @@ describe("features/exchange (issue 8 S10) on schema 2000", function () {
       ]);
       expect(await e.read("p", (r) => r.audience.policies(a, b))).to.deep.equal([{ fields: ["fn", "tel"] }]);
       expect((await failure(setShare(e.uow, A, C, null))).condition).to.equal("item-not-found");
-      const version: CardVersion = async (r, owner) =>
-        (await r.get<{ version: number }>("SELECT version FROM cards WHERE account_id = :owner", { owner }))
-          ?.version;
+      // The cards feature's own batch read, as the feature list injects it (features/index.ts).
+      const version: CardVersions = cardVersions;
       const mine = await contacts(e.read, A, version);
       expect(mine.map((k) => ({ peer: k.peer, policy: k.policy, version: k.version }))).to.deep.equal([
         { peer: B, policy: { fields: ["fn", "tel"] }, version: undefined },

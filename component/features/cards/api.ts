@@ -3,7 +3,7 @@
  * functions over a read snapshot or a unit of work's tx, never an instance to be constructed with.
  */
 import type { AccountId, Sql } from "../../../storage/store.js";
-import { cardsRepo, type StoredCard } from "./repo.js";
+import { cardsRepo, VERSIONS_CHUNK, type StoredCard } from "./repo.js";
 
 export type { StoredCard } from "./repo.js";
 
@@ -18,6 +18,16 @@ export function cardVersion(
   owner: AccountId,
 ): Promise<{ version: number; hash: string } | undefined> {
   return cardsRepo(read).version(owner);
+}
+
+/** Card versions of many owners (an owner without a card is absent): one statement per 500 owners. */
+export async function cardVersions(read: Sql, owners: readonly AccountId[]): Promise<Map<AccountId, number>> {
+  const out = new Map<AccountId, number>();
+  const repo = cardsRepo(read);
+  for (let i = 0; i < owners.length; i += VERSIONS_CHUNK) {
+    for (const [k, v] of await repo.versions(owners.slice(i, i + VERSIONS_CHUNK))) out.set(k, v);
+  }
+  return out;
 }
 
 /**

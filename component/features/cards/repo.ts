@@ -4,7 +4,7 @@
  * Portable SQL only (§2.1): the same text runs on SQLite and PostgreSQL; each constant is a statement-cache key.
  */
 import type { Card } from "../../../stanzas/model/card.js";
-import type { AccountId, Seq, Sql } from "../../../storage/store.js";
+import type { AccountId, Dialect, Seq, Sql } from "../../../storage/store.js";
 
 export interface StoredCard {
   owner: AccountId;
@@ -26,6 +26,10 @@ interface CardRow {
 
 const GET = "SELECT account_id, version, hash, card, seq, updated_at FROM cards WHERE account_id = :owner";
 const VERSION = "SELECT version, hash FROM cards WHERE account_id = :owner";
+/** Owners per `versions` statement: keeps the JSON parameter and the IN list small on both backends. */
+export const VERSIONS_CHUNK = 500;
+const versionsSql = (d: Dialect): string =>
+  `SELECT account_id, version FROM cards WHERE account_id IN (${d.jsonIds("owners")})`;
 const PUT = `INSERT INTO cards (account_id, version, hash, card, seq, updated_at)
   VALUES (:owner, :version, :hash, :card, :seq, :now)
   ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, hash = excluded.hash,
@@ -51,6 +55,13 @@ export type CardsRepo = ReturnType<typeof cardsRepo>;
 export const cardsRepo = (q: Sql) => ({
   get: async (owner: AccountId): Promise<StoredCard | undefined> =>
     toCard(await q.get<CardRow>(GET, { owner })),
+  /** Versions of many owners' cards in one statement (at most VERSIONS_CHUNK owners: the caller chunks). */
+  versions: async (owners: readonly AccountId[]): Promise<Map<AccountId, number>> => {
+    const rows = await q.all<{ account_id: number; version: number }>(versionsSql(q.dialect), {
+      owners: JSON.stringify(owners),
+    });
+    return new Map(rows.map((r) => [Number(r.account_id) as AccountId, Number(r.version)]));
+  },
   version: async (owner: AccountId): Promise<{ version: number; hash: string } | undefined> => {
     const r = await q.get<{ version: number; hash: string }>(VERSION, { owner });
     return r ? { version: Number(r.version), hash: r.hash } : undefined;

@@ -19,7 +19,7 @@ import { requireUserJid } from "../../runtime/jid.js";
 import { detach } from "../../runtime/log.js";
 import { pageList } from "../../runtime/paging.js";
 import { exchangeCommands } from "./commands.js";
-import { contacts, setShare, type CardVersion } from "./contacts.js";
+import { contacts, setShare, type CardVersions } from "./contacts.js";
 import { EXCHANGE_MIGRATIONS } from "./migrations.js";
 import { EXCHANGE_KINDS } from "./render.js";
 import { BINDING_PATH } from "./repo.js";
@@ -51,8 +51,8 @@ export function serviceFor(rt: Runtime): ExchangeService {
   });
 }
 
-/** The module; `cardVersion` is features/cards' api (contacts' `version` attribute), given by the feature list. */
-export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureModule {
+/** The module; `cardVersions` is features/cards' api (contacts' `version` attribute), given by the feature list. */
+export function exchangeModule(o: { cardVersions?: CardVersions } = {}): FeatureModule {
   let sweeper: NodeJS.Timeout | undefined;
   return {
     name: "exchange",
@@ -153,7 +153,7 @@ export function exchangeModule(o: { cardVersion?: CardVersion } = {}): FeatureMo
       r.iq("get", ns, "contacts", async (c) => {
         const page = await pageList(
           c.payload,
-          await contacts(rt.read, c.user, o.cardVersion),
+          await contacts(rt.read, c.user, o.cardVersions),
           (k) => k.peer,
           (k): Element =>
             xml(

@@ -19,7 +19,11 @@ export const KIND_DECLINED = "exchange-declined";
 
 /** The binding as `me` sees it: the same element for both sides but for `peer`. */
 export async function bindingFor(accounts: AccountsRead, b: BindingRow, me: AccountId): Promise<Element> {
-  const jids = await accounts.jidsOf([b.a, b.b]);
+  return bindingWith(await accounts.jidsOf([b.a, b.b]), b, me);
+}
+
+/** The binding as `me` sees it, with the JIDs of both sides already read (a list reads them all at once). */
+export function bindingWith(jids: ReadonlyMap<AccountId, BareJid>, b: BindingRow, me: AccountId): Element {
   const jid = (id: AccountId): BareJid => {
     const j = jids.get(id);
     if (j === undefined) throw new Error(`exchange: account ${id} of binding ${b.id} has no JID`);

@@ -101,6 +101,8 @@ const BINDING_COLS = "id, a, b, a_devices, b_devices, via, created_at";
 const BINDING_OF_PAIR = `SELECT ${BINDING_COLS} FROM bindings WHERE a = :a AND b = :b`;
 const BINDING_BY_ID = `SELECT ${BINDING_COLS} FROM bindings WHERE id = :id`;
 // Two index probes (bindings' UNIQUE (a, b) and bindings_b), not an OR over both columns.
+const SHARES_AROUND = `SELECT owner, holder, policy FROM shares WHERE owner = :me
+  UNION ALL SELECT owner, holder, policy FROM shares WHERE holder = :me`;
 const BINDINGS_OF = `SELECT ${BINDING_COLS} FROM bindings WHERE a = :me
   UNION ALL SELECT ${BINDING_COLS} FROM bindings WHERE b = :me`;
 const INSERT_BINDING = `INSERT INTO bindings (id, a, b, a_devices, b_devices, via, created_at)
@@ -157,6 +159,17 @@ export const exchangeRepo = (q: Sql) => ({
     const r = await q.get<BindingDb>(BINDING_BY_ID, { id });
     return r && toBinding(r);
   },
+  /** Every share `me` gives or gets, in one statement (each half an index range: the key, shares_holder). */
+  sharesAround: async (
+    me: AccountId,
+  ): Promise<Array<{ owner: AccountId; holder: AccountId; policy: string | null }>> =>
+    (await q.all<{ owner: number; holder: number; policy: string | null }>(SHARES_AROUND, { me })).map(
+      (r) => ({
+        owner: Number(r.owner) as AccountId,
+        holder: Number(r.holder) as AccountId,
+        policy: r.policy,
+      }),
+    ),
   bindingsOf: async (me: AccountId): Promise<BindingRow[]> =>
     (await q.all<BindingDb>(BINDINGS_OF, { me })).map(toBinding),
   /** The binding row and both shares (policy NULL: everything); false when the pair is bound already. */
