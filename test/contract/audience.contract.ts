@@ -260,6 +260,25 @@ export function describeAudience(name: string, factory: StoreFactory): void {
       expect(await policies(1, 1)).to.deep.equal([]);
       // The same inside a unit of work (the renderer's and `card get owner=`'s question).
       expect(await uow("t", (u) => u.audience.policies(id(1), id(3)))).to.deep.equal([work, tel]);
+      // policiesOf: the same answers for many owners in one statement (a sync page's); unseen owners and the
+      // holder itself absent.
+      const many = async (owners: number[], h: number) =>
+        Object.fromEntries(await read("t", (r) => r.audience.policiesOf(owners.map(id), id(h))));
+      expect(await many([1, 2, 4, 9], 3)).to.deep.equal({ 1: [work, tel] });
+      expect(await many([3, 4, 1, 2], 1)).to.deep.equal({ 2: [null], 3: [null] });
+      expect(await many([1], 4)).to.deep.equal({ 1: [tel] });
+      expect(await many([], 4)).to.deep.equal({});
+      for (const [o, h] of [
+        [1, 3],
+        [3, 1],
+        [1, 4],
+        [1, 2],
+        [4, 1],
+        [1, 9],
+        [1, 1],
+      ] as const) {
+        expect((await many([o], h))[o] ?? [], `policiesOf ${o} → ${h}`).to.deep.equal(await policies(o, h));
+      }
     });
 
     it("43. closed: no remaining path → tombstone + pending card retracted; a remaining path → card refresh", async () => {
@@ -492,6 +511,7 @@ export function describeAudience(name: string, factory: StoreFactory): void {
       await uow("test.exempt", (u) => u.tx.run("INSERT INTO test_exempt (owner, exempt) VALUES (1, 4)"));
       expect(await read("t", (r) => r.audience.holders(id(1)))).to.deep.equal([3]);
       expect(await read("t", (r) => r.audience.policies(id(1), id(4)))).to.deep.equal([]);
+      expect(await read("t", (r) => r.audience.policiesOf([id(1)], id(4)))).to.deep.equal(new Map());
       expect(await read("t", (r) => r.audience.policies(id(1), id(3)))).to.deep.equal([
         { fields: ["email"] },
       ]);

@@ -26,6 +26,8 @@ interface CardRow {
 
 const GET = "SELECT account_id, version, hash, card, seq, updated_at FROM cards WHERE account_id = :owner";
 const VERSION = "SELECT version, hash FROM cards WHERE account_id = :owner";
+const getManySql = (d: Dialect): string =>
+  `SELECT account_id, version, hash, card, seq, updated_at FROM cards WHERE account_id IN (${d.jsonIds("owners")})`;
 /** Owners per `versions` statement: keeps the JSON parameter and the IN list small on both backends. */
 export const VERSIONS_CHUNK = 500;
 const versionsSql = (d: Dialect): string =>
@@ -55,6 +57,17 @@ export type CardsRepo = ReturnType<typeof cardsRepo>;
 export const cardsRepo = (q: Sql) => ({
   get: async (owner: AccountId): Promise<StoredCard | undefined> =>
     toCard(await q.get<CardRow>(GET, { owner })),
+  /** Many owners' cards in one statement (at most VERSIONS_CHUNK owners: the caller chunks); absent: no card. */
+  getMany: async (owners: readonly AccountId[]): Promise<Map<AccountId, StoredCard>> => {
+    const out = new Map<AccountId, StoredCard>();
+    if (owners.length === 0) return out;
+    const rows = await q.all<CardRow>(getManySql(q.dialect), { owners: JSON.stringify(owners) });
+    for (const r of rows) {
+      const c = toCard(r);
+      if (c) out.set(Number(r.account_id) as AccountId, c);
+    }
+    return out;
+  },
   /** Versions of many owners' cards in one statement (at most VERSIONS_CHUNK owners: the caller chunks). */
   versions: async (owners: readonly AccountId[]): Promise<Map<AccountId, number>> => {
     const rows = await q.all<{ account_id: number; version: number }>(versionsSql(q.dialect), {

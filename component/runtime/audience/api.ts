@@ -22,6 +22,14 @@ export interface AudiencePath {
 export interface AudienceRead {
   /** The policies under which holder sees owner's card, one per path; [] = not visible. */
   policies(owner: AccountId, holder: AccountId): Promise<Array<SharePolicy | null>>;
+  /**
+   * policies() for many owners in one statement (a sync page's): owner → its policies, path order; an owner the
+   * holder does not see is absent. At most 500 owners per call.
+   */
+  policiesOf(
+    owners: readonly AccountId[],
+    holder: AccountId,
+  ): Promise<Map<AccountId, Array<SharePolicy | null>>>;
   /** Owners the holder sees whose card or path changed after `since`, seq-ordered, for sync pages. */
   changedFor(
     holder: AccountId,

@@ -8,7 +8,7 @@
  * must not start with `aud_` (the composer's own aliases), so a correlated use cannot capture them.
  */
 import type { SharePolicy } from "../../../stanzas/model/policy.js";
-import type { AccountId, Seq, Sql } from "../../../storage/store.js";
+import type { AccountId, Dialect, Seq, Sql } from "../../../storage/store.js";
 import type { AudiencePath, SyncChange, SyncPage } from "./api.js";
 
 /** A query that yields no rows, for a registry with no path (valid on both backends). */
@@ -82,6 +82,27 @@ export class AudienceSql {
   readonly sync: string;
   /** `:holder, :at` → `owner, changed, removed` of one seq (a page never cuts through a seq). */
   readonly syncAt: string;
+
+  /** pairsOf's text per dialect (it embeds the dialect's JSON id list). */
+  private readonly pairsText = new Map<string, string>();
+
+  /** `:holder, :owners` (a JSON array of ids) → `owner, policy, path` rows: pair for many owners at once. */
+  pairsOf(d: Dialect): string {
+    let text = this.pairsText.get(d.backend);
+    if (text === undefined) {
+      const ids = d.jsonIds("owners");
+      const branches = this.paths.map(
+        (p, i) =>
+          `SELECT ${p.owner} AS owner, ${p.policy} AS policy, ${i} AS path FROM ${p.from} WHERE ${cond(p, `${p.owner} IN (${ids}) AND ${p.holder} = :holder`)}`,
+      );
+      text =
+        branches.length === 0
+          ? NO_OWNERS
+          : `SELECT aud_m.owner AS owner, aud_m.policy AS policy, aud_m.path AS path FROM (${branches.join(" UNION ALL ")}) aud_m WHERE aud_m.owner <> :holder ORDER BY aud_m.owner, aud_m.path`;
+      this.pairsText.set(d.backend, text);
+    }
+    return text;
+  }
 
   constructor(readonly paths: readonly AudiencePath[]) {
     checkPaths(paths);
@@ -161,6 +182,25 @@ export class AudienceReader {
   async policies(owner: AccountId, holder: AccountId): Promise<Array<SharePolicy | null>> {
     const rows = await this.sql.all<{ policy: unknown }>(this.q.pair, { owner, holder });
     return rows.map((r) => parsePolicy(r.policy));
+  }
+
+  async policiesOf(
+    owners: readonly AccountId[],
+    holder: AccountId,
+  ): Promise<Map<AccountId, Array<SharePolicy | null>>> {
+    const out = new Map<AccountId, Array<SharePolicy | null>>();
+    if (owners.length === 0) return out;
+    const rows = await this.sql.all<{ owner: number; policy: unknown }>(this.q.pairsOf(this.sql.dialect), {
+      holder,
+      owners: JSON.stringify(owners),
+    });
+    for (const r of rows) {
+      const owner = Number(r.owner) as AccountId;
+      const list = out.get(owner) ?? [];
+      list.push(parsePolicy(r.policy));
+      out.set(owner, list);
+    }
+    return out;
   }
 
   async holders(owner: AccountId): Promise<AccountId[]> {
