@@ -10,12 +10,13 @@ npm run --silent build
 npm run --silent lint
 npx mocha "$@"
 if [ $# -eq 0 ]; then
-  # Suites that do not depend on a Prosody module (push.test.ts needs mod_cloud_notify; cli/quickstart start
-  # the shipped Prosody config). Tests inside them that are Prosody-only say so and are skipped with the reason.
+  # Suites that do not depend on a Prosody-only module (cli/quickstart start the shipped Prosody config); push runs
+  # with ejabberd's mod_push in place of mod_cloud_notify. Tests inside them that are Prosody-only say so and are
+  # skipped with the reason.
   files=()
   # crash.test.ts (kill -9 mid fan-out, then restart) is left out here for the reason foundation's SIGKILL test
   # skips itself on ejabberd (docs/OPERATIONS.md §10); run it by hand with CARDLINK_TEST_SERVER=ejabberd.
-  for s in cards foundation resume commands limits metrics budget; do files+=("dist/test/integration/$s.test.js"); done
+  for s in cards foundation resume commands limits metrics budget push; do files+=("dist/test/integration/$s.test.js"); done
   echo "==> the same card, exchange and delivery suites against ejabberd"
   CARDLINK_TEST_SERVER=ejabberd npx mocha --no-config --timeout 60000 --exit \
     --reporter ./scripts/mocha-reporter.cjs "${files[@]}"

@@ -9,7 +9,7 @@ import * as look from "../harness/look.js";
 import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
 import { connectClient, errorOf, xml } from "../harness/clients.js";
 import { sleep, waitFor } from "../harness/ports.js";
-import { ProsodyServer } from "../harness/prosody.js";
+import { newXmppServer, serverLabel } from "../harness/server.js";
 import { start as startApns, type ApnsStandin } from "../standins/apns-standin.js";
 import { installFcmRedirect, uninstallFcmRedirect } from "../standins/fcm-redirect.js";
 import { FcmStandin } from "../standins/fcm-standin.js";
@@ -17,9 +17,10 @@ import { FcmStandin } from "../standins/fcm-standin.js";
 const TOPIC = "org.example.cardlink";
 const hexToken = (n: number): string => n.toString(16).padStart(64, "0");
 
-describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cloud_notify", function () {
+describe(`push: APNs for offline iOS holders, and the XEP-0357 app server (${serverLabel()}: mod_cloud_notify / mod_push)`, function () {
   this.timeout(90_000);
-  const prosody = new ProsodyServer();
+  // Prosody's mod_cloud_notify or ejabberd's mod_push (test/harness/ejabberd.ts loads it) publishes to cardlink.
+  const prosody = newXmppServer();
   let apns: ApnsStandin;
   let fcm: FcmStandin;
   let app: Cardlink;
@@ -54,7 +55,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     fcm = await new FcmStandin().start();
     installFcmRedirect({ host: fcm.host, port: fcm.port, ca: fcm.caPem });
     await prosody.start();
-    prosody.createUsers(
+    await prosody.createUsers(
       ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy"].map((u) => ({
         user: u,
         password: `${u}pw`,
@@ -282,7 +283,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
 
   const countQueued = (): Promise<number> => look.pushCountAt(path.join(dbDir, "cardlink.sqlite"));
 
-  it("XEP-0357 app server: mod_cloud_notify publishes for a disconnected client, APNs gets the notice", async () => {
+  it("XEP-0357 app server: the server's push module publishes for a disconnected client, APNs gets the notice", async () => {
     const token = hexToken(9);
     const carol = await connectClient({
       port: prosody.c2sPort,
@@ -364,7 +365,7 @@ describe("push: APNs for offline iOS holders, and XEP-0357 app server for mod_cl
     await frank.stop();
   });
 
-  it("app server errors through mod_cloud_notify: wrong secret → forbidden, unknown node → item-not-found", async () => {
+  it("app server errors through the server's push module: wrong secret → forbidden, unknown node → item-not-found", async () => {
     const token = hexToken(10);
     const comp = prosody.componentDomain;
     const metric = (cond: string): number =>
