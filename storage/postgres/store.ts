@@ -19,6 +19,7 @@
  *   terminated) are busy too, except during COMMIT, whose outcome is then unknown (not retried, not "busy").
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { createHash } from "node:crypto";
 import pg from "pg";
 import { pino } from "pino";
 import { FramedTx, runAfterCommit, type Frame } from "../frame.js";
@@ -102,11 +103,31 @@ export function classifyPg(e: unknown): unknown {
 /** What a ReadTx/Tx runs its statements on. */
 type Queryable = Pick<pg.ClientBase, "query">;
 
+/**
+ * Statement names by text: node-postgres prepares a named statement once per connection (Parse) and afterwards
+ * only binds and executes it, so PostgreSQL neither parses nor re-plans cardlink's constant texts on every call
+ * (the composed audience queries are long). The name is a hash of the text, so equal texts share it on every
+ * connection. Capped like compileNamed's cache: texts are module-level constants, and one built per call would
+ * only stop being named, never grow the map (or a connection's prepared set) without end.
+ */
+const NAMES_CAP = 2000;
+const names = new Map<string, string>();
+function statementName(text: string): string | undefined {
+  const hit = names.get(text);
+  if (hit !== undefined || names.size >= NAMES_CAP) return hit;
+  const name = `cl_${createHash("sha1").update(text).digest("hex").slice(0, 24)}`;
+  names.set(text, name);
+  return name;
+}
+
 async function query(c: Queryable, sql: string, params: Params | undefined): Promise<pg.QueryResult> {
   const compiled = compileNamed(sql, "$");
   const values = bindValues(compiled, params);
+  const name = statementName(compiled.text);
   try {
-    return await c.query({ text: compiled.text, values });
+    return await c.query(
+      name === undefined ? { text: compiled.text, values } : { name, text: compiled.text, values },
+    );
   } catch (e) {
     throw classifyPg(e);
   }
