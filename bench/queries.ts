@@ -37,7 +37,7 @@ import { cardHash, normalizeCard, type Card } from "../stanzas/model/card.js";
 import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
 import type { CheckpointReport } from "../storage/sqlite/checkpointer.js";
 import { SqliteStore } from "../storage/sqlite/store.js";
-import type { AccountId } from "../storage/store.js";
+import type { AccountId, Store } from "../storage/store.js";
 import { countingStore, median, note, round, runMain, systemCpu, type StatementCounter } from "./lib.js";
 
 export interface QueriesOptions {
@@ -67,7 +67,7 @@ const OWNER_JID = `owner@${HOST}`;
 const ujid = (i: number): string => `u${String(i).padStart(6, "0")}@${HOST}`;
 const uid = (i: number): number => i + 1; // account id of ordinary user i (ids start at 1, in seeding order)
 
-function smallCard(i: number, variant = 0): Card {
+export function smallCard(i: number, variant = 0): Card {
   return normalizeCard({
     fn: variant ? `User ${i} v${variant}` : `User ${i}`,
     org: { name: "Example Corp", units: [] },
@@ -186,7 +186,7 @@ function seed(store: SqliteStore, n: number): number {
   return performance.now() - t0;
 }
 
-interface Runtime {
+export interface Runtime {
   uow: Uow;
   read: Reader;
   /** A reader whose accounts cache holds nothing: every resolve reads the store. */
@@ -195,9 +195,13 @@ interface Runtime {
   kinds: ReadonlyMap<string, StreamKind>;
 }
 
-/** The running app's parts for these ops, over a store that counts every statement into `counter`. */
-function runtime(sqlite: SqliteStore, counter: StatementCounter): Runtime {
-  const store = countingStore(sqlite, counter);
+/**
+ * The running app's parts for these ops (accounts, stream, audience over the binding path, the cards kind, the
+ * exchange service), over a store that counts every statement into `counter`. Any backend: bench/postgres.ts runs
+ * the same ops on PostgreSQL.
+ */
+export function runtime(base: Pick<Store, "tx" | "read">, counter: StatementCounter): Runtime {
+  const store = countingStore(base, counter);
   const events = new EventBus();
   const cache = new CardRenderCache();
   const paths = [BINDING_PATH];

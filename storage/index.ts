@@ -15,6 +15,8 @@ export interface DatabaseConfig {
   url: string;
   /** Most PostgreSQL connections one process opens (each running unit of work or read holds one). */
   poolSize: number;
+  /** PostgreSQL: named prepared statements (optional: default true; false behind PgBouncer's transaction mode < 1.21). */
+  preparedStatements?: boolean;
   /** How long a unit of work waits for another connection's lock before it fails busy (SQLite busy_timeout,
    *  PostgreSQL lock_timeout). */
   busyTimeoutMs: number;
@@ -54,7 +56,14 @@ export async function openStore(db: DatabaseConfig, o: StoreOptions): Promise<St
     case "sqlite":
       return new SqliteStore(db.path, { ...common, ...checkpointOf(db), legacy: false });
     case "postgres": {
-      const store = new PostgresStore({ ...common, connection: { url: db.url, poolSize: db.poolSize } });
+      const store = new PostgresStore({
+        ...common,
+        connection: {
+          url: db.url,
+          poolSize: db.poolSize,
+          ...(db.preparedStatements !== undefined ? { preparedStatements: db.preparedStatements } : {}),
+        },
+      });
       try {
         await store.ping(); // fail at open, not at the first unit of work, when the server is not there
       } catch (e) {

@@ -268,6 +268,10 @@ export const configSchema = z.strictObject({
     path: str("", "the SQLite file ('' = <dataDir>/cardlink.sqlite)"),
     url: str("", "PostgreSQL connection URL ('' = the libpq environment: PGHOST, PGDATABASE, …)"),
     poolSize: num(10, 1, 1000, "most PostgreSQL connections one process opens"),
+    // Off only behind a pooler that loses them between transactions (PgBouncer's transaction mode before 1.21).
+    preparedStatements: meta(z.boolean().prefault(true), {
+      description: "PostgreSQL: prepare each statement once per connection",
+    }),
     busyTimeoutMs: num(5_000, 0, 60_000, "how long a write waits for another connection's lock (SQLite)"),
     txWarnMs: num(50, 0, 60_000, "a unit of work holding the write lock longer is logged slow-unit-of-work"),
     // SQLite's WAL checkpoints on a worker thread (storage/sqlite/checkpointer.ts, docs/DECISIONS.md).

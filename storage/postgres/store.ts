@@ -57,6 +57,11 @@ export interface PostgresConnection {
   url: string;
   /** Most connections this store opens (units of work and reads each hold one while they run). */
   poolSize: number;
+  /**
+   * Named prepared statements (default true): each text is parsed and planned once per connection. false for a
+   * pooler that does not carry them between transactions (PgBouncer in transaction mode before 1.21).
+   */
+  preparedStatements?: boolean;
 }
 
 /** int8 (COUNT(*), BIGINT columns) as a number, refusing values a double cannot hold exactly (§2.1). */
@@ -120,10 +125,15 @@ function statementName(text: string): string | undefined {
   return name;
 }
 
-async function query(c: Queryable, sql: string, params: Params | undefined): Promise<pg.QueryResult> {
+async function query(
+  c: Queryable,
+  sql: string,
+  params: Params | undefined,
+  prepared: boolean,
+): Promise<pg.QueryResult> {
   const compiled = compileNamed(sql, "$");
   const values = bindValues(compiled, params);
-  const name = statementName(compiled.text);
+  const name = prepared ? statementName(compiled.text) : undefined;
   try {
     return await c.query(
       name === undefined ? { text: compiled.text, values } : { name, text: compiled.text, values },
@@ -139,23 +149,25 @@ class PgRead extends FramedTx implements ReadTx {
     dialect: Dialect,
     clock: () => number,
     frame: Frame,
+    /** PostgresConnection.preparedStatements. */
+    protected readonly prepared: boolean,
   ) {
     super(dialect, clock, frame);
   }
 
   async get<R extends object>(sql: string, params?: Params): Promise<R | undefined> {
     this.live();
-    return (await query(this.client, sql, params)).rows[0] as R | undefined;
+    return (await query(this.client, sql, params, this.prepared)).rows[0] as R | undefined;
   }
 
   async all<R extends object>(sql: string, params?: Params): Promise<R[]> {
     this.live();
-    return (await query(this.client, sql, params)).rows as R[];
+    return (await query(this.client, sql, params, this.prepared)).rows as R[];
   }
 
   async run(sql: string, params?: Params): Promise<{ changes: number }> {
     this.live();
-    return { changes: (await query(this.client, sql, params)).rowCount ?? 0 };
+    return { changes: (await query(this.client, sql, params, this.prepared)).rowCount ?? 0 };
   }
 }
 
@@ -176,9 +188,10 @@ class PgTx extends PgRead implements Tx {
     dialect: Dialect,
     clock: () => number,
     frame: Frame,
+    prepared: boolean,
     private readonly takeTurn: () => SeqTurn,
   ) {
-    super(client, dialect, clock, frame);
+    super(client, dialect, clock, frame, prepared);
   }
 
   seq(): Promise<Seq> {
@@ -187,7 +200,7 @@ class PgTx extends PgRead implements Tx {
     // Two calls in parallel share the one UPDATE (a second UPDATE would allocate twice).
     this.allocating ??= (async () => {
       // Blocks while another unit of work holds the row (until it commits); the lock is then ours to COMMIT.
-      const r = (await query(this.client, SEQ_SQL, undefined)).rows[0] as
+      const r = (await query(this.client, SEQ_SQL, undefined, this.prepared)).rows[0] as
         { value: number | string } | undefined;
       if (!r) throw new Error("the seq counter row counters('seq') is missing");
       this.turn = this.takeTurn();
@@ -202,7 +215,7 @@ class PgTx extends PgRead implements Tx {
     if (!Number.isSafeInteger(id) || id <= 0) throw new Error(`lockAccount: ${id} is not an account id`);
     // An advisory transaction lock, not a row lock: it needs no accounts row (it can guard creating one) and
     // ends with the transaction like the row lock would. Keys > 0 are account ids (GATE_KEY and kin are < 0).
-    await query(this.client, "SELECT pg_advisory_xact_lock(CAST(:id AS bigint))", { id });
+    await query(this.client, "SELECT pg_advisory_xact_lock(CAST(:id AS bigint))", { id }, this.prepared);
   }
 
   afterCommit(fn: () => void): void {
@@ -231,6 +244,7 @@ export class PostgresStore implements Store {
   private readonly log: Logger;
   private readonly clock: () => number;
   private readonly txWarnMs: number;
+  private readonly prepared: boolean;
   private readonly clientConfig: pg.ClientConfig;
   /** The last seq-taking unit of work's turn (see SeqTurn). */
   private lastTurn: Promise<void> = Promise.resolve();
@@ -239,6 +253,7 @@ export class PostgresStore implements Store {
     this.log = o.log ?? SILENT;
     this.clock = o.clock ?? Date.now;
     this.txWarnMs = o.txWarnMs ?? 50;
+    this.prepared = o.connection.preparedStatements ?? true;
     // PostgreSQL's lock_timeout 0 means "wait forever"; SQLite's busy timeout 0 means "do not wait".
     const lockTimeout = Math.max(1, Math.floor(o.busyTimeoutMs ?? 5000));
     this.clientConfig = {
@@ -314,7 +329,7 @@ export class PostgresStore implements Store {
       try {
         await client.query(BEGIN_WRITE);
         t0 = process.hrtime.bigint();
-        const t = new PgTx(client, this.dialect, this.clock, frame, this.takeTurn);
+        const t = new PgTx(client, this.dialect, this.clock, frame, this.prepared, this.takeTurn);
         tx = t;
         result = await this.frames.run(frame, () => fn(t));
       } catch (e) {
@@ -382,7 +397,7 @@ export class PostgresStore implements Store {
       try {
         await client.query(BEGIN_READ);
         const result = await this.frames.run(frame, () =>
-          fn(new PgRead(client, this.dialect, this.clock, frame)),
+          fn(new PgRead(client, this.dialect, this.clock, frame, this.prepared)),
         );
         frame.open = false;
         await client.query("COMMIT");
@@ -452,16 +467,18 @@ export class PostgresStore implements Store {
     try {
       // The simple query protocol (no parameters): a migration may hold several statements.
       await client.query(sql);
-      const tx = new PgTx(client, this.dialect, this.clock, frame, () => ({
+      // Unnamed statements while the schema changes under them (a cached plan could not follow a changed type).
+      const tx = new PgTx(client, this.dialect, this.clock, frame, false, () => ({
         prev: Promise.resolve(),
         done: () => undefined,
       }));
       await m.check?.(tx);
-      await query(client, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)", {
-        v: m.version,
-        n: m.name,
-        t: tx.now,
-      });
+      await query(
+        client,
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)",
+        { v: m.version, n: m.name, t: tx.now },
+        false,
+      );
       await client.query("COMMIT");
     } catch (e) {
       await client.query("ROLLBACK").catch(() => undefined);
