@@ -39,8 +39,8 @@ import {
 import {
   CLEAR_NEWCOMER_TOMBSTONES,
   CLEAR_PULLERS_TOMBSTONES,
-  allPairs,
   coMemberCards,
+  deletedMembers,
   groupToMembers,
   groupsRepo,
   leaverPairs,
@@ -708,8 +708,11 @@ export async function deleteGroup(u: UnitOfWork, g: string, by: AccountId | unde
   if (!row) return;
   const ids = (await repo.members(g)).map((m) => m.account);
   for (const i of await repo.invitationsIn(g)) await dropInvitation(u, i);
+  // One row per member, not one tombstone per pair (members², DECISIONS.md "Group deletion without pair
+  // tombstones"): sync reads every pair of them as closed at this seq (GROUP_PATH.tombstones).
+  if (ids.length > 1) await repo.recordDeleted(g, await u.seq());
   await repo.deleteGroup(g);
-  await u.audience.closedSet(allPairs(u.tx, ids));
+  if (ids.length > 1) await u.audience.closedAmong(deletedMembers(g));
   const told = ids.filter((m) => m !== by);
   await u.queue.retract(KIND_GROUP, g, ids);
   if (told.length > 0) {
@@ -747,6 +750,7 @@ export async function eraseGroupRows(u: UnitOfWork, e: { account: AccountId }): 
   }
   await repo.deleteExemptionsOf(me);
   await repo.deleteDeparturesOf(me);
+  await repo.deleteDeletedMembersOf(me);
 }
 
 /**
