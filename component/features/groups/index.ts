@@ -11,6 +11,7 @@ import { xml, type Element } from "../../../stanzas/xml.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { detach } from "../../runtime/log.js";
 import { pageList } from "../../runtime/paging.js";
+import { groupCommands } from "./commands.js";
 import { GROUP_MIGRATIONS } from "./migrations.js";
 import { GROUP_KINDS, groupElement, invitationElement, memberElement } from "./render.js";
 import { GROUP_PATH, INVITE_RULES, type InviteRule } from "./repo.js";
@@ -224,6 +225,7 @@ export function groupsModule(): FeatureModule {
         );
         return xml("group-invitations", { xmlns: ns }, ...page.items, page.set);
       });
+      for (const cmd of groupCommands({ svc, budget: rt.budget })) rt.adhoc.register(cmd);
       sweeper = setInterval(() => detach(rt.log, "group-expire-failed", svc.expire()), 60_000);
       sweeper.unref();
     },
