@@ -518,6 +518,45 @@ describe("features/groups", () => {
         .then((el) => el.toString())
         .catch((e: StanzaError) => e.condition);
 
+    it("a newcomer is not affected by tombstones a withdrawn (and lifted) exemption left; a re-joining exempt member stays exempt", async () => {
+      await w.groups.exempt(A, g, B, true); // B's copy of A withdrawn: tombstone (B, A)
+      const d = await idOf(w, D);
+      const sync = (h: AccountId) => w.core.read("t", (r) => r.audience.syncPage(h, 0, 100));
+      // D joins: every co-member's card, pushed and listed, nothing removed; A's card reaches everyone but B.
+      await join(w, g, A, D);
+      expect((await entries(w, D, "card")).map((e) => e.subject_account).sort()).to.deep.equal(
+        [a, b, c].sort(),
+      );
+      expect((await sync(d)).changes.map((x) => [x.owner, x.removed])).to.have.deep.members([
+        [a, false],
+        [b, false],
+        [c, false],
+      ]);
+      expect(await sees(D, A)).to.include("Alice");
+      expect(await sees(B, D)).to.include("Dave");
+      expect(await sees(B, A)).to.equal("item-not-found");
+      // B leaves and re-joins while still exempt: A's card does not come back to B (no policy: not rendered, not
+      // listed), and D is unaffected.
+      await w.groups.leave(B, g);
+      await join(w, g, A, B);
+      expect(await sees(B, A)).to.equal("item-not-found");
+      expect((await sync(b)).changes.filter((x) => x.owner === a && !x.removed)).to.deep.equal([]);
+      expect(await sees(B, D)).to.include("Dave");
+      // A lifts it with B out of the group (the tombstone stays), then B, as a newcomer again, gets A's card.
+      await w.groups.leave(B, g);
+      await w.groups.unexempt(A, B);
+      expect((await sync(b)).changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([
+        true,
+      ]);
+      await join(w, g, A, B);
+      expect(await sees(B, A)).to.include("Alice");
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect((await sync(b)).changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([
+        false,
+      ]);
+      expect((await sync(d)).changes.filter((x) => x.removed)).to.deep.equal([]);
+    });
+
     it("without withdraw: the exempt member keeps their copy and stops receiving changes; only I see it", async () => {
       const t0 = await token();
       const laneBefore = await entries(w, B);
