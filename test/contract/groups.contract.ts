@@ -246,6 +246,36 @@ export function describeGroups(name: string, factory: StoreFactory): void {
       ).to.equal(3);
     });
 
+    it("a member changes their share policy: co-members who push get the re-filtered card, pullers see it in sync", async () => {
+      const g = String((await svc.create(A, "g", "", "members", null)).attrs.id);
+      await svc.accept(B, (await svc.invite(A, g, B)).id, null);
+      await svc.accept(C, (await svc.invite(A, g, C)).id, null, { pollSeconds: 600 });
+      const [a, b] = [await id(A), await id(B)];
+      const budget = new StanzaBudget(65_536);
+      const t = (await svc.sync(C, g, 0, 100, "vcard4", budget)).token;
+      await store.tx("t.drain", (tx) => tx.run("DELETE FROM stream_entries"));
+      const el = await svc.setShare(A, g, { fields: ["fn"] });
+      expect(
+        el
+          .getChild("share")
+          ?.getChildren("field")
+          .map((f) => f.getText()),
+      ).to.deep.equal(["fn"]);
+      const lanes = await store.read("t.l", (r) =>
+        r.all<{ l: number }>(
+          "SELECT account_id AS l FROM stream_entries WHERE kind = 'card' AND subject_account = :a",
+          { a },
+        ),
+      );
+      expect(lanes.map((x) => Number(x.l))).to.deep.equal([b]);
+      expect(await core.read("t.p", (r) => r.audience.policies(a, b))).to.deep.equal([{ fields: ["fn"] }]);
+      const pulled = await svc.sync(C, g, t, 100, "vcard4", budget);
+      expect(pulled.items.map((e) => `${e.name}:${String(e.attrs.owner)}`)).to.deep.equal([`card:${A}`]);
+      expect(pulled.items[0]?.toString()).to.not.include("tel:");
+      const synced = await core.read("t.s", (r) => r.audience.syncPage(b, t, 100));
+      expect(synced.changes.map((x) => x.owner)).to.deep.equal([a]);
+    });
+
     it("account deletion passes ownership on and erases the account's group rows", async () => {
       const g = String((await svc.create(A, "g", "", "admins", null)).attrs.id);
       await svc.accept(B, (await svc.invite(A, g, B)).id, null);

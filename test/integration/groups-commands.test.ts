@@ -2,7 +2,8 @@
  * The groups feature's XEP-0050 ad-hoc commands (PROTOCOL.md §21.11) with a real Prosody and real @xmpp/client
  * clients: create, invite, answer (accept and decline), list members, exempt and lift, each checked against the
  * IQ API's state; a refusal answered with the IQ's error and nothing written; and a form over more groups than fit
- * one stanza (link.stanzaLimitBytes 48 KiB) cut to the budget with a note. With GROUPS_CAPTURE=FILE the
+ * one stanza (link.stanzaLimitBytes 48 KiB) cut to the budget with a note; and `<group-share/>` (a member's policy
+ * for the group changed after joining, PROTOCOL §21.12). With GROUPS_CAPTURE=FILE the
  * command stanzas are written to FILE (PROTOCOL.md's examples).
  */
 import { expect } from "chai";
@@ -196,6 +197,38 @@ describe(`contact groups: ad-hoc commands (${serverLabel()}, real clients)`, fun
     expect(await listed()).to.deep.equal([]);
     expect((await back).content.toString()).to.include("tel:+1-555-0100");
     expect(noteText(await step(ann, NODE("group-unexempt")))).to.equal("You exempt no one.");
+  });
+
+  it("<group-share/>: a member narrows their policy for the group; co-members get the re-filtered card", async () => {
+    const [ann, ben] = clients as [CardClient, CardClient];
+    const g = String(
+      ((await ann.cardlink("get", "groups")).getChild("groups")?.getChildren("group") ?? []).find(
+        (x) => x.attrs.name === "Choir",
+      )?.attrs.id,
+    );
+    const narrowed = ben.waitForUpdate(
+      (u) =>
+        u.kind === "card" && u.content.attrs.owner === jid("ann") && !u.content.toString().includes("tel:"),
+      "ann's narrowed card",
+    );
+    const req = xml(
+      "group-share",
+      { xmlns: NS.CARDLINK, group: g },
+      xml("share", {}, xml("field", {}, "fn")),
+    );
+    const r = await ann.iqRaw("set", ann.comp, req);
+    captured.push(`--- ${ann.jid} group-share\n${req.toString()}\n${r.toString()}`);
+    expect(r.attrs.type).to.equal("result");
+    const share = r.getChild("group", NS.CARDLINK)?.getChild("share");
+    expect(share?.getChildren("field").map((f) => f.getText())).to.deep.equal(["fn"]);
+    const u = await narrowed;
+    captured.push(`--- notice card\n${u.content.toString()}`);
+    expect(u.content.toString()).to.include("Ann Example");
+    const bad = await ann.iqRaw("set", ann.comp, xml("group-share", { xmlns: NS.CARDLINK, group: g }));
+    expect(errorOf(bad)).to.deep.include({
+      condition: "bad-request",
+      text: "<group-share/> needs a <share/> child (empty = the whole card)",
+    });
   });
 
   it("a form over more groups than fit one stanza is cut to the budget, with a note naming the IQ that pages", async () => {

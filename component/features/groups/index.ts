@@ -152,6 +152,11 @@ export function groupsModule(): FeatureModule {
       r.iq("set", ns, "group-delivery", (c) =>
         svc.setDelivery(c.user, requireAttr(c.payload, "group"), parseDelivery(c.payload, false)),
       );
+      r.iq("set", ns, "group-share", (c) => {
+        const share = c.payload.getChild("share");
+        if (!share) throw badRequest("<group-share/> needs a <share/> child (empty = the whole card)");
+        return svc.setShare(c.user, requireAttr(c.payload, "group"), parseSharePolicy(share));
+      });
       r.iq("get", ns, "group-sync", async (c) => {
         const group = requireAttr(c.payload, "group");
         const since = wholeNumber(c.payload.attrs.token, "token", Number.MAX_SAFE_INTEGER) ?? 0;

@@ -408,6 +408,26 @@ export class GroupsService {
   }
 
   /**
+   * Changes my share policy for this group (PROTOCOL §21.12): the member row's policy and seq (so pull sync lists my
+   * card as changed for every co-member, through the path's seq), and my card, re-filtered, queued for every
+   * co-member who pushes (one statement; the renderer applies the union of paths and drops it for those I exempt).
+   */
+  async setShare(user: BareJid, id: string, policy: SharePolicy | null): Promise<Element> {
+    return this.o.uow("group.share", async (u) => {
+      const { g, mine, seq } = await this.mine(u, user, id);
+      await g.setPolicy(id, mine.account, storedPolicy(policy), seq);
+      if (await u.tx.get(HAS_CARD, { owner: mine.account }))
+        await u.queue.appendSelect("card", {
+          sql: `SELECT m.account_id AS lane, CAST(:subj AS TEXT) AS subject, CAST(:me AS BIGINT) AS subject_account,
+                  CAST(NULL AS BIGINT) AS payload_id
+             FROM group_members m WHERE m.group_id = :g AND m.account_id <> :me AND m.poll_seconds IS NULL`,
+          params: { g: id, me: mine.account, subj: String(mine.account) },
+        });
+      return this.view(u, id, mine.account);
+    });
+  }
+
+  /**
    * One `<group-sync/>` page for a member (PROTOCOL §21.10): co-members' cards that changed after `since` as the
    * member sees them (the union of every path's view, as card sync renders them; those who exempt the member are not
    * listed), and `<removed/>` for departed co-members (and those who withdrew their card by an exemption) whose card
