@@ -160,6 +160,14 @@ function runtime(store: SqliteStore, counter: Counter, maxMembers: number): Runt
     exemptionsPerUser: g.exemptionsPerUser,
     pollMinSeconds: g.pollMinSeconds,
     pollMaxSeconds: g.pollMaxSeconds,
+    codeTtlMs: g.codeTtlSeconds * 1000,
+    codesPerUser: g.codesPerUser,
+    redeem: {
+      failuresPerUser: config.limits.redeemFailuresPerUser,
+      failuresPerHost: config.limits.redeemFailuresPerHost,
+      windowMs: config.limits.redeemWindowSeconds * 1000,
+      maxKeys: config.limits.rateLimiterKeys,
+    },
   });
   return { uow, read, svc };
 }

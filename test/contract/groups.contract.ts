@@ -60,6 +60,9 @@ export function describeGroups(name: string, factory: StoreFactory): void {
         exemptionsPerUser: 1000,
         pollMinSeconds: 60,
         pollMaxSeconds: 86_400,
+        codeTtlMs: 86_400_000,
+        codesPerUser: 10,
+        redeem: { failuresPerUser: 10, failuresPerHost: 100, windowMs: 600_000, maxKeys: 100 },
       });
       for (const j of [A, B, C]) await storeCard(core, j, card(j));
     });
@@ -274,6 +277,29 @@ export function describeGroups(name: string, factory: StoreFactory): void {
       expect(pulled.items[0]?.toString()).to.not.include("tel:");
       const synced = await core.read("t.s", (r) => r.audience.syncPage(b, t, 100));
       expect(synced.changes.map((x) => x.owner)).to.deep.equal([a]);
+    });
+
+    it("group codes: created under the creator's cap, redeemed once (joining), swept when expired, erased with the creator", async () => {
+      const g = String((await svc.create(A, "g", "", "members", null)).attrs.id);
+      await svc.accept(B, (await svc.invite(A, g, B)).id, null);
+      const k = await svc.createCode(B, g);
+      const el = await svc.redeemCode(C, k.code, null);
+      expect(el.attrs.members).to.equal("3");
+      expect(await count("SELECT COUNT(*) AS n FROM group_codes")).to.equal(0);
+      const err = await svc.redeemCode(D, k.code, null).catch((e: Error & { condition?: string }) => e);
+      expect((err as Error & { condition?: string }).condition).to.equal("item-not-found");
+      await svc.createCode(B, g);
+      await svc.createCode(A, g);
+      expect(
+        await count("SELECT COUNT(*) AS n FROM group_codes WHERE expires_at > :now", { now: Date.now() }),
+      ).to.equal(2);
+      const aId = Number(await id(A));
+      await store.tx("t.age", (tx) =>
+        tx.run("UPDATE group_codes SET expires_at = 1 WHERE creator = :a", { a: aId }),
+      );
+      expect(await svc.expire()).to.equal(1);
+      await deleteAccount(core.uow, B);
+      expect(await count("SELECT COUNT(*) AS n FROM group_codes")).to.equal(0);
     });
 
     it("account deletion passes ownership on and erases the account's group rows", async () => {

@@ -38,6 +38,15 @@ export function groupsServiceFor(rt: Runtime): GroupsService {
     exemptionsPerUser: c.exemptionsPerUser,
     pollMinSeconds: c.pollMinSeconds,
     pollMaxSeconds: c.pollMaxSeconds,
+    codeTtlMs: c.codeTtlSeconds * 1000,
+    codesPerUser: c.codesPerUser,
+    redeem: {
+      failuresPerUser: rt.config.limits.redeemFailuresPerUser,
+      failuresPerHost: rt.config.limits.redeemFailuresPerHost,
+      windowMs: rt.config.limits.redeemWindowSeconds * 1000,
+      maxKeys: rt.config.limits.rateLimiterKeys,
+      onLimited: () => rt.metrics.inc("cardlink_rate_limited_total", { op: "group-redeem" }),
+    },
   });
 }
 
@@ -151,6 +160,24 @@ export function groupsModule(): FeatureModule {
       );
       r.iq("set", ns, "group-delivery", (c) =>
         svc.setDelivery(c.user, requireAttr(c.payload, "group"), parseDelivery(c.payload, false)),
+      );
+      r.iq("set", ns, "group-code", async (c) => {
+        const k = await svc.createCode(c.user, requireAttr(c.payload, "group"));
+        return xml("group-code", {
+          xmlns: ns,
+          code: k.code,
+          group: k.group,
+          expires: new Date(k.expiresAt).toISOString(),
+          uri: `xmpp:${rt.config.domain}?cardlink;group-code=${k.code}`,
+        });
+      });
+      r.iq("set", ns, "group-redeem", (c) =>
+        svc.redeemCode(
+          c.user,
+          requireAttr(c.payload, "code"),
+          parseShare(c.payload),
+          parseDelivery(c.payload, true),
+        ),
       );
       r.iq("set", ns, "group-share", (c) => {
         const share = c.payload.getChild("share");

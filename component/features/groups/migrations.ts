@@ -142,6 +142,33 @@ CREATE TABLE group_deleted_members (
 CREATE INDEX group_deleted_members_account ON group_deleted_members (account_id, group_id);
 `;
 
+/**
+ * 3103 (issue 10, third part): `group_codes` — one-time group codes (PROTOCOL §21.13): redeeming one joins its group
+ * as accepting an invitation does. The code text and its alphabet are exchange codes' (features/exchange/code.ts).
+ */
+const SQLITE_3103 = `
+CREATE TABLE group_codes (
+  code TEXT PRIMARY KEY,
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  creator INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL);
+CREATE INDEX group_codes_group ON group_codes (group_id);
+CREATE INDEX group_codes_creator ON group_codes (creator, expires_at);
+CREATE INDEX group_codes_expiry ON group_codes (expires_at);
+`;
+const POSTGRES_3103 = `
+CREATE TABLE group_codes (
+  code TEXT PRIMARY KEY,
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  creator BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL);
+CREATE INDEX group_codes_group ON group_codes (group_id);
+CREATE INDEX group_codes_creator ON group_codes (creator, expires_at);
+CREATE INDEX group_codes_expiry ON group_codes (expires_at);
+`;
+
 export const GROUP_MIGRATIONS: readonly Migration[] = [
   {
     version: 3100,
@@ -157,5 +184,10 @@ export const GROUP_MIGRATIONS: readonly Migration[] = [
     version: 3102,
     name: "groups: a deleted group's members (lazy pair tombstones)",
     sql: { sqlite: SQLITE_3102, postgres: POSTGRES_3102 },
+  },
+  {
+    version: 3103,
+    name: "groups: one-time group codes",
+    sql: { sqlite: SQLITE_3103, postgres: POSTGRES_3103 },
   },
 ];

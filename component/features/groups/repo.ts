@@ -185,6 +185,22 @@ const INVITATIONS_IN = "SELECT * FROM group_invitations WHERE group_id = :g";
 const EXPIRED = "SELECT * FROM group_invitations WHERE expires_at <= :now ORDER BY expires_at LIMIT :n";
 const HIDE_FROM = `UPDATE group_invitations SET hidden = 1 WHERE inviter = :inviter AND invitee = :invitee
   AND hidden = 0 RETURNING id`;
+const INSERT_CODE = `INSERT INTO group_codes (code, group_id, creator, created_at, expires_at)
+  VALUES (:code, :g, :me, :now, :expires)`;
+const CODE = "SELECT * FROM group_codes WHERE code = :code";
+const TAKE_CODE = "DELETE FROM group_codes WHERE code = :code";
+const COUNT_CODES = "SELECT COUNT(*) AS n FROM group_codes WHERE creator = :me AND expires_at > :now";
+const DELETE_EXPIRED_CODES = "DELETE FROM group_codes WHERE expires_at <= :now";
+const DELETE_CODES_OF = "DELETE FROM group_codes WHERE creator = :me";
+
+export interface CodeRow {
+  code: string;
+  group: string;
+  creator: AccountId;
+  createdAt: number;
+  expiresAt: number;
+}
+
 /** A group about to be deleted records its members (the lazy pair tombstones, migration 3102). */
 const RECORD_DELETED_MEMBERS = `INSERT INTO group_deleted_members (group_id, account_id, seq)
   SELECT m.group_id, m.account_id, CAST(:seq AS BIGINT) FROM group_members m WHERE m.group_id = :g`;
@@ -327,6 +343,41 @@ export const groupsRepo = (q: Sql) => ({
   },
   departed: async (g: string, me: AccountId, seq: number): Promise<void> => {
     await q.run(UPSERT_DEPARTURE, { g, me, seq });
+  },
+  insertCode: async (c: CodeRow): Promise<void> => {
+    await q.run(INSERT_CODE, {
+      code: c.code,
+      g: c.group,
+      me: c.creator,
+      now: c.createdAt,
+      expires: c.expiresAt,
+    });
+  },
+  code: async (code: string): Promise<CodeRow | undefined> => {
+    const r = await q.get<{
+      code: string;
+      group_id: string;
+      creator: number;
+      created_at: number;
+      expires_at: number;
+    }>(CODE, { code });
+    return r
+      ? {
+          code: r.code,
+          group: r.group_id,
+          creator: Number(r.creator) as AccountId,
+          createdAt: Number(r.created_at),
+          expiresAt: Number(r.expires_at),
+        }
+      : undefined;
+  },
+  /** False when another redeem took it first. */
+  takeCode: async (code: string): Promise<boolean> => (await q.run(TAKE_CODE, { code })).changes === 1,
+  countCodes: (me: AccountId, now: number): Promise<number> => count(q, COUNT_CODES, { me, now }),
+  deleteExpiredCodes: async (now: number): Promise<number> =>
+    (await q.run(DELETE_EXPIRED_CODES, { now })).changes,
+  deleteCodesOf: async (me: AccountId): Promise<void> => {
+    await q.run(DELETE_CODES_OF, { me });
   },
   /** Records the members of `g` as a deleted group's (before its rows go): one row per member. */
   recordDeleted: async (g: string, seq: number): Promise<number> =>

@@ -87,6 +87,10 @@ export const USER_TABLES: readonly UserTable[] = [
     rows: "SELECT * FROM group_departures WHERE account_id = :me ORDER BY group_id",
   },
   {
+    name: "group_codes",
+    rows: "SELECT * FROM group_codes WHERE creator = :me ORDER BY created_at, code",
+  },
+  {
     // The deleted groups the user was in (their members' pair tombstones, one row per member).
     name: "group_deleted_members",
     rows: "SELECT * FROM group_deleted_members WHERE account_id = :me ORDER BY seq, group_id",
