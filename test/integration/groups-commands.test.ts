@@ -3,7 +3,7 @@
  * clients: create, invite, answer (accept and decline), list members, exempt and lift, each checked against the
  * IQ API's state; a refusal answered with the IQ's error and nothing written; and a form over more groups than fit
  * one stanza (link.stanzaLimitBytes 48 KiB) cut to the budget with a note; and `<group-share/>` (a member's policy
- * for the group changed after joining, PROTOCOL §21.12). With GROUPS_CAPTURE=FILE the
+ * for the group changed after joining, PROTOCOL §21.12) and group codes (§21.13). With GROUPS_CAPTURE=FILE the
  * command stanzas are written to FILE (PROTOCOL.md's examples).
  */
 import { expect } from "chai";
@@ -229,6 +229,59 @@ describe(`contact groups: ad-hoc commands (${serverLabel()}, real clients)`, fun
       condition: "bad-request",
       text: "<group-share/> needs a <share/> child (empty = the whole card)",
     });
+  });
+
+  it("group codes: the owner makes one, another user redeems it and joins; a used or mistyped code is refused", async () => {
+    const [ann, , cat] = clients as [CardClient, CardClient, CardClient];
+    const dan = clients[3] as CardClient;
+    const g = String(
+      ((await ann.cardlink("get", "groups")).getChild("groups")?.getChildren("group") ?? []).find(
+        (x) => x.attrs.name === "Choir",
+      )?.attrs.id,
+    );
+    const ask = async (c: CardClient, el: Element): Promise<Element> => {
+      const r = await c.iqRaw("set", c.comp, el);
+      captured.push(`--- ${c.jid} ${el.name}\n${el.toString()}\n${r.toString()}`);
+      return r;
+    };
+    const made = await ask(ann, xml("group-code", { xmlns: NS.CARDLINK, group: g }));
+    const k = made.getChild("group-code", NS.CARDLINK) as Element;
+    const code = String(k.attrs.code);
+    expect(k.attrs.uri).to.equal(`xmpp:cards.${prosody.host}?cardlink;group-code=${code}`);
+    const annCard = dan.waitForUpdate(
+      (u) => u.kind === "card" && u.content.attrs.owner === jid("ann"),
+      "ann's card for dan",
+    );
+    const joined = await ask(
+      dan,
+      xml(
+        "group-redeem",
+        { xmlns: NS.CARDLINK, code: code.toLowerCase() },
+        xml("share", {}, xml("field", {}, "fn")),
+      ),
+    );
+    expect(joined.attrs.type, joined.toString()).to.equal("result");
+    expect(joined.getChild("group", NS.CARDLINK)?.attrs).to.deep.include({
+      id: g,
+      role: "member",
+      members: "3",
+    });
+    expect((await annCard).content.toString()).to.include("Ann Example");
+    const again = await ask(cat, xml("group-redeem", { xmlns: NS.CARDLINK, code }));
+    expect(errorOf(again)).to.deep.include({
+      condition: "item-not-found",
+      text: "no such group code (it may have been used already)",
+    });
+    const bad = await ask(cat, xml("group-redeem", { xmlns: NS.CARDLINK, code: "!!" }));
+    expect(errorOf(bad)).to.deep.include({
+      condition: "bad-request",
+      text: "'!!' is not a group code (10 letters and digits, e.g. ABCDE-FGH23)",
+    });
+    const members = (await ann.cardlink("get", "group-members", { group: g }))
+      .getChild("group-members")
+      ?.getChildren("member")
+      .map((m) => String(m.attrs.jid));
+    expect(members).to.include(jid("dan"));
   });
 
   it("a form over more groups than fit one stanza is cut to the budget, with a note naming the IQ that pages", async () => {
