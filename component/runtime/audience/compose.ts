@@ -46,16 +46,19 @@ export function checkPaths(paths: readonly AudiencePath[]): void {
 }
 
 /**
- * The holder's tombstones as `owner, seq` rows (`:holder`): the `tombstones` table, plus every path's lazy ones
- * (AudiencePath.tombstones), the newest per owner. Without lazy tombstones it is the table itself.
+ * The holder's tombstones newer than `:since` as `owner, seq` rows (`:holder`, `:since`): the `tombstones` table,
+ * plus every path's lazy ones (AudiencePath.tombstones), the newest per owner. Every use compares the seq with
+ * `:since` (a tombstone or mark at or before it changes nothing a client has not seen), so each branch is cut there
+ * first: the table's branch is a range of its (holder, seq) index, as before lazy tombstones, and the GROUP BY sees
+ * only the newer rows. Without lazy tombstones it is the table itself.
  */
 export function tombstonesOfHolderSql(paths: readonly AudiencePath[]): string {
   const explicit =
-    "SELECT aud_t0.owner AS owner, aud_t0.seq AS seq FROM tombstones aud_t0 WHERE aud_t0.holder = :holder";
+    "SELECT aud_t0.owner AS owner, aud_t0.seq AS seq FROM tombstones aud_t0 WHERE aud_t0.holder = :holder AND aud_t0.seq > :since";
   const lazy = paths.flatMap((p) => {
     const t = p.tombstones;
     if (!t) return [];
-    const c = `${t.holder} = :holder AND ${t.owner} <> ${t.holder}`;
+    const c = `${t.holder} = :holder AND ${t.owner} <> ${t.holder} AND ${t.seq} > :since`;
     return [
       `SELECT ${t.owner} AS owner, ${t.seq} AS seq FROM ${t.from} WHERE ${t.where ? `${c} AND (${t.where})` : c}`,
     ];
@@ -110,9 +113,9 @@ export class AudienceSql {
   readonly changed: string;
   /** `:holder, :since, :limit` → `owner, changed, removed` (changed plus tombstoned owners), seq-ordered. */
   readonly sync: string;
-  /** `:holder, :at` → `owner, changed, removed` of one seq (a page never cuts through a seq). */
+  /** `:holder, :at, :since` (= at − 1) → `owner, changed, removed` of one seq (a page never cuts through a seq). */
   readonly syncAt: string;
-  /** `:holder` → `owner, seq`: the holder's tombstones, explicit and the paths' lazy ones (newest per owner). */
+  /** `:holder, :since` → `owner, seq`: the holder's tombstones after since, explicit and lazy (newest per owner). */
   readonly tombstones: string;
 
   constructor(readonly paths: readonly AudiencePath[]) {
@@ -234,7 +237,9 @@ export class AudienceReader {
         page =
           before.length > 0
             ? before
-            : (await r.all<SyncRow>(this.q.syncAt, { holder, at: next.seq })).map(toChange);
+            : (await r.all<SyncRow>(this.q.syncAt, { holder, at: next.seq, since: next.seq - 1 })).map(
+                toChange,
+              );
       }
     }
     const last = page[page.length - 1];
