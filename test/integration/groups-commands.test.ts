@@ -284,6 +284,39 @@ describe(`contact groups: ad-hoc commands (${serverLabel()}, real clients)`, fun
     expect(members).to.include(jid("dan"));
   });
 
+  it("group codes by command: make one for a group, another user joins with it", async () => {
+    const [ann, , cat] = clients as [CardClient, CardClient, CardClient];
+    const made = await run2(ann, NODE("group-code"), {});
+    const text = noteText(made.last);
+    const code = /: ([A-Z2-9]{5}-[A-Z2-9]{5}) \(once, until /.exec(text)?.[1];
+    expect(code, text).to.be.a("string");
+    expect(text).to.include(`Link: xmpp:cards.${prosody.host}?cardlink;group-code=${String(code)}`);
+    const joined = await run2(cat, NODE("group-redeem"), { code: String(code).toLowerCase() });
+    expect(noteText(joined.last)).to.match(/^You joined Choir \(\d+ members\)\.$/);
+    const members = (
+      await ann.cardlink("get", "group-members", {
+        group: String(
+          made.first.getChild("x", NS.DATA)?.getChildren("field")[0]?.getChild("value")?.getText(),
+        ),
+      })
+    )
+      .getChild("group-members")
+      ?.getChildren("member")
+      .map((m) => String(m.attrs.jid));
+    expect(members).to.include(jid("cat"));
+    const again = await step(cat, NODE("group-redeem"));
+    const refused = await raw(
+      cat,
+      NODE("group-redeem"),
+      String(again.attrs.sessionid),
+      submit({ code: String(code) }),
+    );
+    expect(errorOf(refused)).to.deep.include({
+      condition: "item-not-found",
+      text: "no such group code (it may have been used already)",
+    });
+  });
+
   it("a form over more groups than fit one stanza is cut to the budget, with a note naming the IQ that pages", async () => {
     const ann = clients[0] as CardClient;
     const long = (i: number): string =>

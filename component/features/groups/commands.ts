@@ -1,6 +1,6 @@
 /**
  * XEP-0050 ad-hoc commands of the groups feature (issue 10; PROTOCOL.md §21.11): create a group, invite to it,
- * answer invitations, list a group's members, exempt a co-member and lift an exemption, for a generic XMPP client
+ * answer invitations, make and redeem a group code, list a group's members, exempt a co-member and lift an exemption, for a generic XMPP client
  * that does not know urn:cardlink:0. Every action is the feature's service (one unit of work each), so a command
  * is refused exactly as its IQ is (the same error and text, nothing written). Every list a form offers (groups,
  * invitations, exemptions, members) is cut to what fits the stanza budget, with a note naming the IQ that pages.
@@ -71,6 +71,8 @@ function sharePolicy(v: Map<string, string[]>): SharePolicy | null {
 export interface GroupCommandsOptions {
   svc: GroupsService;
   budget: StanzaBudget;
+  /** The component's domain, for a group code's `xmpp:` URI (PROTOCOL §21.13). */
+  domain: string;
 }
 
 /** The commands; index.ts registers them on rt.adhoc. */
@@ -228,6 +230,47 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
           return done("Declined.");
         }
         const g = await svc.accept(ctx.user, id, sharePolicy(v));
+        return done(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
+      },
+    },
+    {
+      node: NODE("group-code"),
+      name: "Make a group code",
+      run: async (ctx, req, state) => {
+        if (!state) {
+          const gf = await groupField(ctx);
+          if (!("field" in gf)) return gf;
+          return {
+            status: "executing",
+            state: { stage: 1 },
+            form: formElement({ type: "form", title: "Make a group code", fields: [gf.field] }),
+            ...(gf.notes ? { notes: gf.notes } : {}),
+          };
+        }
+        const group = required(submitted(req), "group", "Group");
+        const k = await svc.createCode(ctx.user, group);
+        return done(
+          `Code for ${await groupName(ctx, group)}: ${k.code} (once, until ${new Date(k.expiresAt).toISOString()}). ` +
+            `Link: xmpp:${o.domain}?cardlink;group-code=${k.code}`,
+        );
+      },
+    },
+    {
+      node: NODE("group-redeem"),
+      name: "Join a group with a code",
+      run: async (ctx, req, state) => {
+        if (!state)
+          return {
+            status: "executing",
+            state: { stage: 1 },
+            form: formElement({
+              type: "form",
+              title: "Join a group with a code",
+              fields: [{ var: "code", type: "text-single", label: "Code", required: true }, SHARE_FIELD],
+            }),
+          };
+        const v = submitted(req);
+        const g = await svc.redeemCode(ctx.user, required(v, "code", "Code"), sharePolicy(v));
         return done(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
       },
     },

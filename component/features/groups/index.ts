@@ -257,7 +257,8 @@ export function groupsModule(): FeatureModule {
         );
         return xml("group-invitations", { xmlns: ns }, ...page.items, page.set);
       });
-      for (const cmd of groupCommands({ svc, budget: rt.budget })) rt.adhoc.register(cmd);
+      for (const cmd of groupCommands({ svc, budget: rt.budget, domain: rt.config.domain }))
+        rt.adhoc.register(cmd);
       sweeper = setInterval(() => detach(rt.log, "group-expire-failed", svc.expire()), 60_000);
       sweeper.unref();
     },
