@@ -8,13 +8,14 @@
  *     timed until every holder has all 100 new versions. updates_applied_per_s = 100,000 / time.
  *  d. prosody_pep: the anchor of b and c, same Prosody, same clients: the owners publish the same vCard to a PEP
  *     node and every contact (roster subscription both, +notify through XEP-0115 caps) receives the event.
- *  e. group (optional, --group N): N users all bound to each other, every one changes once, against PEP with
+ *  e. group (optional, --group N): N users all bound to each other (or, with --group-via group, all in one contact
+ *     group: the `group` path of features/groups), every one changes once, against PEP with
  *     full-mesh rosters (docs/BENCHMARKS.md says why §7.2's 1,000 is not the default).
  * cardlink runs once per *variant* (a delivery.* config), each its own process, component domain and database
  * on the same Prosody, so knob settings are compared within one run and one minute.
  *
  *   node dist/bench/fanout.js [--owners N] [--holders N] [--rounds R] [--only single,many|group] [--skip-pep]
- *        [--skip-durable] [--variant NAME='{"delivery":{…}}' …] [--probe] [--group N [--group-rounds R]]
+ *        [--skip-durable] [--variant NAME='{"delivery":{…}}' …] [--probe] [--group N [--group-rounds R] [--group-via bindings|group]]
  *        [--cardlink-cpu-prof DIR]
  *
  * --probe: after the rounds, a bare component of the bench's own prices <updates/> payload shapes in Prosody's
@@ -32,6 +33,7 @@ import Database from "better-sqlite3";
 import { cardKind, CardRenderCache } from "../component/features/cards/render.js";
 import { storeCard } from "../component/features/cards/service.js";
 import { BINDING_PATH } from "../component/features/exchange/repo.js";
+import { moduleMigrations } from "../component/features.js";
 import { accountsParts } from "../component/runtime/accounts/tx.js";
 import { audienceParts } from "../component/runtime/audience/tx.js";
 import { EventBus } from "../component/runtime/events.js";
@@ -91,6 +93,8 @@ export interface FanoutOptions {
   /** Members of the all-pairs group case (default 0: not run). */
   group?: number;
   groupRounds?: number;
+  /** How the group case's users are connected: all pairs bound (default, as before) or one contact group. */
+  groupVia?: "bindings" | "group";
   /** Run the cardlink children under `node --cpu-prof`, profiles written into this directory when they stop. */
   cardlinkCpuProf?: string;
   /**
@@ -159,13 +163,16 @@ interface SeedSpec {
   withCard: readonly number[];
   /** Bound pairs (both directions shared, policy NULL = the whole card). */
   pairs: () => Iterable<readonly [number, number]>;
+  /** Members of one contact group (features/groups: the `group` path, policy NULL), instead of bindings. */
+  group?: readonly number[];
 }
 
 async function seedStore(file: string, spec: SeedSpec): Promise<{ ms: number; bindings: number }> {
   const t0 = performance.now();
   const store = new SqliteStore(file, { legacy: false });
   try {
-    await store.migrate([SCHEMA_2000]);
+    // The modules' migrations too (the group tables; cardlink would apply them at start anyway).
+    await store.migrate([SCHEMA_2000, ...moduleMigrations()]);
     const db = store.db;
     db.pragma("cache_size = -262144"); // seeding only: random-order index inserts stay in memory
     const now = Date.now();
@@ -198,6 +205,21 @@ async function seedStore(file: string, spec: SeedSpec): Promise<{ ms: number; bi
         insCard.run(i + 1, cardHash(card), JSON.stringify(card), now);
       }
     })();
+    if (spec.group) {
+      const members = spec.group;
+      db.transaction(() => {
+        db.prepare(
+          "INSERT INTO groups (id, name, description, owner, invite, created_at, seq) VALUES ('bench', 'bench', '', ?, 'members', ?, 2)",
+        ).run((members[0] as number) + 1, now);
+        const insMember = db.prepare(
+          "INSERT INTO group_members (group_id, account_id, role, policy, seq, joined_at) VALUES ('bench', ?, ?, NULL, 2, ?)",
+        );
+        members.forEach((m, i) => insMember.run(m + 1, i === 0 ? "owner" : "member", now));
+      })();
+      db.prepare("UPDATE counters SET value = 2 WHERE name = 'seq'").run();
+      db.pragma("wal_checkpoint(TRUNCATE)");
+      return { ms: performance.now() - t0, bindings: 0 };
+    }
     let bindings = 0;
     let batch: Array<readonly [number, number]> = [];
     const flush = db.transaction((pairs: Array<readonly [number, number]>) => {
@@ -568,6 +590,8 @@ interface DeliveryPlan {
   /** The cases: which owners change in each (single: [0]; many: all). */
   cases: ReadonlyArray<{ name: string; owners: readonly number[] }>;
   rounds: number;
+  /** The path that connects owners and holders: bindings (default), or one contact group of all users. */
+  via?: "bindings" | "group";
 }
 
 async function deliver(
@@ -663,6 +687,7 @@ async function deliver(
     const seeded = await seedStore(seedFile, {
       users: everyone.map(jid),
       withCard: topo.owners.map((o) => userIndex.get(o) as number),
+      ...(plan.via === "group" ? { group: everyone.map((_, i) => i) } : {}),
       pairs: function* () {
         const seen = new Set<string>();
         for (let o = 0; o < O; o++) {
@@ -679,7 +704,9 @@ async function deliver(
         }
       },
     });
-    note(`fanout ${plan.label}: seeded ${seeded.bindings} bindings in ${round(seeded.ms)} ms`);
+    note(
+      `fanout ${plan.label}: seeded ${plan.via === "group" ? `one group of ${everyone.length}` : `${seeded.bindings} bindings`} in ${round(seeded.ms)} ms`,
+    );
 
     for (let i = 0; i < variants.length; i++) {
       const v = variants[i] as Variant;
@@ -1222,7 +1249,8 @@ export async function run(opts: FanoutOptions = {}): Promise<Record<string, unkn
     if (opts.group && opts.group > 1) {
       const n = opts.group;
       const members = Array.from({ length: n }, (_, i) => pad("g", i, 4));
-      note(`fanout: group of ${n}, all pairs bound`);
+      const via = opts.groupVia ?? "bindings";
+      note(`fanout: group of ${n}, ${via === "group" ? "one contact group" : "all pairs bound"}`);
       out.group = await deliver(
         dir,
         {
@@ -1230,6 +1258,7 @@ export async function run(opts: FanoutOptions = {}): Promise<Record<string, unkn
           topo: { owners: members, holders: members, bound: (o, h) => o !== h },
           cases: [{ name: `group_${n}`, owners: members.map((_, i) => i) }],
           rounds: opts.groupRounds ?? 1,
+          via,
         },
         variants,
         opts.loginBatch ?? 50,
@@ -1291,6 +1320,12 @@ if (isMain(import.meta.url)) {
   if (rounds) opts.rounds = rounds;
   if (group !== undefined) opts.group = group;
   if (groupRounds) opts.groupRounds = groupRounds;
+  const via = process.argv.indexOf("--group-via");
+  if (via >= 0) {
+    const v = process.argv[via + 1];
+    if (v !== "group" && v !== "bindings") throw new Error("--group-via group|bindings");
+    opts.groupVia = v;
+  }
   const prof = process.argv.indexOf("--cardlink-cpu-prof");
   if (prof >= 0) opts.cardlinkCpuProf = process.argv[prof + 1] as string;
   if (process.argv.includes("--probe")) opts.probe = true;

@@ -4,7 +4,7 @@
  * accounts/stream/audience parts and every module's kinds and paths, the address book's in-tx `card.updated`
  * handler as the running app registers it; no XMPP, no delivery).
  *
- *   node dist/bench/groups.js [--rounds R] [--adds N] [--changes N] [--leaves N] [--delete-sizes 250,500,1000]
+ *   node dist/bench/groups.js [--rounds R] [--adds N] [--changes N] [--leaves N] [--delete-sizes 250,1000,5000]
  *                              [--db-dir DIR]
  *
  * Cases, each op timed alone (p50/p99/max of its wall time, own-process CPU per op, statements per op counted by a
@@ -18,8 +18,9 @@
  *   unit of work): the time until its COMMIT returned (durable in the WAL; synchronous=NORMAL) and the `card`
  *   entries it wrote (one per other member).
  * - `leave_5000`: one member leaves the 5,000-member group (`GroupsService.leave`).
- * - `delete_<n>`: the owner deletes a group of n members (`GroupsService.delete`): tombstones written (every ordered
- *   pair of former members: n(n-1)).
+ * - `delete_<n>`: the owner deletes a group of n members (`GroupsService.delete`): rows written — since migration
+ *   3102 one `group_deleted_members` row per member and no tombstone (before it: a tombstone per ordered pair of
+ *   former members, n(n-1)).
  *
  * Seed (not timed): migration 2000 and the modules' migrations through `store.migrate`, then plain INSERTs:
  * accounts + primary JIDs + shared cursors + small cards for every member and newcomer, the groups, their member
@@ -56,7 +57,7 @@ export interface GroupsOptions {
   changes?: number;
   /** Timed leaves of the 5,000-member group (default 20, after 2 warm-up). */
   leaves?: number;
-  /** Sizes of the deleted groups, each deleted once per round (default 250, 500, 1000). */
+  /** Sizes of the deleted groups, each deleted once per round (default 250, 1000, 5000). */
   deleteSizes?: number[];
   /** Where the temporary database goes (default the OS temp directory); removed at the end. */
   dbDir?: string;
@@ -159,6 +160,14 @@ function runtime(store: SqliteStore, counter: Counter, maxMembers: number): Runt
     exemptionsPerUser: g.exemptionsPerUser,
     pollMinSeconds: g.pollMinSeconds,
     pollMaxSeconds: g.pollMaxSeconds,
+    codeTtlMs: g.codeTtlSeconds * 1000,
+    codesPerUser: g.codesPerUser,
+    redeem: {
+      failuresPerUser: config.limits.redeemFailuresPerUser,
+      failuresPerHost: config.limits.redeemFailuresPerHost,
+      windowMs: config.limits.redeemWindowSeconds * 1000,
+      maxKeys: config.limits.rateLimiterKeys,
+    },
   });
   return { uow, read, svc };
 }
@@ -228,6 +237,8 @@ interface OpResult {
   entries_written_median: number;
   /** Rows the op added to `tombstones` (net: a join also deletes some), median. */
   tombstones_added_median: number;
+  /** Rows the op added to `group_deleted_members` (a deleted group's members), median. */
+  deleted_member_rows_median: number;
   /** Cores (of 2) busy with other processes while the case ran: a slow case next to a high value was crowded out. */
   others_cores: number | null;
   [extra: string]: unknown;
@@ -239,6 +250,7 @@ interface Sample {
   statements: number;
   entries: number;
   tombstones: number;
+  deletedMembers: number;
 }
 
 const pct = (sorted: readonly number[], p: number): number =>
@@ -257,6 +269,7 @@ function summarize(samples: Sample[], warmup: number, othersCores: number | null
     statements: { median: median(st), min: Math.min(...st), max: Math.max(...st) },
     entries_written_median: median(samples.map((s) => s.entries)),
     tombstones_added_median: median(samples.map((s) => s.tombstones)),
+    deleted_member_rows_median: median(samples.map((s) => s.deletedMembers)),
     others_cores: othersCores,
   };
 }
@@ -284,7 +297,7 @@ export async function run(opts: GroupsOptions = {}): Promise<Record<string, unkn
   const changeWarmup = 3;
   const leaves = opts.leaves ?? 20;
   const leaveWarmup = 2;
-  const deleteSizes = opts.deleteSizes ?? [250, 500, 1_000];
+  const deleteSizes = opts.deleteSizes ?? [250, 1_000, 5_000];
   const tmp = mkdtempSync(path.join(opts.dbDir ?? os.tmpdir(), "cardlink-bench-groups-"));
   const file = path.join(tmp, "groups.sqlite");
   const store = new SqliteStore(file, { legacy: false });
@@ -334,6 +347,7 @@ export async function run(opts: GroupsOptions = {}): Promise<Record<string, unkn
     const timed = async (fn: () => Promise<unknown>): Promise<Sample> => {
       drain();
       const tomb0 = n("SELECT COUNT(*) AS n FROM tombstones");
+      const dm0 = n("SELECT COUNT(*) AS n FROM group_deleted_members");
       counter.statements = 0;
       counter.on = true;
       const cpu0 = process.cpuUsage();
@@ -351,6 +365,7 @@ export async function run(opts: GroupsOptions = {}): Promise<Record<string, unkn
         statements: counter.statements,
         entries: n("SELECT COUNT(*) AS n FROM stream_entries"),
         tombstones: n("SELECT COUNT(*) AS n FROM tombstones") - tomb0,
+        deletedMembers: n("SELECT COUNT(*) AS n FROM group_deleted_members") - dm0,
       };
     };
 
@@ -461,7 +476,9 @@ export async function run(opts: GroupsOptions = {}): Promise<Record<string, unkn
           const s = await timed(() => rt.svc.delete(d.owner, d.id));
           (cores[size] as number[]).push(meter() ?? Number.NaN);
           (samples[size] as Sample[]).push(s);
-          note(`groups: delete_${size} ${round(s.ms)} ms, ${s.tombstones} tombstones`);
+          note(
+            `groups: delete_${size} ${round(s.ms)} ms, ${s.tombstones} tombstones, ${s.deletedMembers} member rows`,
+          );
         },
       );
       for (const size of deleteSizes) {
@@ -470,6 +487,7 @@ export async function run(opts: GroupsOptions = {}): Promise<Record<string, unkn
           ...summarize(samples[size] as Sample[], 0, c.length ? median(c) : null),
           runs_ms: (samples[size] as Sample[]).map((s) => round(s.ms, 1)),
           tombstones_written: (samples[size] as Sample[]).map((s) => s.tombstones),
+          deleted_member_rows_written: (samples[size] as Sample[]).map((s) => s.deletedMembers),
           pairs_n_times_n_minus_1: size * (size - 1),
         };
       }

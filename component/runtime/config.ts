@@ -352,6 +352,8 @@ export const configSchema = z.strictObject({
     pendingInvitationsPerGroup: num(500, 1, 100_000, "unanswered, unexpired invitations of one group"),
     invitationTtlSeconds: num(14 * 86_400, 60, 365 * 86_400, "lifetime of an unanswered group invitation"),
     exemptionsPerUser: num(1_000, 1, 100_000, "co-members one user exempts from receiving their card"),
+    codeTtlSeconds: num(86_400, 60, 30 * 86_400, "lifetime of a one-time group code"),
+    codesPerUser: num(10, 1, 1_000, "unused, unexpired group codes one user may have"),
     pollMinSeconds: num(300, 60, 86_400, "shortest polling interval a member may choose for a group"),
     pollMaxSeconds: num(
       7 * 86_400,

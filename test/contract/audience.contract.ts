@@ -1,5 +1,5 @@
 /**
- * The Store contract, audience part (docs/REDESIGN.md §4.5, cases 41–46): the audience part of a unit of work
+ * The Store contract, audience part (docs/REDESIGN.md §4.5, cases 41–46; 47: lazy tombstones and closedAmong): the audience part of a unit of work
  * (component/runtime/audience/) over schema 2000, with two registered paths — the binding path (`shares`) and a
  * test-only path table with exemptions (`test_circle`, `test_exempt`), standing in for issue 10's groups. Uses
  * only Store, makeUow/makeReader and portable SQL, so a PostgreSQL factory runs the same file.
@@ -41,6 +41,13 @@ export const CIRCLE_PATH: AudiencePath = {
   policy: "c.policy",
   seq: "c.seq",
   where: "NOT EXISTS (SELECT 1 FROM test_exempt x WHERE x.owner = c.owner AND x.exempt = c.member)",
+  // Lazy tombstones (case 47): every pair of a closed set's accounts lost the circle at the set's seq.
+  tombstones: {
+    from: "test_closed k1 JOIN test_closed k2 ON k2.set_id = k1.set_id",
+    holder: "k1.account",
+    owner: "k2.account",
+    seq: "k1.seq",
+  },
 };
 const PATHS = [BINDING_PATH, CIRCLE_PATH];
 const CIRCLE_DDL = `
@@ -50,6 +57,9 @@ const CIRCLE_DDL = `
     policy TEXT, seq INTEGER NOT NULL, PRIMARY KEY (owner, member));
   CREATE INDEX test_circle_member ON test_circle (member, owner);
   CREATE TABLE test_exempt (owner INTEGER NOT NULL, exempt INTEGER NOT NULL, PRIMARY KEY (owner, exempt));
+  CREATE TABLE test_closed (set_id TEXT NOT NULL, account INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (set_id, account));
+  CREATE INDEX test_closed_account ON test_closed (account, set_id);
 `;
 
 /** Writes the rows a stream append/retract writes (§2.3.2), for as long as S4's part is not merged. */
@@ -354,6 +364,64 @@ export function describeAudience(name: string, factory: StoreFactory): void {
       expect((err as Error).message).to.equal("refused");
       expect((await tombstones()).filter((t) => t.holder === 6)).to.deep.equal([]);
       expect((await cardEntries()).map((e) => e.lane)).to.deep.equal([6]);
+    });
+
+    it("47. closedAmong: a set closed lazily (no tombstone rows) — retracted, refreshed where another path shows, removed in sync, newest tombstone wins", async () => {
+      for (const [n, fn] of [
+        [1, "One"],
+        [2, "Two"],
+        [3, "Three"],
+      ] as const)
+        await setCard(n, fn);
+      await circle(1, [2, 3]);
+      await circle(2, [1, 3]);
+      await circle(3, [1, 2]);
+      await bind(2, 3); // 2 and 3 keep each other through the binding
+      await uow("test.pending", async (u) => {
+        await u.queue.append("card", [id(2), id(3)], { subject: "1", subjectAccount: id(1) });
+        await u.queue.append("card", [id(1)], { subject: "2", subjectAccount: id(2) });
+        await u.queue.append("card", [id(1)], { subject: "3", subjectAccount: id(3) });
+      });
+      const t0 = (await sync(1, 0)).token;
+      const s = await uow("test.close-set", async (u) => {
+        const seq = await u.seq();
+        await u.tx.run("DELETE FROM test_circle WHERE owner IN (1, 2, 3)");
+        for (const a of [1, 2, 3])
+          await u.tx.run("INSERT INTO test_closed (set_id, account, seq) VALUES ('s', :a, :seq)", { a, seq });
+        await u.audience.closedAmong({
+          sql: "SELECT k.account AS account FROM test_closed k WHERE k.set_id = :set",
+          params: { set: "s" },
+        });
+        return seq;
+      });
+      expect(await tombstones()).to.deep.equal([]);
+      // Pending cards between 1 and the others retracted; 2 and 3 refreshed with each other's card at s.
+      expect(await cardEntries()).to.deep.equal([
+        { lane: 2, subject: "3", seq: s },
+        { lane: 3, subject: "2", seq: s },
+      ]);
+      expect(await changes(1, t0)).to.deep.equal([
+        [2, s, "removed"],
+        [3, s, "removed"],
+      ]);
+      expect(await changes(2, t0)).to.deep.equal([
+        [1, s, "removed"],
+        [3, s, "card"],
+      ]);
+      expect(await changes(1, s)).to.deep.equal([]);
+      // A newer explicit tombstone of the same pair wins; a pair visible again is never removed.
+      await bind(1, 2);
+      const u2 = await uow("test.unbind", async (u) => {
+        await u.tx.run("DELETE FROM bindings WHERE id = 'b1-2'");
+        await u.audience.closed([[id(2), id(1)]]);
+        return u.seq();
+      });
+      expect(await changes(1, t0)).to.deep.equal([
+        [3, s, "removed"],
+        [2, u2, "removed"],
+      ]);
+      await bind(1, 3);
+      expect((await changes(1, t0)).filter((c) => c[0] === 3).map((c) => c[2])).to.deep.equal(["card"]);
     });
 
     it("44. opened clears the tombstone and appends the owner's card (only an owner with a card)", async () => {

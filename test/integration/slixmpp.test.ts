@@ -84,4 +84,74 @@ describe("independent client: slixmpp", function () {
       await alice.stop();
     }
   });
+  it("is a group member: creates a group and invites, accepts an invitation, is told of a join, leaves (PROTOCOL §21)", async () => {
+    const alice = await cardClient(prosody, "alice");
+    try {
+      await alice.setCard("Alice Groups");
+      const g1 = String(
+        (await alice.cardlink("set", "group-create", { name: "Alice's group" })).getChild("group")?.attrs.id,
+      );
+      await alice.cardlink("set", "group-invite", { group: g1, jid: servers.jid("carol") });
+      const invitation = alice.waitForUpdate(
+        (u) => u.kind === "group-invitation" && u.content.attrs.from === servers.jid("carol"),
+        "carol's invitation",
+      );
+      const left = alice.waitForUpdate(
+        (u) =>
+          u.kind === "group-member" &&
+          u.content.attrs.group === g1 &&
+          u.content.attrs.jid === servers.jid("carol") &&
+          u.content.attrs.status === "left",
+        "carol left",
+      );
+      const member = run(PYTHON, [
+        "test/slixmpp/groupmember.py",
+        `carol@${prosody.host}/slix`,
+        "carolpw",
+        String(prosody.c2sPort),
+        prosody.componentDomain,
+        servers.jid("alice"),
+      ]);
+      // Alice accepts the invitation carol's client sent (from carol's new group).
+      const inv = await invitation;
+      const g2 = String(inv.content.attrs.group);
+      await alice.cardlink("set", "group-accept", { id: String(inv.content.attrs.id) });
+      const { stdout } = await member;
+      const r = JSON.parse(stdout.trim().split("\n").pop() as string) as {
+        error?: string;
+        created?: { id: string; role: string };
+        invited?: string;
+        accepted?: { id: string; name: string; members: string };
+        left?: string;
+        cards: Array<{ owner: string; fn: string }>;
+        members: Array<{ jid: string; status: string }>;
+      };
+      expect(r.error, String(r.error)).to.equal(undefined);
+      expect(r.created).to.deep.equal({ id: g2, role: "owner" });
+      expect(r.invited).to.equal(servers.jid("alice"));
+      expect(r.accepted).to.deep.equal({ id: g1, name: "Alice's group", members: "2" });
+      expect(r.members).to.deep.include({ jid: servers.jid("alice"), status: "joined" });
+      expect(r.cards.filter((c) => c.owner === servers.jid("alice")).map((c) => c.fn)).to.include(
+        "Alice Groups",
+      );
+      expect(r.left).to.equal(g1);
+      await left;
+      const jids = async (g: string): Promise<string[]> =>
+        (
+          (await alice.cardlink("get", "group-members", { group: g }))
+            .getChild("group-members")
+            ?.getChildren("member") ?? []
+        )
+          .map((m) => String(m.attrs.jid))
+          .sort();
+      expect(await jids(g1)).to.deep.equal([servers.jid("alice")]);
+      expect(await jids(g2)).to.deep.equal([servers.jid("alice"), servers.jid("carol")].sort());
+      await waitFor(
+        async () => (await look.pendingCount(servers.app(), servers.jid("carol"))) === 0,
+        "carol acked everything",
+      );
+    } finally {
+      await alice.stop();
+    }
+  });
 });

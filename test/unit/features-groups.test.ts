@@ -64,6 +64,9 @@ const OPTS = {
   exemptionsPerUser: 2,
   pollMinSeconds: 60,
   pollMaxSeconds: 86_400,
+  codeTtlMs: 86_400_000,
+  codesPerUser: 2,
+  redeem: { failuresPerUser: 3, failuresPerHost: 100, windowMs: 600_000, maxKeys: 1000 },
 };
 
 /** Counts the statements a unit of work runs: a Proxy over its Tx. */
@@ -101,7 +104,7 @@ async function world(o: Partial<typeof OPTS> = {}): Promise<World> {
   };
   const core = offlineCore(wrapped, userDataWiring());
   core.events.onTx("exchange.blocked", hideBlockedInvitations);
-  const groups = new GroupsService({ uow: core.uow, read: core.read, ...OPTS, ...o });
+  const groups = new GroupsService({ uow: core.uow, read: core.read, ...OPTS, ...o, clock: () => clock.t });
   const exchange = new ExchangeService({
     uow: core.uow,
     read: core.read,
@@ -136,6 +139,8 @@ async function snapshot(w: World): Promise<Record<string, number>> {
     "tombstones",
     "payloads",
     "group_exemptions",
+    "group_codes",
+    "group_deleted_members",
   ]) {
     out[t] = Number((await rows<{ n: number }>(w, `SELECT COUNT(*) AS n FROM ${t}`))[0]?.n);
   }
@@ -518,6 +523,45 @@ describe("features/groups", () => {
         .then((el) => el.toString())
         .catch((e: StanzaError) => e.condition);
 
+    it("a newcomer is not affected by tombstones a withdrawn (and lifted) exemption left; a re-joining exempt member stays exempt", async () => {
+      await w.groups.exempt(A, g, B, true); // B's copy of A withdrawn: tombstone (B, A)
+      const d = await idOf(w, D);
+      const sync = (h: AccountId) => w.core.read("t", (r) => r.audience.syncPage(h, 0, 100));
+      // D joins: every co-member's card, pushed and listed, nothing removed; A's card reaches everyone but B.
+      await join(w, g, A, D);
+      expect((await entries(w, D, "card")).map((e) => e.subject_account).sort()).to.deep.equal(
+        [a, b, c].sort(),
+      );
+      expect((await sync(d)).changes.map((x) => [x.owner, x.removed])).to.have.deep.members([
+        [a, false],
+        [b, false],
+        [c, false],
+      ]);
+      expect(await sees(D, A)).to.include("Alice");
+      expect(await sees(B, D)).to.include("Dave");
+      expect(await sees(B, A)).to.equal("item-not-found");
+      // B leaves and re-joins while still exempt: A's card does not come back to B (no policy: not rendered, not
+      // listed), and D is unaffected.
+      await w.groups.leave(B, g);
+      await join(w, g, A, B);
+      expect(await sees(B, A)).to.equal("item-not-found");
+      expect((await sync(b)).changes.filter((x) => x.owner === a && !x.removed)).to.deep.equal([]);
+      expect(await sees(B, D)).to.include("Dave");
+      // A lifts it with B out of the group (the tombstone stays), then B, as a newcomer again, gets A's card.
+      await w.groups.leave(B, g);
+      await w.groups.unexempt(A, B);
+      expect((await sync(b)).changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([
+        true,
+      ]);
+      await join(w, g, A, B);
+      expect(await sees(B, A)).to.include("Alice");
+      expect((await entries(w, B, "card")).map((e) => e.subject_account)).to.include(a);
+      expect((await sync(b)).changes.filter((x) => x.owner === a).map((x) => x.removed)).to.deep.equal([
+        false,
+      ]);
+      expect((await sync(d)).changes.filter((x) => x.removed)).to.deep.equal([]);
+    });
+
     it("without withdraw: the exempt member keeps their copy and stops receiving changes; only I see it", async () => {
       const t0 = await token();
       const laneBefore = await entries(w, B);
@@ -744,6 +788,65 @@ describe("features/groups", () => {
       await refused(w, w.groups.accept(D, inv.id, null, { pollSeconds: 10 }), "bad-request");
       const err = await w.groups.sync(D, g, 0, 10, "vcard4", budget).catch((e: StanzaError) => e);
       expect((err as StanzaError).condition).to.equal("item-not-found");
+    });
+  });
+
+  describe("group codes", () => {
+    let g: string;
+    beforeEach(async () => {
+      w = await world();
+      for (const [j, n] of [
+        [A, "Alice"],
+        [B, "Bob"],
+        [C, "Carol"],
+      ] as const)
+        await storeCard(w.core, j, card(n));
+      g = groupId(await w.groups.create(A, "g", "", "admins", null));
+      await join(w, g, A, B);
+    });
+
+    it("a code joins its group once, as an accepted invitation does: cards both ways, a pending invitation dropped", async () => {
+      const k = await w.groups.createCode(A, g);
+      expect(k.code).to.match(/^[A-Z2-9]{5}-[A-Z2-9]{5}$/);
+      await w.groups.invite(A, g, C); // C also has an invitation: redeeming makes it moot
+      const el = await w.groups.redeemCode(C, k.code.toLowerCase().replace("-", " "), { fields: ["tel"] });
+      expect([el.attrs.role, el.attrs.members]).to.deep.equal(["member", "3"]);
+      const [a, b] = [await idOf(w, A), await idOf(w, B)];
+      expect((await entries(w, C, "card")).map((e) => e.subject_account).sort()).to.deep.equal([a, b].sort());
+      expect((await entries(w, A, "card")).map((e) => e.subject_account)).to.include(await idOf(w, C));
+      expect(await rows(w, "SELECT * FROM group_invitations")).to.deep.equal([]);
+      expect(await rows(w, "SELECT * FROM group_codes")).to.deep.equal([]);
+      await refused(w, w.groups.redeemCode(D, k.code, null), "item-not-found");
+    });
+
+    it("refusals write nothing and keep the code: a member, the wrong role, the cap, a bad code; expiry answers gone", async () => {
+      await refused(w, w.groups.createCode(B, g), "forbidden"); // invite='admins', B is a member
+      await refused(w, w.groups.createCode(C, g), "item-not-found"); // not in the group
+      const k = await w.groups.createCode(A, g);
+      await w.groups.createCode(A, g);
+      await refused(w, w.groups.createCode(A, g), "resource-constraint", "wait"); // codesPerUser 2
+      await refused(w, w.groups.redeemCode(B, k.code, null), "conflict"); // already a member
+      await refused(w, w.groups.redeemCode(C, "ABC", null), "bad-request");
+      await w.groups.redeemCode(C, k.code, null); // still usable after the refusals
+      const late = await w.groups.createCode(A, g);
+      w.clock.t += 86_400_001;
+      const before = await snapshot(w);
+      const err = await w.groups.redeemCode(D, late.code, null).catch((e: StanzaError) => e);
+      expect((err as StanzaError).condition).to.equal("gone");
+      expect((await snapshot(w)).group_codes).to.equal(Number(before.group_codes) - 1); // the expired code is deleted
+    });
+
+    it("failed redeems are limited per user (guessing), and the limit passes with its window", async () => {
+      const k = await w.groups.createCode(A, g);
+      for (let i = 0; i < 3; i++)
+        await refused(w, w.groups.redeemCode(C, "ABCDE-FGH23", null), "item-not-found");
+      const err = await refused(w, w.groups.redeemCode(C, k.code, null), "policy-violation", "wait");
+      expect(err.message).to.match(/^too many failed redeem attempts from you; retry in \d+ (s|min)$/);
+      // Another user of the same domain still may (the host budget is 100 here).
+      await refused(w, w.groups.redeemCode(D, "ABCDE-FGH23", null), "item-not-found");
+      w.clock.t += 600_001;
+      const el = await w.groups.redeemCode(C, k.code, null);
+      expect(el.attrs.members).to.equal("3");
     });
   });
 

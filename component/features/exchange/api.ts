@@ -5,6 +5,9 @@
 import type { AccountId, Sql } from "../../../storage/store.js";
 import { exchangeRepo } from "./repo.js";
 
+/** One-time codes (what a QR code carries): features/groups makes its group codes with the same alphabet and form. */
+export { newCode, normalizeCode } from "./code.js";
+
 export interface ExchangeCounts {
   bindings: number;
   blocks: number;

@@ -11,6 +11,7 @@ import { xml, type Element } from "../../../stanzas/xml.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { detach } from "../../runtime/log.js";
 import { pageList } from "../../runtime/paging.js";
+import { groupCommands } from "./commands.js";
 import { GROUP_MIGRATIONS } from "./migrations.js";
 import { GROUP_KINDS, groupElement, invitationElement, memberElement } from "./render.js";
 import { GROUP_PATH, INVITE_RULES, type InviteRule } from "./repo.js";
@@ -37,6 +38,15 @@ export function groupsServiceFor(rt: Runtime): GroupsService {
     exemptionsPerUser: c.exemptionsPerUser,
     pollMinSeconds: c.pollMinSeconds,
     pollMaxSeconds: c.pollMaxSeconds,
+    codeTtlMs: c.codeTtlSeconds * 1000,
+    codesPerUser: c.codesPerUser,
+    redeem: {
+      failuresPerUser: rt.config.limits.redeemFailuresPerUser,
+      failuresPerHost: rt.config.limits.redeemFailuresPerHost,
+      windowMs: rt.config.limits.redeemWindowSeconds * 1000,
+      maxKeys: rt.config.limits.rateLimiterKeys,
+      onLimited: () => rt.metrics.inc("cardlink_rate_limited_total", { op: "group-redeem" }),
+    },
   });
 }
 
@@ -151,6 +161,29 @@ export function groupsModule(): FeatureModule {
       r.iq("set", ns, "group-delivery", (c) =>
         svc.setDelivery(c.user, requireAttr(c.payload, "group"), parseDelivery(c.payload, false)),
       );
+      r.iq("set", ns, "group-code", async (c) => {
+        const k = await svc.createCode(c.user, requireAttr(c.payload, "group"));
+        return xml("group-code", {
+          xmlns: ns,
+          code: k.code,
+          group: k.group,
+          expires: new Date(k.expiresAt).toISOString(),
+          uri: `xmpp:${rt.config.domain}?cardlink;group-code=${k.code}`,
+        });
+      });
+      r.iq("set", ns, "group-redeem", (c) =>
+        svc.redeemCode(
+          c.user,
+          requireAttr(c.payload, "code"),
+          parseShare(c.payload),
+          parseDelivery(c.payload, true),
+        ),
+      );
+      r.iq("set", ns, "group-share", (c) => {
+        const share = c.payload.getChild("share");
+        if (!share) throw badRequest("<group-share/> needs a <share/> child (empty = the whole card)");
+        return svc.setShare(c.user, requireAttr(c.payload, "group"), parseSharePolicy(share));
+      });
       r.iq("get", ns, "group-sync", async (c) => {
         const group = requireAttr(c.payload, "group");
         const since = wholeNumber(c.payload.attrs.token, "token", Number.MAX_SAFE_INTEGER) ?? 0;
@@ -224,6 +257,8 @@ export function groupsModule(): FeatureModule {
         );
         return xml("group-invitations", { xmlns: ns }, ...page.items, page.set);
       });
+      for (const cmd of groupCommands({ svc, budget: rt.budget, domain: rt.config.domain }))
+        rt.adhoc.register(cmd);
       sweeper = setInterval(() => detach(rt.log, "group-expire-failed", svc.expire()), 60_000);
       sweeper.unref();
     },

@@ -118,6 +118,57 @@ CREATE TABLE group_departures (
 CREATE INDEX group_departures_account ON group_departures (account_id);
 `;
 
+/**
+ * 3102 (issue 10, third part): `group_deleted_members` — the members a deleted group had, one row each, at the seq of
+ * the deletion. Every pair of them lost the group path at that seq: the `group` path's tombstones in lazy form
+ * (repo.ts GROUP_PATH.tombstones, read by sync as if they were rows of `tombstones`), so deleting a group writes
+ * O(members) rows instead of the members² pair tombstones (DECISIONS.md "Group deletion without pair tombstones").
+ * No foreign key to `groups`: the group row is gone; the id is a UUID, never reused.
+ */
+const SQLITE_3102 = `
+CREATE TABLE group_deleted_members (
+  group_id TEXT NOT NULL,
+  account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (group_id, account_id)) WITHOUT ROWID;
+CREATE INDEX group_deleted_members_account ON group_deleted_members (account_id, group_id);
+`;
+const POSTGRES_3102 = `
+CREATE TABLE group_deleted_members (
+  group_id TEXT NOT NULL,
+  account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  seq BIGINT NOT NULL,
+  PRIMARY KEY (group_id, account_id));
+CREATE INDEX group_deleted_members_account ON group_deleted_members (account_id, group_id);
+`;
+
+/**
+ * 3103 (issue 10, third part): `group_codes` — one-time group codes (PROTOCOL §21.13): redeeming one joins its group
+ * as accepting an invitation does. The code text and its alphabet are exchange codes' (features/exchange/code.ts).
+ */
+const SQLITE_3103 = `
+CREATE TABLE group_codes (
+  code TEXT PRIMARY KEY,
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  creator INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL);
+CREATE INDEX group_codes_group ON group_codes (group_id);
+CREATE INDEX group_codes_creator ON group_codes (creator, expires_at);
+CREATE INDEX group_codes_expiry ON group_codes (expires_at);
+`;
+const POSTGRES_3103 = `
+CREATE TABLE group_codes (
+  code TEXT PRIMARY KEY,
+  group_id TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+  creator BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL);
+CREATE INDEX group_codes_group ON group_codes (group_id);
+CREATE INDEX group_codes_creator ON group_codes (creator, expires_at);
+CREATE INDEX group_codes_expiry ON group_codes (expires_at);
+`;
+
 export const GROUP_MIGRATIONS: readonly Migration[] = [
   {
     version: 3100,
@@ -128,5 +179,15 @@ export const GROUP_MIGRATIONS: readonly Migration[] = [
     version: 3101,
     name: "groups: per-member polling interval, departures",
     sql: { sqlite: SQLITE_3101, postgres: POSTGRES_3101 },
+  },
+  {
+    version: 3102,
+    name: "groups: a deleted group's members (lazy pair tombstones)",
+    sql: { sqlite: SQLITE_3102, postgres: POSTGRES_3102 },
+  },
+  {
+    version: 3103,
+    name: "groups: one-time group codes",
+    sql: { sqlite: SQLITE_3103, postgres: POSTGRES_3103 },
   },
 ];

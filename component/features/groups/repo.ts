@@ -13,6 +13,16 @@ import type { AudiencePath } from "../../runtime/audience/api.js";
  * The `where` clause is the exemptions': X (`owner`) exempting Y (`exempt`) hides X's card from Y on every group
  * they share (service.ts `exempt`).
  */
+/**
+ * A deleted group's pair (d1 holder, d2 owner) counts as a tombstone only while the two have not been put in a
+ * group together since (a membership of a live group they share whose row changed after the deletion): `opened`
+ * deletes explicit tombstones of a re-opened pair, and this is the same for the lazy ones. A pair re-connected by
+ * a binding is visible (sync drops its tombstone anyway) or, if that closed too, has a newer explicit tombstone.
+ */
+const DELETED_PAIR_LIVE = `NOT EXISTS (SELECT 1 FROM group_members r1 JOIN group_members r2
+    ON r2.group_id = r1.group_id AND r2.account_id = d2.account_id
+  WHERE r1.account_id = d1.account_id AND (r1.seq > d1.seq OR r2.seq > d1.seq))`;
+
 export const GROUP_PATH: AudiencePath = {
   name: "group",
   from: "group_members m1 JOIN group_members m2 ON m2.group_id = m1.group_id AND m2.account_id <> m1.account_id",
@@ -24,6 +34,14 @@ export const GROUP_PATH: AudiencePath = {
     "NOT EXISTS (SELECT 1 FROM group_exemptions x WHERE x.owner = m1.account_id AND x.exempt = m2.account_id)",
   // A member who pulls (poll_seconds set) gets no `card` entries through the group path (PROTOCOL §21.10).
   push: "m2.poll_seconds IS NULL",
+  tombstones: {
+    // A deleted group's members (migration 3102): every pair of them lost the path at the deletion's seq.
+    from: "group_deleted_members d1 JOIN group_deleted_members d2 ON d2.group_id = d1.group_id",
+    holder: "d1.account_id",
+    owner: "d2.account_id",
+    seq: "d1.seq",
+    where: DELETED_PAIR_LIVE,
+  },
 };
 
 export type Role = "owner" | "admin" | "member";
@@ -167,6 +185,26 @@ const INVITATIONS_IN = "SELECT * FROM group_invitations WHERE group_id = :g";
 const EXPIRED = "SELECT * FROM group_invitations WHERE expires_at <= :now ORDER BY expires_at LIMIT :n";
 const HIDE_FROM = `UPDATE group_invitations SET hidden = 1 WHERE inviter = :inviter AND invitee = :invitee
   AND hidden = 0 RETURNING id`;
+const INSERT_CODE = `INSERT INTO group_codes (code, group_id, creator, created_at, expires_at)
+  VALUES (:code, :g, :me, :now, :expires)`;
+const CODE = "SELECT * FROM group_codes WHERE code = :code";
+const TAKE_CODE = "DELETE FROM group_codes WHERE code = :code";
+const COUNT_CODES = "SELECT COUNT(*) AS n FROM group_codes WHERE creator = :me AND expires_at > :now";
+const DELETE_EXPIRED_CODES = "DELETE FROM group_codes WHERE expires_at <= :now";
+const DELETE_CODES_OF = "DELETE FROM group_codes WHERE creator = :me";
+
+export interface CodeRow {
+  code: string;
+  group: string;
+  creator: AccountId;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** A group about to be deleted records its members (the lazy pair tombstones, migration 3102). */
+const RECORD_DELETED_MEMBERS = `INSERT INTO group_deleted_members (group_id, account_id, seq)
+  SELECT m.group_id, m.account_id, CAST(:seq AS BIGINT) FROM group_members m WHERE m.group_id = :g`;
+const DELETE_DELETED_MEMBERS_OF = "DELETE FROM group_deleted_members WHERE account_id = :me";
 const DELETE_EXEMPTIONS = "DELETE FROM group_exemptions WHERE owner = :me OR exempt = :me";
 const EXEMPTION = "SELECT created_at FROM group_exemptions WHERE owner = :me AND exempt = :other";
 const INSERT_EXEMPTION = `INSERT INTO group_exemptions (owner, exempt, created_at) VALUES (:me, :other, :now)
@@ -174,6 +212,18 @@ const INSERT_EXEMPTION = `INSERT INTO group_exemptions (owner, exempt, created_a
 const DELETE_EXEMPTION = "DELETE FROM group_exemptions WHERE owner = :me AND exempt = :other";
 const COUNT_EXEMPTIONS = "SELECT COUNT(*) AS n FROM group_exemptions WHERE owner = :me";
 const EXEMPTIONS_OF = "SELECT exempt, created_at FROM group_exemptions WHERE owner = :me";
+
+/**
+ * My tombstones (`:me` the holder), explicit and the group path's lazy ones (deleted groups), the newest per owner:
+ * what audience sync reads for me (runtime/audience/compose.ts tombstonesOfHolderSql), narrowed to this path.
+ */
+const MY_TOMBSTONES = `SELECT t0.owner AS owner, MAX(t0.seq) AS seq FROM (
+    SELECT tx.owner AS owner, tx.seq AS seq FROM tombstones tx WHERE tx.holder = :me
+    UNION ALL
+    SELECT d2.account_id AS owner, d1.seq AS seq FROM group_deleted_members d1
+      JOIN group_deleted_members d2 ON d2.group_id = d1.group_id
+     WHERE d1.account_id = :me AND d2.account_id <> d1.account_id AND ${DELETED_PAIR_LIVE}) t0
+  GROUP BY t0.owner`;
 
 const max2 = (a: string, b: string): string => `CASE WHEN ${a} >= ${b} THEN ${a} ELSE ${b} END`;
 /**
@@ -187,12 +237,12 @@ const GROUP_SYNC_ALL = `SELECT m1.account_id AS owner,
     ${max2(max2("c.seq", "m1.seq"), max2("m2.seq", "COALESCE(t.seq, 0)"))} AS changed, 0 AS removed
    FROM group_members m1 JOIN group_members m2 ON m2.group_id = m1.group_id AND m2.account_id = :me
    JOIN cards c ON c.account_id = m1.account_id
-   LEFT JOIN tombstones t ON t.holder = :me AND t.owner = m1.account_id
+   LEFT JOIN (${MY_TOMBSTONES}) t ON t.owner = m1.account_id
   WHERE m1.group_id = :g AND m1.account_id <> :me
     AND NOT EXISTS (SELECT 1 FROM group_exemptions x WHERE x.owner = m1.account_id AND x.exempt = :me)
   UNION ALL
- SELECT t.owner AS owner, t.seq AS changed, 1 AS removed FROM tombstones t
-  WHERE t.holder = :me AND (
+ SELECT t.owner AS owner, t.seq AS changed, 1 AS removed FROM (${MY_TOMBSTONES}) t
+  WHERE (
     EXISTS (SELECT 1 FROM group_departures d WHERE d.group_id = :g AND d.account_id = t.owner)
     OR EXISTS (SELECT 1 FROM group_exemptions x JOIN group_members o ON o.account_id = x.owner AND o.group_id = :g
                WHERE x.owner = t.owner AND x.exempt = :me))`;
@@ -293,6 +343,47 @@ export const groupsRepo = (q: Sql) => ({
   },
   departed: async (g: string, me: AccountId, seq: number): Promise<void> => {
     await q.run(UPSERT_DEPARTURE, { g, me, seq });
+  },
+  insertCode: async (c: CodeRow): Promise<void> => {
+    await q.run(INSERT_CODE, {
+      code: c.code,
+      g: c.group,
+      me: c.creator,
+      now: c.createdAt,
+      expires: c.expiresAt,
+    });
+  },
+  code: async (code: string): Promise<CodeRow | undefined> => {
+    const r = await q.get<{
+      code: string;
+      group_id: string;
+      creator: number;
+      created_at: number;
+      expires_at: number;
+    }>(CODE, { code });
+    return r
+      ? {
+          code: r.code,
+          group: r.group_id,
+          creator: Number(r.creator) as AccountId,
+          createdAt: Number(r.created_at),
+          expiresAt: Number(r.expires_at),
+        }
+      : undefined;
+  },
+  /** False when another redeem took it first. */
+  takeCode: async (code: string): Promise<boolean> => (await q.run(TAKE_CODE, { code })).changes === 1,
+  countCodes: (me: AccountId, now: number): Promise<number> => count(q, COUNT_CODES, { me, now }),
+  deleteExpiredCodes: async (now: number): Promise<number> =>
+    (await q.run(DELETE_EXPIRED_CODES, { now })).changes,
+  deleteCodesOf: async (me: AccountId): Promise<void> => {
+    await q.run(DELETE_CODES_OF, { me });
+  },
+  /** Records the members of `g` as a deleted group's (before its rows go): one row per member. */
+  recordDeleted: async (g: string, seq: number): Promise<number> =>
+    (await q.run(RECORD_DELETED_MEMBERS, { g, seq })).changes,
+  deleteDeletedMembersOf: async (me: AccountId): Promise<void> => {
+    await q.run(DELETE_DELETED_MEMBERS_OF, { me });
   },
   deleteDeparturesOf: async (me: AccountId): Promise<void> => {
     await q.run(DELETE_DEPARTURES_OF, { me });
@@ -438,9 +529,8 @@ export const leaverPairs = (g: string, me: AccountId): { sql: string; params: Pa
   params: { g, me },
 });
 
-/** Every ordered pair of the given accounts (a deleted group's former members; their rows are gone). */
-export const allPairs = (q: Sql, ids: readonly AccountId[]): { sql: string; params: Params } => ({
-  sql: `SELECT a1.id AS owner, a2.id AS holder FROM accounts a1 JOIN accounts a2 ON a2.id <> a1.id
-         WHERE a1.id IN (${q.dialect.jsonIds("grp_ids")}) AND a2.id IN (${q.dialect.jsonIds("grp_ids")})`,
-  params: { grp_ids: JSON.stringify(ids) },
+/** A deleted group's former members (audience closedAmong): their rows in group_deleted_members. */
+export const deletedMembers = (g: string): { sql: string; params: Params } => ({
+  sql: "SELECT dm.account_id AS account FROM group_deleted_members dm WHERE dm.group_id = :grp_deleted",
+  params: { grp_deleted: g },
 });

@@ -25,7 +25,8 @@ import { userJid } from "../../runtime/jid.js";
 import type { Reader, UnitOfWork, Uow } from "../../runtime/uow.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import { cardFor, getCard, type Format } from "../cards/api.js";
-import { blocks } from "../exchange/api.js";
+import { blocks, newCode, normalizeCode } from "../exchange/api.js";
+import { RateLimiter, retryText } from "../../runtime/ratelimit.js";
 import {
   GROUP_KINDS,
   KIND_GONE,
@@ -39,8 +40,8 @@ import {
 import {
   CLEAR_NEWCOMER_TOMBSTONES,
   CLEAR_PULLERS_TOMBSTONES,
-  allPairs,
   coMemberCards,
+  deletedMembers,
   groupToMembers,
   groupsRepo,
   leaverPairs,
@@ -78,6 +79,17 @@ export interface GroupsOptions {
   /** Bounds of a member's polling interval (`groups.pollMinSeconds`, `groups.pollMaxSeconds`). */
   pollMinSeconds: number;
   pollMaxSeconds: number;
+  /** Group codes: lifetime, unused ones per creator, and the redeem limits (config.limits, as exchange codes). */
+  codeTtlMs: number;
+  codesPerUser: number;
+  redeem: {
+    failuresPerUser: number;
+    failuresPerHost: number;
+    windowMs: number;
+    maxKeys: number;
+    onLimited?: () => void;
+  };
+  clock?: () => number;
 }
 
 /** How a member takes a group's cards: pushed (null) or pulled every `pollSeconds` (PROTOCOL §21.10). */
@@ -142,7 +154,15 @@ const mayInvite = (rule: InviteRule, role: Role): boolean =>
   rule === "members" || role === "owner" || (rule === "admins" && role === "admin");
 
 export class GroupsService {
-  constructor(private readonly o: GroupsOptions) {}
+  private readonly redeemUser: RateLimiter;
+  private readonly redeemHost: RateLimiter;
+
+  constructor(private readonly o: GroupsOptions) {
+    const { failuresPerUser, failuresPerHost, windowMs, maxKeys } = o.redeem;
+    const now = o.clock ?? Date.now;
+    this.redeemUser = new RateLimiter({ limit: failuresPerUser, windowMs, maxKeys, now });
+    this.redeemHost = new RateLimiter({ limit: failuresPerHost, windowMs, maxKeys, now });
+  }
 
   // ---- groups --------------------------------------------------------------------------------------------
 
@@ -346,28 +366,135 @@ export class GroupsService {
         return "expired"; // committed, then refused below
       }
       await u.accounts.ensure(user, { seen: true });
-      const seq = await u.seq();
-      await g.touch(inv.group, seq);
-      await u.tx.lockAccount(me);
-      if ((await g.countJoined(me)) >= this.o.joinedPerUser)
-        throw cap(`you are in ${this.o.joinedPerUser} groups; leave one first`);
-      if ((await g.countMembers(inv.group)) >= this.o.maxMembers)
-        throw cap(`the group has ${this.o.maxMembers} members, the most a group may have`, "cancel");
-      await g.insertMember(member(inv.group, me, "member", policy, seq, u.now, delivery.pollSeconds));
-      await dropInvitation(u, inv);
-      await u.queue.retract(KIND_GONE, inv.group, [me]);
-      // The path opens both ways: a fixed number of statements whatever the group's size.
-      // Members who pull get the newcomer's card by <group-sync/>, not pushed; a newcomer who pulls likewise.
-      await u.audience.opened(me, await g.pushedIds(inv.group, me));
-      await u.tx.run(CLEAR_PULLERS_TOMBSTONES, { me, g: inv.group });
-      await u.tx.run(CLEAR_NEWCOMER_TOMBSTONES, { me, g: inv.group });
-      if (delivery.pollSeconds === null) await u.queue.appendSelect("card", coMemberCards(inv.group, me));
-      await notifyMembers(u, inv.group, me, "joined");
-      await u.queue.append(KIND_GROUP, [me], { subject: inv.group });
-      await u.emit("group.member-added", { group: inv.group, member: me });
-      return this.view(u, inv.group, me);
+      return this.join(u, inv.group, me, policy, delivery, () => dropInvitation(u, inv));
     });
     if (r === "expired") throw new StanzaError("gone", `group invitation ${invId} expired`);
+    return r;
+  }
+
+  /**
+   * `me` joins group `g` (an accepted invitation or a redeemed code): the group row touched, the caps under the
+   * account lock, the member row, `consume` (the invitation or code is used up in the same unit of work), and the
+   * path opened both ways — a fixed number of statements whatever the group's size.
+   */
+  private async join(
+    u: UnitOfWork,
+    group: string,
+    me: AccountId,
+    policy: SharePolicy | null,
+    delivery: Delivery,
+    consume: () => Promise<void>,
+  ): Promise<Element> {
+    const g = groupsRepo(u.tx);
+    const seq = await u.seq();
+    await g.touch(group, seq);
+    await u.tx.lockAccount(me);
+    if ((await g.countJoined(me)) >= this.o.joinedPerUser)
+      throw cap(`you are in ${this.o.joinedPerUser} groups; leave one first`);
+    if ((await g.countMembers(group)) >= this.o.maxMembers)
+      throw cap(`the group has ${this.o.maxMembers} members, the most a group may have`, "cancel");
+    await g.insertMember(member(group, me, "member", policy, seq, u.now, delivery.pollSeconds));
+    await consume();
+    await u.queue.retract(KIND_GONE, group, [me]);
+    // The path opens both ways: a fixed number of statements whatever the group's size.
+    // Members who pull get the newcomer's card by <group-sync/>, not pushed; a newcomer who pulls likewise.
+    await u.audience.opened(me, await g.pushedIds(group, me));
+    await u.tx.run(CLEAR_PULLERS_TOMBSTONES, { me, g: group });
+    await u.tx.run(CLEAR_NEWCOMER_TOMBSTONES, { me, g: group });
+    if (delivery.pollSeconds === null) await u.queue.appendSelect("card", coMemberCards(group, me));
+    await notifyMembers(u, group, me, "joined");
+    await u.queue.append(KIND_GROUP, [me], { subject: group });
+    await u.emit("group.member-added", { group, member: me });
+    return this.view(u, group, me);
+  }
+
+  // ---- group codes (PROTOCOL §21.13) ---------------------------------------------------------------------
+
+  /** A one-time code that joins `id` (whoever may invite may make one). No seq: nothing is delivered. */
+  async createCode(user: BareJid, id: string): Promise<{ code: string; group: string; expiresAt: number }> {
+    return this.o.uow("group.code", async (u) => {
+      const me = await u.accounts.resolve(user);
+      const g = groupsRepo(u.tx);
+      const mine = me === undefined ? undefined : await g.member(id, me);
+      const row = mine ? await g.group(id) : undefined;
+      if (!mine || !row) throw notFound(`you are not in a group '${quote(id)}'`);
+      if (!mayInvite(row.invite, mine.role))
+        throw forbidden(
+          row.invite === "owner"
+            ? "only the owner may invite to this group"
+            : "only the owner and admins may invite to this group",
+        );
+      await u.tx.lockAccount(mine.account);
+      if ((await g.countCodes(mine.account, u.now)) >= this.o.codesPerUser)
+        throw cap(
+          `you have ${this.o.codesPerUser} unused group codes; use one or wait until one expires`,
+          "wait",
+        );
+      const c = {
+        code: newCode(),
+        group: id,
+        creator: mine.account,
+        createdAt: u.now,
+        expiresAt: u.now + this.o.codeTtlMs,
+      };
+      await g.insertCode(c);
+      return { code: c.code, group: id, expiresAt: c.expiresAt };
+    });
+  }
+
+  /**
+   * Redeems a group code: joins its group as accepting an invitation does, in one unit of work that also uses the
+   * code up. Refusals other than expiry leave the code usable. Failed attempts (no such code, expired) count
+   * against the redeemer and their domain (`limits.redeemFailuresPerUser` / `PerHost`, as exchange codes; their own
+   * counters), so guessing is bounded.
+   */
+  async redeemCode(
+    user: BareJid,
+    input: string,
+    policy: SharePolicy | null,
+    delivery: Delivery = { pollSeconds: null },
+  ): Promise<Element> {
+    const code = normalizeCode(input);
+    if (!code)
+      throw badRequest(`'${quote(input)}' is not a group code (10 letters and digits, e.g. ABCDE-FGH23)`);
+    this.checkPoll(delivery.pollSeconds);
+    const host = user.slice(user.indexOf("@") + 1);
+    const wait = Math.max(this.redeemUser.retryAfter(user), this.redeemHost.retryAfter(host));
+    if (wait > 0) {
+      this.o.redeem.onLimited?.();
+      const who = this.redeemUser.retryAfter(user) > 0 ? "from you" : `from ${host}`;
+      throw new StanzaError(
+        "policy-violation",
+        `too many failed redeem attempts ${who}; retry in ${retryText(wait)}`,
+        {
+          type: "wait",
+        },
+      );
+    }
+    const r = await this.o.uow("group.redeem", async (u): Promise<Element | "missing" | "expired"> => {
+      const g = groupsRepo(u.tx);
+      const c = await g.code(code);
+      if (!c) return "missing";
+      if (c.expiresAt <= u.now) {
+        await g.takeCode(code);
+        return "expired"; // committed, then refused below
+      }
+      const me = await u.accounts.ensure(user, { seen: true });
+      if (await g.member(c.group, me)) throw conflict("you are already a member of this group");
+      if (await blocks(u.tx, c.creator, me))
+        throw forbidden(`${await u.accounts.jidOf(c.creator)} does not accept you in groups`);
+      return this.join(u, c.group, me, policy, delivery, async () => {
+        if (!(await g.takeCode(code))) throw notFound("no such group code (it was used just now)");
+        const pending = await g.invitationOf(c.group, me);
+        if (pending) await dropInvitation(u, pending); // joined by the code: the invitation is moot
+      });
+    });
+    if (r === "missing" || r === "expired") {
+      this.redeemUser.hit(user);
+      this.redeemHost.hit(host);
+      if (r === "missing") throw notFound("no such group code (it may have been used already)");
+      throw new StanzaError("gone", "this group code has expired; ask for a new one");
+    }
     return r;
   }
 
@@ -403,6 +530,26 @@ export class GroupsService {
     return this.o.uow("group.delivery", async (u) => {
       const { g, mine } = await this.mine(u, user, id);
       await g.setPoll(id, mine.account, delivery.pollSeconds);
+      return this.view(u, id, mine.account);
+    });
+  }
+
+  /**
+   * Changes my share policy for this group (PROTOCOL §21.12): the member row's policy and seq (so pull sync lists my
+   * card as changed for every co-member, through the path's seq), and my card, re-filtered, queued for every
+   * co-member who pushes (one statement; the renderer applies the union of paths and drops it for those I exempt).
+   */
+  async setShare(user: BareJid, id: string, policy: SharePolicy | null): Promise<Element> {
+    return this.o.uow("group.share", async (u) => {
+      const { g, mine, seq } = await this.mine(u, user, id);
+      await g.setPolicy(id, mine.account, storedPolicy(policy), seq);
+      if (await u.tx.get(HAS_CARD, { owner: mine.account }))
+        await u.queue.appendSelect("card", {
+          sql: `SELECT m.account_id AS lane, CAST(:subj AS TEXT) AS subject, CAST(:me AS BIGINT) AS subject_account,
+                  CAST(NULL AS BIGINT) AS payload_id
+             FROM group_members m WHERE m.group_id = :g AND m.account_id <> :me AND m.poll_seconds IS NULL`,
+          params: { g: id, me: mine.account, subj: String(mine.account) },
+        });
       return this.view(u, id, mine.account);
     });
   }
@@ -592,7 +739,7 @@ export class GroupsService {
     return this.o.uow("group.expire", async (u) => {
       const rows = await groupsRepo(u.tx).expired(u.now, limit);
       for (const i of rows) await dropInvitation(u, i);
-      return rows.length;
+      return rows.length + (await groupsRepo(u.tx).deleteExpiredCodes(u.now));
     });
   }
 
@@ -708,8 +855,11 @@ export async function deleteGroup(u: UnitOfWork, g: string, by: AccountId | unde
   if (!row) return;
   const ids = (await repo.members(g)).map((m) => m.account);
   for (const i of await repo.invitationsIn(g)) await dropInvitation(u, i);
+  // One row per member, not one tombstone per pair (members², DECISIONS.md "Group deletion without pair
+  // tombstones"): sync reads every pair of them as closed at this seq (GROUP_PATH.tombstones).
+  if (ids.length > 1) await repo.recordDeleted(g, await u.seq());
   await repo.deleteGroup(g);
-  await u.audience.closedSet(allPairs(u.tx, ids));
+  if (ids.length > 1) await u.audience.closedAmong(deletedMembers(g));
   const told = ids.filter((m) => m !== by);
   await u.queue.retract(KIND_GROUP, g, ids);
   if (told.length > 0) {
@@ -747,6 +897,8 @@ export async function eraseGroupRows(u: UnitOfWork, e: { account: AccountId }): 
   }
   await repo.deleteExemptionsOf(me);
   await repo.deleteDeparturesOf(me);
+  await repo.deleteDeletedMembersOf(me);
+  await repo.deleteCodesOf(me);
 }
 
 /**

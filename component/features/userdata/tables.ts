@@ -87,6 +87,15 @@ export const USER_TABLES: readonly UserTable[] = [
     rows: "SELECT * FROM group_departures WHERE account_id = :me ORDER BY group_id",
   },
   {
+    name: "group_codes",
+    rows: "SELECT * FROM group_codes WHERE creator = :me ORDER BY created_at, code",
+  },
+  {
+    // The deleted groups the user was in (their members' pair tombstones, one row per member).
+    name: "group_deleted_members",
+    rows: "SELECT * FROM group_deleted_members WHERE account_id = :me ORDER BY seq, group_id",
+  },
+  {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);
     // the payload inline (payloads are stored once per append, not per account).
     name: "stream_entries",

@@ -18,6 +18,14 @@ export interface AudiencePath {
    * through the path, but still sees the card through it: rendering, sync and tombstones ignore this).
    */
   push?: string;
+  /**
+   * Tombstones the path keeps in its own, lazy form (issue 10: a deleted group records its members once, not one
+   * row per pair): a FROM clause and expressions yielding (holder, owner, seq) rows that pull sync reads as if they
+   * were rows of `tombstones` — a pair's tombstone is the newest of the explicit row and these. `where` may use the
+   * holder and owner expressions (e.g. "not re-opened since"). `opened` cannot delete them: the path's `where` must
+   * drop a row once the pair is connected again after its seq.
+   */
+  tombstones?: { from: string; holder: string; owner: string; seq: string; where?: string };
 }
 export interface AudienceRead {
   /** The policies under which holder sees owner's card, one per path; [] = not visible. */
@@ -66,4 +74,12 @@ export interface AudienceTx extends AudienceRead {
    * a group member leaving, a group deleted); the pairs that lost sight are not returned. Returns the pair count.
    */
   closedSet(pairs: { sql: string; params: Params }): Promise<number>;
+  /**
+   * Every pair of the accounts a SELECT (`account`) names lost a path, and the feature recorded it in its path's
+   * lazy `tombstones` (issue 10: a deleted group): no tombstone row is written here. Pending `card` entries between
+   * them that no path shows any more are retracted, and a pair another path still shows gets a `card` refresh (the
+   * view may have narrowed), in a fixed number of statements whose rows grow with the entries and the pairs still
+   * connected, never with members². Returns the refreshes appended.
+   */
+  closedAmong(accounts: { sql: string; params: Params }): Promise<number>;
 }

@@ -31,7 +31,40 @@ export function checkPaths(paths: readonly AudiencePath[]): void {
       }
     }
     if (/\baud_/i.test(p.from)) throw new Error(`audience path ${p.name}: aliases may not start with aud_`);
+    const t = p.tombstones;
+    if (t === undefined) continue;
+    for (const k of ["from", "holder", "owner", "seq", "where"] as const) {
+      const v = t[k];
+      if (v === undefined && k === "where") continue;
+      if (typeof v !== "string" || v.trim() === "" || v.includes(";")) {
+        throw new Error(`audience path ${p.name}: tombstones.${k} must be one SQL expression`);
+      }
+    }
+    if (/\baud_/i.test(t.from))
+      throw new Error(`audience path ${p.name}: tombstones aliases may not start with aud_`);
   }
+}
+
+/**
+ * The holder's tombstones newer than `:since` as `owner, seq` rows (`:holder`, `:since`): the `tombstones` table,
+ * plus every path's lazy ones (AudiencePath.tombstones), the newest per owner. Every use compares the seq with
+ * `:since` (a tombstone or mark at or before it changes nothing a client has not seen), so each branch is cut there
+ * first: the table's branch is a range of its (holder, seq) index, as before lazy tombstones, and the GROUP BY sees
+ * only the newer rows. Without lazy tombstones it is the table itself.
+ */
+export function tombstonesOfHolderSql(paths: readonly AudiencePath[]): string {
+  const explicit =
+    "SELECT aud_t0.owner AS owner, aud_t0.seq AS seq FROM tombstones aud_t0 WHERE aud_t0.holder = :holder AND aud_t0.seq > :since";
+  const lazy = paths.flatMap((p) => {
+    const t = p.tombstones;
+    if (!t) return [];
+    const c = `${t.holder} = :holder AND ${t.owner} <> ${t.holder} AND ${t.seq} > :since`;
+    return [
+      `SELECT ${t.owner} AS owner, ${t.seq} AS seq FROM ${t.from} WHERE ${t.where ? `${c} AND (${t.where})` : c}`,
+    ];
+  });
+  if (lazy.length === 0) return explicit;
+  return `SELECT aud_z.owner AS owner, MAX(aud_z.seq) AS seq FROM (${[explicit, ...lazy].join(" UNION ALL ")}) aud_z GROUP BY aud_z.owner`;
 }
 
 const cond = (p: AudiencePath, c: string): string => (p.where ? `${c} AND (${p.where})` : c);
@@ -80,8 +113,10 @@ export class AudienceSql {
   readonly changed: string;
   /** `:holder, :since, :limit` → `owner, changed, removed` (changed plus tombstoned owners), seq-ordered. */
   readonly sync: string;
-  /** `:holder, :at` → `owner, changed, removed` of one seq (a page never cuts through a seq). */
+  /** `:holder, :at, :since` (= at − 1) → `owner, changed, removed` of one seq (a page never cuts through a seq). */
   readonly syncAt: string;
+  /** `:holder, :since` → `owner, seq`: the holder's tombstones after since, explicit and lazy (newest per owner). */
+  readonly tombstones: string;
 
   /** pairsOf's text per dialect (it embeds the dialect's JSON id list). */
   private readonly pairsText = new Map<string, string>();
@@ -106,6 +141,7 @@ export class AudienceSql {
 
   constructor(readonly paths: readonly AudiencePath[]) {
     checkPaths(paths);
+    this.tombstones = tombstonesOfHolderSql(paths);
     // Everyone who sees the owner's card (export, admin counts): the fan-out's `push` conditions do not apply.
     this.holders = audienceHoldersSql(paths.map((p) => ({ ...p, push: undefined })));
     const inv = paths.map(
@@ -133,14 +169,14 @@ export class AudienceSql {
       `FROM (SELECT aud_v.owner AS owner, MAX(aud_v.seq) AS path_seq, aud_c.seq AS card_seq, ` +
       `COALESCE(aud_t.seq, 0) AS mark_seq ` +
       `FROM (${this.inverse}) aud_v JOIN (${CARD_SEQ}) aud_c ON aud_c.owner = aud_v.owner ` +
-      `LEFT JOIN tombstones aud_t ON aud_t.holder = :holder AND aud_t.owner = aud_v.owner ` +
+      `LEFT JOIN (${this.tombstones}) aud_t ON aud_t.owner = aud_v.owner ` +
       `GROUP BY aud_v.owner, aud_c.seq, aud_t.seq) aud_g`;
     this.changed =
       `SELECT aud_x.owner AS owner, aud_x.changed AS changed FROM (${visibleChanged}) aud_x ` +
       `WHERE aud_x.changed > :since ORDER BY aud_x.changed, aud_x.owner LIMIT :limit`;
     const removed =
-      `SELECT aud_r.owner AS owner, aud_r.seq AS changed, 1 AS removed FROM tombstones aud_r ` +
-      `WHERE aud_r.holder = :holder AND NOT ${this.visible("aud_r.owner", ":holder")}`;
+      `SELECT aud_r.owner AS owner, aud_r.seq AS changed, 1 AS removed FROM (${this.tombstones}) aud_r ` +
+      `WHERE NOT ${this.visible("aud_r.owner", ":holder")}`;
     const all =
       `SELECT aud_x.owner AS owner, aud_x.changed AS changed, 0 AS removed FROM (${visibleChanged}) aud_x ` +
       `UNION ALL ${removed}`;
@@ -241,7 +277,9 @@ export class AudienceReader {
         page =
           before.length > 0
             ? before
-            : (await r.all<SyncRow>(this.q.syncAt, { holder, at: next.seq })).map(toChange);
+            : (await r.all<SyncRow>(this.q.syncAt, { holder, at: next.seq, since: next.seq - 1 })).map(
+                toChange,
+              );
       }
     }
     const last = page[page.length - 1];

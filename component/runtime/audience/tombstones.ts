@@ -104,6 +104,45 @@ export async function closedSet(
   return n.changes;
 }
 
+/**
+ * Every pair of the accounts `accounts` (a SELECT yielding `account`) lost a path whose feature recorded the loss in
+ * its lazy tombstones (AudiencePath.tombstones; issue 10: a deleted group's members, one row each). No pair row is
+ * written: pending `card` entries between two of them that no path shows any more are retracted (read from the
+ * lanes' entries, so the work follows what is pending), and every pair another path still shows — found through
+ * the paths themselves, so the work follows the connections that remain — gets a `card` refresh, since its view
+ * may have narrowed (pull sync sees the change through the lazy tombstone's seq, the view-change mark). Three
+ * statements whatever the set's size. Returns the lanes refreshed (with repeats: one per lane written).
+ */
+export async function closedAmong(
+  u: UnitOfWork,
+  q: AudienceSql,
+  accounts: { sql: string; params: Params },
+): Promise<number> {
+  const inSet = (alias: string): string => `SELECT ${alias}.account FROM (${accounts.sql}) ${alias}`;
+  await u.seq();
+  await u.tx.run(
+    `DELETE FROM stream_entries WHERE id IN (
+       SELECT aud_e.id FROM stream_entries aud_e
+        WHERE aud_e.kind = '${CARD_KIND}' AND aud_e.account_id IN (${inSet("aud_a")})
+          AND aud_e.subject_account IN (${inSet("aud_b")})
+          AND NOT ${q.visible("aud_e.subject_account", "aud_e.account_id")})`,
+    accounts.params,
+  );
+  if (q.paths.length === 0) return 0;
+  const branches = q.paths.map((p) => {
+    const c = `${p.owner} IN (${inSet("aud_o")}) AND ${p.holder} IN (${inSet("aud_h")})`;
+    return `SELECT ${p.owner} AS owner, ${p.holder} AS holder FROM ${p.from} WHERE ${p.where ? `${c} AND (${p.where})` : c}`;
+  });
+  const lanes = await u.queue.appendSelect(CARD_KIND, {
+    sql: `SELECT aud_v.holder AS lane, CAST(aud_v.owner AS TEXT) AS subject, aud_v.owner AS subject_account,
+            CAST(NULL AS BIGINT) AS payload_id
+       FROM (${branches.join(" UNION ALL ")}) aud_v JOIN cards aud_c ON aud_c.account_id = aud_v.owner
+      WHERE aud_v.owner <> aud_v.holder`,
+    params: accounts.params,
+  });
+  return lanes.length;
+}
+
 /** The pairs as a list: a feature's SELECT runs once, here, after the feature removed the path rows. */
 async function materialize(u: UnitOfWork, pairs: Pairs): Promise<Array<[AccountId, AccountId]>> {
   let raw: Array<[number, number]>;

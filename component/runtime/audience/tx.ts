@@ -7,7 +7,7 @@ import type { AccountId, Params } from "../../../storage/store.js";
 import type { Part, ReadPart, UnitOfWork } from "../uow.js";
 import type { AudiencePath, AudienceRead, AudienceTx } from "./api.js";
 import { AudienceReader, AudienceSql } from "./compose.js";
-import { closed, closedSet, opened } from "./tombstones.js";
+import { closed, closedAmong, closedSet, opened } from "./tombstones.js";
 
 /** Built once per process by createCardlink from every module's registered paths (§3.6). */
 export interface AudienceOptions {
@@ -42,5 +42,9 @@ class AudienceWork extends AudienceReader implements AudienceTx {
 
   closedSet(pairs: { sql: string; params: Params }): Promise<number> {
     return closedSet(this.u, this.q, pairs);
+  }
+
+  closedAmong(accounts: { sql: string; params: Params }): Promise<number> {
+    return closedAmong(this.u, this.q, accounts);
   }
 }
