@@ -192,17 +192,18 @@ export function validateSubmission(
   if (!x || !x.is("x", NS.DATA)) throw badRequest("the answer needs a jabber:x:data form");
   if (x.attrs.type !== "submit")
     throw badRequest(`the form must be of type 'submit', not '${quote(x.attrs.type ?? "")}'`);
+  const typeField = x.getChildren("field").find((f) => f.attrs.var === "FORM_TYPE");
+  const seenType = typeField?.getChildText("value") ?? undefined;
+  // FORM_TYPE first: a form of another type is refused as such, not for its first unknown field.
+  if (seenType !== formType)
+    throw badRequest(`FORM_TYPE must be '${formType}', not '${quote(seenType ?? "")}'`);
   const byVar = new Map(defs.map((d) => [d.var, d]));
   const out = new Map<string, string[]>();
-  let seenType: string | undefined;
   for (const f of x.getChildren("field")) {
     const name = f.attrs.var as string | undefined;
     if (name === undefined || name === "") throw badRequest("every field of the form needs a 'var'");
     const values = f.getChildren("value").map((v) => v.getText());
-    if (name === "FORM_TYPE") {
-      seenType = values[0];
-      continue;
-    }
+    if (name === "FORM_TYPE") continue;
     const def = byVar.get(name);
     if (!def) throw badRequest(`field '${quote(name)}' is not part of this form`);
     if (out.has(name)) throw badRequest(`${named(def)} is given twice`);
@@ -223,8 +224,6 @@ export function validateSubmission(
       throw badRequest(`${named(def)} names an option twice`);
     out.set(name, values);
   }
-  if (seenType !== formType)
-    throw badRequest(`FORM_TYPE must be '${formType}', not '${quote(seenType ?? "")}'`);
   for (const d of defs) {
     if (!d.required) continue;
     const v = out.get(d.var);
