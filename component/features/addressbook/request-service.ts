@@ -200,6 +200,16 @@ export class RequestService {
           `you already asked ${to} (update request ${existing.id}); wait for its answer or expiry`,
         );
       if (existing) await closeRequest(u, existing, "expired"); // a leftover the sweep has not reached yet
+      // The hourly brake first: a sender at it is told to wait whatever else would refuse the request.
+      if ((await repo.countSince(me, u.now - HOUR_MS)) >= b.requestsPerHour) {
+        const oldest = (await repo.oldestSince(me, u.now - HOUR_MS)) ?? u.now;
+        const mins = Math.max(1, Math.ceil((oldest + HOUR_MS - u.now) / 60_000));
+        throw new StanzaError(
+          "policy-violation",
+          `at most ${b.requestsPerHour} update requests per hour; try again in ${mins} min`,
+          { type: "wait" },
+        );
+      }
       if ((await repo.countOpenFrom(me)) >= b.maxOpenRequestsSent)
         throw new StanzaError(
           "resource-constraint",
@@ -214,15 +224,6 @@ export class RequestService {
             type: "wait",
           },
         );
-      if ((await repo.countSince(me, u.now - HOUR_MS)) >= b.requestsPerHour) {
-        const oldest = (await repo.oldestSince(me, u.now - HOUR_MS)) ?? u.now;
-        const mins = Math.max(1, Math.ceil((oldest + HOUR_MS - u.now) / 60_000));
-        throw new StanzaError(
-          "policy-violation",
-          `at most ${b.requestsPerHour} update requests per hour; try again in ${mins} min`,
-          { type: "wait" },
-        );
-      }
       const req = {
         id: randomUUID(),
         owner: me,
