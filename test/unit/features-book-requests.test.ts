@@ -64,7 +64,9 @@ const card = (fn: string, extra: Partial<Card> = {}): Card =>
   });
 const xmpp = (jid: string) => [{ key: "", types: [], uri: `xmpp:${jid}` }];
 
-async function world(limits: Partial<{ perHour: number; sent: number; received: number }> = {}) {
+async function world(
+  limits: Partial<{ perHour: number; sent: number; received: number; maxBytes: number }> = {},
+) {
   const dir = mkdtempSync(path.join(os.tmpdir(), "cardlink-requests-"));
   const clock = { now: T0 };
   const store = new SqliteStore(path.join(dir, "store.sqlite"), { legacy: false, clock: () => clock.now });
@@ -94,7 +96,7 @@ async function world(limits: Partial<{ perHour: number; sent: number; received: 
   events.onTx("exchange.blocked", (u, e) => hideBlocked(u, e.owner, e.blocked));
   const bookLimits = {
     maxEntries: 100,
-    maxBytes: 1024 * 1024,
+    maxBytes: limits.maxBytes ?? 1024 * 1024,
     requestTtlSeconds: TTL,
     requestsPerHour: limits.perHour ?? 20,
     maxOpenRequestsSent: limits.sent ?? 50,
@@ -544,6 +546,28 @@ describe("update requests (features/addressbook request-*)", () => {
       expect(row?.linkedOwner).to.equal(await x.id(B));
       expect(row?.edited).to.deep.equal(["tel"]);
       expect(row?.card?.title).to.equal("CTO");
+    } finally {
+      await x.close();
+    }
+  });
+
+  it("an answer that would pass A's byte cap is refused without telling B A's usage; nothing written", async () => {
+    const x = await world({ maxBytes: 400 });
+    try {
+      const e = await x.book.create(A, { card: card("Bob", { impp: xmpp(B) }) });
+      const made = await x.svc.create(A, e.row.id, undefined, "form");
+      await refusedClean(
+        x,
+        () =>
+          x.svc.answer(B, made.id, {
+            form: submit(UPDATE_FORM_TYPE, [
+              ["fn", ["Bob"]],
+              ["note", ["n".repeat(600)]],
+            ]),
+          }),
+        "resource-constraint",
+        `${A}'s address book has no room for this answer`,
+      );
     } finally {
       await x.close();
     }

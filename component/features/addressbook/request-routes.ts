@@ -32,7 +32,7 @@ export function attachRequestRoutes(rt: Runtime, svc: RequestService): void {
   const domain = rt.config.domain;
   const r = rt.router;
   r.iq("set", ns, "update-request", async (c) => {
-    const entry = parseEntryId(c.payload.attrs.entry);
+    const entry = parseEntryId(requireAttr(c.payload, "entry"));
     const form = parseRequestForm(c.payload.attrs.form);
     const jid = c.payload.attrs.jid as string | undefined;
     const made = await svc.create(c.user, entry, jid === "" ? undefined : jid, form);

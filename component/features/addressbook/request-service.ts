@@ -301,7 +301,7 @@ export class RequestService {
     return this.d.read("book.request-pick", async (r) => {
       const { me, req } = await this.mineOpen({ accounts: r.accounts, q: r.read, now: r.read.now }, user, id);
       if (req.form !== "pick")
-        throw badRequest(`update request ${id} asks for a ${req.form} answer, not a pick`);
+        throw badRequest(`update request ${id} asks for a '${req.form}' answer, not a pick`);
       const mine = await getCard(r.read, me);
       if (!mine) throw notFound("you have no card to pick from: set your card first");
       const from = await r.accounts.jidOf(req.owner);
@@ -340,7 +340,20 @@ export class RequestService {
         const linked = entry.linkedOwner;
         const view = linked === undefined ? undefined : await linkedView(u, linked, req.owner);
         const edited = view ? editedFields(next, view) : [];
-        await checkCaps(u.tx, req.owner, this.d.book, 0, storedBytes(next) - entry.bytes);
+        try {
+          await checkCaps(u.tx, req.owner, this.d.book, 0, storedBytes(next) - entry.bytes);
+        } catch (e) {
+          // The cap's own text tells A's usage; B is told only that it does not fit.
+          if (!(e instanceof StanzaError)) throw e;
+          const owner = await u.accounts.jidOf(req.owner);
+          throw new StanzaError(
+            "resource-constraint",
+            `${owner}'s address book has no room for this answer`,
+            {
+              type: "cancel",
+            },
+          );
+        }
         const w = await rewrite(u, entry, {
           card: next,
           linked: view ? linked : undefined,
