@@ -12,6 +12,8 @@
  * With CARDLINK_TEST_RAW=1 every stanza on cardlink's link is printed after the suite (PROTOCOL §20's examples).
  */
 import { expect } from "chai";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { pino } from "pino";
 import { coreModules, moduleMigrations } from "../../component/features.js";
 import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
@@ -24,6 +26,9 @@ import { sleep, waitFor } from "../harness/ports.js";
 import { ProsodyServer } from "../harness/prosody.js";
 
 const RQ = NS.BOOK_REQUEST;
+const run = promisify(execFile);
+// Debian's python3-slixmpp installs for the system interpreter (test/integration/slixmpp.test.ts).
+const PYTHON = "/usr/bin/python3";
 
 /** A submitted form: FORM_TYPE then each field's values. */
 const submit = (formType: string, fields: Record<string, string[]>): Element =>
@@ -148,7 +153,7 @@ describe("update requests: urn:cardlink:book:request:0 over the wire (real Proso
   let carol: CardClient;
 
   before(async () => {
-    env = await startEnv(["alice", "bob", "carol", "dave", "erin", "frank", "mallory", "trent"], {
+    env = await startEnv(["alice", "bob", "carol", "dave", "erin", "frank", "mallory", "trent", "sam"], {
       requestsPerHour: 4,
       maxOpenRequestsSent: 2,
       maxOpenRequestsReceived: 2,
@@ -461,6 +466,48 @@ describe("update requests: urn:cardlink:book:request:0 over the wire (real Proso
     );
     expect((await h.getEntry(carol, again)).attrs.version).to.equal(v);
     await h.ok(bob, "set", RQ, "decline", { id: String(marker.attrs.id) });
+  });
+
+  it("slixmpp as B: offline when asked, gets the notice on login, submits the pre-filled form; A's tablet gets the entry", async () => {
+    const id = await h.entry(carol, "Sam", impp(h.jid("sam")), tel("tel:+1-555-0400", "work"));
+    const made = await h.request(carol, { entry: id });
+    const carolTablet = await h.connect("carol", "tablet");
+    const { stdout } = await run(PYTHON, [
+      "test/slixmpp/update_answerer.py",
+      `${h.jid("sam")}/slix`,
+      "sampw",
+      String((env as Env).prosody.c2sPort),
+      h.comp(),
+      "Samuel Slix",
+      "tel:+1-555-0401",
+    ]);
+    const r = JSON.parse(stdout.trim().split("\n").pop() as string) as {
+      error?: string;
+      notice?: Record<string, string>;
+      fields?: Array<{ var: string; type: string; label?: string; required: boolean; values: string[] }>;
+      changed?: string;
+    };
+    expect(r.error, String(r.error)).to.equal(undefined);
+    expect(r.notice).to.include({ id: made.attrs.id, from: h.jid("carol"), form: "form" });
+    const byVar = new Map((r.fields ?? []).map((f) => [f.var, f]));
+    expect(byVar.get("FORM_TYPE")).to.deep.include({ type: "hidden", values: [UPDATE_FORM_TYPE] });
+    expect(byVar.get("fn")).to.deep.include({ type: "text-single", required: true, values: ["Sam"] });
+    expect(byVar.get("tel")).to.deep.include({ type: "text-multi", values: ["tel:+1-555-0400"] });
+    expect(byVar.get("jid")).to.deep.include({ type: "jid-single", values: [h.jid("sam")] });
+    expect(r.changed).to.equal("true");
+    const up = await carolTablet.waitForUpdate(
+      (u) => u.kind === "book-entry" && u.content.attrs.id === id && u.content.attrs.version === "2",
+      "carol's tablet gets sam's answer",
+    );
+    expect(fnOf(up.content)).to.equal("Samuel Slix");
+    expect(up.content.toString()).to.contain("tel:+1-555-0400").and.contain("tel:+1-555-0401");
+    await carol.waitForUpdate(
+      (u) =>
+        u.kind === "update-result" &&
+        u.content.attrs.id === made.attrs.id &&
+        u.content.attrs.status === "answered",
+      "carol's result",
+    );
   });
 
   it("ad-hoc commands: A makes a request, B answers it with the pre-filled form", async () => {
