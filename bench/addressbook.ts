@@ -17,14 +17,18 @@
  *
  * Over XMPP (--no-xmpp skips it): a real Prosody (fastAuth, log warn) and cardlink as a child process (log warn,
  * book.maxEntries set to the entry count), one @xmpp/client connection. The same book is imported by
- * `<vcf-import/>` IQs of ≤ 200 KB each (timed: xmpp_import), its 10,000 `book-entry` deliveries to the client are
- * awaited, then:
+ * `<vcf-import/>` IQs of ≤ 200 KB each (timed: xmpp_import); the one `book-changed` notice the import sends the
+ * client (PROTOCOL §20.9; it used to be 10,000 `book-entry` deliveries) is awaited and timed, and the sync it asks
+ * for (every page from the token before the import) is timed once; then:
  *   xmpp_full_sync    every `<book-sync/>` page from 0, one IQ at a time (max 200, vCard 4)
  *   prosody_roster    jabber:iq:roster get of a 10,000-item roster Prosody reads from its own file storage
  *                     (written before it starts; one reply stanza, no paging): the nearest thing Prosody does
+ *   update_request_latency   a second user B online (directed presence, acking): `--requests` update requests
+ *                     (default 200, after 5 warm-up) from the bench user about one entry, each timed from the
+ *                     `<update-request/>` IQ to B's client holding the notice; B declines each before the next
  * with CPU per run for Prosody, cardlink and the client.
  *
- *   node dist/bench/addressbook.js [--entries N] [--rounds R] [--no-xmpp]   (from the repository root)
+ *   node dist/bench/addressbook.js [--entries N] [--rounds R] [--requests N] [--no-xmpp]   (from the repository root)
  *     → one JSON object on stdout; progress on stderr
  */
 import { appleCard, googleCard } from "../test/harness/vcf-exports.js";
@@ -37,7 +41,7 @@ import type { Element as XElement } from "@xmpp/xml";
 import { parseImport } from "../component/features/addressbook/index.js";
 import { BOOK_MIGRATIONS } from "../component/features/addressbook/migrations.js";
 import { bookRepo } from "../component/features/addressbook/repo.js";
-import { entryKind } from "../component/features/addressbook/render.js";
+import { bookChangedKind, entryKind } from "../component/features/addressbook/render.js";
 import { BookService, KIND_ENTRY } from "../component/features/addressbook/service.js";
 import {
   bookSyncElement,
@@ -81,6 +85,8 @@ export interface AddressbookOptions {
   entries?: number;
   /** Rounds of the in-process cases and of the XMPP cases (default 5). */
   rounds?: number;
+  /** Update requests timed for the request → notice latency (default 200). */
+  requests?: number;
   /** Cards in the imported file of import_1k (default 1,000). */
   importCards?: number;
   /** Run the XMPP part (default true). */
@@ -98,6 +104,8 @@ const INCREMENTAL_PER_ROUND = 10;
 const IMPORT_CHUNK_BYTES = 200_000;
 const PASSWORD = "bench-pw"; // what iq.ts's connect() logs in with
 const USER = "bookbench";
+/** The user the latency case asks for updates (B). */
+const PEER = "bookpeer";
 
 const vcfCard = (i: number): string => (i % 2 ? googleCard(i, 5) : appleCard(i, 5));
 const vcfFile = (from: number, n: number): string =>
@@ -181,6 +189,7 @@ async function inProcess(
     const kinds = new Map<string, StreamKind>([
       ["card", cardKind()],
       [KIND_ENTRY, entryKind({ domain: DOMAIN })],
+      [bookChangedKind.name, bookChangedKind],
     ]);
     const paths = [BINDING_PATH];
     const accounts = accountsParts({ cacheSize: 10_000, cacheTtlMs: 60_000, events });
@@ -396,7 +405,88 @@ function rosterFile(n: number): string {
   return lines.join("\n");
 }
 
-async function overXmpp(entries: number, rounds: number): Promise<Record<string, unknown>> {
+/**
+ * Request → notice latency with B online: A (the bench user) asks B (PEER, connected, directed presence to
+ * cardlink, acking its updates) about one entry of A's book, `requests` times; each sample is from sending the
+ * `<update-request/>` IQ to B's client holding the `update-request` notice. B declines each before the next (one
+ * open request per pair). Median and p99 of the samples.
+ */
+async function requestLatency(
+  port: number,
+  host: string,
+  comp: string,
+  iqA: (type: "get" | "set", payload: XElement, timeoutMs?: number) => Promise<XElement>,
+  requests: number,
+): Promise<Record<string, unknown>> {
+  const waiting = new Map<string, () => void>();
+  const seen = new Map<string, number>();
+  const b = await connect(port, host, PEER, (u) => {
+    for (const up of u.getChildren("update")) {
+      if (up.attrs.kind !== "update-request") continue;
+      const id = String(up.getChild("update-request", NS.BOOK_REQUEST)?.attrs.id);
+      seen.set(id, performance.now());
+      waiting.get(id)?.();
+    }
+  });
+  try {
+    await b.send(xxml("presence", { to: comp }));
+    const iqB = async (type: "get" | "set", payload: XElement): Promise<XElement> => {
+      const reply = await once(b, xxml("iq", { type, to: comp }, payload), 60_000);
+      if (reply.attrs.type !== "result")
+        throw new Error(`${payload.name}: ${reply.toString().slice(0, 500)}`);
+      return reply;
+    };
+    await iqB("get", xxml("ping", { xmlns: "urn:xmpp:ping" }));
+    const peer = `${PEER}@${host}`;
+    const created = await iqA(
+      "set",
+      xxml(
+        "entry",
+        { xmlns: NS.BOOK },
+        xxml(
+          "vcard",
+          { xmlns: NS.VCARD4 },
+          xxml("fn", {}, xxml("text", {}, "Book Peer")),
+          xxml("impp", {}, xxml("uri", {}, `xmpp:${peer}`)),
+        ),
+      ),
+    );
+    const entry = String(created.getChild("entry", NS.BOOK)?.attrs.id);
+    const samples: number[] = [];
+    for (let i = 0; i < requests + 5; i++) {
+      const t0 = performance.now();
+      let arrived = (): void => undefined;
+      const got = new Promise<void>((resolve) => (arrived = resolve));
+      const r = await iqA("set", xxml("update-request", { xmlns: NS.BOOK_REQUEST, entry }));
+      const id = String(r.getChild("update-request", NS.BOOK_REQUEST)?.attrs.id);
+      if (!seen.has(id)) {
+        waiting.set(id, arrived);
+        await Promise.race([
+          got,
+          sleep(30_000).then(() => {
+            throw new Error(`update notice ${id} did not arrive`);
+          }),
+        ]);
+        waiting.delete(id);
+      }
+      const ms = (seen.get(id) as number) - t0;
+      if (i >= 5) samples.push(ms); // the first five warm up
+      await iqB("set", xxml("decline", { xmlns: NS.BOOK_REQUEST, id }));
+    }
+    const sorted = [...samples].sort((x, y) => x - y);
+    return {
+      requests: samples.length,
+      median_ms: round(median(samples), 2),
+      p99_ms: round(sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)] ?? 0, 2),
+      max_ms: round(sorted[sorted.length - 1] ?? 0, 2),
+      what: "update-request IQ sent by A → B's client holds the update-request notice (B online, acking)",
+    };
+  } finally {
+    await b.stop().catch(() => undefined);
+  }
+}
+
+async function overXmpp(entries: number, rounds: number, requests: number): Promise<Record<string, unknown>> {
   const prosody = await benchProsody("warn");
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "cardlink-bench-book-xmpp-"));
   let cardlink: CardlinkProcess | null = null;
@@ -412,10 +502,14 @@ async function overXmpp(entries: number, rounds: number): Promise<Record<string,
     mkdirSync(rosterDir, { recursive: true });
     writeFileSync(path.join(rosterDir, `${USER}.dat`), rosterFile(entries));
     await prosody.start();
-    prosody.createUsers([{ user: USER, password: PASSWORD }]);
+    prosody.createUsers([
+      { user: USER, password: PASSWORD },
+      { user: PEER, password: PASSWORD },
+    ]);
     const prosodyPid = findPid(prosody.configFile);
     const cfgFile = path.join(dataDir, "config.json");
-    writeFileSync(cfgFile, JSON.stringify({ book: { maxEntries: entries } }));
+    // Update requests: the hourly brake opened for the latency case (one request per round trip, ≥ 100).
+    writeFileSync(cfgFile, JSON.stringify({ book: { maxEntries: entries + 1, requestsPerHour: 10_000 } }));
     cardlink = CardlinkProcess.forProsody(prosody, path.join(dataDir, "cardlink.sqlite"), {
       CARDLINK_LOG_LEVEL: "warn",
       CARDLINK_DATA_DIR: dataDir,
@@ -425,8 +519,12 @@ async function overXmpp(entries: number, rounds: number): Promise<Record<string,
     const cardlinkPid = cardlink.proc?.pid;
     const comp = prosody.componentDomain;
     let delivered = 0;
+    let changedAt = 0;
     xmpp = await connect(prosody.c2sPort, prosody.host, USER, (u) => {
-      for (const up of u.getChildren("update")) if (up.attrs.kind === KIND_ENTRY) delivered++;
+      for (const up of u.getChildren("update")) {
+        if (up.attrs.kind === KIND_ENTRY) delivered++;
+        if (up.attrs.kind === "book-changed") changedAt = performance.now();
+      }
     });
     const client = xmpp;
     const iq = async (type: "get" | "set", payload: XElement, timeoutMs = 60_000): Promise<XElement> => {
@@ -462,24 +560,28 @@ async function overXmpp(entries: number, rounds: number): Promise<Record<string,
     }
     if (cur) chunks.push(cur);
     note(`addressbook: xmpp: importing ${entries} cards in ${chunks.length} <vcf-import/> IQs`);
+    let lastImportSent = 0;
     const imp = await cpuRun(prosodyPid, cardlinkPid, async () => {
       let n = 0;
       for (const text of chunks) {
+        lastImportSent = performance.now();
         const r = await iq("set", xxml("vcf-import", { xmlns: NS.BOOK }, text));
         n += Number(r.getChild("vcf-import", NS.BOOK)?.attrs.imported ?? 0);
       }
       if (n !== entries) throw new Error(`xmpp import: ${n} imported`);
       return {};
     });
-    // Quiet before measuring: every entry's `book-entry` delivery to this resource has arrived (and been acked).
+    // The import tells this resource once to sync (`book-changed`, PROTOCOL §20.9); before that change every
+    // entry came as its own `book-entry` (10,000 deliveries, 34–47 s here). Timed: from sending the last import
+    // IQ to the notice (it can arrive before that IQ's answer), then the sync the notice asks for.
     const quietBy = Date.now() + 300_000;
-    const t0 = performance.now();
-    while (delivered < entries) {
-      if (Date.now() > quietBy)
-        throw new Error(`only ${delivered} of ${entries} book-entry deliveries arrived`);
-      await sleep(200);
-    }
-    const deliveryMs = performance.now() - t0;
+    const waitNotice = async (): Promise<void> => {
+      while (changedAt < lastImportSent) {
+        if (Date.now() > quietBy) throw new Error("no book-changed after the import");
+        await sleep(20);
+      }
+    };
+    const noticeMs = (): number => changedAt - lastImportSent;
     await sleep(1000);
 
     const syncAll = async (): Promise<Record<string, number>> => {
@@ -509,7 +611,14 @@ async function overXmpp(entries: number, rounds: number): Promise<Record<string,
       }
       return { items, reply_bytes: Buffer.byteLength(reply.toString(), "utf8") };
     };
-    await syncAll(); // warm-up
+    // Catch-up, as the "before" run measured its 10,000 deliveries: from the import's end until this resource
+    // holds every entry — the notice, then the sync it asks for (from token 0: the book was empty before).
+    const afterNotice = await cpuRun(prosodyPid, cardlinkPid, async () => {
+      await waitNotice();
+      return syncAll();
+    });
+    const deliveryMs = noticeMs();
+    if (delivered !== 0) throw new Error(`${delivered} book-entry deliveries after an import`);
     await rosterGet();
     type Case = "xmpp_full_sync" | "prosody_roster";
     const samples = await runRounds<Case, XSample>(
@@ -539,8 +648,17 @@ async function overXmpp(entries: number, rounds: number): Promise<Record<string,
         ms: round(imp.ms),
         cpu_ms: { prosody: imp.prosodyMs, cardlink: imp.cardlinkMs, client: round(imp.clientMs) },
         others_cores: imp.othersCores,
-        deliveries_awaited_ms_after_import: round(deliveryMs),
+        book_changed_notice_ms_from_last_import_iq: round(deliveryMs),
+        book_entry_deliveries_after_import: delivered,
+        catch_up: {
+          what: "import end → book-changed → full <book-sync/> done",
+          ms: round(afterNotice.ms),
+          prosody_cpu_ms: afterNotice.prosodyMs,
+          cardlink_cpu_ms: afterNotice.cardlinkMs,
+          client_cpu_ms: round(afterNotice.clientMs),
+        },
       },
+      update_request_latency: await requestLatency(prosody.c2sPort, prosody.host, comp, iq, requests),
       xmpp_full_sync: xsum(samples.xmpp_full_sync),
       prosody_roster: xsum(samples.prosody_roster),
       ratio_full_sync_vs_roster: round(
@@ -606,10 +724,11 @@ export async function run(opts: AddressbookOptions = {}): Promise<Record<string,
   const entries = Math.max(10, Math.floor(opts.entries ?? 10_000));
   const rounds = Math.max(1, Math.floor(opts.rounds ?? 5));
   const importCards = Math.max(1, Math.floor(opts.importCards ?? 1_000));
+  const requests = Math.max(1, Math.floor(opts.requests ?? 200));
   const started = performance.now();
   const loadBefore = round(os.loadavg()[0] ?? 0, 2);
   const local = await inProcess(entries, rounds, importCards);
-  const wire = (opts.xmpp ?? true) ? await overXmpp(entries, rounds) : { skipped: "--no-xmpp" };
+  const wire = (opts.xmpp ?? true) ? await overXmpp(entries, rounds, requests) : { skipped: "--no-xmpp" };
   return {
     bench: "addressbook",
     entries,
@@ -632,7 +751,9 @@ function argv(name: string): string | undefined {
 runMain(import.meta.url, "addressbook", () => {
   const entries = argv("--entries");
   const rounds = argv("--rounds");
+  const requests = argv("--requests");
   return run({
+    ...(requests ? { requests: Number(requests) } : {}),
     ...(entries ? { entries: Number(entries) } : {}),
     ...(rounds ? { rounds: Number(rounds) } : {}),
     ...(process.argv.includes("--no-xmpp") ? { xmpp: false } : {}),

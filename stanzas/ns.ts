@@ -32,6 +32,8 @@ export const NS = {
   CARDLINK: "urn:cardlink:0",
   /** The server-side address book (PROTOCOL §20). */
   BOOK: "urn:cardlink:book:0",
+  /** Update requests on address-book entries (PROTOCOL §20.11). */
+  BOOK_REQUEST: "urn:cardlink:book:request:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
 } as const;

@@ -339,6 +339,10 @@ export const configSchema = z.strictObject({
   book: section({
     maxEntries: num(5_000, 1, 100_000, "entries one user's address book may hold"),
     maxBytes: num(32 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024, "UTF-8 bytes of one user's book entries"),
+    requestTtlSeconds: num(7 * 24 * 3600, 2, 365 * 86_400, "lifetime of an unanswered update request"),
+    requestsPerHour: num(20, 1, 10_000, "update requests one user may send per hour"),
+    maxOpenRequestsSent: num(50, 1, 10_000, "open update requests one user may have out"),
+    maxOpenRequestsReceived: num(50, 1, 10_000, "open update requests one user may be waiting to answer"),
   }),
   exchange: section({
     codeTtlSeconds: num(300, 10, 86_400, "lifetime of a one-time exchange code"),

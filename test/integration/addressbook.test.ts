@@ -273,6 +273,10 @@ describe("address book: urn:cardlink:book:0 over the wire (real Prosody, real cl
     expect(errs).to.have.length(1);
     expect(errs[0]?.attrs).to.include({ index: String(IMPORTED), line: String(IMPORTED * 13 + 1) });
     expect(errs[0]?.getText()).to.match(/FN/);
+    // The other resource is told once to sync (`book-changed`, §20.9), not sent 300 entries.
+    const entriesBefore = tablet.updates.filter((u) => u.kind === "book-entry").length;
+    const changed = await tablet.waitForUpdate((u) => u.kind === "book-changed", "one book-changed");
+    expect(changed.content.toString()).to.equal(`<book-changed xmlns="${NS.BOOK}"/>`);
 
     // The RSM list, 50 a page.
     const listed: string[] = [];
@@ -296,6 +300,8 @@ describe("address book: urn:cardlink:book:0 over the wire (real Prosody, real cl
     expect(listed).to.have.length(IMPORTED);
     expect([...listed].sort()).to.deep.equal(listed);
     importedIds = listed;
+    expect(tablet.updates.filter((u) => u.kind === "book-changed")).to.have.length(1);
+    expect(tablet.updates.filter((u) => u.kind === "book-entry").length).to.equal(entriesBefore);
 
     // Sync from before the import, 100 a page: the import is one seq, so the first pages end inside it.
     const s = await syncAll(phone, start);

@@ -56,7 +56,7 @@ describe(`push: APNs for offline iOS holders, and the XEP-0357 app server (${ser
     installFcmRedirect({ host: fcm.host, port: fcm.port, ca: fcm.caPem });
     await prosody.start();
     await prosody.createUsers(
-      ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy"].map((u) => ({
+      ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan", "judy", "kate"].map((u) => ({
         user: u,
         password: `${u}pw`,
       })),
@@ -179,6 +179,46 @@ describe(`push: APNs for offline iOS holders, and the XEP-0357 app server (${ser
     // Two different cards: two different collapse ids (one pending notice per card per device).
     expect(reqs[0]!.headers["apns-collapse-id"]).to.not.equal(reqs[1]!.headers["apns-collapse-id"]);
     await judy.stop();
+  });
+
+  it("an update request to an offline user wakes the device like a card update (PROTOCOL §20.14)", async () => {
+    const token = hexToken(13);
+    const kate = await cardClient(prosody, "kate");
+    await kate.cardlink(
+      "set",
+      "device",
+      { id: "kate-iphone", platform: "ios" },
+      xml("push", { token, topic: TOPIC }),
+    );
+    await kate.stop();
+    await waitFor(
+      async () => !(await look.resources(app)).some((r) => r.bare === jid("kate")),
+      "kate offline",
+    );
+    const entry = await alice.iq(
+      "set",
+      alice.comp,
+      xml(
+        "entry",
+        { xmlns: NS.BOOK },
+        xml("vcard", { xmlns: NS.VCARD4 }, xml("fn", {}, xml("text", {}, "Kate"))),
+      ),
+    );
+    const id = String(entry.getChild("entry", NS.BOOK)?.attrs.id);
+    const made = await alice.iq(
+      "set",
+      alice.comp,
+      xml("update-request", { xmlns: NS.BOOK_REQUEST, entry: id, jid: jid("kate") }),
+    );
+    await waitFor(() => apns.requestsFor(token).length > 0, "APNs wake-up for the update request", 15_000);
+    await sleep(500);
+    const reqs = apns.requestsFor(token);
+    expect(reqs).to.have.length(1);
+    expect(JSON.stringify(reqs[0]!.body)).to.not.include("alice").and.not.include("Kate");
+    const back = await cardClient(prosody, "kate");
+    const u = await back.waitForUpdate((x) => x.kind === "update-request", "the notice on login");
+    expect(u.content.attrs.id).to.equal(made.getChild("update-request", NS.BOOK_REQUEST)?.attrs.id);
+    await back.stop();
   });
 
   it("online holder → no push; the update itself arrives", async () => {

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { BOOK_MIGRATIONS } from "../../component/features/addressbook/migrations.js";
 import { bookRepo } from "../../component/features/addressbook/repo.js";
-import { entryKind } from "../../component/features/addressbook/render.js";
+import { bookChangedKind, entryKind } from "../../component/features/addressbook/render.js";
 import {
   BookService,
   KIND_ENTRY,
@@ -60,6 +60,7 @@ async function world(book = { maxEntries: 50, maxBytes: 1024 * 1024 }) {
   const kinds = new Map<string, StreamKind>([
     ["card", cardKind()],
     [KIND_ENTRY, entryKind({ domain: "cards.a.example" })],
+    [bookChangedKind.name, bookChangedKind],
   ]);
   const paths = [BINDING_PATH];
   const accounts = accountsParts({ cacheSize: 1000, cacheTtlMs: 60_000, events });

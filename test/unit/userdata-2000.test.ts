@@ -148,6 +148,13 @@ async function seed(w: World): Promise<void> {
       { f: `${A}/phone`, a, now: u.now },
     );
     await u.tx.run("INSERT INTO subscribers (account_id, since) VALUES (:a, :now)", { a, now: u.now });
+    // Update requests (PROTOCOL §20.11): A asked D (open), H asked A (declined).
+    const dave = await u.accounts.ensure(D);
+    const hugo = await u.accounts.ensure(H);
+    const rq = `INSERT INTO book_requests (id, owner, target, entry, form, state, hidden, created_at, expires_at,
+      closed_at) VALUES (:id, :o, :t, 'e', 'form', :state, 0, :now, :now, :closed)`;
+    await u.tx.run(rq, { id: "rq-1", o: a, t: dave, state: "open", now: u.now, closed: null });
+    await u.tx.run(rq, { id: "rq-2", o: hugo, t: a, state: "declined", now: u.now, closed: u.now });
   });
 }
 
@@ -240,6 +247,11 @@ describe("userdata on schema 2000 (features/userdata)", function () {
           .sort(),
       ).to.deep.equal([`from ${H}`, `to ${D}`]);
       expect(t.exchange_codes).to.have.length(1);
+      expect(
+        (t.book_requests ?? []).map(
+          (r) => `${String(r.id)} ${String(r.owner_jid)} → ${String(r.target_jid)}`,
+        ),
+      ).to.deep.equal([`rq-1 ${A} → ${D}`, `rq-2 ${H} → ${A}`]);
       expect(t.devices).to.have.length(1);
       expect(t.resources?.map((r) => r.full_jid)).to.deep.equal([`${A}/phone`]);
       expect(t.subscribers).to.have.length(1);
@@ -295,6 +307,7 @@ describe("userdata on schema 2000 (features/userdata)", function () {
         blocks: 1,
         exchange_requests: 2,
         exchange_codes: 1,
+        book_requests: 2,
         resources: 1,
         subscribers: 1,
         jobs: 1,
@@ -548,6 +561,7 @@ describe("userdata on schema 2000 (features/userdata)", function () {
         "devices",
         "resources",
         "subscribers",
+        "book_requests",
       ]);
     });
   });

@@ -3,7 +3,9 @@
  * account in `urn:cardlink:book:0` — owner-only create/read/update/remove with optimistic concurrency, incremental
  * sync with a token, an RSM list, `.vcf` import and paged export, entries that follow a card the owner holds —
  * and the `book-entry` stream kind that brings every change to the owner's other resources and devices.
- * Migrations 3000–3099; update requests (the issue's second part) come next in this folder.
+ * Migrations 3000–3009 are the book's. Update requests (the issue's second part; PROTOCOL §20.11–§20.17, migrations
+ * 3010–3099) live in this folder too (request-*.ts): an answer writes the entry through the book's own rules
+ * (rewrite, caps, the linked/edited merge) in the same unit of work, which another feature could not reach.
  */
 import { parseNonNegativeInt } from "../../../stanzas/cardlink.js";
 import { StanzaError, badRequest } from "../../../stanzas/errors.js";
@@ -14,10 +16,17 @@ import { childElements, xml, type Element } from "../../../stanzas/xml.js";
 import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { userJid } from "../../runtime/jid.js";
 import { pageList } from "../../runtime/paging.js";
-import { cardContent, checkRenderings, parseFormat, parseSubmitted } from "../cards/api.js";
+import { cardContent, checkRenderings, parseFormat } from "../cards/api.js";
+import { entryCard } from "./entry-card.js";
+import { detach } from "../../runtime/log.js";
+import { requestCommands } from "./request-commands.js";
+import { requestRepo } from "./request-repo.js";
+import { requestKinds } from "./request-render.js";
+import { attachRequestRoutes } from "./request-routes.js";
+import { RequestService, hideBlocked } from "./request-service.js";
 import { BOOK_MIGRATIONS } from "./migrations.js";
 import { bookRepo } from "./repo.js";
-import { entryAttrs, entryKind, renderRow } from "./render.js";
+import { bookChangedKind, entryAttrs, entryKind, renderRow } from "./render.js";
 import {
   BookService,
   eraseBook,
@@ -31,13 +40,7 @@ import { BOOK_SYNC_PAGE, bookSyncElement, bookSyncPage, entryIds, exportPage, pa
 /** Per-card errors an import answer lists at most (the counts are always complete). */
 export const IMPORT_ERRORS_LISTED = 100;
 
-/** The card of a submitted `<entry/>` (any card format, `format` attribute), or undefined when it has none. */
-export function entryCard(el: Element, limits: CardLimits): Card | undefined {
-  if (childElements(el).length === 0 && el.getText().trim() === "") return undefined;
-  const card = parseSubmitted(el, limits);
-  checkRenderings(card, limits);
-  return card;
-}
+export { entryCard } from "./entry-card.js";
 
 /** `link`: absent = unchanged, '' = unlink, a JID = follow that user's card. */
 function parseLink(el: Element): string | null | undefined {
@@ -85,12 +88,19 @@ export function parseImport(
 export function addressbookModule(): FeatureModule {
   // The component's domain names entries in their URIs; the kind is declared before attach gives the config.
   const site = { domain: "" };
+  let sweeper: NodeJS.Timeout | undefined;
   return {
     name: "addressbook",
     migrations: BOOK_MIGRATIONS,
-    kinds: [entryKind(site)],
-    onAccountDeleting: (u, e) => eraseBook(u, e.account),
-    discoFeatures: () => [NS.BOOK],
+    kinds: [entryKind(site), bookChangedKind, ...requestKinds(site)],
+    onAccountDeleting: async (u, e) => {
+      await requestRepo(u.tx).erase(e.account);
+      await eraseBook(u, e.account);
+    },
+    discoFeatures: () => [NS.BOOK, NS.BOOK_REQUEST],
+    async stop() {
+      clearInterval(sweeper);
+    },
     attach(rt: Runtime): void {
       site.domain = rt.config.domain;
       const svc = new BookService({
@@ -108,6 +118,26 @@ export function addressbookModule(): FeatureModule {
         followCard(u, e.owner, { card: rt.config.card, book: rt.config.book, log: rt.log }),
       );
       rt.events.onTx("binding.removed", (u, e) => unlinkUnheld(u, e.a, e.b));
+      rt.events.onTx("exchange.blocked", (u, e) => hideBlocked(u, e.owner, e.blocked));
+
+      const requests = new RequestService({
+        uow: rt.uow,
+        read: rt.read,
+        domain,
+        servedHosts: rt.config.servedHosts,
+        card: rt.config.card,
+        book: rt.config.book,
+      });
+      attachRequestRoutes(rt, requests);
+      for (const cmd of requestCommands({ svc: requests, read: rt.read, budget: rt.budget, domain }))
+        rt.adhoc.register(cmd);
+      // Expiry: the sweep closes what passed its time and tells the requester; at least once a minute, and as
+      // often as the configured lifetime when that is shorter (tests).
+      sweeper = setInterval(
+        () => detach(rt.log, "book-request-expire-failed", requests.expire()),
+        Math.min(60_000, rt.config.book.requestTtlSeconds * 1000),
+      );
+      sweeper.unref();
 
       rt.router.iq("set", ns, "entry", async (c) => {
         const card = entryCard(c.payload, rt.config.card);

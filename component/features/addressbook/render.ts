@@ -9,7 +9,7 @@ import type { AccountsRead, BareJid } from "../../runtime/accounts/api.js";
 import type { PendingEntry, RenderContext, StreamKind } from "../../runtime/queue/api.js";
 import { cardContent, type Format } from "../cards/api.js";
 import { bookRepo, type EntryRow } from "./repo.js";
-import { KIND_ENTRY, entryUri } from "./service.js";
+import { KIND_CHANGED, KIND_ENTRY, entryUri } from "./service.js";
 
 /** The entry's attributes (the answer to a write carries these only). */
 export function entryAttrs(
@@ -65,3 +65,15 @@ export function entryKind(site: { readonly domain: string }): StreamKind {
     },
   };
 }
+
+/**
+ * `book-changed` (replace, wake: false): many entries of the owner's book changed at once (a `.vcf` import); the
+ * owner's resources catch up with `<book-sync/>` from their token (PROTOCOL §20.9). Carries no entries.
+ */
+export const bookChangedKind: StreamKind = {
+  name: KIND_CHANGED,
+  coalesce: "replace",
+  subject: "entity",
+  wake: false,
+  render: async () => xml("book-changed", { xmlns: NS.BOOK }),
+};

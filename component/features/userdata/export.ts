@@ -73,8 +73,13 @@ const ACCOUNT_COLUMNS: Record<string, string> = {
   inviter: "inviter_jid",
   exempt: "exempt_jid",
 };
+/** Account-id columns whose name means something else in other tables (jobs.target is a push target). */
+const TABLE_ACCOUNT_COLUMNS: Record<string, Record<string, string>> = {
+  accounts: { id: "jid" },
+  book_requests: { target: "target_jid" },
+};
 const accountColumn = (table: string, k: string): string | undefined =>
-  table === "accounts" && k === "id" ? "jid" : ACCOUNT_COLUMNS[k];
+  TABLE_ACCOUNT_COLUMNS[table]?.[k] ?? ACCOUNT_COLUMNS[k];
 
 /** A job body's secrets: the push token (as the old push_queue.token column) and nothing else is a secret. */
 function redactBody(v: unknown): unknown {

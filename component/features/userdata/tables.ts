@@ -66,6 +66,11 @@ export const USER_TABLES: readonly UserTable[] = [
     erased: "SELECT COUNT(*) AS n FROM book_entries WHERE owner = :me OR linked_owner = :me",
   },
   { name: "books", rows: "SELECT * FROM books WHERE owner = :me" },
+  // Update requests the user sent or was sent (features/addressbook, PROTOCOL §20.11), open and recently closed.
+  {
+    name: "book_requests",
+    rows: "SELECT * FROM book_requests WHERE owner = :me OR target = :me ORDER BY created_at, id",
+  },
   // features/groups: the groups the user owns, the user's memberships, invitations to and from the user, the
   // user's exemptions and others' exemptions of the user (erasure takes them all: the account leaves every group).
   { name: "groups", rows: "SELECT * FROM groups WHERE owner = :me ORDER BY created_at, id" },
