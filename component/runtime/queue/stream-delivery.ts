@@ -45,6 +45,11 @@ export interface DeliveryPresence {
   resources(lane: AccountId, consumer: number): readonly string[];
   /** The server said this resource is not there: forget it. */
   gone(lane: AccountId, full: string): void;
+  /**
+   * True when the consumer (a declared device) asked for the compact update form (PROTOCOL §10.8). Absent or
+   * false: §10.1's form, byte for byte.
+   */
+  compact?(lane: AccountId, consumer: number): boolean;
 }
 
 /** The delivery.* keys this file reads (§3.7). */
@@ -466,7 +471,9 @@ export class StreamDelivery {
     if (cur.resync) return this.resync(lane, consumer, cur, cur.resync);
     let rendered: { pages: Page[]; upto: Seq; read: number; more: boolean };
     try {
-      rendered = await this.render(lane, cur.pos);
+      // The form is read when the page is rendered: a declaration that changes it applies from the next page (a
+      // page in flight is re-offered as it was; PROTOCOL §10.8 tells a compact client to accept both forms).
+      rendered = await this.render(lane, cur.pos, this.o.presence.compact?.(lane, consumer) ?? false);
     } catch (e) {
       // The cursor stays: the entry is not skipped, it is tried again after the backoff.
       this.o.log.error(
@@ -552,6 +559,7 @@ export class StreamDelivery {
   private async render(
     lane: AccountId,
     pos: Seq,
+    compact: boolean,
   ): Promise<{ pages: Page[]; upto: Seq; read: number; more: boolean }> {
     return this.o.read("queue.render", async (r) => {
       const batch = await streamRepo(r.read).read(lane, pos, this.o.config.batchSize);
@@ -569,6 +577,7 @@ export class StreamDelivery {
         },
         budget,
         cache,
+        compact,
       };
       const pages: Page[] = [];
       let page = budget.page(this.o.config.batchSize);
