@@ -58,6 +58,8 @@ export interface StreamDeliveryConfig {
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
   readonly batchSize: number;
+  /** batchSize for a consumer that asked for compact updates (PROTOCOL §10.8); absent: batchSize. */
+  readonly compactBatchSize?: number;
   /**
    * A consumer sent to less than this long ago waits until then before its next round starts (an idle one sends
    * at once): changes arriving in a burst reach it in fewer, fuller IQs (§4.2 (3)). 0 or absent: no wait.
@@ -561,8 +563,11 @@ export class StreamDelivery {
     pos: Seq,
     compact: boolean,
   ): Promise<{ pages: Page[]; upto: Seq; read: number; more: boolean }> {
+    const size = compact
+      ? (this.o.config.compactBatchSize ?? this.o.config.batchSize)
+      : this.o.config.batchSize;
     return this.o.read("queue.render", async (r) => {
-      const batch = await streamRepo(r.read).read(lane, pos, this.o.config.batchSize);
+      const batch = await streamRepo(r.read).read(lane, pos, size);
       const cache = new RoundCache();
       const budget = this.o.budget;
       const ctx: RenderContext = {
@@ -580,7 +585,7 @@ export class StreamDelivery {
         compact,
       };
       const pages: Page[] = [];
-      let page = budget.page(this.o.config.batchSize);
+      let page = budget.page(size);
       let pageEntries: LaneEntry[] = [];
       const close = (nextSeq: Seq | undefined): void => {
         if (page.items.length === 0) return;
@@ -589,7 +594,7 @@ export class StreamDelivery {
         const whole = nextSeq === undefined || nextSeq !== lastSeq;
         const upto = whole ? lastSeq : seqBefore(pageEntries, lastSeq);
         pages.push({ payload: updatesElement(page.items), entries: pageEntries, upto });
-        page = budget.page(this.o.config.batchSize);
+        page = budget.page(size);
         pageEntries = [];
       };
       for (const e of batch.entries) {
