@@ -18,6 +18,9 @@
  *        [--skip-durable] [--variant NAME='{"delivery":{…}}' …] [--probe] [--group N [--group-rounds R] [--group-via bindings|group]]
  *        [--cardlink-cpu-prof DIR]
  *
+ * A variant's JSON may carry `"declare": "vcf"`: its holders declare a device with the compact update form
+ * (PROTOCOL §10.8), e.g. --variant default='{}' --variant compact='{"declare":"vcf"}'.
+ *
  * --probe: after the rounds, a bare component of the bench's own prices <updates/> payload shapes in Prosody's
  * CPU. FANOUT_PROSODY_LOG=info logs Prosody at info (default warn) for diagnosis; CARDLINK_KEEP_PROSODY=1 keeps
  * its directory (the test harness's switch).
@@ -40,6 +43,7 @@ import { EventBus } from "../component/runtime/events.js";
 import { streamTx } from "../component/runtime/queue/stream-tx.js";
 import { makeUow } from "../component/runtime/uow.js";
 import { generateProsodyConfig } from "../scripts/prosody-config.js";
+import type { UpdateFormat } from "../stanzas/cardlink.js";
 import { NS } from "../stanzas/ns.js";
 import { cardHash, DEFAULT_CARD_LIMITS, normalizeCard, type Card } from "../stanzas/model/card.js";
 import { parseVCard4, serializeVCard4 } from "../stanzas/vcard4.js";
@@ -70,6 +74,14 @@ export interface Variant {
   name: string;
   /** Merged into cardlink's JSON config file (e.g. `{delivery: {coalesceWindowMs: 100}}`). */
   config: Record<string, unknown>;
+  /**
+   * Holders declare a registered device to this variant (`<active-device id='bench' format?/>` in their directed
+   * presence, PROTOCOL §10.7/§10.8): 'vcf' asks for the compact update form, 'vcard4' declares without it.
+   * Absent: they declare nothing (the shared cursor, what the other variants measure). The variant's database
+   * copy gets each holder's device and its cursor, and the holders' shared cursors dormant (a user whose only
+   * client declares; otherwise the shared cursor would hold every entry).
+   */
+  declare?: UpdateFormat;
 }
 
 export interface FanoutOptions {
@@ -113,6 +125,8 @@ const FEATURES = [NS.DISCO_INFO, "http://jabber.org/protocol/caps", `${PEP_NODE}
 const CAPS_VER = createHash("sha1")
   .update(`${IDENTITY.category}/${IDENTITY.type}//${IDENTITY.name}<${FEATURES.map((f) => `${f}<`).join("")}`)
   .digest("base64");
+/** The device id every holder registers in a declaring variant (Variant.declare). */
+const BENCH_DEVICE = "bench";
 /** Every how many-th `<updates/>` IQ a holder serializes to measure bytes per IQ (serializing all costs CPU). */
 const BYTES_SAMPLE = 16;
 
@@ -410,6 +424,8 @@ async function connectHolder(
   topo: { ownerIndex: Map<string, number>; owners: number; variants: Map<string, number> },
   track: Track,
   domains: readonly string[],
+  /** Per domain: what the holder declares there (Variant.declare). */
+  declares: ReadonlyArray<UpdateFormat | undefined>,
   /** Receives this holder's presence announcement, sent once every client is logged in (see deliver). */
   announce: Array<() => Promise<void>>,
 ): Promise<TestClient> {
@@ -511,7 +527,18 @@ async function connectHolder(
         xml("c", { xmlns: "http://jabber.org/protocol/caps", hash: "sha-1", node: CAPS_NODE, ver: CAPS_VER }),
       ),
     );
-    for (const d of domains) await client.xmpp.send(xml("presence", { to: d }));
+    for (const [i, d] of domains.entries()) {
+      const f = declares[i];
+      const declaration =
+        f === undefined
+          ? undefined
+          : xml("active-device", {
+              xmlns: NS.CARDLINK,
+              id: BENCH_DEVICE,
+              format: f === "vcf" ? f : undefined,
+            });
+      await client.xmpp.send(xml("presence", { to: d }, declaration));
+    }
   });
   return client;
 }
@@ -712,6 +739,31 @@ async function deliver(
       const v = variants[i] as Variant;
       const dbFile = path.join(dir, `${plan.label}-${i}.sqlite`);
       copyFileSync(seedFile, dbFile);
+      if (v.declare) {
+        // Each holder's device and its cursor (what a registration and a first declaration write), and the
+        // shared cursor dormant: the holder's only client declares.
+        const db = new Database(dbFile);
+        const now = Date.now();
+        const insDevice = db.prepare(
+          "INSERT INTO devices (account_id, device_id, platform, created_at, updated_at) VALUES (?, ?, 'other', ?, ?)",
+        );
+        const insCursor = db.prepare(
+          "INSERT INTO stream_cursors (account_id, consumer, pos, seen_at) VALUES (?, ?, 0, ?)",
+        );
+        const dormant = db.prepare(
+          "UPDATE stream_cursors SET state = 'dormant' WHERE account_id = ? AND consumer = 0",
+        );
+        db.transaction(() => {
+          for (const h of topo.holders) {
+            const account = (userIndex.get(h) as number) + 1;
+            const key = Number(insDevice.run(account, BENCH_DEVICE, now, now).lastInsertRowid);
+            insCursor.run(account, key, now);
+            dormant.run(account);
+          }
+        })();
+        db.pragma("wal_checkpoint(TRUNCATE)");
+        db.close();
+      }
       const configFile = path.join(dir, `${plan.label}-${i}.json`);
       writeFileSync(configFile, JSON.stringify(v.config));
       const metricsPort = await freePort();
@@ -824,7 +876,15 @@ async function deliver(
     });
     const announcements: Array<() => Promise<void>> = [];
     const holderClients = await login(topo.holders, batch, (u) =>
-      connectHolder(prosody, u, hTopo, track, domains, announcements),
+      connectHolder(
+        prosody,
+        u,
+        hTopo,
+        track,
+        domains,
+        variants.map((v) => v.declare),
+        announcements,
+      ),
     );
     topo.holders.forEach((u, i) => {
       const oi = ownerIdx.get(u);
@@ -835,6 +895,17 @@ async function deliver(
     for (let i = 0; i < announcements.length; i += batch) {
       await Promise.all(announcements.slice(i, i + batch).map((f) => f()));
       await sleep(100);
+    }
+    // A declaring variant serves the holders only once their declarations are applied (else the warm-up would
+    // reactivate their dormant shared cursors).
+    for (const dep of deployments) {
+      if (!dep.variant.declare) continue;
+      const declared = dep.reader.prepare("SELECT COUNT(*) AS n FROM resources WHERE device IS NOT NULL");
+      await waitFor(
+        () => (declared.get() as { n: number }).n >= H,
+        `${dep.variant.name}: ${H} declarations`,
+        120_000,
+      );
     }
     const loginMs = performance.now() - tLogin;
     note(`fanout ${plan.label}: ${clients.length} clients connected in ${round(loginMs)} ms`);
@@ -1071,7 +1142,11 @@ async function deliver(
             2,
           );
         }
-        res[`cardlink_${dep.variant.name}`] = { config: dep.variant.config, ...s };
+        res[`cardlink_${dep.variant.name}`] = {
+          config: dep.variant.config,
+          ...(dep.variant.declare ? { declare: dep.variant.declare } : {}),
+          ...s,
+        };
       }
       out[c.name] = res;
     }
@@ -1278,7 +1353,10 @@ function argNumber(flag: string): number | undefined {
   return Number.isFinite(v) && v >= 0 ? v : undefined;
 }
 
-/** `--variant NAME='{"delivery":{…}}'`, repeatable. */
+/**
+ * `--variant NAME='{"delivery":{…}}'`, repeatable. A top-level `"declare": "vcf" | "vcard4"` is the bench's own
+ * (Variant.declare), not cardlink config.
+ */
 function argVariants(): Variant[] {
   const out: Variant[] = [];
   process.argv.forEach((a, i) => {
@@ -1286,7 +1364,10 @@ function argVariants(): Variant[] {
     const v = process.argv[i + 1] ?? "";
     const eq = v.indexOf("=");
     if (eq <= 0) throw new Error(`--variant needs NAME=JSON, got ${v}`);
-    out.push({ name: v.slice(0, eq), config: JSON.parse(v.slice(eq + 1)) as Record<string, unknown> });
+    const { declare, ...config } = JSON.parse(v.slice(eq + 1)) as Record<string, unknown>;
+    if (declare !== undefined && declare !== "vcf" && declare !== "vcard4")
+      throw new Error(`--variant ${v}: declare must be "vcf" or "vcard4"`);
+    out.push({ name: v.slice(0, eq), config, ...(declare ? { declare } : {}) });
   });
   return out;
 }

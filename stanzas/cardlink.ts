@@ -104,9 +104,36 @@ export function parseActiveDevice(el: Element): string {
   return parseDeviceId(requireAttr(el, "id")) as string;
 }
 
-/** The declaration, as the IQ result echoes it. */
-export function activeDeviceElement(deviceId: string): Element {
-  return xml("active-device", { xmlns: NSC, id: deviceId });
+/**
+ * The forms a declared device may ask its `card` updates in (PROTOCOL §10.8): `vcard4` (the default, §10.1's
+ * XML) or `vcf` (the compact form: the same card as one vCard text node, as §5.2's `format='vcf'`).
+ */
+export const UPDATE_FORMATS = ["vcard4", "vcf"] as const;
+export type UpdateFormat = (typeof UPDATE_FORMATS)[number];
+
+/** `<active-device id format?/>` read whole: the device id and the update form it asks for (absent: none). */
+export interface ActiveDevice {
+  deviceId: string;
+  format?: UpdateFormat;
+}
+
+/**
+ * `<active-device id format?/>` (PROTOCOL §10.7, §10.8). The id is checked first, with parseActiveDevice's texts,
+ * then the optional `format`: one of UPDATE_FORMATS (an empty value is refused like any other unknown one).
+ */
+export function parseActiveDeviceDeclaration(el: Element): ActiveDevice {
+  const deviceId = parseActiveDevice(el);
+  const format = el.attrs.format;
+  if (format === undefined) return { deviceId };
+  if (!(UPDATE_FORMATS as readonly string[]).includes(format)) {
+    throw badRequest(`format must be one of ${UPDATE_FORMATS.join(", ")}, not '${quote(format)}'`);
+  }
+  return { deviceId, format: format as UpdateFormat };
+}
+
+/** The declaration, as the IQ result echoes it (`format` only when the request named one). */
+export function activeDeviceElement(deviceId: string, format?: UpdateFormat): Element {
+  return xml("active-device", { xmlns: NSC, id: deviceId, format });
 }
 
 /** Why a device must resync (§10.1 `resync`): its cursor went dormant and what it missed was collected. */

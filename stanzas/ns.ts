@@ -36,4 +36,6 @@ export const NS = {
   BOOK_REQUEST: "urn:cardlink:book:request:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
+  /** A disco#info feature: `<active-device/>` takes `format` (the compact update form, PROTOCOL §10.8). */
+  UPDATE_FORMAT: "urn:cardlink:0:update-format",
 } as const;

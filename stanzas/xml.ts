@@ -40,3 +40,40 @@ export function nestedDeeperThan(el: Element, max: number): boolean {
   }
   return false;
 }
+
+type ElementClass = new (name: string, attrs?: Record<string, string | undefined>) => Element;
+// The class `xml` builds (see the file comment: one class end to end), taken from an instance of it.
+const XmlElement = xml("x").constructor as ElementClass;
+
+/**
+ * An element whose serialization was done once and is kept: `write` (what a parent's serialization calls for
+ * each child element) and `toString` emit the kept string. It carries the source's name, attributes and
+ * children, so reading it (getChild, getText, attrs) sees the same tree. Neither it nor its source may be
+ * mutated afterwards (the kept string would no longer match): build it from an element nobody changes, e.g. a
+ * cached rendering.
+ */
+class Prerendered extends XmlElement {
+  readonly serialized: string;
+  /** UTF-8 length of `serialized`, measured once. */
+  readonly bytes: number;
+
+  constructor(src: Element) {
+    super(src.name, src.attrs);
+    this.children = src.children;
+    this.serialized = src.toString();
+    this.bytes = Buffer.byteLength(this.serialized, "utf8");
+  }
+
+  write(writer: (s: string) => void): void {
+    writer(this.serialized);
+  }
+
+  override toString(): string {
+    return this.serialized;
+  }
+}
+
+/** `el` serialized once (see Prerendered): serializing a parent that holds it copies the kept string. */
+export function prerendered(el: Element): Element & { readonly serialized: string; readonly bytes: number } {
+  return el instanceof Prerendered ? el : new Prerendered(el);
+}

@@ -371,6 +371,14 @@ export const configSchema = z.strictObject({
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
     retryMaxMs: num(5 * 60_000, 100, 86_400_000, "delivery retry delay cap"),
     batchSize: num(20, 1, 200, "most entries carried by one <updates/> IQ"),
+    // A compact page (PROTOCOL §10.8) is ~40 % smaller per update and costs Prosody ~3× less per update, so its
+    // IQs carry more (measured: docs/BENCHMARKS.md "fanout", issue 8 compact).
+    compactBatchSize: num(
+      50,
+      1,
+      200,
+      "most entries carried by one <updates/> IQ to a device that asked for compact updates",
+    ),
     // 0 by measurement (S15, docs/BENCHMARKS.md "fanout"): 50 ms held every update of a steadily busy lane for
     // up to 50 ms (the latency benchmark's busy link: p50 46 ms) and bought nothing measurable for many owners.
     coalesceWindowMs: num(0, 0, 1000, "a lane sent to less than this long ago waits until then"),

@@ -1,4 +1,5 @@
 /** What every feature module receives: the shared services of one running cardlink. */
+import type { UpdateFormat } from "../../stanzas/cardlink.js";
 import type { Element } from "../../stanzas/xml.js";
 import type { MigratedStore } from "../../storage/index.js";
 import type { AccountId, Migration } from "../../storage/store.js";
@@ -59,9 +60,15 @@ export interface PresenceView {
    * `<active-device/>` from the full JID `full` of `bare` (S12, PROTOCOL §10.7): from now until it goes
    * unavailable, that resource is the user's registered device `deviceId` and is served by its cursor.
    * "no-device" (nothing changed) when the user has no such device. Call it before the handler's first await:
-   * it is queued on the user's presence chain behind the request that recorded the resource.
+   * it is queued on the user's presence chain behind the request that recorded the resource. `format` 'vcf'
+   * asks for the compact update form for that device (PROTOCOL §10.8); absent or 'vcard4': §10.1's form.
    */
-  declare(bare: string, full: string, deviceId: string): Promise<"declared" | "no-device">;
+  declare(
+    bare: string,
+    full: string,
+    deviceId: string,
+    format?: UpdateFormat,
+  ): Promise<"declared" | "no-device">;
 }
 
 export interface Runtime {

@@ -26,8 +26,18 @@
  * before; a presence carries it as a child), so it can never be applied after a later unavailable. Its unit of
  * work creates the device's cursor at the lane's floor on the first declaration (§2.3.3) and writes
  * `resources.device`, which restore() reads back after a restart (the resource did not go unavailable).
+ *
+ * The compact update form (`<active-device format='vcf'/>`, PROTOCOL §10.8) is a property of the device's
+ * consumer, held in memory only: the latest declaration of the device sets it (one without `format` sets it
+ * back), and it ends with the device's last declared resource or the device. It is not in `resources` (that
+ * would take a migration): after a restart a restored declaration gets §10.1's form until the client declares
+ * again, which §10.8 allows (a compact client accepts both forms).
  */
-import { parseActiveDevice } from "../../stanzas/cardlink.js";
+import {
+  parseActiveDeviceDeclaration,
+  type ActiveDevice,
+  type UpdateFormat,
+} from "../../stanzas/cardlink.js";
 import { StanzaError } from "../../stanzas/errors.js";
 import { NS } from "../../stanzas/ns.js";
 import { xml, type Element } from "../../stanzas/xml.js";
@@ -95,6 +105,8 @@ export class Presence implements PresenceView, DeliveryPresence {
   private readonly chains = new Map<string, Promise<void>>();
   /** `since` of the last row this process wrote: strictly increasing, so "oldest first" survives same-ms writes. */
   private lastSince = 0;
+  /** Device consumers (devices.id, unique across accounts) whose latest declaration asked for 'vcf' (§10.8). */
+  private readonly compactDevices = new Set<number>();
 
   /** Set by the runtime after StreamDelivery exists: a resource became available (again = re-announced). */
   onAvailable?: (lane: AccountId, consumer: number, full: string, again: boolean) => void;
@@ -143,6 +155,11 @@ export class Presence implements PresenceView, DeliveryPresence {
 
   available(account: AccountId): boolean {
     return (this.avail.get(account)?.size ?? 0) > 0;
+  }
+
+  /** True when the consumer is a declared device that asked for the compact update form (PROTOCOL §10.8). */
+  compact(_lane: AccountId, consumer: number): boolean {
+    return consumer !== SHARED_CONSUMER && this.compactDevices.has(consumer);
   }
 
   /** Consumers of the lane with at least one available resource, ascending. */
@@ -232,8 +249,9 @@ export class Presence implements PresenceView, DeliveryPresence {
     bare: string,
     full: string,
     presence: boolean,
-    deviceId?: string,
+    declaration?: ActiveDevice,
   ): Promise<Declaration | undefined> {
+    const deviceId = declaration?.deviceId;
     const account = await this.accountFor(bare);
     if (account === undefined) return undefined;
     const m = this.resourcesOf(account);
@@ -293,7 +311,12 @@ export class Presence implements PresenceView, DeliveryPresence {
     );
     // gone() may have forgotten the resource meanwhile (a delivery's error): then it is not brought back here.
     const declared = device !== undefined && device !== null && m.has(full);
-    if (declared) m.set(full, device);
+    if (declared) {
+      m.set(full, device);
+      // Applied with the declaration, in the resource's chain: the device's next page is rendered in this form.
+      if (declaration?.format === "vcf") this.compactDevices.add(device);
+      else this.compactDevices.delete(device);
+    }
     const consumer = m.get(full) ?? SHARED_CONSUMER;
     // Announced when it is new, re-announced, or now served by another consumer (that one's round starts).
     if (known === undefined || presence || (declared && device !== known)) {
@@ -318,8 +341,9 @@ export class Presence implements PresenceView, DeliveryPresence {
    * recorded the resource (the router runs that listener and the handler in one turn, so a caller that calls
    * this before its first await is ordered right after it). "no-device": the user has no device of that id.
    */
-  declare(bare: string, full: string, deviceId: string): Promise<Declaration> {
-    return this.serial(bare, async () => (await this.seen(bare, full, false, deviceId)) ?? "no-device");
+  declare(bare: string, full: string, deviceId: string, format?: UpdateFormat): Promise<Declaration> {
+    const declaration: ActiveDevice = format === undefined ? { deviceId } : { deviceId, format };
+    return this.serial(bare, async () => (await this.seen(bare, full, false, declaration)) ?? "no-device");
   }
 
   /**
@@ -329,6 +353,7 @@ export class Presence implements PresenceView, DeliveryPresence {
    */
   undeclareDevice(account: AccountId, device: number): void {
     const m = this.avail.get(account);
+    this.compactDevices.delete(device);
     if (!m) return;
     for (const [full, c] of m) {
       if (c !== device) continue;
@@ -351,6 +376,7 @@ export class Presence implements PresenceView, DeliveryPresence {
   /** Unavailable from the bare JID: every resource of the account, rows included, in one unit of work. */
   private async allUnavailable(account: AccountId): Promise<void> {
     const gone = this.resources(account);
+    for (const c of this.avail.get(account)?.values() ?? []) this.compactDevices.delete(c);
     this.avail.delete(account);
     await this.o.uow("presence.unavailable", async (u) => {
       await u.tx.run(DELETE_ACCOUNT_RESOURCES, { account });
@@ -365,11 +391,16 @@ export class Presence implements PresenceView, DeliveryPresence {
     switch (type) {
       case undefined:
         if (from.resource && from.local) {
-          const deviceId = this.declaredIn(stanza, from);
-          const r = await this.seen(from.bare, from.full, true, deviceId);
+          const declaration = this.declaredIn(stanza, from);
+          const r = await this.seen(from.bare, from.full, true, declaration);
           if (r === "no-device") {
             this.o.log.info(
-              { event: "active-device-ignored", from: from.full, device: deviceId, reason: "no-device" },
+              {
+                event: "active-device-ignored",
+                from: from.full,
+                device: declaration?.deviceId,
+                reason: "no-device",
+              },
               "<active-device/> in presence names no device of the user; ignored",
             );
           }
@@ -411,11 +442,11 @@ export class Presence implements PresenceView, DeliveryPresence {
    * The device id of an `<active-device/>` child of an available presence (PROTOCOL §10.7), or undefined. A
    * presence gets no reply: a child that is not valid is logged and the presence counts as a plain one.
    */
-  private declaredIn(stanza: Element, from: Jid): string | undefined {
+  private declaredIn(stanza: Element, from: Jid): ActiveDevice | undefined {
     const el = stanza.getChild("active-device", NS.CARDLINK);
     if (!el) return undefined;
     try {
-      return parseActiveDevice(el);
+      return parseActiveDeviceDeclaration(el);
     } catch (e) {
       if (!(e instanceof StanzaError)) throw e;
       this.o.log.info(
@@ -464,7 +495,14 @@ export class Presence implements PresenceView, DeliveryPresence {
 
   private forget(account: AccountId, full: string): void {
     const m = this.avail.get(account);
+    const consumer = m?.get(full);
     if (m?.delete(full) && m.size === 0) this.avail.delete(account);
+    // The compact form ends with the device's last declared resource (the next declaration says it again).
+    if (consumer !== undefined && consumer !== SHARED_CONSUMER && this.compactDevices.has(consumer)) {
+      let still = false;
+      for (const c of m?.values() ?? []) if (c === consumer) still = true;
+      if (!still) this.compactDevices.delete(consumer);
+    }
   }
 
   /** The unit of work's clock, bumped past the last row this process wrote (see lastSince). */

@@ -556,6 +556,61 @@ function describePresence(name: string, backend: Backend): void {
       expect(w.presence.resources(id, tab)).to.deep.equal([`alice@${D}/t`, `alice@${D}/u`]);
     });
 
+    it("the compact form (§10.8) follows the device's latest declaration and ends with its last resource", async () => {
+      const w = await make(5);
+      const { account: id, keys } = await withDevices(w, `alice@${D}`, "alice-phone", "alice-tab");
+      const [phone, tab] = keys as [number, number];
+      const p1 = `alice@${D}/p1`;
+      const p2 = `alice@${D}/p2`;
+      await w.request(p1);
+      expect(await w.presence.declare(`alice@${D}`, p1, "alice-phone", "vcf")).to.equal("declared");
+      expect([
+        w.presence.compact(id, phone),
+        w.presence.compact(id, tab),
+        w.presence.compact(id, 0),
+      ]).to.deep.equal([true, false, false]);
+      // A refused declaration (no such device) changes nothing.
+      expect(await w.presence.declare(`alice@${D}`, p1, "nope", "vcard4")).to.equal("no-device");
+      expect(w.presence.compact(id, phone)).to.equal(true);
+      // The latest declaration of the device decides, from any of its resources; without format = vCard4.
+      await w.request(p2);
+      expect(await w.presence.declare(`alice@${D}`, p2, "alice-phone")).to.equal("declared");
+      expect(w.presence.compact(id, phone)).to.equal(false);
+      expect(await w.presence.declare(`alice@${D}`, p2, "alice-phone", "vcf")).to.equal("declared");
+      expect(w.presence.compact(id, phone)).to.equal(true);
+      // One resource of the device leaves: the other still declares it compact. The last one leaves: it ends.
+      await w.presenceIn(p1, "unavailable");
+      expect(w.presence.compact(id, phone)).to.equal(true);
+      w.presence.gone(id, p2);
+      expect(w.presence.compact(id, phone)).to.equal(false);
+      // By a presence child, with the same rules (a bad format: ignored and logged, nothing declared).
+      await w.presenceIn(
+        `alice@${D}/t`,
+        undefined,
+        xml("active-device", { xmlns: NS.CARDLINK, id: "alice-tab", format: "vcf" }),
+      );
+      expect(w.presence.compact(id, tab)).to.equal(true);
+      await w.presenceIn(
+        `alice@${D}/u`,
+        undefined,
+        xml("active-device", { xmlns: NS.CARDLINK, id: "alice-phone", format: "xml" }),
+      );
+      expect(w.logged.filter((e) => e === "active-device-ignored")).to.have.length(1);
+      expect(w.presence.resources(id, 0)).to.deep.equal([`alice@${D}/u`]);
+      expect(w.presence.compact(id, phone)).to.equal(false);
+      // Removing the device ends it; so does an unavailable from the bare JID.
+      w.presence.undeclareDevice(id, tab);
+      expect(w.presence.compact(id, tab)).to.equal(false);
+      await w.presenceIn(
+        `alice@${D}/t`,
+        undefined,
+        xml("active-device", { xmlns: NS.CARDLINK, id: "alice-tab", format: "vcf" }),
+      );
+      expect(w.presence.compact(id, tab)).to.equal(true);
+      await w.presenceIn(`alice@${D}`, "unavailable");
+      expect(w.presence.compact(id, tab)).to.equal(false);
+    });
+
     it("a declaration is never applied after a later unavailable of the same resource", async () => {
       const w = await make();
       await withDevices(w, `erin@${D}`, "erin-1");

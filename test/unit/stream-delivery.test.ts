@@ -532,6 +532,68 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
     expect(transport.sent).to.have.length(6);
   });
 
+  it("a compact consumer (PROTOCOL §10.8): rendered with compact set, cut at compactBatchSize; the others as before", async () => {
+    const [p] = (await aliceDevices("alice-p")) as [number];
+    presence.add(alice, p, "alice@example.test/p");
+    presence.add(alice, 0, "alice@example.test/d");
+    // Which form each render was asked for, per consumer (the kind sees only the flag).
+    const forms: boolean[] = [];
+    const registry = new KindRegistry();
+    registry.register({
+      ...NOTE,
+      render: (r, e) => {
+        forms.push(r.compact === true);
+        return NOTE.render(r, e);
+      },
+    });
+    const own = parts(store);
+    const d = new StreamDelivery({
+      uow: own.uow,
+      read: makeReader(store, { accounts: own.accounts.read, audience: unused }),
+      kind: (n) => registry.get(n),
+      transport,
+      presence: {
+        consumers: (l) => presence.consumers(l),
+        resources: (l, c) => presence.resources(l, c),
+        gone: (l, f) => presence.gone(l, f),
+        compact: (l, c) => l === alice && c === p,
+      },
+      budget: new StanzaBudget(256 * 1024),
+      log: silent,
+      config: {
+        ackTimeoutMs: 15_000,
+        retryBaseMs: 60_000,
+        retryMaxMs: 600_000,
+        batchSize: 2,
+        compactBatchSize: 3,
+      },
+      clock: () => now,
+      leaseMs: 30_000,
+      me: "test:1:aaaa",
+      random: () => 1,
+    });
+    for (const text of ["1", "2", "3", "4", "5"]) await notes(alice, { text });
+    d.kickLanes([alice]);
+    const to = (r: string): Sent[] => transport.sent.filter((x) => x.to === `alice@example.test/${r}`);
+    const sizes = (r: string): number[] => to(r).map((x) => ids(x).length);
+    // Every IQ answered as it comes, until both consumers' lanes are through (5 IQs in all, see below).
+    let answered = 0;
+    while (answered < 5) {
+      await until(() => transport.open().length > 0, `IQ ${answered + 1}`);
+      for (const x of transport.open()) {
+        x.answer({ type: "result" });
+        answered++;
+      }
+    }
+    await d.idle();
+    expect(sizes("p"), "the compact device: 3 + 2").to.deep.equal([3, 2]);
+    expect(sizes("d"), "the shared consumer: 2 + 2 + 1").to.deep.equal([2, 2, 1]);
+    expect(forms.filter((f) => f)).to.have.length(5);
+    expect(forms.filter((f) => !f)).to.have.length(5);
+    expect(await entries()).to.deep.equal([]);
+    await d.stop();
+  });
+
   it("a dormant device below the floor is sent one resync update first, again if lost; its ack reactivates it at the floor", async () => {
     const [t] = (await aliceDevices("alice-t")) as [number];
     presence.add(alice, 0, "alice@example.test/d");

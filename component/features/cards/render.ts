@@ -11,7 +11,7 @@ import { NS } from "../../../stanzas/ns.js";
 import { cardToVCardTemp } from "../../../stanzas/vcard-temp.js";
 import { serializeVCard4 } from "../../../stanzas/vcard4.js";
 import { cardToVcf } from "../../../stanzas/vcf.js";
-import { xml, type Element } from "../../../stanzas/xml.js";
+import { prerendered, xml, type Element } from "../../../stanzas/xml.js";
 import type { AccountId } from "../../../storage/store.js";
 import { measure } from "../../runtime/budget.js";
 import type { PendingEntry, RenderContext, StreamKind } from "../../runtime/queue/api.js";
@@ -51,6 +51,12 @@ export type Viewer = "owner" | readonly (SharePolicy | null)[];
 interface Rendered {
   hash: string;
   content: Element | string;
+  /**
+   * The whole `<card/>` for the owner JID it was last asked with, serialized once (stanzas/xml.ts prerendered):
+   * N holders with the same view of one version cost one serialization, and measuring an update against the
+   * page budget and writing its IQ copy that string instead of serializing the card again.
+   */
+  card?: { jid: string; el: Element };
 }
 
 /** The cache bound: entries are one card rendering each (≤ card.maxBytes), so this caps it near 100 MB. */
@@ -129,7 +135,12 @@ export function cardFor(
   cache = renderCache,
 ): Element {
   const r = cache.render(stored, viewer, format);
-  return cardElement({ owner: ownerJid, version: stored.version, hash: r.hash }, r.content);
+  // Keyed by the JID as well: a JID change (issue 12) renders the next one afresh.
+  if (r.card?.jid !== ownerJid) {
+    const el = cardElement({ owner: ownerJid, version: stored.version, hash: r.hash }, r.content);
+    r.card = { jid: ownerJid, el: prerendered(el) };
+  }
+  return r.card.el;
 }
 
 /**
@@ -138,6 +149,23 @@ export function cardFor(
  * is honoured: no path left (or no card) = moot.
  */
 export function cardKind(cache = renderCache): StreamKind {
+  // The parsed cards of recent versions: a delivery round is per consumer, so one owner's change to N holders
+  // would otherwise read and JSON-parse the same card N times. Each round still reads the current (version,
+  // hash), so a newer card is never missed; the bound drops owners not delivered lately.
+  const parsed = new Map<AccountId, StoredCard>();
+  const current = async (r: RenderContext, owner: AccountId): Promise<StoredCard | undefined> => {
+    const repo = cardsRepo(r.read);
+    const v = await repo.version(owner);
+    if (!v) return undefined;
+    const hit = parsed.get(owner);
+    if (hit && hit.version === v.version && hit.hash === v.hash) return hit;
+    const stored = await repo.get(owner);
+    if (!stored) return undefined;
+    parsed.delete(owner);
+    if (parsed.size >= RENDER_CACHE_ENTRIES) parsed.delete(parsed.keys().next().value as AccountId);
+    parsed.set(owner, stored);
+    return stored;
+  };
   return {
     name: "card",
     coalesce: "replace",
@@ -145,12 +173,13 @@ export function cardKind(cache = renderCache): StreamKind {
     wake: true,
     async render(r: RenderContext, e: PendingEntry): Promise<Element | null> {
       const owner = (e.subjectAccount ?? Number(e.subject)) as AccountId;
-      const stored = await r.cache.get("card", String(owner), () => cardsRepo(r.read).get(owner));
+      const stored = await r.cache.get("card", String(owner), () => current(r, owner));
       if (!stored) return null;
       const policies = await r.audience.policies(owner, e.lane);
       if (policies.length === 0) return null;
       const jid = await r.cache.get("jid", String(owner), () => r.accounts.jidOf(owner));
-      return cardFor(stored, jid, policies, "vcard4", cache);
+      // The compact form (PROTOCOL §10.8) is §5.2's `vcf` rendering of the same view: one text node.
+      return cardFor(stored, jid, policies, r.compact ? "vcf" : "vcard4", cache);
     },
   };
 }

@@ -11,7 +11,7 @@ import { StanzaError, badRequest, notFound, quote } from "../../../stanzas/error
 import {
   activeDeviceElement,
   deviceElement,
-  parseActiveDevice,
+  parseActiveDeviceDeclaration,
   parseDevice,
   parseDeviceId,
   requireAttr,
@@ -88,18 +88,18 @@ export async function activateDevice(
   from: Jid,
   el: Element,
 ): Promise<Element> {
-  const id = parseActiveDevice(el);
+  const { deviceId: id, format } = parseActiveDeviceDeclaration(el);
   // A declaration names one connection; a bare JID (a server acting for the account) is none.
   if (!from.resource) throw badRequest("<active-device/> must come from the resource it names");
-  const r = await presence.declare(from.bare, from.full, id);
+  const r = await presence.declare(from.bare, from.full, id, format);
   if (r === "no-device") throw notFound(`you have no device '${quote(id)}'; register it first`);
-  return activeDeviceElement(id);
+  return activeDeviceElement(id, format);
 }
 
 export const devices: FeatureModule = {
   name: "devices",
   // Read by the service's disco#info (§3.1): a client checks it before declaring.
-  discoFeatures: () => [NS.DEVICE_DELIVERY],
+  discoFeatures: () => [NS.DEVICE_DELIVERY, NS.UPDATE_FORMAT],
   attach(rt: Runtime): void {
     const ns = NS.CARDLINK;
     rt.router.iq("set", ns, "device", (c) =>

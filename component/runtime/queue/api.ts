@@ -77,6 +77,11 @@ export interface PendingEntry {
 export interface RenderContext extends ReadContext {
   readonly budget: StanzaBudget; // budget branch
   readonly cache: RenderCache; // per (kind, key) memo for one delivery round: card versions, JIDs
+  /**
+   * The consumer declared the compact update form (PROTOCOL §10.8, `<active-device format='vcf'/>`): a kind
+   * that has one renders it (the `card` kind: the card as one vCard text node); the others ignore it.
+   */
+  readonly compact?: boolean;
 }
 /**
  * Not spelled out in §3.3 (it names the type only): the per-round memo renderers share. `load` runs at most

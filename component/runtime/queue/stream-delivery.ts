@@ -45,6 +45,11 @@ export interface DeliveryPresence {
   resources(lane: AccountId, consumer: number): readonly string[];
   /** The server said this resource is not there: forget it. */
   gone(lane: AccountId, full: string): void;
+  /**
+   * True when the consumer (a declared device) asked for the compact update form (PROTOCOL §10.8). Absent or
+   * false: §10.1's form, byte for byte.
+   */
+  compact?(lane: AccountId, consumer: number): boolean;
 }
 
 /** The delivery.* keys this file reads (§3.7). */
@@ -53,6 +58,8 @@ export interface StreamDeliveryConfig {
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
   readonly batchSize: number;
+  /** batchSize for a consumer that asked for compact updates (PROTOCOL §10.8); absent: batchSize. */
+  readonly compactBatchSize?: number;
   /**
    * A consumer sent to less than this long ago waits until then before its next round starts (an idle one sends
    * at once): changes arriving in a burst reach it in fewer, fuller IQs (§4.2 (3)). 0 or absent: no wait.
@@ -466,7 +473,9 @@ export class StreamDelivery {
     if (cur.resync) return this.resync(lane, consumer, cur, cur.resync);
     let rendered: { pages: Page[]; upto: Seq; read: number; more: boolean };
     try {
-      rendered = await this.render(lane, cur.pos);
+      // The form is read when the page is rendered: a declaration that changes it applies from the next page (a
+      // page in flight is re-offered as it was; PROTOCOL §10.8 tells a compact client to accept both forms).
+      rendered = await this.render(lane, cur.pos, this.o.presence.compact?.(lane, consumer) ?? false);
     } catch (e) {
       // The cursor stays: the entry is not skipped, it is tried again after the backoff.
       this.o.log.error(
@@ -552,9 +561,13 @@ export class StreamDelivery {
   private async render(
     lane: AccountId,
     pos: Seq,
+    compact: boolean,
   ): Promise<{ pages: Page[]; upto: Seq; read: number; more: boolean }> {
+    const size = compact
+      ? (this.o.config.compactBatchSize ?? this.o.config.batchSize)
+      : this.o.config.batchSize;
     return this.o.read("queue.render", async (r) => {
-      const batch = await streamRepo(r.read).read(lane, pos, this.o.config.batchSize);
+      const batch = await streamRepo(r.read).read(lane, pos, size);
       const cache = new RoundCache();
       const budget = this.o.budget;
       const ctx: RenderContext = {
@@ -569,9 +582,10 @@ export class StreamDelivery {
         },
         budget,
         cache,
+        compact,
       };
       const pages: Page[] = [];
-      let page = budget.page(this.o.config.batchSize);
+      let page = budget.page(size);
       let pageEntries: LaneEntry[] = [];
       const close = (nextSeq: Seq | undefined): void => {
         if (page.items.length === 0) return;
@@ -580,7 +594,7 @@ export class StreamDelivery {
         const whole = nextSeq === undefined || nextSeq !== lastSeq;
         const upto = whole ? lastSeq : seqBefore(pageEntries, lastSeq);
         pages.push({ payload: updatesElement(page.items), entries: pageEntries, upto });
-        page = budget.page(this.o.config.batchSize);
+        page = budget.page(size);
         pageEntries = [];
       };
       for (const e of batch.entries) {
