@@ -49,6 +49,7 @@ export class Router {
   private readonly messageListeners: StanzaListener[] = [];
   private readonly presenceListeners: StanzaListener[] = [];
   private readonly requestListeners: Array<(from: Jid) => void> = [];
+  private readonly unmatchedListeners: StanzaListener[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private accepting = true;
 
@@ -79,6 +80,14 @@ export class Router {
   /** Called for every routed IQ get/set, before its handler. */
   onRequest(l: (from: Jid) => void): void {
     this.requestListeners.push(l);
+  }
+
+  /**
+   * Called for an IQ result/error addressed to cardlink that no request of this process was waiting for: with
+   * several processes (issue 13) it may answer a delivery another process sent (runtime/wake.ts applies it).
+   */
+  onUnmatchedReply(l: StanzaListener): void {
+    this.unmatchedListeners.push(l);
   }
 
   /** Namespaces with at least one route: what disco#info advertises. */
@@ -127,8 +136,20 @@ export class Router {
       stanza.attrs.to === undefined ||
       (to !== undefined && !to.local && !to.resource && to.domain === this.opts.domain);
     if (stanza.name === "iq" && (type === "result" || type === "error")) {
-      if (!toMe || !this.opts.iqCaller.handleReply(stanza))
-        metrics.inc("cardlink_iq_unmatched_replies_total");
+      if (toMe && this.opts.iqCaller.handleReply(stanza)) return;
+      metrics.inc("cardlink_iq_unmatched_replies_total");
+      const from = parseJid(stanza.attrs.from ?? "");
+      if (!toMe || !from) return;
+      for (const l of this.unmatchedListeners) {
+        try {
+          await l(stanza, from);
+        } catch (e) {
+          log.warn(
+            { event: "unmatched-reply-failed", from: from.full, err: (e as Error).message },
+            "handling a reply another process's request caused failed",
+          );
+        }
+      }
       return;
     }
     if (type === "error") return; // never answer an error with an error (RFC 6120 §8.3.1)

@@ -26,9 +26,11 @@ import type { Logger } from "pino";
 import { StoreBusyError, classify } from "../errors.js";
 import { runMigrations } from "../migrate.js";
 import { bindValues, compileNamed, dialectOf } from "../sql.js";
+import { startListener } from "./listener.js";
 import type {
   AccountId,
   Dialect,
+  ListenHandlers,
   Migration,
   MigrationReport,
   Params,
@@ -187,6 +189,12 @@ class PgTx extends PgRead implements Tx {
   afterCommit(fn: () => void): void {
     this.live();
     this.hooks.push(fn);
+  }
+
+  async notify(channel: string, payload: string): Promise<void> {
+    this.live();
+    // Delivered at COMMIT (never for a rollback); identical notifications of one transaction are sent once.
+    await query(this.client, "SELECT pg_notify(:c, :p)", { c: channel, p: payload });
   }
 }
 
@@ -381,6 +389,18 @@ export class PostgresStore implements Store {
     this.commitObservers.push(fn);
   }
 
+  /** LISTEN on its own connection (listener.ts), outside the pool; stopped by the returned function. */
+  listen(channel: string, h: ListenHandlers): () => Promise<void> {
+    const stop = startListener(this.clientConfig, channel, h, this.log);
+    this.listeners.add(stop);
+    return async () => {
+      this.listeners.delete(stop);
+      await stop();
+    };
+  }
+
+  private readonly listeners = new Set<() => Promise<void>>();
+
   // ------------------------------------------------------------------------------------------- migrations
 
   /**
@@ -478,6 +498,7 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.all([...this.listeners].map((stop) => stop()));
     await this.pool.end();
   }
 }
