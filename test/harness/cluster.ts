@@ -48,11 +48,11 @@ export class CardlinkCluster {
   }
 
   /** Starts one more process; resolves once its component link is up. */
-  async add(): Promise<CardlinkProcess> {
+  async add(timeoutMs = 30_000): Promise<CardlinkProcess> {
     const p = new CardlinkProcess({ CARDLINK_CONFIG: this.configFile, CARDLINK_LOG_LEVEL: "info" });
     p.start();
     this.procs.push(p);
-    await p.waitForEvent("connected", 1, 30_000);
+    await p.waitForEvent("connected", 1, timeoutMs);
     return p;
   }
 

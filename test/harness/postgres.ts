@@ -33,7 +33,7 @@ export interface PostgresServer {
    * `pg_ctl restart -m fast` of the throwaway cluster (same port, data kept): every connection is cut and the
    * server is away for a moment. Not available with CARDLINK_TEST_PG_URL (not our server).
    */
-  restart(): Promise<void>;
+  restart(o?: { downMs?: number }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -160,7 +160,21 @@ export async function startPostgres(): Promise<PostgresServer> {
       30_000,
     );
     pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
-    const restart = async (): Promise<void> => {
+    const ctl = (args: string[]): void => {
+      const [c, a] = as(path.join(PG_BIN, "pg_ctl"), ["-D", data, "-w", "-t", "60", ...args]);
+      execFileSync(c, a, { stdio: "pipe" });
+    };
+    const restart = async (o: { downMs?: number } = {}): Promise<void> => {
+      if (o.downMs) {
+        // Down for a while (a restart that outlasts a unit of work's retries): stop, wait, start with the
+        // options of the first start (postmaster.opts is only read by `restart`).
+        ctl(["-m", "fast", "stop"]);
+        await sleep(o.downMs);
+        const opts = pargs.slice(pargs.indexOf(data) + 1).join(" ");
+        ctl(["-l", path.join(dir, "restart.log"), "-o", opts, "start"]);
+        pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+        return;
+      }
       // pg_ctl reads the options the postmaster was started with from postmaster.opts; the new postmaster is
       // pg_ctl's child, not ours: its pid is read again for stop().
       const [rcmd, rargs] = as(path.join(PG_BIN, "pg_ctl"), [
