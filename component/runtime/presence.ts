@@ -297,36 +297,38 @@ export class Presence implements PresenceView, DeliveryPresence {
     // Shared mode: pending until the row's COMMIT (a reconcile() reading before it must not forget the entry),
     // then confirmed at a time after that commit.
     if (this.o.shared) this.confirmed.set(full, Number.MAX_SAFE_INTEGER);
-    const device = await this.o.uow(
-      deviceId === undefined ? "presence.available" : "presence.declare",
-      async (u): Promise<DeviceKey | null | undefined> => {
-        // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour
-        // by the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
-        if (known === undefined) {
-          await u.accounts.ensure(bare, { seen: true });
-          await deleteRows(u.tx, evicted);
-        }
-        const d = deviceId === undefined ? undefined : await u.accounts.device(account, deviceId);
-        if (deviceId !== undefined && d === undefined) {
-          // No such device: a new resource is recorded undeclared; a known one keeps what it served.
-          if (known === undefined) await this.upsert(u.tx, full, account, null, u.now);
-          return null;
-        }
-        // The device's cursor on its first declaration, at the lane's floor (§2.3.3); a dormant one stays as it
-        // is: delivery reactivates it (and sends the resync it may owe, §2.3.4).
-        if (d) await streamRepo(u.tx).ensureCursor(account, d.key, u.now);
-        await this.upsert(
-          u.tx,
-          full,
-          account,
-          d ? d.key : known === undefined ? null : nullable(known),
-          u.now,
-        );
-        return d?.key;
-      },
-    ).finally(() => {
-      if (this.o.shared && m.has(full)) this.confirmed.set(full, Date.now());
-    });
+    const device = await this.o
+      .uow(
+        deviceId === undefined ? "presence.available" : "presence.declare",
+        async (u): Promise<DeviceKey | null | undefined> => {
+          // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour
+          // by the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
+          if (known === undefined) {
+            await u.accounts.ensure(bare, { seen: true });
+            await deleteRows(u.tx, evicted);
+          }
+          const d = deviceId === undefined ? undefined : await u.accounts.device(account, deviceId);
+          if (deviceId !== undefined && d === undefined) {
+            // No such device: a new resource is recorded undeclared; a known one keeps what it served.
+            if (known === undefined) await this.upsert(u.tx, full, account, null, u.now);
+            return null;
+          }
+          // The device's cursor on its first declaration, at the lane's floor (§2.3.3); a dormant one stays as it
+          // is: delivery reactivates it (and sends the resync it may owe, §2.3.4).
+          if (d) await streamRepo(u.tx).ensureCursor(account, d.key, u.now);
+          await this.upsert(
+            u.tx,
+            full,
+            account,
+            d ? d.key : known === undefined ? null : nullable(known),
+            u.now,
+          );
+          return d?.key;
+        },
+      )
+      .finally(() => {
+        if (this.o.shared && m.has(full)) this.confirmed.set(full, Date.now());
+      });
     // gone() may have forgotten the resource meanwhile (a delivery's error): then it is not brought back here.
     const declared = device !== undefined && device !== null && m.has(full);
     if (declared) m.set(full, device);
@@ -420,7 +422,8 @@ export class Presence implements PresenceView, DeliveryPresence {
         n++;
       }
     }
-    if (n > 0) this.o.log.debug({ event: "resources-reconciled", n }, "resources now owned elsewhere forgotten");
+    if (n > 0)
+      this.o.log.debug({ event: "resources-reconciled", n }, "resources now owned elsewhere forgotten");
     return n;
   }
 

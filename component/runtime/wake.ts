@@ -55,7 +55,10 @@ export class ScaleOut {
       "cardlink_wake_notifications_total",
       "lane wake-ups received over LISTEN (several processes on PostgreSQL)",
     );
-    o.metrics.describe("cardlink_wake_rescans_total", "re-scans of every local lane (\"*\" or a LISTEN restored)");
+    o.metrics.describe(
+      "cardlink_wake_rescans_total",
+      're-scans of every local lane ("*" or a LISTEN restored)',
+    );
   }
 
   /** The router's unmatched replies: a result acknowledges another process's batch; a bounce prunes the row. */

@@ -62,7 +62,9 @@ export class CardlinkCluster {
 
   /** The live processes (not exited). */
   live(): CardlinkProcess[] {
-    return this.procs.filter((p) => p.proc !== null && p.proc.exitCode === null && p.proc.signalCode === null);
+    return this.procs.filter(
+      (p) => p.proc !== null && p.proc.exitCode === null && p.proc.signalCode === null,
+    );
   }
 
   async stop(): Promise<void> {
@@ -75,7 +77,11 @@ export class CardlinkCluster {
 }
 
 /** One query on the shared database (the tests look at resources, cursors and entries directly). */
-export async function pgQuery<R extends object>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
+export async function pgQuery<R extends object>(
+  url: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
   const c = new pg.Client({ connectionString: url });
   c.on("error", () => undefined);
   await c.connect();

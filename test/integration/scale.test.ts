@@ -113,9 +113,17 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     await bob.waitForUpdate((u) => u.kind === "card" && cardSummary(u.content).fn === "Alice Two", "change");
     // Both resources are recorded with the process that saw their presence, one of the three.
     const o = await owners();
-    expect(o.get(jid("alice"))).to.be.a("string").and.not.equal("");
-    expect(o.get(jid("bob"))).to.be.a("string").and.not.equal("");
-    await waitFor(async () => (await pending([jid("alice"), jid("bob")])) === 0, "both lanes drained", 20_000);
+    expect(o.get(jid("alice")))
+      .to.be.a("string")
+      .and.not.equal("");
+    expect(o.get(jid("bob")))
+      .to.be.a("string")
+      .and.not.equal("");
+    await waitFor(
+      async () => (await pending([jid("alice"), jid("bob")])) === 0,
+      "both lanes drained",
+      20_000,
+    );
   });
 
   it("kill -9 of one of three in the middle of a fan-out to 1,000 holders: nothing lost, no update after its ack", async () => {
@@ -123,7 +131,10 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     await owner.setCard("Owner v1");
     // Bindings seeded through the exchange service of an in-test cardlink on the same database (not connected
     // to ejabberd): 1,000 exchanges over XMPP would test the exchange, not the crash.
-    const cfg = testConfig(server, { database: { driver: "postgres", url, poolSize: 4 }, ...CLUSTER_TIMINGS });
+    const cfg = testConfig(server, {
+      database: { driver: "postgres", url, poolSize: 4 },
+      ...CLUSTER_TIMINGS,
+    });
     seeder = await createCardlink(cfg, { log: createLogger("silent"), modules: coreModules });
     for (let i = 0; i < HOLDERS; i++) {
       await look.bindLive(
@@ -143,7 +154,10 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
       (e: unknown) => {
         const missing = holders.filter((h) => !has(h, "Owner v1"));
         throw new Error(
-          `${(e as Error).message}: ${missing.length} missing, e.g. ${missing.slice(0, 3).map((h) => `${h.jid} [${h.updates.map((u) => u.kind).join(",")}]`).join("; ")}`,
+          `${(e as Error).message}: ${missing.length} missing, e.g. ${missing
+            .slice(0, 3)
+            .map((h) => `${h.jid} [${h.updates.map((u) => u.kind).join(",")}]`)
+            .join("; ")}`,
         );
       },
     );
@@ -191,9 +205,7 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     await waitFor(async () => (await pending(onlineBare)) === 0, "the online holders' lanes drained", 60_000);
     // The dead process's resources were taken over (adopted) by a live one.
     const after = await owners();
-    const alive = new Set(
-      (await pgQuery<{ id: string }>(url, "SELECT id FROM processes")).map((r) => r.id),
-    );
+    const alive = new Set((await pgQuery<{ id: string }>(url, "SELECT id FROM processes")).map((r) => r.id));
     for (const j of orphans) expect(alive.has(after.get(j.split("/")[0] as string) ?? "")).to.equal(true);
 
     // Offline holders: each lane holds exactly the owner's newest card (coalesced), nothing else, nothing older.
@@ -249,8 +261,9 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
           await owner.setCard(fn);
           last = fn;
         } catch (e) {
-          const st = (e as { stanza?: { getChild(n: string): { attrs: Record<string, string> } | undefined } })
-            .stanza;
+          const st = (
+            e as { stanza?: { getChild(n: string): { attrs: Record<string, string> } | undefined } }
+          ).stanza;
           errors.push(`${st?.getChild("error")?.attrs.type ?? "no answer"} ${(e as Error).message}`);
           await sleep(200);
         }
@@ -270,7 +283,9 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     expect(last).to.not.equal("");
     expect(during, "requests answered while PostgreSQL was down").to.be.at.least(1);
     // Failures during the outage are answered `wait` (storage busy, retry), never unanswered nor `cancel`.
-    process.stderr.write(`    [pg restart: ${errors.length} requests answered with an error: ${errors[0] ?? ""}]\n`);
+    process.stderr.write(
+      `    [pg restart: ${errors.length} requests answered with an error: ${errors[0] ?? ""}]\n`,
+    );
     for (const m of errors) expect(m).to.match(/^wait /);
     await waitFor(() => holders.every((h) => has(h, last)), `${last} at every online holder`, 120_000);
     const onlineBare = holders.map((h) => h.jid.split("/")[0] as string);
