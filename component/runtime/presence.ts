@@ -170,6 +170,21 @@ export class Presence implements PresenceView, DeliveryPresence {
     return (this.avail.get(account)?.size ?? 0) > 0;
   }
 
+  async onlineAmong(tx: Sql, accounts: readonly AccountId[]): Promise<Set<AccountId>> {
+    const out = new Set(accounts.filter((a) => this.available(a)));
+    if (!this.o.shared) return out;
+    // Users of other processes: their rows (the live owners', and rows waiting to be adopted: a user whose
+    // process died is still connected to the XMPP server and is delivered to after the take-over, not pushed).
+    const rest = accounts.filter((a) => !out.has(a));
+    if (rest.length === 0) return out;
+    const rows = await tx.all<{ account_id: number }>(
+      `SELECT DISTINCT account_id FROM resources WHERE account_id IN (${tx.dialect.jsonIds("ids")})`,
+      { ids: JSON.stringify(rest) },
+    );
+    for (const r of rows) out.add(Number(r.account_id) as AccountId);
+    return out;
+  }
+
   /** Consumers of the lane with at least one available resource, ascending. */
   consumers(lane: AccountId): readonly number[] {
     const m = this.avail.get(lane);

@@ -34,6 +34,8 @@ export interface PostgresServer {
    * server is away for a moment. Not available with CARDLINK_TEST_PG_URL (not our server).
    */
   restart(o?: { downMs?: number }): Promise<void>;
+  /** The postmaster's pid (benchmarks read its and its backends' CPU); undefined for an external server. */
+  pid(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -192,7 +194,7 @@ export async function startPostgres(): Promise<PostgresServer> {
       execFileSync(rcmd, rargs, { stdio: "pipe" });
       pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
     };
-    return attach(base, stopCluster, restart);
+    return Object.assign(attach(base, stopCluster, restart), { pid: () => pid });
   } catch (e) {
     await stopCluster();
     throw e;
@@ -221,6 +223,7 @@ function attach(
   };
   return {
     url,
+    pid: () => undefined,
     async createDatabase() {
       const name = `cardlink_test_${process.pid}_${++counter}`;
       // template0: nothing a previous test (or the server's owner) added to template1 leaks in.
