@@ -87,8 +87,10 @@ async function scenario(s: Scenario, pgs: PostgresServer): Promise<Record<string
       s.backend === "sqlite"
         ? { driver: "sqlite", path: path.join(dir, "cardlink.sqlite") }
         : { driver: "postgres", url: await pgs.createDatabase(), poolSize: 8 };
+    // One process: the defaults a single-process deployment runs with (exclusive, no inflight ids); several:
+    // shared mode (NOTIFY wake-ups, inflight ids, adoption), as OPERATIONS.md §12 configures it.
     const queue =
-      s.backend === "sqlite"
+      s.processes === 1
         ? { ...CLUSTER_TIMINGS.queue, exclusive: true, persistInflight: false }
         : CLUSTER_TIMINGS.queue;
     // Seeded before cardlink starts (one writer on the SQLite file at a time).
@@ -191,8 +193,12 @@ export async function run(): Promise<Record<string, unknown>> {
   const pgs = await startPostgres();
   try {
     const results: Array<Record<string, unknown>> = [];
+    // SCALE_ONLY=a,b: those scenarios, in that order (the first is the anchor of the ratios).
     const only = process.env.SCALE_ONLY?.split(",");
-    for (const s of SCENARIOS) if (!only || only.includes(s.name)) results.push(await scenario(s, pgs));
+    const list = only
+      ? only.map((n) => SCENARIOS.find((s) => s.name === n)).filter((s) => s !== undefined)
+      : SCENARIOS;
+    for (const s of list) results.push(await scenario(s, pgs));
     const rate = (r: Record<string, unknown> | undefined, k: "fanout" | "requests"): number => {
       const x = r?.[k] as { deliveries_per_s?: number; requests_per_s?: number } | undefined;
       return x?.deliveries_per_s ?? x?.requests_per_s ?? 0;
