@@ -236,6 +236,7 @@ export class Presence implements PresenceView, DeliveryPresence {
     // Shared: only the rows no live process owns (adopted in their own unit of work); the others' users reach
     // their own processes (ejabberd's bare_source buckets).
     const adopted = this.o.shared ? await this.adoptRows(Date.now() - this.o.shared.silentMs) : undefined;
+    if (adopted?.length) this.adopted(adopted.length, new Set(adopted.map((r) => r.account_id)).size);
     const { rows, probe } = await this.o.read("presence.restore", async (r) => {
       const rows =
         adopted ??
@@ -391,14 +392,16 @@ export class Presence implements PresenceView, DeliveryPresence {
       this.confirmed.set(row.full_jid, Date.now());
       lanes.add(account);
     }
-    if (rows.length > 0) {
-      this.o.metrics.inc("cardlink_presence_resources_adopted_total", undefined, rows.length);
-      this.o.log.info(
-        { event: "resources-adopted", n: rows.length, accounts: lanes.size },
-        "took over the available resources of a process that stopped or went silent",
-      );
-    }
+    if (rows.length > 0) this.adopted(rows.length, lanes.size);
     return [...lanes];
+  }
+
+  private adopted(n: number, accounts: number): void {
+    this.o.metrics.inc("cardlink_presence_resources_adopted_total", undefined, n);
+    this.o.log.info(
+      { event: "resources-adopted", n, accounts },
+      "took over the available resources of a process that stopped or went silent",
+    );
   }
 
   private async adoptRows(

@@ -201,12 +201,24 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     await cluster.add();
     const replacedAt = Date.now();
     await waitFor(() => holders.every((h) => has(h, "Owner v2")), "v2 at every online holder", 120_000);
+    const tookMs = Date.now() - killedAt;
     const onlineBare = holders.map((h) => h.jid.split("/")[0] as string);
     await waitFor(async () => (await pending(onlineBare)) === 0, "the online holders' lanes drained", 60_000);
     // The dead process's resources were taken over (adopted) by a live one.
     const after = await owners();
     const alive = new Set((await pgQuery<{ id: string }>(url, "SELECT id FROM processes")).map((r) => r.id));
     for (const j of orphans) expect(alive.has(after.get(j.split("/")[0] as string) ?? "")).to.equal(true);
+    // Taken over by adoption of the dead process's rows (log resources-adopted), not left to the users to return.
+    const adopted = cluster
+      .live()
+      .flatMap((p) => p.events())
+      .filter((e) => e.event === "resources-adopted")
+      .reduce((n, e) => n + Number(e.n), 0);
+    expect(adopted).to.be.at.least(orphans.size);
+    process.stderr.write(
+      `    [kill -9: ${orphans.size} online holders on the killed process, ${adopted} resources adopted, ` +
+        `v2 at every online holder ${tookMs} ms after the kill]\n`,
+    );
 
     // Offline holders: each lane holds exactly the owner's newest card (coalesced), nothing else, nothing older.
     const cardSeq = Number(
