@@ -12,8 +12,9 @@
  *   IQ id recorded on the cursor (queue.persistInflight); a bounce saying the resource is gone deletes its row.
  * - Take-over: every queue.pollMs, once this process has beaten for silentMs itself (so a database outage it
  *   just came back from is not mistaken for its peers' death), it adopts the resource rows of processes whose
- *   heartbeat is silent, and rows given back at a peer's shutdown, and kicks those lanes. Every heartbeat period
- *   it forgets resources whose row another process took (presence.reconcile()).
+ *   heartbeat is silent, and rows given back at a peer's shutdown, and kicks those lanes — when the `processes`
+ *   table shows a peer went silent or left since the last poll. Every 10 heartbeat periods it forgets resources
+ *   whose row another process took or deleted (presence.reconcile()).
  * - Shutdown: after the engine released its leases, this process's resource rows are given back (NULL), so a
  *   survivor adopts them at its next poll instead of after the silence.
  */
@@ -29,11 +30,13 @@ import type { Router } from "./router.js";
 export const WAKE_CHANNEL = "cardlink_wake";
 /** The prefix of delivery IQ ids (stream-delivery.ts `cls-<tag>-<n>`): only those are another process's. */
 const DELIVERY_IQ = /^cls-[0-9a-f]{8}-/;
+/** Heartbeat periods between two reconcile() scans. */
+const RECONCILE_BEATS = 10;
 /** Bounces that mean "that resource is not there" (stream-delivery.ts GONE). */
 const GONE = new Set(["service-unavailable", "recipient-unavailable", "item-not-found"]);
 
 export interface WakeOptions {
-  store: Pick<Store, "listen">;
+  store: Pick<Store, "listen" | "read">;
   engine: Pick<Engine, "remoteAck" | "beatingFor" | "silentMs">;
   delivery: Pick<StreamDelivery, "kickLanes">;
   presence: Pick<Presence, "adopt" | "reconcile" | "handOver" | "lanes" | "goneElsewhere">;
@@ -49,6 +52,8 @@ export class ScaleOut {
   private ticking = false;
   private stopped = false;
   private lastReconcile = 0;
+  /** The processes alive at the last poll; undefined before the first (which adopts unconditionally). */
+  private lastAlive: Set<string> | undefined;
 
   constructor(private readonly o: WakeOptions) {
     o.metrics.describe(
@@ -121,10 +126,24 @@ export class ScaleOut {
     try {
       const silent = this.o.engine.silentMs;
       if (this.o.engine.beatingFor() >= silent) {
-        const lanes = await this.o.presence.adopt(Date.now() - silent);
-        if (lanes.length > 0) this.o.delivery.kickLanes(lanes);
+        // The adoption UPDATE scans `resources`: it runs only when a process went silent or left (its
+        // heartbeat row is older than silentMs, or deleted at its clean stop) since the last poll — the tiny
+        // `processes` table says so — and on the first poll (rows given back before this process started).
+        const since = Date.now() - silent;
+        const rows = await this.o.store.read("wake.processes", (r) =>
+          r.all<{ id: string }>("SELECT id FROM processes WHERE heartbeat_at >= :since", { since }),
+        );
+        const alive = new Set(rows.map((r) => r.id));
+        const left = this.lastAlive === undefined || [...this.lastAlive].some((id) => !alive.has(id));
+        if (left) {
+          const lanes = await this.o.presence.adopt(since);
+          if (lanes.length > 0) this.o.delivery.kickLanes(lanes);
+        }
+        // Only after a successful adoption: a failed one is tried again at the next poll.
+        this.lastAlive = alive;
       }
-      if (Date.now() - this.lastReconcile >= this.o.heartbeatMs) {
+      // Forgetting what another process took or deleted is a scan of this process's rows: every 10 heartbeats.
+      if (Date.now() - this.lastReconcile >= RECONCILE_BEATS * this.o.heartbeatMs) {
         this.lastReconcile = Date.now();
         await this.o.presence.reconcile();
       }
