@@ -10,6 +10,16 @@ import type { AccountId } from "../../storage/store.js";
 import { PostgresStore } from "../../storage/postgres/store.js";
 import { WAKE_PAYLOAD_MAX, wakePayload } from "../../component/runtime/queue/stream-tx.js";
 import { SCHEMA_2000 } from "../../storage/sqlite/schema-2000.js";
+import { accountsParts } from "../../component/runtime/accounts/tx.js";
+import { EventBus } from "../../component/runtime/events.js";
+import { Metrics } from "../../component/runtime/metrics.js";
+import { Presence } from "../../component/runtime/presence.js";
+import type { Router } from "../../component/runtime/router.js";
+import { parseJid } from "../../component/runtime/jid.js";
+import { jobsTx } from "../../component/runtime/queue/jobs-tx.js";
+import { streamTx } from "../../component/runtime/queue/stream-tx.js";
+import { makeReader, makeUow } from "../../component/runtime/uow.js";
+import { xml } from "../../stanzas/xml.js";
 import { sleep, waitFor } from "../harness/ports.js";
 import { startPostgres, type PostgresServer } from "../harness/postgres.js";
 
@@ -80,6 +90,87 @@ describe("wake-ups across processes (LISTEN/NOTIFY)", function () {
       // "3" (rolled back) never arrived.
       expect(got.filter((p) => p !== "4")).to.deep.equal(["1,2"]);
       await stop();
+    });
+
+    it("presence rows: a silent process's resources are adopted once, the loser forgets them, a stop gives them back", async () => {
+      const never = (): never => {
+        throw new Error("part not used here");
+      };
+      const events = new EventBus();
+      const accounts = accountsParts({ cacheSize: 100, cacheTtlMs: 60_000, events });
+      const uow = makeUow(
+        store,
+        {
+          accounts: accounts.tx,
+          audience: never,
+          stream: streamTx({ kind: () => undefined, paths: [] }),
+          jobs: jobsTx({ channel: () => undefined }),
+        },
+        events,
+      );
+      const read = makeReader(store, { accounts: accounts.read, audience: never });
+      const make = (me: string) => {
+        const p = new Presence({
+          uow,
+          read,
+          send: () => Promise.resolve(true),
+          domain: "cards.localhost",
+          resourcesPerUser: 5,
+          metrics: new Metrics(),
+          log: pino({ level: "silent" }),
+          shared: { me, silentMs: 15_000 },
+        });
+        let onPresence:
+          | ((el: ReturnType<typeof xml>, from: NonNullable<ReturnType<typeof parseJid>>) => unknown)
+          | undefined;
+        p.attach({
+          onPresence: (l) => (onPresence = l),
+          onRequest: () => undefined,
+        } as Pick<Router, "onPresence" | "onRequest">);
+        const available = async (full: string) => {
+          await onPresence?.(xml("presence", { from: full, to: "cards.localhost" }), parseJid(full)!);
+          await p.idle();
+        };
+        return { p, available };
+      };
+      const beat = (id: string, at: number) =>
+        store.tx("beat", (tx) =>
+          tx.run(
+            `INSERT INTO processes (id, started_at, heartbeat_at) VALUES (:id, :at, :at)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+            { id, at },
+          ),
+        );
+      const owner = () =>
+        store.read("owner", (r) =>
+          r.all<{ full_jid: string; process: string | null }>("SELECT full_jid, process FROM resources"),
+        );
+      const a = make("A");
+      const b = make("B");
+      await beat("A", Date.now());
+      await beat("B", Date.now());
+      await a.available("alice@localhost/phone");
+      const alice = (await read("id", (r) => r.accounts.resolve("alice@localhost")))!;
+      expect(a.p.resources(alice)).to.deep.equal(["alice@localhost/phone"]);
+      expect(await owner()).to.deep.equal([{ full_jid: "alice@localhost/phone", process: "A" }]);
+      // A is alive: nothing to adopt; the row tells B that alice is online (push-scan's view).
+      expect(await b.p.adopt(Date.now() - 15_000)).to.deep.equal([]);
+      expect([...(await store.tx("x", (tx) => b.p.onlineAmong(tx, [alice])))]).to.deep.equal([alice]);
+      // A goes silent: B adopts; a second adoption finds nothing; A, reconciling, forgets alice.
+      await beat("A", 0);
+      expect(await b.p.adopt(Date.now() - 15_000)).to.deep.equal([alice]);
+      expect(await b.p.adopt(Date.now() - 15_000)).to.deep.equal([]);
+      expect(b.p.resources(alice)).to.deep.equal(["alice@localhost/phone"]);
+      expect(await owner()).to.deep.equal([{ full_jid: "alice@localhost/phone", process: "B" }]);
+      expect(await a.p.reconcile()).to.equal(1);
+      expect(a.p.resources(alice)).to.deep.equal([]);
+      expect(await b.p.reconcile()).to.equal(0);
+      // B stops: its rows are given back, and A (alive again) adopts them at once.
+      await beat("A", Date.now());
+      expect(await b.p.handOver()).to.equal(1);
+      expect(await owner()).to.deep.equal([{ full_jid: "alice@localhost/phone", process: null }]);
+      expect(await a.p.adopt(Date.now() - 15_000)).to.deep.equal([alice]);
+      expect(a.p.resources(alice)).to.deep.equal(["alice@localhost/phone"]);
     });
   });
 });
