@@ -16,7 +16,7 @@ import { writeFileSync } from "node:fs";
 import { coreModules } from "../../component/features.js";
 import { createCardlink, type Cardlink } from "../../component/runtime/app.js";
 import { createLogger } from "../../component/runtime/log.js";
-import { cardClient, cardSummary, type CardClient } from "../harness/cardclient.js";
+import { cardClient, cardSummary, vcard, type CardClient } from "../harness/cardclient.js";
 import { testConfig } from "../harness/cardlink.js";
 import { CardlinkCluster, CLUSTER_TIMINGS, pgQuery } from "../harness/cluster.js";
 import { EjabberdServer } from "../harness/ejabberd.js";
@@ -374,5 +374,69 @@ describe("ejabberd 23.01 domain_balancing WITHOUT component_number: the componen
     const p = cluster.procs[0];
     expect(p?.events().filter((e) => e.event === "reconnect-scheduled").length).to.be.at.least(2);
     expect(server.logTail(400)).to.match(/badkey,component_number/);
+  });
+});
+
+describe("ejabberd 23.01 component_number 2 with a third cardlink connected: the extra one is routed nothing", function () {
+  this.timeout(180_000);
+  const server = new EjabberdServer({ balancing: { type: "bare_source", componentNumber: 2 } });
+  let pgs: PostgresServer;
+  let url: string;
+  let cluster: CardlinkCluster;
+  const clients: CardClient[] = [];
+  const users = Array.from({ length: 20 }, (_, i) => `u${i}`);
+
+  before(async () => {
+    pgs = await startPostgres();
+    url = await pgs.createDatabase();
+    await server.start();
+    await server.createUsers(users.map((u) => ({ user: u, password: `${u}pw` })));
+    cluster = new CardlinkCluster({ server, pgUrl: url });
+    await cluster.start(3);
+  });
+  after(async () => {
+    await Promise.allSettled(clients.map((c) => c.stop()));
+    await cluster?.kill();
+    await server.stop();
+    server.cleanup();
+    await pgs?.stop();
+  });
+
+  it("users reach only the first two; after one of them is killed its bucket is not taken by the third", async () => {
+    const [first, second, third] = cluster.procs;
+    const pidOf = (id: string): number => Number(id.split(":")[1]);
+    for (const u of users) {
+      const c = await cardClient(server, u, { resource: "phone", presence: true });
+      clients.push(c);
+      await c.setCard(`${u} card`);
+    }
+    const owners = async () =>
+      pgQuery<{ process: string; jid: string }>(
+        url,
+        `SELECT r.process, i.value AS jid FROM resources r
+         JOIN identifiers i ON i.account_id = r.account_id AND i.kind = 'jid' AND i.is_primary = 1`,
+      );
+    const rows = await owners();
+    const pids = new Set(rows.map((r) => pidOf(r.process)));
+    expect([...pids].sort()).to.deep.equal([first?.proc?.pid, second?.proc?.pid].sort());
+    expect(third?.events().some((e) => e.event === "card-updated")).to.equal(false);
+    // Kill the second: its users' requests now go to a placeholder bucket. The third does not receive them.
+    const orphaned = rows.filter((r) => pidOf(r.process) === second?.proc?.pid).map((r) => r.jid);
+    expect(orphaned.length).to.be.at.least(1);
+    await second?.kill("SIGKILL");
+    await sleep(1000);
+    for (const c of clients.filter((x) => orphaned.includes(x.jid.split("/")[0] as string))) {
+      void c.cardlinkRaw("set", "card", {}, vcard("after the kill")).catch(() => undefined);
+    }
+    await sleep(5000);
+    expect(third?.events().some((e) => e.event === "card-updated")).to.equal(false);
+    expect(first?.events().filter((e) => e.event === "card-updated")).to.have.length(
+      users.length - orphaned.length,
+    );
+    const cards = await pgQuery<{ n: string }>(
+      url,
+      "SELECT COUNT(*) AS n FROM cards WHERE card LIKE '%after the kill%'",
+    );
+    expect(Number(cards[0]?.n)).to.equal(0);
   });
 });
