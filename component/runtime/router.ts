@@ -5,7 +5,7 @@
  * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
  */
 import { StanzaError, errorReply, quote } from "../../stanzas/errors.js";
-import { StoreBusyError } from "../../storage/errors.js";
+import { StoreBusyError, StoreOutcomeUnknownError } from "../../storage/errors.js";
 import { xml, childElements, nestedDeeperThan, type Element } from "../../stanzas/xml.js";
 import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
@@ -303,6 +303,21 @@ export class Router {
         return await this.reply(
           stanza,
           new StanzaError("internal-server-error", "storage is busy; retry shortly", { type: "wait" }),
+        );
+      }
+      if (e instanceof StoreOutcomeUnknownError) {
+        // The connection died with COMMIT sent (PostgreSQL restarting): applied or not, a retry is safe (§14.1).
+        log.warn(
+          { event: "store-outcome-unknown", ns, name: payload.name, err: e.message },
+          "commit outcome unknown",
+        );
+        return await this.reply(
+          stanza,
+          new StanzaError(
+            "internal-server-error",
+            "the database connection failed while committing; the request may have been applied: retry it",
+            { type: "wait" },
+          ),
         );
       }
       log.error(

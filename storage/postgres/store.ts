@@ -23,7 +23,7 @@ import pg from "pg";
 import { pino } from "pino";
 import { FramedTx, runAfterCommit, type Frame } from "../frame.js";
 import type { Logger } from "pino";
-import { StoreBusyError, classify } from "../errors.js";
+import { StoreBusyError, StoreOutcomeUnknownError, classify } from "../errors.js";
 import { runMigrations } from "../migrate.js";
 import { bindValues, compileNamed, dialectOf } from "../sql.js";
 import { startListener } from "./listener.js";
@@ -318,7 +318,7 @@ export class PostgresStore implements Store {
         broken = e as Error;
         // The connection failed after COMMIT was sent: it may have committed. Not busy (that promises nothing
         // was written), and not retried (fn would run twice).
-        throw new Error(
+        throw new StoreOutcomeUnknownError(
           `unit of work "${name}": the database connection failed during COMMIT; whether it committed is unknown ` +
             `(${(e as Error).message})`,
           { cause: e },

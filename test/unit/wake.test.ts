@@ -14,7 +14,12 @@ import { accountsParts } from "../../component/runtime/accounts/tx.js";
 import { EventBus } from "../../component/runtime/events.js";
 import { Metrics } from "../../component/runtime/metrics.js";
 import { Presence } from "../../component/runtime/presence.js";
-import type { Router } from "../../component/runtime/router.js";
+import { Router } from "../../component/runtime/router.js";
+import { IqCaller } from "../../component/runtime/iq-caller.js";
+import { createLogger } from "../../component/runtime/log.js";
+import { NS } from "../../stanzas/ns.js";
+import type { Element } from "../../stanzas/xml.js";
+import { StoreBusyError, StoreOutcomeUnknownError } from "../../storage/errors.js";
 import { parseJid } from "../../component/runtime/jid.js";
 import { jobsTx } from "../../component/runtime/queue/jobs-tx.js";
 import { streamTx } from "../../component/runtime/queue/stream-tx.js";
@@ -31,6 +36,64 @@ describe("wake-ups across processes (LISTEN/NOTIFY)", function () {
     const many = Array.from({ length: 2000 }, (_, i) => (100_000 + i) as AccountId);
     expect(many.join(",").length).to.be.greaterThan(WAKE_PAYLOAD_MAX);
     expect(wakePayload(many)).to.equal("*");
+  });
+
+  it("router: storage failures answer wait (busy; outcome unknown), a bug cancel; unmatched replies reach the listener", async () => {
+    const sent: Element[] = [];
+    const router = new Router({
+      domain: "cards.localhost",
+      allowedDomains: ["localhost"],
+      maxStanzaBytes: 256 * 1024,
+      maxDepth: 32,
+      log: createLogger("silent"),
+      metrics: new Metrics(),
+      send: (el) => {
+        sent.push(el);
+        return Promise.resolve(true);
+      },
+      iqCaller: new IqCaller(() => Promise.resolve(true), {
+        timeoutMs: 1000,
+        maxPending: 10,
+        maxPendingPerRecipient: 5,
+      }),
+    });
+    const failures: Record<string, Error> = {
+      busy: new StoreBusyError("locked", "55P03"),
+      unknown: new StoreOutcomeUnknownError("connection failed during COMMIT"),
+      bug: new Error("a bug"),
+    };
+    router.iq("get", NS.PING, "ping", ({ stanza }) => {
+      throw failures[stanza.attrs.id as string] as Error;
+    });
+    const unmatched: string[] = [];
+    router.onUnmatchedReply((stanza, from) => {
+      unmatched.push(`${stanza.attrs.type} ${stanza.attrs.id} ${from.full}`);
+    });
+    for (const id of Object.keys(failures)) {
+      router.handle(
+        xml(
+          "iq",
+          { type: "get", id, from: "alice@localhost/r", to: "cards.localhost" },
+          xml("ping", { xmlns: NS.PING }),
+        ),
+      );
+    }
+    router.handle(
+      xml("iq", { type: "result", id: "cls-0123abcd-1", from: "bob@localhost/p", to: "cards.localhost" }),
+    );
+    await router.drain(5000);
+    await sleep(10);
+    const answer = (id: string) => {
+      const e = sent.find((x) => x.attrs.id === id)?.getChild("error");
+      return [e?.attrs.type, e?.getChildText("text")];
+    };
+    expect(answer("busy")).to.deep.equal(["wait", "storage is busy; retry shortly"]);
+    expect(answer("unknown")).to.deep.equal([
+      "wait",
+      "the database connection failed while committing; the request may have been applied: retry it",
+    ]);
+    expect(answer("bug")[0]).to.equal("cancel");
+    expect(unmatched).to.deep.equal(["result cls-0123abcd-1 bob@localhost/p"]);
   });
 
   describe("on PostgreSQL", () => {
