@@ -10,6 +10,9 @@
  * lane holds exactly the newest, the online lanes drain, and no update id reaches a holder again after an ack
  * that reached cardlink; PostgreSQL restarted (pg_ctl restart) while a card changes in a loop: requests meanwhile
  * are answered `wait`, the LISTEN connections come back, nothing is lost; SIGTERM hands a process's work over.
+ * Two more suites show ejabberd's side (read in its source, docs/DECISIONS.md): `domain_balancing` without
+ * `component_number` refuses every component connection, and a connection beyond component_number is routed
+ * nothing, even after a bucket frees.
  */
 import { expect } from "chai";
 import { writeFileSync } from "node:fs";
