@@ -28,6 +28,7 @@ const BENCHMARKS = [
   "addressbook",
   "groups",
   "postgres",
+  "scale",
 ] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;

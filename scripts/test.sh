@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh --with-ejabberd
 npm run --silent build
 npm run --silent lint
+# The main pass includes test/integration/scale.test.ts, which always runs against its own ejabberd (three cardlink
+# processes on one throwaway PostgreSQL, domain_balancing bare_source): Prosody cannot take several connections.
 npx mocha "$@"
 if [ $# -eq 0 ]; then
   # Suites that do not depend on a Prosody-only module (cli/quickstart start the shipped Prosody config); push runs

@@ -19,6 +19,20 @@ export class StoreBusyError extends Error {
 }
 
 /**
+ * The connection to the database failed after COMMIT was sent (PostgreSQL: a restart, a network cut): the unit of
+ * work may or may not have committed. Not busy (that promises nothing was written) and not retried by the store
+ * (fn would run twice). The router answers `internal-server-error` of type `wait` saying the request may have been
+ * applied: cardlink's requests are safe to repeat (a card set again is `unchanged`, a repeated block or removal
+ * changes nothing).
+ */
+export class StoreOutcomeUnknownError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreOutcomeUnknownError";
+  }
+}
+
+/**
  * A unique or foreign-key violation. `constraint` names what was violated, so a feature can map it (e.g. to
  * `conflict`): the index name for a named unique index (`CREATE UNIQUE INDEX name …`, the same on both backends),
  * PostgreSQL's default names otherwise (`<table>_pkey`, `<table>_<col>[_<col>…]_key`), `foreign_key` for a

@@ -40,6 +40,11 @@ export interface Tx extends ReadTx {
   lockAccount(id: AccountId): Promise<void>;
   /** Runs after COMMIT, in registration order; dropped on rollback. A throwing hook is logged, not rethrown. */
   afterCommit(fn: () => void): void;
+  /**
+   * PostgreSQL only (absent on SQLite): `pg_notify(channel, payload)` inside this transaction, so it reaches the
+   * listeners of every process at COMMIT and never for a rollback (issue 13's cross-process wake-ups).
+   */
+  notify?(channel: string, payload: string): Promise<void>;
 }
 
 export interface Migration {
@@ -71,7 +76,18 @@ export interface Store {
   ping(): Promise<void>;
   /** SQLite: observes the WAL checkpoints run off the request path (sqlite/checkpointer.ts); absent elsewhere. */
   onCheckpoint?(fn: (r: CheckpointReport) => void): void;
+  /**
+   * PostgreSQL only: LISTEN on a dedicated connection that reconnects by itself (capped backoff). `onConnected`
+   * runs after every LISTEN took effect, `first` false after a reconnect: notifications sent while it was down
+   * are lost, so the caller re-scans what they would have told it. Returns the stop function.
+   */
+  listen?(channel: string, h: ListenHandlers): () => Promise<void>;
   close(): Promise<void>;
+}
+
+export interface ListenHandlers {
+  onMessage(payload: string): void;
+  onConnected(first: boolean): void;
 }
 
 export interface StoreOptions {

@@ -395,7 +395,8 @@ export const configSchema = z.strictObject({
       60_000,
       "process heartbeat; a lease of a process silent for 3 beats is free",
     ),
-    // true fits SQLite, today's only driver; a shared PostgreSQL database (issue 13) sets false.
+    // true: one process per database (SQLite always). Several processes on one PostgreSQL set false (with
+    // persistInflight true): runtime/wake.ts, docs/OPERATIONS.md "Several processes behind ejabberd".
     exclusive: meta(z.boolean().prefault(true), {
       description: "one process per database: clear all leases at start",
     }),
@@ -441,6 +442,12 @@ function crossCheck(c: Config): string[] {
   // A lease must outlive the IQ it covers, or a second claimer could send the same batch while it is in flight.
   if (c.queue.leaseMs < c.delivery.ackTimeoutMs + 5000)
     problems.push("queue.leaseMs must be ≥ delivery.ackTimeoutMs + 5000");
+  // Several processes (issue 13): a delivery's result can reach another process than its sender (ejabberd
+  // routes it by the user's bucket), which applies it only by the IQ id recorded on the cursor.
+  if (!c.queue.exclusive && !c.queue.persistInflight)
+    problems.push("queue.exclusive false (several processes) needs queue.persistInflight true");
+  if (!c.queue.exclusive && c.database.driver !== "postgres")
+    problems.push("queue.exclusive false (several processes) needs database.driver postgres");
   const l = c.limits;
   const below: Array<[string, number, string, number]> = [
     ["limits.adhocSessionsPerUser", l.adhocSessionsPerUser, "limits.adhocSessions", l.adhocSessions],

@@ -2,7 +2,7 @@
 import type { UpdateFormat } from "../../stanzas/cardlink.js";
 import type { Element } from "../../stanzas/xml.js";
 import type { MigratedStore } from "../../storage/index.js";
-import type { AccountId, Migration } from "../../storage/store.js";
+import type { AccountId, Migration, Sql } from "../../storage/store.js";
 import type { AccountsRead } from "./accounts/api.js";
 import type { AdhocCommands } from "./adhoc.js";
 import type { AudiencePath } from "./audience/api.js";
@@ -54,8 +54,13 @@ export type Limits = LimitsConfig;
 export interface PresenceView {
   /** Available full JIDs of the account, declared to a device or not; [] when none. */
   resources(account: AccountId): readonly string[];
-  /** True while the account has at least one available resource. */
+  /** True while the account has at least one available resource (known to this process). */
   available(account: AccountId): boolean;
+  /**
+   * Of these accounts, those with an available resource known to any process: this process's memory, and with
+   * several processes (queue.exclusive false) the `resources` rows every process writes, read in `tx`.
+   */
+  onlineAmong(tx: Sql, accounts: readonly AccountId[]): Promise<Set<AccountId>>;
   /**
    * `<active-device/>` from the full JID `full` of `bare` (S12, PROTOCOL §10.7): from now until it goes
    * unavailable, that resource is the user's registered device `deviceId` and is served by its cursor.

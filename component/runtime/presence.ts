@@ -62,6 +62,13 @@ export interface PresenceOptions {
   resourcesPerUser: number;
   metrics: Metrics;
   log: Logger;
+  /**
+   * Several processes on one database (queue.exclusive false, issue 13; runtime/wake.ts): rows carry this
+   * process's id in `resources.process`, restore() adopts only rows no live process owns, adopt() takes over
+   * the rows of processes whose heartbeat went silent, reconcile() forgets resources whose row another process
+   * took, handOver() gives this process's rows back at shutdown. Absent: one process, every row is its own.
+   */
+  shared?: { me: string; silentMs: number };
 }
 
 /** The consumer of resources that declared no device: the shared cursor (stream_cursors.consumer = 0). */
@@ -69,8 +76,20 @@ export const SHARED_CONSUMER = 0;
 
 /** :device is NULL for a resource that declared nothing (the shared cursor), else the declared devices.id. */
 const UPSERT_RESOURCE = `INSERT INTO resources (full_jid, account_id, device, process, since)
-VALUES (:full, :account, :device, NULL, :since)
-ON CONFLICT (full_jid) DO UPDATE SET account_id = excluded.account_id, device = excluded.device, since = excluded.since`;
+VALUES (:full, :account, :device, :process, :since)
+ON CONFLICT (full_jid) DO UPDATE SET account_id = excluded.account_id, device = excluded.device,
+  process = excluded.process, since = excluded.since`;
+/**
+ * Shared mode: the rows of no live process — given back at a clean shutdown (NULL), or owned by a process whose
+ * heartbeat is older than :alive (killed) — become this process's, each row by exactly one adopter (the UPDATE
+ * locks it; a second adopter re-checks the WHERE on the committed row and skips it).
+ */
+const ADOPT = `UPDATE resources SET process = :me
+WHERE process IS NULL OR (process <> :me
+  AND process NOT IN (SELECT p.id FROM processes p WHERE p.heartbeat_at >= :alive))
+RETURNING full_jid, account_id, device, since`;
+const MINE = "SELECT full_jid FROM resources WHERE process = :me";
+const HAND_OVER = "UPDATE resources SET process = NULL WHERE process = :me";
 const DELETE_RESOURCE = "DELETE FROM resources WHERE full_jid = :full";
 const DELETE_ACCOUNT_RESOURCES = "DELETE FROM resources WHERE account_id = :account";
 /** Oldest first; full_jid breaks ties portably (the old `since, rowid`: PostgreSQL has no rowid). */
@@ -107,6 +126,12 @@ export class Presence implements PresenceView, DeliveryPresence {
   private lastSince = 0;
   /** Device consumers (devices.id, unique across accounts) whose latest declaration asked for 'vcf' (§10.8). */
   private readonly compactDevices = new Set<number>();
+  /**
+   * Shared mode: when each full JID in memory was last confirmed as this process's (recorded, restored,
+   * adopted). reconcile() forgets only entries confirmed before its read began, so a row being written by a
+   * presence that is still in its unit of work is not mistaken for one another process took.
+   */
+  private readonly confirmed = new Map<string, number>();
 
   /** Set by the runtime after StreamDelivery exists: a resource became available (again = re-announced). */
   onAvailable?: (lane: AccountId, consumer: number, full: string, again: boolean) => void;
@@ -162,6 +187,21 @@ export class Presence implements PresenceView, DeliveryPresence {
     return consumer !== SHARED_CONSUMER && this.compactDevices.has(consumer);
   }
 
+  async onlineAmong(tx: Sql, accounts: readonly AccountId[]): Promise<Set<AccountId>> {
+    const out = new Set(accounts.filter((a) => this.available(a)));
+    if (!this.o.shared) return out;
+    // Users of other processes: their rows (the live owners', and rows waiting to be adopted: a user whose
+    // process died is still connected to the XMPP server and is delivered to after the take-over, not pushed).
+    const rest = accounts.filter((a) => !out.has(a));
+    if (rest.length === 0) return out;
+    const rows = await tx.all<{ account_id: number }>(
+      `SELECT DISTINCT account_id FROM resources WHERE account_id IN (${tx.dialect.jsonIds("ids")})`,
+      { ids: JSON.stringify(rest) },
+    );
+    for (const r of rows) out.add(Number(r.account_id) as AccountId);
+    return out;
+  }
+
   /** Consumers of the lane with at least one available resource, ascending. */
   consumers(lane: AccountId): readonly number[] {
     const m = this.avail.get(lane);
@@ -210,10 +250,14 @@ export class Presence implements PresenceView, DeliveryPresence {
    */
   async restore(): Promise<void> {
     const cap = this.o.resourcesPerUser;
+    // Shared: only the rows no live process owns (adopted in their own unit of work); the others' users reach
+    // their own processes (ejabberd's bare_source buckets).
+    const adopted = this.o.shared ? await this.adoptRows(Date.now() - this.o.shared.silentMs) : undefined;
+    if (adopted?.length) this.adopted(adopted.length, new Set(adopted.map((r) => r.account_id)).size);
     const { rows, probe } = await this.o.read("presence.restore", async (r) => {
-      const rows = await r.read.all<{ full_jid: string; account_id: number; device: number | null }>(
-        ALL_RESOURCES,
-      );
+      const rows =
+        adopted ??
+        (await r.read.all<{ full_jid: string; account_id: number; device: number | null }>(ALL_RESOURCES));
       const ids = (await r.read.all<{ account_id: number }>(PROBE_ACCOUNTS)).map(
         (x) => Number(x.account_id) as AccountId,
       );
@@ -228,9 +272,11 @@ export class Presence implements PresenceView, DeliveryPresence {
       // rows were set NULL by the foreign key: those resources are back on the shared cursor).
       if (!m.has(row.full_jid))
         m.set(row.full_jid, row.device === null ? SHARED_CONSUMER : Number(row.device));
+      if (this.o.shared) this.confirmed.set(row.full_jid, Date.now());
       for (const old of m.keys()) {
         if (m.size <= cap) break;
         m.delete(old);
+        this.confirmed.delete(old);
         dropped.push(old);
       }
     }
@@ -270,6 +316,7 @@ export class Presence implements PresenceView, DeliveryPresence {
       for (const old of m.keys()) {
         if (m.size < cap) break;
         m.delete(old);
+        this.confirmed.delete(old);
         evicted.push(old);
       }
       m.set(full, SHARED_CONSUMER);
@@ -281,34 +328,41 @@ export class Presence implements PresenceView, DeliveryPresence {
         );
       }
     }
-    const device = await this.o.uow(
-      deviceId === undefined ? "presence.available" : "presence.declare",
-      async (u): Promise<DeviceKey | null | undefined> => {
-        // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour
-        // by the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
-        if (known === undefined) {
-          await u.accounts.ensure(bare, { seen: true });
-          await deleteRows(u.tx, evicted);
-        }
-        const d = deviceId === undefined ? undefined : await u.accounts.device(account, deviceId);
-        if (deviceId !== undefined && d === undefined) {
-          // No such device: a new resource is recorded undeclared; a known one keeps what it served.
-          if (known === undefined) await this.upsert(u.tx, full, account, null, u.now);
-          return null;
-        }
-        // The device's cursor on its first declaration, at the lane's floor (§2.3.3); a dormant one stays as it
-        // is: delivery reactivates it (and sends the resync it may owe, §2.3.4).
-        if (d) await streamRepo(u.tx).ensureCursor(account, d.key, u.now);
-        await this.upsert(
-          u.tx,
-          full,
-          account,
-          d ? d.key : known === undefined ? null : nullable(known),
-          u.now,
-        );
-        return d?.key;
-      },
-    );
+    // Shared mode: pending until the row's COMMIT (a reconcile() reading before it must not forget the entry),
+    // then confirmed at a time after that commit.
+    if (this.o.shared) this.confirmed.set(full, Number.MAX_SAFE_INTEGER);
+    const device = await this.o
+      .uow(
+        deviceId === undefined ? "presence.available" : "presence.declare",
+        async (u): Promise<DeviceKey | null | undefined> => {
+          // A presence is the JID acting (§2.2): a placeholder becomes active, seen_at moves (throttled per hour
+          // by the directory, so mostly no SQL). The id is the one resolved above (the directory's cache).
+          if (known === undefined) {
+            await u.accounts.ensure(bare, { seen: true });
+            await deleteRows(u.tx, evicted);
+          }
+          const d = deviceId === undefined ? undefined : await u.accounts.device(account, deviceId);
+          if (deviceId !== undefined && d === undefined) {
+            // No such device: a new resource is recorded undeclared; a known one keeps what it served.
+            if (known === undefined) await this.upsert(u.tx, full, account, null, u.now);
+            return null;
+          }
+          // The device's cursor on its first declaration, at the lane's floor (§2.3.3); a dormant one stays as it
+          // is: delivery reactivates it (and sends the resync it may owe, §2.3.4).
+          if (d) await streamRepo(u.tx).ensureCursor(account, d.key, u.now);
+          await this.upsert(
+            u.tx,
+            full,
+            account,
+            d ? d.key : known === undefined ? null : nullable(known),
+            u.now,
+          );
+          return d?.key;
+        },
+      )
+      .finally(() => {
+        if (this.o.shared && m.has(full)) this.confirmed.set(full, Date.now());
+      });
     // gone() may have forgotten the resource meanwhile (a delivery's error): then it is not brought back here.
     const declared = device !== undefined && device !== null && m.has(full);
     if (declared) {
@@ -333,7 +387,106 @@ export class Presence implements PresenceView, DeliveryPresence {
     device: DeviceKey | null,
     now: number,
   ): Promise<void> {
-    await tx.run(UPSERT_RESOURCE, { full, account, device, since: this.since(now) });
+    await tx.run(UPSERT_RESOURCE, {
+      full,
+      account,
+      device,
+      process: this.o.shared?.me ?? null,
+      since: this.since(now),
+    });
+  }
+
+  /**
+   * Shared mode: takes over the resource rows of processes silent since before `alive` (and rows given back),
+   * adds them to memory (each account's cap kept) and returns their accounts, whose lanes the caller kicks. A
+   * survivor learns who is online this way: the rows are what the dead process knew.
+   */
+  async adopt(alive: number): Promise<AccountId[]> {
+    if (!this.o.shared) return [];
+    const rows = await this.adoptRows(alive);
+    const lanes = new Set<AccountId>();
+    for (const row of rows) {
+      const account = Number(row.account_id) as AccountId;
+      const m = this.resourcesOf(account);
+      if (!m.has(row.full_jid) && m.size < this.o.resourcesPerUser) {
+        m.set(row.full_jid, row.device === null ? SHARED_CONSUMER : Number(row.device));
+      }
+      if (m.size === 0) this.avail.delete(account);
+      this.confirmed.set(row.full_jid, Date.now());
+      lanes.add(account);
+    }
+    if (rows.length > 0) this.adopted(rows.length, lanes.size);
+    return [...lanes];
+  }
+
+  private adopted(n: number, accounts: number): void {
+    this.o.metrics.inc("cardlink_presence_resources_adopted_total", undefined, n);
+    this.o.log.info(
+      { event: "resources-adopted", n, accounts },
+      "took over the available resources of a process that stopped or went silent",
+    );
+  }
+
+  private async adoptRows(
+    alive: number,
+  ): Promise<Array<{ full_jid: string; account_id: number; device: number | null }>> {
+    const me = this.o.shared?.me as string;
+    const rows = await this.o.uow("presence.adopt", (u) =>
+      u.tx.all<{ full_jid: string; account_id: number; device: number | null; since: number }>(ADOPT, {
+        me,
+        alive,
+      }),
+    );
+    // Oldest first, as restore() reads them (a cap keeps each account's newest).
+    return rows.sort((a, b) => Number(a.since) - Number(b.since) || (a.full_jid < b.full_jid ? -1 : 1));
+  }
+
+  /**
+   * Shared mode: forgets resources whose row is no longer this process's (another process adopted it, or
+   * deleted it on an unavailable presence or a bounce it received). Entries confirmed after the read began
+   * stay. Returns how many were forgotten.
+   */
+  async reconcile(): Promise<number> {
+    if (!this.o.shared) return 0;
+    const t0 = Date.now();
+    const me = this.o.shared.me;
+    const mine = new Set(
+      (await this.o.read("presence.reconcile", (r) => r.read.all<{ full_jid: string }>(MINE, { me }))).map(
+        (r) => r.full_jid,
+      ),
+    );
+    let n = 0;
+    for (const [account, m] of [...this.avail]) {
+      for (const full of [...m.keys()]) {
+        if (mine.has(full) || (this.confirmed.get(full) ?? 0) >= t0) continue;
+        this.forget(account, full);
+        n++;
+      }
+    }
+    if (n > 0)
+      this.o.log.debug({ event: "resources-reconciled", n }, "resources now owned elsewhere forgotten");
+    return n;
+  }
+
+  /** Shared mode, at shutdown: this process's rows are given back (process NULL), for a survivor to adopt now. */
+  async handOver(): Promise<number> {
+    if (!this.o.shared) return 0;
+    const me = this.o.shared.me;
+    const r = await this.o.uow("presence.hand-over", (u) => u.tx.run(HAND_OVER, { me }));
+    return r.changes;
+  }
+
+  /**
+   * An IQ bounce (service-unavailable, …) for a delivery another process sent reached this one (ejabberd routes
+   * it by the user's bare JID): the resource is gone, its row is deleted so its sender's reconcile() forgets it.
+   */
+  async goneElsewhere(full: string): Promise<void> {
+    const slash = full.indexOf("/");
+    if (slash < 0) return;
+    const bare = full.slice(0, slash);
+    const account = await this.existing(bare);
+    if (account === undefined) return;
+    this.gone(account, full);
   }
 
   /**
@@ -378,6 +531,7 @@ export class Presence implements PresenceView, DeliveryPresence {
     const gone = this.resources(account);
     for (const c of this.avail.get(account)?.values() ?? []) this.compactDevices.delete(c);
     this.avail.delete(account);
+    for (const full of gone) this.confirmed.delete(full);
     await this.o.uow("presence.unavailable", async (u) => {
       await u.tx.run(DELETE_ACCOUNT_RESOURCES, { account });
       for (const [i, full] of gone.entries())
@@ -494,6 +648,7 @@ export class Presence implements PresenceView, DeliveryPresence {
   }
 
   private forget(account: AccountId, full: string): void {
+    this.confirmed.delete(full);
     const m = this.avail.get(account);
     const consumer = m?.get(full);
     if (m?.delete(full) && m.size === 0) this.avail.delete(account);

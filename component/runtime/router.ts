@@ -5,7 +5,7 @@
  * crashes. Messages and presence go to listeners. IQ results/errors go to the IqCaller.
  */
 import { StanzaError, errorReply, quote } from "../../stanzas/errors.js";
-import { StoreBusyError } from "../../storage/errors.js";
+import { StoreBusyError, StoreOutcomeUnknownError } from "../../storage/errors.js";
 import { xml, childElements, nestedDeeperThan, type Element } from "../../stanzas/xml.js";
 import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
@@ -49,6 +49,7 @@ export class Router {
   private readonly messageListeners: StanzaListener[] = [];
   private readonly presenceListeners: StanzaListener[] = [];
   private readonly requestListeners: Array<(from: Jid) => void> = [];
+  private readonly unmatchedListeners: StanzaListener[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private accepting = true;
 
@@ -79,6 +80,14 @@ export class Router {
   /** Called for every routed IQ get/set, before its handler. */
   onRequest(l: (from: Jid) => void): void {
     this.requestListeners.push(l);
+  }
+
+  /**
+   * Called for an IQ result/error addressed to cardlink that no request of this process was waiting for: with
+   * several processes (issue 13) it may answer a delivery another process sent (runtime/wake.ts applies it).
+   */
+  onUnmatchedReply(l: StanzaListener): void {
+    this.unmatchedListeners.push(l);
   }
 
   /** Namespaces with at least one route: what disco#info advertises. */
@@ -127,8 +136,20 @@ export class Router {
       stanza.attrs.to === undefined ||
       (to !== undefined && !to.local && !to.resource && to.domain === this.opts.domain);
     if (stanza.name === "iq" && (type === "result" || type === "error")) {
-      if (!toMe || !this.opts.iqCaller.handleReply(stanza))
-        metrics.inc("cardlink_iq_unmatched_replies_total");
+      if (toMe && this.opts.iqCaller.handleReply(stanza)) return;
+      metrics.inc("cardlink_iq_unmatched_replies_total");
+      const from = parseJid(stanza.attrs.from ?? "");
+      if (!toMe || !from) return;
+      for (const l of this.unmatchedListeners) {
+        try {
+          await l(stanza, from);
+        } catch (e) {
+          log.warn(
+            { event: "unmatched-reply-failed", from: from.full, err: (e as Error).message },
+            "handling a reply another process's request caused failed",
+          );
+        }
+      }
       return;
     }
     if (type === "error") return; // never answer an error with an error (RFC 6120 §8.3.1)
@@ -282,6 +303,21 @@ export class Router {
         return await this.reply(
           stanza,
           new StanzaError("internal-server-error", "storage is busy; retry shortly", { type: "wait" }),
+        );
+      }
+      if (e instanceof StoreOutcomeUnknownError) {
+        // The connection died with COMMIT sent (PostgreSQL restarting): applied or not, a retry is safe (§14.1).
+        log.warn(
+          { event: "store-outcome-unknown", ns, name: payload.name, err: e.message },
+          "commit outcome unknown",
+        );
+        return await this.reply(
+          stanza,
+          new StanzaError(
+            "internal-server-error",
+            "the database connection failed while committing; the request may have been applied: retry it",
+            { type: "wait" },
+          ),
         );
       }
       log.error(

@@ -29,6 +29,7 @@ import { streamTx } from "./queue/stream-tx.js";
 import type { Router } from "./router.js";
 import { makeReader, makeUow, type UnitOfWork } from "./uow.js";
 import { parseJid } from "./jid.js";
+import { ScaleOut, WAKE_CHANNEL } from "./wake.js";
 
 /** What createCardlink has built before the core: the services every module shares. */
 export interface CoreServices {
@@ -100,12 +101,19 @@ export function buildCore(
     events,
   });
   const audience = audienceParts({ paths });
+  // Several processes on one PostgreSQL (issue 13, wake.ts): lane wake-ups over NOTIFY, shared presence rows.
+  const shared = !config.queue.exclusive && store.listen !== undefined;
+  const me = newProcessId();
   // The engine is built after the unit of work (it needs it); jobsTx looks channels up through it at call time.
   const uow = makeUow(
     store,
     {
       accounts: accounts.tx,
-      stream: streamTx({ kind: (n) => kinds.get(n), paths }),
+      stream: streamTx({
+        kind: (n) => kinds.get(n),
+        paths,
+        ...(shared ? { wakeChannel: WAKE_CHANNEL } : {}),
+      }),
       jobs: jobsTx({ channel: (name) => engine.channel(name) }),
       audience: audience.tx,
     },
@@ -120,6 +128,7 @@ export function buildCore(
     resourcesPerUser: config.limits.resourcesPerUser,
     metrics,
     log,
+    ...(shared ? { shared: { me, silentMs: MISSED_BEATS * config.queue.heartbeatMs } } : {}),
   });
   metrics.histogram(
     "cardlink_delivery_latency_seconds",
@@ -127,7 +136,6 @@ export function buildCore(
     LATENCY_BUCKETS,
     "time from an outbox entry being written to the holder's ack, per update kind",
   );
-  const me = newProcessId();
   // Assigned once the modules are attached: delivery's all-gone hook asks push to announce what waits.
   let onAllGone: ((lane: AccountId) => void) | undefined;
   const delivery = new StreamDelivery({
@@ -144,6 +152,7 @@ export function buildCore(
     me,
     silentMs: MISSED_BEATS * config.queue.heartbeatMs,
     persistInflight: config.queue.persistInflight,
+    ...(shared ? { wakeChannel: WAKE_CHANNEL } : {}),
     // A consumer's resources all gone wakes the account's devices only when it has no resource left at all: a
     // declared device going away while another resource is online is not "offline" (§10.6: no push while a
     // resource counts as available). Without declarations the shared consumer's resources are all of them.
@@ -185,6 +194,19 @@ export function buildCore(
     },
   });
   presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
+  const scale = shared
+    ? new ScaleOut({
+        store,
+        engine,
+        delivery,
+        presence,
+        log,
+        metrics,
+        pollMs: config.queue.pollMs,
+        heartbeatMs: config.queue.heartbeatMs,
+      })
+    : undefined;
+  scale?.attach(s.router);
   // A removed device's cursor goes with it (accounts repo, in its unit of work); what only that cursor held is
   // collected in the same unit of work (§2.3.3 GC), and resources that declared it fall back to the shared
   // cursor after the commit.
@@ -251,6 +273,7 @@ export function buildCore(
     async online() {
       await presence.restore();
       await eng.start();
+      scale?.start();
       for (const m of modules) await m.online?.();
       eng.kickLanes(presence.lanes());
     },
@@ -266,6 +289,7 @@ export function buildCore(
         }
       }
       await eng.stop();
+      await scale?.stop();
     },
   };
 }

@@ -24,12 +24,14 @@ import pg from "pg";
 import { pino } from "pino";
 import { FramedTx, runAfterCommit, type Frame } from "../frame.js";
 import type { Logger } from "pino";
-import { StoreBusyError, classify } from "../errors.js";
+import { StoreBusyError, StoreOutcomeUnknownError, classify } from "../errors.js";
 import { runMigrations } from "../migrate.js";
 import { bindValues, compileNamed, dialectOf } from "../sql.js";
+import { startListener } from "./listener.js";
 import type {
   AccountId,
   Dialect,
+  ListenHandlers,
   Migration,
   MigrationReport,
   Params,
@@ -222,6 +224,12 @@ class PgTx extends PgRead implements Tx {
     this.live();
     this.hooks.push(fn);
   }
+
+  async notify(channel: string, payload: string): Promise<void> {
+    this.live();
+    // Delivered at COMMIT (never for a rollback); identical notifications of one transaction are sent once.
+    await query(this.client, "SELECT pg_notify(:c, :p)", { c: channel, p: payload });
+  }
 }
 
 export interface PostgresStoreOptions extends Partial<StoreOptions> {
@@ -346,7 +354,7 @@ export class PostgresStore implements Store {
         broken = e as Error;
         // The connection failed after COMMIT was sent: it may have committed. Not busy (that promises nothing
         // was written), and not retried (fn would run twice).
-        throw new Error(
+        throw new StoreOutcomeUnknownError(
           `unit of work "${name}": the database connection failed during COMMIT; whether it committed is unknown ` +
             `(${(e as Error).message})`,
           { cause: e },
@@ -416,6 +424,18 @@ export class PostgresStore implements Store {
   onCommit(fn: (name: string, ms: number) => void): void {
     this.commitObservers.push(fn);
   }
+
+  /** LISTEN on its own connection (listener.ts), outside the pool; stopped by the returned function. */
+  listen(channel: string, h: ListenHandlers): () => Promise<void> {
+    const stop = startListener(this.clientConfig, channel, h, this.log);
+    this.listeners.add(stop);
+    return async () => {
+      this.listeners.delete(stop);
+      await stop();
+    };
+  }
+
+  private readonly listeners = new Set<() => Promise<void>>();
 
   // ------------------------------------------------------------------------------------------- migrations
 
@@ -516,6 +536,7 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.all([...this.listeners].map((stop) => stop()));
     await this.pool.end();
   }
 }

@@ -10,6 +10,8 @@ export interface ReceivedUpdate {
   seq: number;
   content: Element;
   to: string;
+  /** When it arrived (and was acknowledged, unless acks were off: then it is not recorded). */
+  at: number;
 }
 
 export interface CardClient extends TestClient {
@@ -88,6 +90,7 @@ export async function cardClient(
           seq: Number(up.attrs.seq),
           content: up.children.find((c) => typeof c !== "string") as Element,
           to: String(iq.attrs.to),
+          at: Date.now(),
         });
       }
       if (mode === "hold") return new Promise<undefined>(() => undefined);

@@ -41,6 +41,21 @@ export interface EjabberdConfigOptions {
   httpPort: number;
   logLevel?: "debug" | "info" | "warning";
   disabledModules?: string[];
+  balancing?: DomainBalancing;
+}
+
+/**
+ * ejabberd's `domain_balancing` for the component domain (several cardlink processes, issue 13). Read in
+ * ejabberd 23.01's src/ejabberd_router.erl: with a balancing type set, the routes are reduced by
+ * `lists:ukeysort(#route.local_hint, Rs)` before `phash2(Key, length)` picks one, and a component's route has
+ * local_hint `undefined` unless `component_number` is set — so without it every stanza goes to ONE connection.
+ * With component_number N the routes are N numbered buckets; a bucket whose connection went away keeps a
+ * placeholder (pid undefined) whose stanzas are dropped, and the next connection to authenticate fills the first
+ * free placeholder.
+ */
+export interface DomainBalancing {
+  type: "random" | "source" | "destination" | "bare_source" | "bare_destination";
+  componentNumber?: number;
 }
 
 const q = (s: string): string => JSON.stringify(s); // a JSON string is a valid YAML scalar
@@ -102,6 +117,14 @@ export function generateEjabberdConfig(o: EjabberdConfigOptions): string {
     "    who:",
     "      ip: 127.0.0.1/32",
     '    what: "*"',
+    ...(o.balancing
+      ? [
+          "domain_balancing:",
+          `  ${q(o.componentDomain)}:`,
+          `    type: ${o.balancing.type}`,
+          ...(o.balancing.componentNumber ? [`    component_number: ${o.balancing.componentNumber}`] : []),
+        ]
+      : []),
     "modules:",
     ...modules.map((m) => `  ${m}`),
     "",
@@ -123,10 +146,16 @@ export class EjabberdServer {
   /** Fixed per instance: Mnesia ties the spool to the node name. */
   private readonly node = `cardlink${process.pid}x${Math.random().toString(36).slice(2, 8)}@localhost`;
   private readonly disabledModules: string[];
+  private readonly balancing: DomainBalancing | undefined;
   private proc: ChildProcess | null = null;
   private restarting = false;
 
-  constructor(opts: Pick<ProsodyOptions, "host" | "componentDomain" | "disableModules"> = {}) {
+  constructor(
+    opts: Pick<ProsodyOptions, "host" | "componentDomain" | "disableModules"> & {
+      balancing?: DomainBalancing;
+    } = {},
+  ) {
+    this.balancing = opts.balancing;
     this.host = opts.host ?? "localhost";
     this.componentDomain = opts.componentDomain ?? `cards.${this.host}`;
     this.disabledModules = (opts.disableModules ?? []).map((m) => {
@@ -215,6 +244,7 @@ export class EjabberdServer {
         componentPort: this.componentPort,
         httpPort: this.httpPort,
         disabledModules: this.disabledModules,
+        ...(this.balancing ? { balancing: this.balancing } : {}),
       }),
     );
     writeFileSync(

@@ -29,6 +29,13 @@ export interface PostgresServer {
   createDatabase(): Promise<string>;
   /** Drops every database createDatabase made (connections to them are cut). */
   dropDatabases(): Promise<void>;
+  /**
+   * `pg_ctl restart -m fast` of the throwaway cluster (same port, data kept): every connection is cut and the
+   * server is away for a moment. Not available with CARDLINK_TEST_PG_URL (not our server).
+   */
+  restart(o?: { downMs?: number }): Promise<void>;
+  /** The postmaster's pid (benchmarks read its and its backends' CPU); undefined for an external server. */
+  pid(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -37,7 +44,14 @@ let counter = 0;
 /** Starts a cluster (or attaches to CARDLINK_TEST_PG_URL). */
 export async function startPostgres(): Promise<PostgresServer> {
   const external = process.env.CARDLINK_TEST_PG_URL;
-  if (external) return attach(new URL(external), async () => undefined);
+  if (external)
+    return attach(
+      new URL(external),
+      async () => undefined,
+      async () => {
+        throw new Error("restart() needs the harness's own cluster (CARDLINK_TEST_PG_URL is set)");
+      },
+    );
   if (!existsSync(path.join(PG_BIN, "postgres"))) {
     throw new Error(
       `PostgreSQL binaries not found in ${PG_BIN} (apt-get install postgresql, or set CARDLINK_TEST_PG_URL)`,
@@ -148,14 +162,50 @@ export async function startPostgres(): Promise<PostgresServer> {
       30_000,
     );
     pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
-    return attach(base, stopCluster);
+    const ctl = (args: string[]): void => {
+      const [c, a] = as(path.join(PG_BIN, "pg_ctl"), ["-D", data, "-w", "-t", "60", ...args]);
+      execFileSync(c, a, { stdio: "pipe" });
+    };
+    const restart = async (o: { downMs?: number } = {}): Promise<void> => {
+      if (o.downMs) {
+        // Down for a while (a restart that outlasts a unit of work's retries): stop, wait, start with the
+        // options of the first start (postmaster.opts is only read by `restart`).
+        ctl(["-m", "fast", "stop"]);
+        await sleep(o.downMs);
+        const opts = pargs.slice(pargs.indexOf(data) + 1).join(" ");
+        ctl(["-l", path.join(dir, "restart.log"), "-o", opts, "start"]);
+        pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+        return;
+      }
+      // pg_ctl reads the options the postmaster was started with from postmaster.opts; the new postmaster is
+      // pg_ctl's child, not ours: its pid is read again for stop().
+      const [rcmd, rargs] = as(path.join(PG_BIN, "pg_ctl"), [
+        "-D",
+        data,
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        "60",
+        "-l",
+        path.join(dir, "restart.log"),
+        "restart",
+      ]);
+      execFileSync(rcmd, rargs, { stdio: "pipe" });
+      pid = Number(readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+    };
+    return Object.assign(attach(base, stopCluster, restart), { pid: () => pid });
   } catch (e) {
     await stopCluster();
     throw e;
   }
 }
 
-function attach(base: URL, stopServer: () => Promise<void>): PostgresServer {
+function attach(
+  base: URL,
+  stopServer: () => Promise<void>,
+  restartServer: () => Promise<void>,
+): PostgresServer {
   const made: string[] = [];
   const url = (database: string) => {
     const u = new URL(base.href);
@@ -173,6 +223,7 @@ function attach(base: URL, stopServer: () => Promise<void>): PostgresServer {
   };
   return {
     url,
+    pid: () => undefined,
     async createDatabase() {
       const name = `cardlink_test_${process.pid}_${++counter}`;
       // template0: nothing a previous test (or the server's owner) added to template1 leaks in.
@@ -187,6 +238,7 @@ function attach(base: URL, stopServer: () => Promise<void>): PostgresServer {
         for (const n of names) await c.query(`DROP DATABASE IF EXISTS ${n} WITH (FORCE)`);
       });
     },
+    restart: restartServer,
     async stop() {
       try {
         await this.dropDatabases();

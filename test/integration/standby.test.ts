@@ -48,7 +48,7 @@ describe("active/standby on Prosody with a shared PostgreSQL (real processes, ki
         database: { driver: "postgres", url, poolSize: 4 },
         // Shared database: never clear another process's leases at start; a silent process's leases are free
         // after three missed heartbeats.
-        queue: { exclusive: false, heartbeatMs: 1000, leaseMs: 8000 },
+        queue: { exclusive: false, persistInflight: true, heartbeatMs: 1000, leaseMs: 8000 },
         delivery: { ackTimeoutMs: 2000, retryBaseMs: 200, retryMaxMs: 1000 },
         // The standby's retry cadence bounds the takeover time (OPERATIONS.md "Active/standby on Prosody").
         reconnect: { initialDelayMs: 100, maxDelayMs: 1000 },

@@ -22,6 +22,7 @@ import { ObserverRunner } from "../../component/runtime/queue/observers.js";
 import { KindRegistry } from "../../component/runtime/queue/registry.js";
 import { streamTx } from "../../component/runtime/queue/stream-tx.js";
 import { makeUow, type Uow } from "../../component/runtime/uow.js";
+import { Presence } from "../../component/runtime/presence.js";
 import { AppServer } from "../../component/features/push/app-server.js";
 import { PushChannel } from "../../component/features/push/channel.js";
 import {
@@ -446,6 +447,51 @@ describe("features/push scan observer (push-scan over the stream, schema 2000)",
     expect(await runner.runOnce()).to.deep.include({ held: false, to: seq, entries: 1 });
     expect(await jobRows(r)).to.deep.equal([]);
     expect(await mark()).to.equal(seq);
+  });
+
+  it("several processes: an account online at another process (its resources row) is skipped; one process ignores rows", async () => {
+    const me = await account("me@localhost");
+    const bob = await account("bob@localhost");
+    await device(r, "me@localhost", "d1", "ios", token(1));
+    // me's resource was recorded by another process: only the row says it is online.
+    await r.uow("seed.resource", (u) =>
+      u.tx.run(
+        "INSERT INTO resources (full_jid, account_id, device, process, since) VALUES (:f, :a, NULL, 'p2', 1)",
+        {
+          f: "me@localhost/phone",
+          a: me,
+        },
+      ),
+    );
+    const presence = (shared: boolean) =>
+      new Presence({
+        uow: r.uow,
+        read: () => Promise.reject(new Error("not used")),
+        send: () => Promise.resolve(true),
+        domain: "cards.localhost",
+        resourcesPerUser: 5,
+        metrics,
+        log: pino({ level: "silent" }),
+        ...(shared ? { shared: { me: "p1", silentMs: 15_000 } } : {}),
+      });
+    const run = async (shared: boolean) => {
+      const p = presence(shared);
+      const o: ScanOptions = { ...opts, onlineAmong: (u, a) => p.onlineAmong(u.tx, a) };
+      return new ObserverRunner(pushScan(o), {
+        uow: r.uow,
+        me: "test:1:aaaa",
+        leaseMs: 30_000,
+        silentMs: 15_000,
+        log: pino({ level: "silent" }),
+      }).runOnce();
+    };
+    const seq = await change(me, [bob]);
+    await run(true);
+    expect(await jobRows(r)).to.deep.equal([]);
+    expect(await mark()).to.equal(seq);
+    await change(me, [bob]);
+    await run(false);
+    expect(await jobRows(r)).to.have.length(1);
   });
 
   it("≤ 3 subjects in one change → one ref each, one job per (device, ref), refs over internal ids", async () => {

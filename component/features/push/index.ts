@@ -57,6 +57,7 @@ export function pushModule(o: PushModuleOptions): PushModule {
       );
       scan = {
         isOnline: (a) => rt.presence.available(a),
+        onlineAmong: (u, accounts) => rt.presence.onlineAmong(u.tx, accounts),
         wakeKinds: o.wakeKinds(),
         policy: p.policy,
         text: p.alertText,

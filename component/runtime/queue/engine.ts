@@ -89,6 +89,12 @@ export class Engine implements QueueEngine {
   private readonly timers: NodeJS.Timeout[] = [];
   private started = false;
   private stopped = false;
+  /**
+   * Since when every heartbeat succeeded (undefined: the last one failed, or none ran yet). A process that could
+   * not reach the database cannot tell a silent peer from its own outage: it takes nothing over until it has
+   * beaten for silentMs (runtime/wake.ts).
+   */
+  private beatingSince: number | undefined;
   private readonly clock: () => number;
 
   constructor(private readonly o: EngineOptions) {
@@ -97,6 +103,11 @@ export class Engine implements QueueEngine {
     // Post-commit hints (§3.5). EventBus has no `off`: a stopped engine ignores them.
     o.events.on("jobs.enqueued", (e) => this.kickChannel(e.channel));
     o.events.on("queue.appended", (e) => this.kickLanes(e.lanes));
+  }
+
+  /** How long this process's heartbeats have all succeeded, in ms (0 after a failed one, or before start). */
+  beatingFor(): number {
+    return this.beatingSince === undefined ? 0 : Math.max(0, this.clock() - this.beatingSince);
   }
 
   /** Heartbeats older than this free their owner's leases (StreamDelivery's `silentMs` is this one). */
@@ -171,6 +182,7 @@ export class Engine implements QueueEngine {
         } else await repo.forgetSilent(u.now - this.silentMs);
         await repo.heartbeat(this.me, u.now);
       });
+      this.beatingSince = this.clock();
       this.every(this.o.config.heartbeatMs, () => this.beat());
       this.every(this.o.config.pollMs, () => {
         for (const l of this.loops.values()) l.kick();
@@ -303,12 +315,16 @@ export class Engine implements QueueEngine {
     if (this.stopped) return;
     this.o
       .uow("queue.heartbeat", (u) => jobsRepo(u.tx).heartbeat(this.me, u.now))
-      .catch((e: unknown) =>
+      .then(() => {
+        this.beatingSince ??= this.clock();
+      })
+      .catch((e: unknown) => {
+        this.beatingSince = undefined;
         this.o.log.warn(
           { event: "heartbeat-failed", err: (e as Error).message },
           "could not write the heartbeat; leases may be taken over after 3 beats",
-        ),
-      );
+        );
+      });
   }
 
   /** queue.pollMs's safety net for stream lanes a dead process held (StreamDelivery.sweep: one query). */

@@ -91,6 +91,11 @@ export interface StreamDeliveryOptions {
   readonly silentMs?: number;
   /** queue.persistInflight: record each IQ's id on the cursor so another process can apply its result. */
   readonly persistInflight?: boolean;
+  /**
+   * Several processes (runtime/wake.ts): a remote ack notifies the lane on this channel in its unit of work, so
+   * the process holding the user's resources sends the next page (its own timeout would only end in a retry).
+   */
+  readonly wakeChannel?: string;
   readonly random?: () => number;
   /** Every resource of the consumer turned out to be gone (push announces what waits: S8's seam). */
   readonly onAllGone?: (lane: AccountId, consumer: number) => void;
@@ -298,9 +303,11 @@ export class StreamDelivery {
 
   /** An IQ result that reached this process for a batch another process sent (by the recorded IQ id). */
   async remoteAck(lane: AccountId, iqId: string): Promise<boolean> {
-    const applied = await this.o.uow("queue.remote-ack", (u) =>
-      streamRepo(u.tx).remoteAck(lane, iqId, u.now),
-    );
+    const applied = await this.o.uow("queue.remote-ack", async (u) => {
+      const ok = await streamRepo(u.tx).remoteAck(lane, iqId, u.now);
+      if (ok && this.o.wakeChannel !== undefined) await u.tx.notify?.(this.o.wakeChannel, String(lane));
+      return ok;
+    });
     if (applied) this.kickLanes([lane]);
     return applied;
   }

@@ -25,6 +25,24 @@ export interface StreamTxOptions {
   readonly kind: (name: string) => StreamKind | undefined;
   /** The registered audience paths, for appendToAudience (S4 starts with the binding path's fixed SQL). */
   readonly paths: readonly AudiencePath[];
+  /**
+   * Several processes on one PostgreSQL (queue.exclusive false, issue 13): every append also sends
+   * `pg_notify(wakeChannel, lanes)` inside the unit of work, so the process that holds those users' presence
+   * is woken at COMMIT (wake.ts). Absent (SQLite, one process): the post-commit kick alone.
+   */
+  readonly wakeChannel?: string;
+}
+
+/**
+ * pg_notify's payload limit is 8000 bytes: a longer lane list is sent as "*" (re-scan every lane with a
+ * resource), which costs the listeners one pass over their own presence, not a query per lane.
+ */
+export const WAKE_PAYLOAD_MAX = 7_900;
+
+/** The NOTIFY payload for these lanes: decimal ids joined by ',' or "*" when they do not fit. */
+export function wakePayload(lanes: readonly AccountId[]): string {
+  const s = lanes.join(",");
+  return s.length > WAKE_PAYLOAD_MAX ? "*" : s;
 }
 
 export function streamTx(o: StreamTxOptions): Part<StreamQueueTx> {
@@ -84,6 +102,9 @@ class StreamTx implements StreamQueueTx {
 
   private async announce(lanes: readonly AccountId[], seq: number): Promise<void> {
     if (lanes.length === 0) return;
+    if (this.o.wakeChannel !== undefined && this.u.tx.notify) {
+      await this.u.tx.notify(this.o.wakeChannel, wakePayload(lanes));
+    }
     if (this.appended) {
       for (const l of lanes) if (!this.appended.lanes.includes(l)) this.appended.lanes.push(l);
       return;
