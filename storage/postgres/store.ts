@@ -228,7 +228,7 @@ class PgTx extends PgRead implements Tx {
   async notify(channel: string, payload: string): Promise<void> {
     this.live();
     // Delivered at COMMIT (never for a rollback); identical notifications of one transaction are sent once.
-    await query(this.client, "SELECT pg_notify(:c, :p)", { c: channel, p: payload });
+    await query(this.client, "SELECT pg_notify(:c, :p)", { c: channel, p: payload }, this.prepared);
   }
 }
 
