@@ -24,6 +24,8 @@ export const NS = {
   PUSH_SUMMARY: "urn:xmpp:push:summary",
   PUBSUB: "http://jabber.org/protocol/pubsub",
   PUBSUB_PUBLISH_OPTIONS: "http://jabber.org/protocol/pubsub#publish-options",
+  // XEP-0283 (Moved, 0.2.0)
+  MOVED: "urn:xmpp:moved:1",
   // XEP-0359
   SID: "urn:xmpp:sid:0",
   // Prosody
@@ -32,6 +34,8 @@ export const NS = {
   CARDLINK: "urn:cardlink:0",
   /** The server-side address book (PROTOCOL §20). */
   BOOK: "urn:cardlink:book:0",
+  /** Identifiers, their verification, moves and registered services (PROTOCOL §23). */
+  IDENTITY: "urn:cardlink:identity:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
 } as const;

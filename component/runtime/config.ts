@@ -356,6 +356,49 @@ export const configSchema = z.strictObject({
       "longest polling interval a member may choose for a group",
     ),
   }),
+  // Issue 12 (docs/PROTOCOL.md §23): identifiers, their verification, moves and registered services.
+  identity: section({
+    maxIdentifiers: num(10, 1, 100, "phone numbers and e-mail addresses one user may hold, held ones included"),
+    maxPending: num(3, 1, 20, "verifications one user may have open at once"),
+    codeTtlSeconds: num(600, 30, 86_400, "lifetime of a verification code"),
+    codeAttempts: num(5, 1, 20, "wrong codes before a verification is dropped"),
+    cooldownSeconds: num(
+      90 * 86_400,
+      1,
+      3650 * 86_400,
+      "how long a moved or removed identifier stays held: nobody else can claim it",
+    ),
+    moveOfferTtlSeconds: num(86_400, 60, 30 * 86_400, "lifetime of an unanswered move offer"),
+    verifierUrl: str("", "verification connector: URL the code is POSTed to ('' = phone/e-mail verification off)"),
+    verifierToken: str("", "verification connector: bearer token sent with each POST"),
+    verifierTimeoutMs: num(10_000, 100, 120_000, "verification connector: timeout of one POST"),
+    maxServices: num(500, 1, 100_000, "registered services one user may keep"),
+    serviceRules: meta(
+      z
+        .array(
+          z.strictObject({
+            remark: z.string().min(1).max(64),
+            mode: z.enum(["automatic", "manual"]),
+          }),
+        )
+        .max(200)
+        .prefault([]),
+      { description: "type rules: a service whose remark equals `remark` (case-insensitive) is `mode`" },
+    ),
+    providers: meta(
+      z
+        .array(
+          z.strictObject({
+            name: z.string().min(1).max(128),
+            automatic: z.boolean(),
+            contact: z.string().max(256).optional(),
+          }),
+        )
+        .max(10_000)
+        .prefault([]),
+      { description: "providers: `name`, whether it accepts automatic updates, its contact details" },
+    ),
+  }),
   delivery: section({
     ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),

@@ -23,6 +23,7 @@ import {
   eraseBook,
   followCard,
   parseEntryId,
+  relinkMoved,
   unlinkUnheld,
   type EntryWritten,
 } from "./service.js";
@@ -108,6 +109,10 @@ export function addressbookModule(): FeatureModule {
         followCard(u, e.owner, { card: rt.config.card, book: rt.config.book, log: rt.log }),
       );
       rt.events.onTx("binding.removed", (u, e) => unlinkUnheld(u, e.a, e.b));
+      // A JID move (issue 12, PROTOCOL §23.5): entries following the moved card re-render their link.
+      rt.events.onTx("identifier.changed", (u, e) =>
+        e.kind === "jid" && e.from !== undefined && e.to !== "" ? relinkMoved(u, e.account) : undefined,
+      );
 
       rt.router.iq("set", ns, "entry", async (c) => {
         const card = entryCard(c.payload, rt.config.card);
