@@ -134,7 +134,7 @@ export interface ServiceInput {
 function text(el: Element, attr: string, max: number, required: boolean): string {
   const v = ((el.attrs[attr] as string | undefined) ?? "").trim();
   if (required && v === "") throw badRequest(`<service/> needs '${attr}'`);
-  if ([...v].length > max || /[\u0000-\u001f\u007f]/.test(v))
+  if ([...v].length > max || [...v].some((ch) => (ch.codePointAt(0) ?? 0) < 0x20 || ch === "\u007f"))
     throw badRequest(`'${attr}' is at most ${max} characters without control characters`);
   return v;
 }

@@ -404,7 +404,12 @@ export const configSchema = z.strictObject({
   }),
   // Issue 12 (docs/PROTOCOL.md §23): identifiers, their verification, moves and registered services.
   identity: section({
-    maxIdentifiers: num(10, 1, 100, "phone numbers and e-mail addresses one user may hold, held ones included"),
+    maxIdentifiers: num(
+      10,
+      1,
+      100,
+      "phone numbers and e-mail addresses one user may hold, held ones included",
+    ),
     maxPending: num(3, 1, 20, "verifications one user may have open at once"),
     codeTtlSeconds: num(600, 30, 86_400, "lifetime of a verification code"),
     codeAttempts: num(5, 1, 20, "wrong codes before a verification is dropped"),
@@ -415,7 +420,10 @@ export const configSchema = z.strictObject({
       "how long a moved or removed identifier stays held: nobody else can claim it",
     ),
     moveOfferTtlSeconds: num(86_400, 60, 30 * 86_400, "lifetime of an unanswered move offer"),
-    verifierUrl: str("", "verification connector: URL the code is POSTed to ('' = phone/e-mail verification off)"),
+    verifierUrl: str(
+      "",
+      "verification connector: URL the code is POSTed to ('' = phone/e-mail verification off)",
+    ),
     verifierToken: str("", "verification connector: bearer token sent with each POST"),
     verifierTimeoutMs: num(10_000, 100, 120_000, "verification connector: timeout of one POST"),
     maxServices: num(500, 1, 100_000, "registered services one user may keep"),
@@ -438,11 +446,15 @@ export const configSchema = z.strictObject({
             name: z.string().min(1).max(128),
             automatic: z.boolean(),
             contact: z.string().max(256).optional(),
+            connector: z.string().max(64).optional(),
           }),
         )
         .max(10_000)
         .prefault([]),
-      { description: "providers: `name`, whether it accepts automatic updates, its contact details" },
+      {
+        description:
+          "providers: `name`, `automatic` (accepts automatic updates), `contact`, `connector` (a webhooks.connectors name)",
+      },
     ),
   }),
   delivery: section({

@@ -30,8 +30,8 @@ import type { FeatureModule, Runtime } from "../../runtime/context.js";
 import { detach } from "../../runtime/log.js";
 import { pageList } from "../../runtime/paging.js";
 import { IDENTITY_MIGRATIONS } from "./migrations.js";
-import { MOVED_KIND } from "./render.js";
-import { IdentityService, eraseIdentity } from "./service.js";
+import { MOVED_KIND, SERVICE_KIND } from "./render.js";
+import { IdentityService, eraseIdentity, recordResult } from "./service.js";
 import { httpVerifier, type Verifier } from "./verifier.js";
 
 /** Service registration messages one `<services-sync/>` may carry. */
@@ -67,7 +67,7 @@ export function identityModule(o: { verifier?: Verifier } = {}): FeatureModule {
   return {
     name: "identity",
     migrations: IDENTITY_MIGRATIONS,
-    kinds: [MOVED_KIND],
+    kinds: [MOVED_KIND, SERVICE_KIND],
     onAccountDeleting: (u, e) => eraseIdentity(u, e.account),
     discoFeatures: () => [NS.IDENTITY, NS.MOVED],
     attach(rt: Runtime): void {
@@ -77,12 +77,14 @@ export function identityModule(o: { verifier?: Verifier } = {}): FeatureModule {
         read: rt.read,
         config: cfg,
         log: rt.log,
+        connectors: rt.config.webhooks.connectors.map((c) => c.name),
         verifier:
           o.verifier ??
           httpVerifier({ url: cfg.verifierUrl, token: cfg.verifierToken, timeoutMs: cfg.verifierTimeoutMs }),
       });
       const ns = NS.IDENTITY;
       const r = rt.router;
+      rt.events.onTx("job.settled", (u, e) => recordResult(u, e));
 
       // --- identifiers (§23.2, §23.3)
       r.iq("get", ns, "identifiers", async (c) => {
@@ -166,7 +168,13 @@ export function identityModule(o: { verifier?: Verifier } = {}): FeatureModule {
         return xml("services-sync", { xmlns: ns, added: String(s.added), updated: String(s.updated) });
       });
       r.iq("get", ns, "services", async (c) => {
-        const page = await pageList(c.payload, await svc.services(c.user), (s) => s.id, serviceElement, rt.budget);
+        const page = await pageList(
+          c.payload,
+          await svc.services(c.user),
+          (s) => s.id,
+          serviceElement,
+          rt.budget,
+        );
         return xml("services", { xmlns: ns }, ...page.items, page.set);
       });
       r.iq("set", ns, "remove-service", async (c) => {
@@ -189,7 +197,13 @@ export function identityModule(o: { verifier?: Verifier } = {}): FeatureModule {
         return confirmResult(f.update, out.selected, out.manual);
       });
       r.iq("get", ns, "manual-services", async (c) => {
-        const page = await pageList(c.payload, await svc.manualList(c.user), (s) => s.id, serviceElement, rt.budget);
+        const page = await pageList(
+          c.payload,
+          await svc.manualList(c.user),
+          (s) => s.id,
+          serviceElement,
+          rt.budget,
+        );
         return xml("manual-services", { xmlns: ns }, ...page.items, page.set);
       });
       r.iq("set", ns, "service-done", async (c) => {

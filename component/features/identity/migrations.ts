@@ -55,8 +55,11 @@ CREATE TABLE service_registrations (
   update_id TEXT,
   new_identifier TEXT,
   reason TEXT,
+  job_uid TEXT,                                   -- the provider call's webhook job (its webhook-id)
+  attempts INTEGER NOT NULL DEFAULT 0,            -- provider call attempts so far
   UNIQUE (account_id, kind, identifier, service, provider));
 CREATE INDEX service_registrations_update ON service_registrations (update_id) WHERE update_id IS NOT NULL;
+CREATE INDEX service_registrations_job ON service_registrations (job_uid) WHERE job_uid IS NOT NULL;
 CREATE TABLE service_updates (
   id TEXT PRIMARY KEY,
   account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,

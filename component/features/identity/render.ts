@@ -7,12 +7,15 @@
  * | kind | coalesce | subject | wake | content |
  * | --- | --- | --- | --- | --- |
  * | `moved` | replace | move id (one entry per move) | yes | `<moved><old-jid/><new-jid/></moved>` |
+ * | `service-updated` | replace | registration id | no | the registered service with its provider call's result |
  */
-import { movedElement } from "../../../stanzas/identity.js";
+import { movedElement, serviceElement } from "../../../stanzas/identity.js";
 import type { Element } from "../../../stanzas/xml.js";
 import type { PendingEntry, RenderContext, StreamKind } from "../../runtime/queue/api.js";
+import { identityRepo } from "./repo.js";
 
 export const KIND_MOVED = "moved";
+export const KIND_SERVICE = "service-updated";
 
 export type MovedBody = { old: string; new: string };
 
@@ -32,4 +35,22 @@ export const MOVED_KIND: StreamKind = {
   subject: "entity",
   wake: true,
   render: renderMoved,
+};
+
+/** The item as it stands (its result may have changed again since the entry): moot once deleted. */
+async function renderService(r: RenderContext, e: PendingEntry): Promise<Element | null> {
+  const s = await identityRepo(r.read).service(e.lane, e.subject);
+  if (!s) return null;
+  return serviceElement({
+    ...s,
+    ...(s.mode ? { mode: s.mode } : {}),
+  });
+}
+
+export const SERVICE_KIND: StreamKind = {
+  name: KIND_SERVICE,
+  coalesce: "replace",
+  subject: "entity",
+  wake: false,
+  render: renderService,
 };

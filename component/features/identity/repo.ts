@@ -43,6 +43,7 @@ export interface ServiceRow {
   updateId?: string;
   newIdentifier?: string;
   reason?: string;
+  attempts: number;
 }
 export interface UpdateRow {
   id: string;
@@ -135,7 +136,7 @@ const SWEEP_MOVES = "DELETE FROM identity_moves WHERE state <> 'done' AND expire
 // --------------------------------------------------------------------------------------------- services
 
 const SERVICE_COLS = `id, account_id, kind, identifier, service, provider, remark, received_at, status, mode,
-  update_id, new_identifier, reason`;
+  update_id, new_identifier, reason, attempts`;
 const SERVICE_BY_KEY = `SELECT ${SERVICE_COLS} FROM service_registrations WHERE account_id = :account
   AND kind = :kind AND identifier = :identifier AND service = :service AND provider = :provider`;
 const INSERT_SERVICE = `INSERT INTO service_registrations (id, account_id, kind, identifier, service, provider,
@@ -155,6 +156,11 @@ const SERVICES_OF_UPDATE = `SELECT ${SERVICE_COLS} FROM service_registrations WH
   ORDER BY service, provider, id`;
 const SET_SERVICE = `UPDATE service_registrations SET status = :status, mode = :mode, update_id = :update,
   new_identifier = :newIdentifier, reason = :reason WHERE id = :id`;
+const SET_JOB = "UPDATE service_registrations SET job_uid = :uid, attempts = 0 WHERE id = :id";
+const JOB_UID = "SELECT uid FROM jobs WHERE id = :id";
+const SERVICE_OF_JOB = `SELECT ${SERVICE_COLS} FROM service_registrations WHERE job_uid = :uid`;
+const SET_RESULT = `UPDATE service_registrations SET status = :status, reason = :reason, attempts = :attempts
+  WHERE id = :id`;
 const CLEAR_UPDATE = `UPDATE service_registrations SET status = 'registered', mode = NULL, update_id = NULL,
   new_identifier = NULL, reason = NULL WHERE update_id = :update AND status IN ('registered', 'manual')`;
 
@@ -210,6 +216,7 @@ interface ServiceDb {
   update_id: string | null;
   new_identifier: string | null;
   reason: string | null;
+  attempts: number;
 }
 interface UpdateDb {
   id: string;
@@ -256,6 +263,7 @@ const toService = (r: ServiceDb): ServiceRow => ({
   ...(r.update_id === null ? {} : { updateId: r.update_id }),
   ...(r.new_identifier === null ? {} : { newIdentifier: r.new_identifier }),
   ...(r.reason === null ? {} : { reason: r.reason }),
+  attempts: Number(r.attempts),
 });
 const toUpdate = (r: UpdateDb): UpdateRow => ({
   id: r.id,
@@ -376,7 +384,10 @@ export const identityRepo = (q: Sql) => ({
     return r && toService(r);
   },
   async insertService(
-    s: Pick<ServiceRow, "id" | "account" | "kind" | "identifier" | "service" | "provider" | "remark" | "receivedAt">,
+    s: Pick<
+      ServiceRow,
+      "id" | "account" | "kind" | "identifier" | "service" | "provider" | "remark" | "receivedAt"
+    >,
     now: number,
   ): Promise<void> {
     await q.run(INSERT_SERVICE, {
@@ -425,6 +436,20 @@ export const identityRepo = (q: Sql) => ({
       newIdentifier: s.newIdentifier ?? null,
       reason: s.reason ?? null,
     });
+  },
+
+  /** Links the item to its provider call (the job's uid, read back from the row the queue just wrote). */
+  async setJob(id: string, jobId: number): Promise<void> {
+    const r = await q.get<{ uid: string }>(JOB_UID, { id: jobId });
+    if (!r) throw new Error(`identity: job ${jobId} not found in its own unit of work`);
+    await q.run(SET_JOB, { id, uid: r.uid });
+  },
+  async serviceOfJob(uid: string): Promise<ServiceRow | undefined> {
+    const r = await q.get<ServiceDb>(SERVICE_OF_JOB, { uid });
+    return r && toService(r);
+  },
+  async setResult(id: string, status: ServiceStatus, reason: string | null, attempts: number): Promise<void> {
+    await q.run(SET_RESULT, { id, status, reason, attempts });
   },
 
   // --- update requests

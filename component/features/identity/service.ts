@@ -13,13 +13,7 @@
  * handler) a `book-entry` to each book owner whose entry follows the card.
  */
 import { createHash, randomInt, randomUUID } from "node:crypto";
-import {
-  StanzaError,
-  badRequest,
-  conflict,
-  notFound,
-  quote,
-} from "../../../stanzas/errors.js";
+import { StanzaError, badRequest, conflict, notFound, quote } from "../../../stanzas/errors.js";
 import {
   normalizeEmail,
   normalizeTel,
@@ -35,7 +29,8 @@ import type { Config } from "../../runtime/config.js";
 import { userJid } from "../../runtime/jid.js";
 import type { Logger } from "../../runtime/log.js";
 import type { Reader, UnitOfWork, Uow } from "../../runtime/uow.js";
-import { KIND_MOVED, type MovedBody } from "./render.js";
+import { WEBHOOK_CHANNEL, webhookJob } from "../../runtime/webhooks/api.js";
+import { KIND_MOVED, KIND_SERVICE, type MovedBody } from "./render.js";
 import { identityRepo, type CodeRow, type MoveRow, type ServiceRow } from "./repo.js";
 import { VerifierError, type Verifier } from "./verifier.js";
 
@@ -54,7 +49,12 @@ export interface IdentityOptions {
   config: IdentityConfig;
   verifier: Verifier;
   log: Logger;
+  /** The webhook connectors configured (webhooks.connectors names): a provider's `connector` must be one. */
+  connectors: readonly string[];
 }
+
+/** The webhook event a provider receives for an identifier change (PROTOCOL §23.8). */
+export const PROVIDER_EVENT = "identity.identifier-changed";
 
 /** An identifier value as the client wrote it → its normalised form for `kind`. */
 export function normalizeIdentifier(kind: IdentifierKind, value: string): string {
@@ -191,7 +191,10 @@ export class IdentityService {
           `you hold ${this.cfg.maxIdentifiers} phone numbers and e-mail addresses (held ones included): remove one first`,
         );
       if ((await repo.countOtherOpenCodes(me, kind, value, "add", u.now)) >= this.cfg.maxPending)
-        throw resourceLimit(`${this.cfg.maxPending} verifications are open: finish or let one expire`, "wait");
+        throw resourceLimit(
+          `${this.cfg.maxPending} verifications are open: finish or let one expire`,
+          "wait",
+        );
       const expires = u.now + this.cfg.codeTtlSeconds * 1000;
       await repo.putCode(
         {
@@ -220,13 +223,20 @@ export class IdentityService {
       await this.o.verifier.send(m);
     } catch (e) {
       if (!(e instanceof VerifierError)) throw e;
-      this.o.log.warn({ event: "verifier-failed", kind: m.kind, err: e.message }, "verification code not sent");
+      this.o.log.warn(
+        { event: "verifier-failed", kind: m.kind, err: e.message },
+        "verification code not sent",
+      );
       await this.o.uow("identity.unsend", (u) =>
         identityRepo(u.tx).deleteCode(account, m.kind, m.to, m.purpose),
       );
-      throw new StanzaError("service-unavailable", "the verification code could not be sent; try again later", {
-        type: "wait",
-      });
+      throw new StanzaError(
+        "service-unavailable",
+        "the verification code could not be sent; try again later",
+        {
+          type: "wait",
+        },
+      );
     }
   }
 
@@ -306,7 +316,12 @@ export class IdentityService {
       const me = await u.accounts.ensure(user, { seen: true });
       await u.tx.lockAccount(me);
       const existing = await u.accounts.identifierOf("jid", to);
-      if (existing && existing.state === "held" && existing.account !== me && (existing.heldUntil ?? 0) > u.now)
+      if (
+        existing &&
+        existing.state === "held" &&
+        existing.account !== me &&
+        (existing.heldUntil ?? 0) > u.now
+      )
         throw conflict(`${quote(to)} is held after another move until ${iso(existing.heldUntil ?? 0)}`);
       const repo = identityRepo(u.tx);
       await repo.deleteOpenMoves(me, "jid");
@@ -392,10 +407,12 @@ export class IdentityService {
     const seq = await u.seq();
     const body: MovedBody = { old: m.oldValue, new: m.newValue };
     const payload = await u.queue.payload(KIND_MOVED, body);
-    const spec = { subject: m.id, subjectAccount: acc, payload };
+    const spec = { subject: m.id, payload };
     const lanes = await u.queue.appendToAudience(KIND_MOVED, acc, spec);
     await u.queue.append(KIND_MOVED, [acc], spec);
-    const hasCard = await u.tx.get<{ n: number }>("SELECT 1 AS n FROM cards WHERE account_id = :acc", { acc });
+    const hasCard = await u.tx.get<{ n: number }>("SELECT 1 AS n FROM cards WHERE account_id = :acc", {
+      acc,
+    });
     if (hasCard) await u.queue.appendToAudience("card", acc, { subject: String(acc), subjectAccount: acc });
     await repo.resequenceAbout(acc, seq);
     await repo.finishMove(acc, m.id, seq, u.now);
@@ -445,7 +462,13 @@ export class IdentityService {
     });
     if (!this.o.verifier.enabled)
       throw new StanzaError("service-unavailable", "phone and e-mail verification is not configured here");
-    await this.deliver(account, { kind, to: from, code, purpose: "move", expires: view.expiresAt ? iso(view.expiresAt) : "" });
+    await this.deliver(account, {
+      kind,
+      to: from,
+      code,
+      purpose: "move",
+      expires: view.expiresAt ? iso(view.expiresAt) : "",
+    });
     return view;
   }
 
@@ -503,7 +526,12 @@ export class IdentityService {
     const repo = identityRepo(u.tx);
     await repo.deleteCode(m.account, m.kind as "tel" | "email", m.oldValue, "move");
     await repo.hold(m.account, m.kind, m.oldValue, u.now + this.cfg.cooldownSeconds * 1000);
-    await u.emit("identifier.changed", { account: m.account, kind: m.kind, from: m.oldValue, to: m.newValue });
+    await u.emit("identifier.changed", {
+      account: m.account,
+      kind: m.kind,
+      from: m.oldValue,
+      to: m.newValue,
+    });
     await repo.finishMove(m.account, m.id, await u.seq(), u.now);
   }
 
@@ -620,15 +648,21 @@ export class IdentityService {
    */
   classify(s: Pick<ServiceRow, "remark" | "provider">): { mode: "automatic" | "manual"; reason?: string } {
     const remark = s.remark.toLowerCase();
-    const rule = remark === "" ? undefined : this.cfg.serviceRules.find((r) => r.remark.toLowerCase() === remark);
+    const rule =
+      remark === "" ? undefined : this.cfg.serviceRules.find((r) => r.remark.toLowerCase() === remark);
     const provider = this.provider(s.provider);
-    if (rule?.mode === "manual") return { mode: "manual", reason: `type '${rule.remark}' is updated by hand` };
-    if (rule?.mode === "automatic" || provider?.automatic === true) {
-      if (!provider?.automatic)
-        return { mode: "manual", reason: "the provider takes no automatic updates" };
-      return { mode: "automatic" };
-    }
-    return { mode: "manual", reason: provider ? "the provider takes no automatic updates" : "unknown provider" };
+    if (rule?.mode === "manual")
+      return { mode: "manual", reason: `type '${rule.remark}' is updated by hand` };
+    if (rule?.mode !== "automatic" && provider?.automatic !== true)
+      return {
+        mode: "manual",
+        reason: provider ? "the provider takes no automatic updates" : "unknown provider",
+      };
+    // Automatic by type rule or by the provider list: only a provider cardlink can reach can be updated.
+    if (!provider) return { mode: "manual", reason: "unknown provider: no way to reach it" };
+    if (provider.connector === undefined || !this.o.connectors.includes(provider.connector))
+      return { mode: "manual", reason: "no connector reaches this provider" };
+    return { mode: "automatic" };
   }
 
   private provider(name: string): IdentityConfig["providers"][number] | undefined {
@@ -667,7 +701,8 @@ export class IdentityService {
       const me = await u.accounts.resolve(user);
       const repo = identityRepo(u.tx);
       const up = me === undefined ? undefined : await repo.update(me, update);
-      if (!up || up.state !== "confirming") throw notFound(`no update ${quote(update)} waiting for confirmation`);
+      if (!up || up.state !== "confirming")
+        throw notFound(`no update ${quote(update)} waiting for confirmation`);
       const items = await repo.servicesOfUpdate(update);
       const automatic = new Map(items.filter((s) => s.mode === "automatic").map((s) => [s.id, s]));
       for (const id of selected)
@@ -679,6 +714,27 @@ export class IdentityService {
           const next: ServiceRow = { ...s, status: "selected" };
           delete next.reason;
           await repo.setService(s.id, next);
+          // The provider call: one signed webhook per item, retried and dead-lettered by the webhook channel; its
+          // outcome comes back through `job.settled` (recordResult).
+          const connector = this.provider(s.provider)?.connector;
+          if (connector === undefined) throw new Error(`identity: automatic item ${s.id} has no connector`);
+          const job = await u.queue.job(
+            WEBHOOK_CHANNEL,
+            webhookJob(
+              connector,
+              PROVIDER_EVENT,
+              {
+                registration: s.id,
+                service: s.service,
+                provider: s.provider,
+                kind: up.kind,
+                old: up.oldValue,
+                new: up.newValue,
+              },
+              { now: u.now, account: up.account },
+            ),
+          );
+          await repo.setJob(s.id, job.id);
           out.push(this.view(next));
         } else {
           await repo.setService(s.id, { ...s, status: "manual", mode: "manual", reason: "deselected" });
@@ -735,6 +791,34 @@ export function moveView(m: Omit<MoveRow, "account">): MoveView {
     ...(m.state !== "done" ? { expiresAt: m.expiresAt } : {}),
     ...(m.doneAt !== undefined ? { doneAt: m.doneAt } : {}),
   };
+}
+
+/**
+ * `job.settled` of a provider call (in the settle unit of work): the item records the result — delivered →
+ * `updated`; dead-lettered after a 4xx answer → `refused`; dead-lettered otherwise (attempts exhausted, connector
+ * gone) → `failed`; another attempt follows → still `selected`, with the attempts and the last reason. A final
+ * result is told to the user's own lane (`service-updated`).
+ */
+export async function recordResult(
+  u: UnitOfWork,
+  e: { channel: string; kind: string; uid: string; outcome: string; reason?: string; attempts: number },
+): Promise<void> {
+  if (e.channel !== WEBHOOK_CHANNEL || e.kind !== PROVIDER_EVENT) return;
+  const repo = identityRepo(u.tx);
+  const s = await repo.serviceOfJob(e.uid);
+  if (!s || s.status !== "selected") return;
+  const refused =
+    e.outcome === "dead" && /^HTTP 4\d\d/.test(e.reason ?? "") && !/^HTTP (408|429)/.test(e.reason ?? "");
+  const status =
+    e.outcome === "done" ? "updated" : e.outcome === "retry" ? "selected" : refused ? "refused" : "failed";
+  const reason =
+    e.outcome === "done"
+      ? null
+      : e.outcome === "retry"
+        ? `retrying: ${e.reason ?? ""}`
+        : (e.reason ?? e.outcome);
+  await repo.setResult(s.id, status, reason, e.attempts);
+  if (status !== "selected") await u.queue.append(KIND_SERVICE, [s.account], { subject: s.id });
 }
 
 /** `account.deleting`: every row of this feature about the account. */

@@ -92,12 +92,18 @@ export const USER_TABLES: readonly UserTable[] = [
     name: "identity_codes",
     rows: "SELECT * FROM identity_codes WHERE account_id = :me ORDER BY created_at, kind, value, purpose",
   },
-  { name: "identity_moves", rows: "SELECT * FROM identity_moves WHERE account_id = :me ORDER BY created_at, id" },
+  {
+    name: "identity_moves",
+    rows: "SELECT * FROM identity_moves WHERE account_id = :me ORDER BY created_at, id",
+  },
   {
     name: "service_registrations",
     rows: "SELECT * FROM service_registrations WHERE account_id = :me ORDER BY created_at, id",
   },
-  { name: "service_updates", rows: "SELECT * FROM service_updates WHERE account_id = :me ORDER BY created_at, id" },
+  {
+    name: "service_updates",
+    rows: "SELECT * FROM service_updates WHERE account_id = :me ORDER BY created_at, id",
+  },
   {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);
     // the payload inline (payloads are stored once per append, not per account).

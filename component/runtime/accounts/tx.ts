@@ -170,7 +170,14 @@ class TxAccounts extends ReadAccounts implements AccountsTx {
     i: { kind: Identifier["kind"]; value: string; primary?: boolean; verifiedAt: number },
   ): Promise<void> {
     await this.repo.insertIdentifier(
-      { kind: i.kind, value: i.value, account: id, state: "active", primary: i.primary === true, verifiedAt: i.verifiedAt },
+      {
+        kind: i.kind,
+        value: i.value,
+        account: id,
+        state: "active",
+        primary: i.primary === true,
+        verifiedAt: i.verifiedAt,
+      },
       this.u.now,
     );
   }
