@@ -38,6 +38,8 @@ declare module "../../runtime/events.js" {
   interface DomainEvents {
     /** The user confirmed an update request: its selected items wait for their providers. */
     "identity.services-confirmed": { account: AccountId; update: string };
+    /** A JID move, at the end of its unit of work (every row moved, every notice appended). */
+    "identity.moved": { account: AccountId; from: BareJid; to: BareJid; lanes: number };
   }
 }
 
@@ -416,6 +418,7 @@ export class IdentityService {
     if (hasCard) await u.queue.appendToAudience("card", acc, { subject: String(acc), subjectAccount: acc });
     await repo.resequenceAbout(acc, seq);
     await repo.finishMove(acc, m.id, seq, u.now);
+    await u.emit("identity.moved", { account: acc, from: m.oldValue, to: m.newValue, lanes: lanes.length });
     return lanes.length;
   }
 
