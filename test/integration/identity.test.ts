@@ -365,6 +365,17 @@ describe("identifier change: verification, moves, cooldown, registered services 
       ?.getChildren("identifier")
       .find((i) => i.attrs.value === jid("alice"));
     expect(held?.attrs.state).to.equal("held");
+    // The old JID, still logged in, is held: a request that would need its account is refused, not crashed.
+    const stale = await alice.iqRaw(
+      "set",
+      alice.comp,
+      xml(
+        "card",
+        { xmlns: NS.CARDLINK },
+        xml("vcard", { xmlns: NS.VCARD4 }, xml("fn", {}, xml("text", {}, "x"))),
+      ),
+    );
+    expect(errorOf(stale).condition, stale.toString()).to.equal("forbidden");
     // The new JID had its own account with data? Refused: dave cannot move into bob (bob has a card).
     await bob.setCard("Bob");
     await ok(dave, "set", "move", { kind: "jid", to: jid("bob") });

@@ -2,7 +2,7 @@
  * The identity feature module (issue 12; docs/PROTOCOL.md §23, namespace `urn:cardlink:identity:0`): phone
  * numbers and e-mail addresses proven by a code (the verification connector, verifier.ts), moves of an identifier
  * (a JID move confirmed by the old account, XEP-0283 0.2; a phone or e-mail move confirmed by a code sent to the
- * old one, or by an operator), the held cooldown of a moved or removed identifier, and the services registered
+ * old one), the held cooldown of a moved or removed identifier, and the services registered
  * under an identifier with the update request, its XEP-0004 confirmation and the manual list. Ad-hoc commands
  * give a generic client the update request and the manual list. Migrations 3300–3399; erases its rows on
  * `account.deleting`; sweeps expired codes, offers and lapsed holds every 60 s.
