@@ -424,8 +424,8 @@ export class IdentityService {
 
   /**
    * A phone number or e-mail move old → new of one account: `to` must already be a verified identifier of the
-   * account; the old one is re-verified by a code sent to it (`confirmMove`). (The operator override the issue
-   * names is not built: docs/DECISIONS.md.)
+   * account; the old one is re-verified by a code sent to it (`confirmMove`), or an operator overrides
+   * (`overrideMove`, the `cardlink move-identifier` command).
    */
   async offerOther(user: BareJid, kind: "tel" | "email", rawFrom: string, rawTo: string): Promise<MoveView> {
     const from = normalizeIdentifier(kind, rawFrom);
@@ -435,7 +435,7 @@ export class IdentityService {
     const { view, account } = await this.o.uow("identity.move-offer", async (u) => {
       const me = await u.accounts.ensure(user, { seen: true });
       await u.tx.lockAccount(me);
-      await this.checkPair(u, me, kind, from, to);
+      await checkPair(u, me, kind, from, to);
       const repo = identityRepo(u.tx);
       await repo.deleteOpenMoves(me, kind);
       const m = {
@@ -475,15 +475,6 @@ export class IdentityService {
     return view;
   }
 
-  private async checkPair(u: UnitOfWork, me: AccountId, kind: IdentifierKind, from: string, to: string) {
-    const old = await u.accounts.identifierOf(kind, from);
-    if (!old || old.account !== me || old.state !== "active")
-      throw notFound(`${quote(from)} is not one of your identifiers`);
-    const next = await u.accounts.identifierOf(kind, to);
-    if (!next || next.account !== me || next.state !== "active")
-      throw badRequest(`verify ${quote(to)} first (<add-identifier/>, §23.2): a move needs both proven`);
-  }
-
   /** The code sent to the old identifier completes its move. */
   async confirmMove(user: BareJid, id: string, code: string): Promise<MoveView> {
     const out = await this.o.uow("identity.move-confirm", async (u) => {
@@ -493,24 +484,11 @@ export class IdentityService {
         throw notFound(`no move ${quote(id)} waiting for a code`);
       const check = await checkCode(u, me, m.kind, m.oldValue, "move", code);
       if (!check.ok) return check;
-      await this.finishOther(u, m);
+      await finishOtherMove(u, m, this.cfg.cooldownSeconds);
       return { ok: true as const, view: moveView({ ...m, state: "done", doneAt: u.now }) };
     });
     if (!out.ok) throw out.error;
     return out.view;
-  }
-
-  private async finishOther(u: UnitOfWork, m: MoveRow): Promise<void> {
-    const repo = identityRepo(u.tx);
-    await repo.deleteCode(m.account, m.kind as "tel" | "email", m.oldValue, "move");
-    await repo.hold(m.account, m.kind, m.oldValue, u.now + this.cfg.cooldownSeconds * 1000);
-    await u.emit("identifier.changed", {
-      account: m.account,
-      kind: m.kind,
-      from: m.oldValue,
-      to: m.newValue,
-    });
-    await repo.finishMove(m.account, m.id, await u.seq(), u.now);
   }
 
   // ------------------------------------------------------------------------------------------ services
@@ -757,6 +735,67 @@ export class IdentityService {
   async sweep(): Promise<number> {
     return this.o.uow("identity.sweep", (u) => identityRepo(u.tx).sweep(u.now));
   }
+}
+
+async function checkPair(
+  u: UnitOfWork,
+  me: AccountId,
+  kind: IdentifierKind,
+  from: string,
+  to: string,
+): Promise<void> {
+  const old = await u.accounts.identifierOf(kind, from);
+  if (!old || old.account !== me || old.state !== "active")
+    throw notFound(`${quote(from)} is not one of your identifiers`);
+  const next = await u.accounts.identifierOf(kind, to);
+  if (!next || next.account !== me || next.state !== "active")
+    throw badRequest(`verify ${quote(to)} first (<add-identifier/>, §23.2): a move needs both proven`);
+}
+
+/** A phone/e-mail move's completion: the old one held, the change announced, the move recorded done. */
+async function finishOtherMove(u: UnitOfWork, m: MoveRow, cooldownSeconds: number): Promise<void> {
+  const repo = identityRepo(u.tx);
+  await repo.deleteCode(m.account, m.kind as "tel" | "email", m.oldValue, "move");
+  await repo.hold(m.account, m.kind, m.oldValue, u.now + cooldownSeconds * 1000);
+  await u.emit("identifier.changed", { account: m.account, kind: m.kind, from: m.oldValue, to: m.newValue });
+  await repo.finishMove(m.account, m.id, await u.seq(), u.now);
+}
+
+/**
+ * The operator override of a phone or e-mail move (`cardlink move-identifier`, docs/OPERATIONS.md): for a user who
+ * lost the old number and cannot receive its code. Same checks and effects as a confirmed move, without the code.
+ */
+export async function overrideMove(
+  uow: Uow,
+  cooldownSeconds: number,
+  jid: BareJid,
+  kind: "tel" | "email",
+  rawFrom: string,
+  rawTo: string,
+): Promise<MoveView> {
+  const from = normalizeIdentifier(kind, rawFrom);
+  const to = normalizeIdentifier(kind, rawTo);
+  if (from === to) throw badRequest("'from' and 'to' are the same");
+  return uow("identity.move-override", async (u) => {
+    const me = await u.accounts.resolve(jid);
+    if (me === undefined) throw notFound(`no account ${quote(jid)}`);
+    await checkPair(u, me, kind, from, to);
+    const repo = identityRepo(u.tx);
+    await repo.deleteOpenMoves(me, kind);
+    const m: MoveRow = {
+      id: randomUUID(),
+      account: me,
+      kind,
+      oldValue: from,
+      newValue: to,
+      state: "confirming",
+      createdAt: u.now,
+      expiresAt: u.now,
+    };
+    await repo.insertMove(m, u.now);
+    await finishOtherMove(u, m, cooldownSeconds);
+    return moveView({ ...m, state: "done", doneAt: u.now });
+  });
 }
 
 export function moveView(m: Omit<MoveRow, "account">): MoveView {
