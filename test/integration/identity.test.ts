@@ -609,4 +609,81 @@ describe("identifier change: verification, moves, cooldown, registered services 
     ).to.not.include("Example Bank account");
     await refused(frank, "bad-request", "set", "service-done", { id: String(bank.attrs.id) });
   });
+
+  it("ad-hoc commands: the update request, its confirmation form and the manual list for a generic client", async () => {
+    const frank = clients.find((c) => c.jid.startsWith(`${jid("frank")}/`)) as CardClient;
+    const cmd = (attrs: Record<string, string>, form?: Element) =>
+      frank.iqRaw(
+        "set",
+        frank.comp,
+        xml(
+          "command",
+          { xmlns: NS.COMMANDS, node: "urn:cardlink:cmd:update-services", ...attrs },
+          form ?? null,
+        ),
+      );
+    const field = (v: string, ...values: string[]) =>
+      xml("field", { var: v }, ...values.map((x) => xml("value", {}, x)));
+    const first = await cmd({ action: "execute" });
+    const c1 = first.getChild("command", NS.COMMANDS) as Element;
+    expect(c1.attrs.status, first.toString()).to.equal("executing");
+    const sessionid = String(c1.attrs.sessionid);
+    // Stage 1: which identifier changed. The items still open under it: Shop and Games (automatic), the newsletter.
+    const second = await cmd(
+      { sessionid, action: "next" },
+      xml(
+        "x",
+        { xmlns: NS.DATA, type: "submit" },
+        field("kind", "tel"),
+        field("from", "+441632960011"),
+        field("to", "+441632960012"),
+      ),
+    );
+    const c2 = second.getChild("command", NS.COMMANDS) as Element;
+    captured.push(`--- ad-hoc update-services, stage 2\n${second.toString()}`);
+    const form = c2.getChild("x", NS.DATA) as Element;
+    const update = form
+      .getChildren("field")
+      .find((f) => f.attrs.var === "update")
+      ?.getChildText("value");
+    const options = (
+      form
+        .getChildren("field")
+        .find((f) => f.attrs.var === "automatic")
+        ?.getChildren("option") ?? []
+    ).map((o) => String(o.attrs.label));
+    expect(options).to.have.members(["Shop (shopco)", "Games (gameco)"]);
+    // Stage 2: everything deselected: all of it becomes the manual list.
+    const third = await cmd(
+      { sessionid, action: "complete" },
+      xml(
+        "x",
+        { xmlns: NS.DATA, type: "submit" },
+        field("FORM_TYPE", SERVICES_FORM_TYPE),
+        field("update", String(update)),
+        field("automatic"),
+      ),
+    );
+    const c3 = third.getChild("command", NS.COMMANDS) as Element;
+    captured.push(`--- ad-hoc update-services, completed\n${third.toString()}`);
+    expect(c3.attrs.status, third.toString()).to.equal("completed");
+    const lines = (c3.getChild("x", NS.DATA)?.getChildren("field") ?? [])
+      .filter((f) => f.attrs.type === "fixed")
+      .map((f) => String(f.getChildText("value")));
+    expect(lines).to.have.length(3);
+    expect(lines.some((l) => l.startsWith("Shop (shopco) contact: support@shop.example"))).to.equal(true);
+    expect(
+      lines.some((l) => l.startsWith("Games (gameco) contact: help@game.example (deselected)")),
+    ).to.equal(true);
+    // The manual-list command shows the same list.
+    const ml = await frank.iqRaw(
+      "set",
+      frank.comp,
+      xml("command", { xmlns: NS.COMMANDS, node: "urn:cardlink:cmd:manual-services", action: "execute" }),
+    );
+    const mlLines = (
+      ml.getChild("command", NS.COMMANDS)?.getChild("x", NS.DATA)?.getChildren("field") ?? []
+    ).filter((f) => f.attrs.type === "fixed");
+    expect(mlLines).to.have.length(3);
+  });
 });
