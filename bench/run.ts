@@ -29,6 +29,7 @@ const BENCHMARKS = [
   "groups",
   "postgres",
   "scale",
+  "move",
 ] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;

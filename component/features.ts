@@ -12,6 +12,7 @@ import { SCHEMA_2000 } from "../storage/sqlite/schema-2000.js";
 export { buildExport, deleteAccount, isEmptyExport } from "./features/userdata/export.js";
 
 export { adminRepo } from "./features/admin/repo.js";
+export { overrideMove } from "./features/identity/service.js";
 
 /**
  * Kinds, paths and `account.deleting` handlers of the feature modules, in feature-list order, and the newest

@@ -24,6 +24,8 @@ export const NS = {
   PUSH_SUMMARY: "urn:xmpp:push:summary",
   PUBSUB: "http://jabber.org/protocol/pubsub",
   PUBSUB_PUBLISH_OPTIONS: "http://jabber.org/protocol/pubsub#publish-options",
+  // XEP-0283 (Moved, 0.2.0)
+  MOVED: "urn:xmpp:moved:1",
   // XEP-0359
   SID: "urn:xmpp:sid:0",
   // Prosody
@@ -34,6 +36,8 @@ export const NS = {
   BOOK: "urn:cardlink:book:0",
   /** Update requests on address-book entries (PROTOCOL §20.11). */
   BOOK_REQUEST: "urn:cardlink:book:request:0",
+  /** Identifiers, their verification, moves and registered services (PROTOCOL §23). */
+  IDENTITY: "urn:cardlink:identity:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
   /** A disco#info feature: `<active-device/>` takes `format` (the compact update form, PROTOCOL §10.8). */

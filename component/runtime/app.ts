@@ -12,7 +12,7 @@ import type { Config } from "./config.js";
 import { XmppLink, type LinkStatus } from "./connection.js";
 import type { AppContext, FeatureModule, Runtime } from "./context.js";
 import { buildCore, type Core } from "./runtime.js";
-import { EventBus } from "./events.js";
+import { EventBus, type EventName } from "./events.js";
 import { IqCaller } from "./iq-caller.js";
 import { createLogger, type Logger } from "./log.js";
 import { DURATION_BUCKETS, Metrics, type Health } from "./metrics.js";
@@ -137,6 +137,7 @@ export async function createCardlink(
     maxSessionsPerUser: config.limits.adhocSessionsPerUser,
   });
   const events = new EventBus();
+  armTxFault(events, process.env.CARDLINK_TEST_FAULT, log);
   const ctx: AppContext = {
     config,
     log,
@@ -285,10 +286,26 @@ function observeCheckpoints(store: Pick<Store, "onCheckpoint">, metrics: Metrics
  * follows it in memory (kicks, sends) happens. `…:<unit>@<armed by>` arms it only once `<armed by>` committed
  * (the push-scan observer commits on every poll; the test wants the scan that follows a card change).
  */
+/**
+ * The other half of the fault hook: `sigkill-during:<event>` kills the process inside the unit of work that emits
+ * that domain event, before its COMMIT (issue 12's crash-in-the-middle-of-a-move test: everything written, nothing
+ * committed). Ignored unless CARDLINK_TEST_FAULT names it.
+ */
+function armTxFault(events: EventBus, spec: string | undefined, log: Logger): void {
+  const m = spec === undefined ? null : /^sigkill-during:([\w.-]+)$/.exec(spec);
+  if (!m) return;
+  const name = m[1] as EventName;
+  log.warn({ event: "fault-armed", during: name }, "test fault hook armed: this process will kill itself");
+  events.onTx(name, () => {
+    process.kill(process.pid, "SIGKILL");
+  });
+}
+
 function armFault(store: Pick<MigratedStore, "onCommit">, spec: string | undefined, log: Logger): void {
   const m = spec === undefined ? null : /^sigkill-after-commit:([\w.-]+)(?:@([\w.-]+))?$/.exec(spec);
   if (!m) {
-    if (spec) log.warn({ event: "fault-ignored", spec }, "CARDLINK_TEST_FAULT not understood; ignored");
+    if (spec && !spec.startsWith("sigkill-during:"))
+      log.warn({ event: "fault-ignored", spec }, "CARDLINK_TEST_FAULT not understood; ignored");
     return;
   }
   const [, target, armedBy] = m;

@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import * as z from "zod";
 import { ITEM_RESERVE, LINK_LIMIT_MAX, LINK_LIMIT_MIN, StanzaBudget } from "./budget.js";
+import { secretKey } from "./webhooks/signature.js";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -222,6 +223,51 @@ const limitsSchema = section({
   rateLimiterKeys: num(100_000, 100, 10_000_000, "keys each rate limiter remembers at most"),
 });
 
+/** A connector's name: the job target, a metric label, what dead letters and the admin show. */
+const CONNECTOR_NAME = /^[a-z][a-z0-9-]{0,31}$/;
+/** Profile settings a linked account can sync (features/linked); a connector says which its service takes. */
+export const SYNC_SETTINGS = ["nickname", "avatar", "status"] as const;
+
+/** One webhook receiver (runtime/webhooks/; docs/CONFIG.md "Webhooks"). */
+const connectorSchema = z.strictObject({
+  name: z.string().refine((v) => CONNECTOR_NAME.test(v), {
+    error: (iss) => `'${String(iss.input)}' must match ${CONNECTOR_NAME}`,
+  }),
+  url: z.string().refine(
+    (v) => {
+      try {
+        return new URL(v).protocol === "https:";
+      } catch {
+        return false;
+      }
+    },
+    { error: (iss) => `'${String(iss.input)}' is not an https:// URL` },
+  ),
+  secret: z.string().superRefine((v, ctx) => {
+    try {
+      secretKey(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+    }
+  }),
+  settings: z
+    .array(z.enum(SYNC_SETTINGS, { error: () => `must be ${SYNC_SETTINGS.join(", ")}` }))
+    .prefault([...SYNC_SETTINGS]),
+  timeoutMs: bounded(100, 120_000).prefault(10_000),
+  caFile: z.string().optional(),
+});
+
+const webhooksSchema = section({
+  concurrency: num(16, 1, 1000, "webhooks posted at once (per round of the channel)"),
+  maxAttempts: num(8, 1, 100, "attempts before a webhook is dead-lettered"),
+  retryBaseMs: num(5_000, 100, 3_600_000, "first retry delay (full-jitter exponential backoff)"),
+  retryMaxMs: num(3_600_000, 1_000, 86_400_000, "retry delay cap (a longer Retry-After is still honoured)"),
+  connectors: meta(z.array(connectorSchema).prefault([]), {
+    description: "the receivers: name, url, secret, settings, timeoutMs, caFile",
+    inline: true,
+  }),
+});
+
 export const configSchema = z.strictObject({
   domain: meta(
     z
@@ -366,6 +412,61 @@ export const configSchema = z.strictObject({
       "longest polling interval a member may choose for a group",
     ),
   }),
+  // Issue 12 (docs/PROTOCOL.md §23): identifiers, their verification, moves and registered services.
+  identity: section({
+    maxIdentifiers: num(
+      10,
+      1,
+      100,
+      "phone numbers and e-mail addresses one user may hold, held ones included",
+    ),
+    maxPending: num(3, 1, 20, "verifications one user may have open at once"),
+    codeTtlSeconds: num(600, 30, 86_400, "lifetime of a verification code"),
+    codeAttempts: num(5, 1, 20, "wrong codes before a verification is dropped"),
+    cooldownSeconds: num(
+      90 * 86_400,
+      1,
+      3650 * 86_400,
+      "how long a moved or removed identifier stays held: nobody else can claim it",
+    ),
+    moveOfferTtlSeconds: num(86_400, 60, 30 * 86_400, "lifetime of an unanswered move offer"),
+    verifierUrl: str(
+      "",
+      "verification connector: URL the code is POSTed to ('' = phone/e-mail verification off)",
+    ),
+    verifierToken: str("", "verification connector: bearer token sent with each POST"),
+    verifierTimeoutMs: num(10_000, 100, 120_000, "verification connector: timeout of one POST"),
+    maxServices: num(500, 1, 100_000, "registered services one user may keep"),
+    serviceRules: meta(
+      z
+        .array(
+          z.strictObject({
+            remark: z.string().min(1).max(64),
+            mode: z.enum(["automatic", "manual"]),
+          }),
+        )
+        .max(200)
+        .prefault([]),
+      { description: "type rules: a service whose remark equals `remark` (case-insensitive) is `mode`" },
+    ),
+    providers: meta(
+      z
+        .array(
+          z.strictObject({
+            name: z.string().min(1).max(128),
+            automatic: z.boolean(),
+            contact: z.string().max(256).optional(),
+            connector: z.string().max(64).optional(),
+          }),
+        )
+        .max(10_000)
+        .prefault([]),
+      {
+        description:
+          "providers: `name`, `automatic` (accepts automatic updates), `contact`, `connector` (a webhooks.connectors name)",
+      },
+    ),
+  }),
   delivery: section({
     ackTimeoutMs: num(15_000, 100, 600_000, "how long an <updates/> IQ may stay unanswered"),
     retryBaseMs: num(1_000, 10, 600_000, "first delivery retry delay"),
@@ -417,12 +518,15 @@ export const configSchema = z.strictObject({
     cacheTtlMs: num(60_000, 0, 3_600_000, "how long a cached JID ↔ account mapping is used"),
   }),
   push: pushSchema,
+  webhooks: webhooksSchema,
   limits: limitsSchema,
 });
 
 export type Config = z.infer<typeof configSchema>;
 export type PushConfig = Config["push"];
 export type LimitsConfig = Config["limits"];
+export type WebhooksConfig = Config["webhooks"];
+export type ConnectorConfig = WebhooksConfig["connectors"][number];
 
 // ------------------------------------------------------------------------------------ cross-field checks
 
@@ -437,6 +541,11 @@ function crossCheck(c: Config): string[] {
     problems.push("push.retryBaseMs must be ≥ 10 and ≤ push.retryMaxMs ≤ 86400000");
   if (c.reconnect.maxDelayMs < c.reconnect.initialDelayMs)
     problems.push("reconnect.maxDelayMs must be ≥ reconnect.initialDelayMs");
+  if (c.webhooks.retryMaxMs < c.webhooks.retryBaseMs)
+    problems.push("webhooks.retryMaxMs must be ≥ webhooks.retryBaseMs");
+  const names = c.webhooks.connectors.map((k) => k.name);
+  for (const n of new Set(names.filter((n, i) => names.indexOf(n) !== i)))
+    problems.push(`webhooks.connectors: the name '${n}' is used twice`);
   if (c.delivery.retryMaxMs < c.delivery.retryBaseMs)
     problems.push("delivery.retryMaxMs must be ≥ delivery.retryBaseMs");
   // A lease must outlive the IQ it covers, or a second claimer could send the same batch while it is in flight.
@@ -491,13 +600,16 @@ const ARTICLE: Record<string, string> = {
  * prefixed here (`iqTimeoutMs must be between 100 and 600000`).
  */
 function describeIssue(issue: z.core.$ZodIssue): string[] {
-  const at = (p: readonly PropertyKey[]): string => p.map(String).join(".");
+  // webhooks.connectors[0].secret: an array index reads as one.
+  const at = (p: readonly PropertyKey[]): string =>
+    p.map((k, i) => (typeof k === "number" ? `[${k}]` : i > 0 ? `.${String(k)}` : String(k))).join("");
   if (issue.code === "unrecognized_keys") {
     return issue.keys.map((k) => `unknown setting '${at([...issue.path, k])}'`);
   }
   const keyPath = issue.path;
   const last = keyPath[keyPath.length - 1];
-  if (typeof last === "number") return [`setting '${at(keyPath.slice(0, -1))}' must be an array of strings`];
+  if (typeof last === "number" && issue.code === "invalid_type")
+    return [`setting '${at(keyPath.slice(0, -1))}' must be an array of strings`];
   const key = at(keyPath);
   const generic = issue.message.startsWith("Invalid input");
   if (issue.code === "invalid_type" && generic) {
@@ -646,7 +758,7 @@ function derive(c: Config, env: NodeJS.ProcessEnv): Config {
 /** One documented setting, as the schema defines it (docs/CONFIG.md has one table row per entry). */
 export interface SettingInfo {
   key: string;
-  type: "string" | "number" | "boolean" | "string[]" | "object";
+  type: "string" | "number" | "boolean" | "string[]" | "object" | "object[]";
   /** The default (the schema's, or for provider keys the provider's); undefined = none. */
   default: unknown;
   required: boolean;
@@ -684,7 +796,9 @@ export function describeConfig(): SettingInfo[] {
           : s instanceof z.ZodBoolean || (s instanceof z.ZodLiteral && typeof s.value === "boolean")
             ? "boolean"
             : s instanceof z.ZodArray
-              ? "string[]"
+              ? s.element instanceof z.ZodObject
+                ? "object[]"
+                : "string[]"
               : s instanceof z.ZodObject
                 ? "object"
                 : "string";

@@ -9,6 +9,7 @@ import { accessSync, chmodSync, constants, existsSync, statSync, writeFileSync }
 import path from "node:path";
 import { createInterface } from "node:readline/promises";
 import { parseArgs } from "node:util";
+import { StanzaError } from "../../stanzas/errors.js";
 import { createSenders, PushConfigError } from "../../push/senders.js";
 import { openReadOnly, type Db } from "../../storage/sqlite/db.js";
 import { createCardlink } from "./app.js";
@@ -17,6 +18,7 @@ import { probeHandshake } from "./connection.js";
 import {
   adminRepo,
   coreModules,
+  overrideMove,
   buildExport,
   deleteAccount,
   isEmptyExport,
@@ -27,6 +29,8 @@ import { coreMigrations, openStore } from "../../storage/index.js";
 import type { Migration, Store } from "../../storage/store.js";
 import type { SqliteStore } from "../../storage/sqlite/store.js";
 import { offlineCore } from "./offline.js";
+import { deadLetterList } from "./inspect.js";
+import { jobsRepo } from "./queue/jobs-repo.js";
 import { parseBareUserJid } from "./jid.js";
 import { createLogger, type Logger } from "./log.js";
 import { SOFTWARE } from "./service.js";
@@ -48,6 +52,17 @@ commands:
                        delete everything stored about JID in one transaction; its holders get
                        unbind notices (delivered when each comes online); asks for the JID on a
                        terminal, needs --yes otherwise
+  move-identifier JID --kind tel|email --from OLD --to NEW
+                       operator override of a phone number or e-mail move: for a user who
+                       cannot receive the old number's code; NEW must be one of JID's proven
+                       identifiers; OLD is held for identity.cooldownSeconds
+  dead-letters [--channel NAME] [--json]
+                       jobs that were given up (webhooks refused or out of attempts), oldest
+                       first, with their last error
+  replay-dead-letter ID|all [--channel NAME]
+                       put a dead letter (or all of them, of one channel with --channel) back
+                       in its queue with the same idempotency id; the service sends it within
+                       queue.pollMs
   help                 this text
 
 options:
@@ -88,6 +103,9 @@ const COMMANDS: Record<string, { options: string[]; args: number }> = {
   stats: { options: ["config", "json"], args: 0 },
   "export-user": { options: ["config", "output"], args: 1 },
   "delete-user": { options: ["config", "yes"], args: 1 },
+  "move-identifier": { options: ["config", "kind", "from", "to"], args: 1 },
+  "dead-letters": { options: ["config", "channel", "json"], args: 0 },
+  "replay-dead-letter": { options: ["config", "channel"], args: 1 },
   help: { options: [], args: 0 },
 };
 
@@ -109,6 +127,10 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
         json: { type: "boolean" },
         output: { type: "string", short: "o" },
         yes: { type: "boolean" },
+        channel: { type: "string" },
+        kind: { type: "string" },
+        from: { type: "string" },
+        to: { type: "string" },
       },
     });
   } catch (e) {
@@ -140,6 +162,20 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
     }
     if ((command === "export-user" || command === "delete-user") && !parseBareUserJid(args[0] as string))
       throw new UsageError(`'${args[0] as string}' is not a bare user JID (user@host)`);
+    if (command === "move-identifier") {
+      if (!parseBareUserJid(args[0] as string))
+        throw new UsageError(`'${args[0] as string}' is not a bare user JID (user@host)`);
+      if (values.kind !== "tel" && values.kind !== "email")
+        throw new UsageError("'move-identifier' needs --kind tel or --kind email");
+      if (!values.from || !values.to) throw new UsageError("'move-identifier' needs --from OLD and --to NEW");
+    }
+    if (command === "replay-dead-letter") {
+      const a = args[0] as string;
+      if (a !== "all" && !/^[1-9][0-9]{0,15}$/.test(a))
+        throw new UsageError(`'${a}' is not a dead letter id (a number) or 'all'`);
+      if (a === "all" && values.channel === undefined)
+        throw new UsageError("'replay-dead-letter all' needs --channel NAME");
+    }
   } catch (e) {
     return usage(io, (e as Error).message);
   }
@@ -161,6 +197,21 @@ export async function cli(argv: string[], io: Io = stdio): Promise<number | "run
       return withConfig(source, io, (c) =>
         deleteUserCommand(c, parseBareUserJid(args[0] as string) as string, values.yes === true, io),
       );
+    case "move-identifier":
+      return withConfig(source, io, (c) =>
+        moveIdentifierCommand(
+          c,
+          parseBareUserJid(args[0] as string) as string,
+          values.kind as "tel" | "email",
+          values.from as string,
+          values.to as string,
+          io,
+        ),
+      );
+    case "dead-letters":
+      return withConfig(source, io, (c) => deadLettersCommand(c, values.channel, values.json === true, io));
+    case "replay-dead-letter":
+      return withConfig(source, io, (c) => replayCommand(c, args[0] as string, values.channel, io));
     default:
       return withConfig(source, io, (c) => statsCommand(c, values.json === true, io));
   }
@@ -662,6 +713,62 @@ export async function readStats(store: Store, name: string, now = Date.now()): P
   });
 }
 
+async function deadLettersCommand(
+  config: Config,
+  channel: string | undefined,
+  json: boolean,
+  io: Io,
+): Promise<number> {
+  const store = await currentStore(config, io);
+  if (!store) return 1;
+  try {
+    const list = await deadLetterList(store, channel === undefined ? {} : { channel });
+    if (json) {
+      io.out(JSON.stringify(list, null, 2));
+      return 0;
+    }
+    if (list.length === 0)
+      io.out(channel === undefined ? "no dead letters" : `no dead letters in ${channel}`);
+    for (const d of list) {
+      io.out(
+        `${d.id}  ${new Date(d.diedAt).toISOString()}  ${d.channel}/${d.kind} → ${d.target}` +
+          `${d.jid ? ` (${d.jid})` : ""}  ${d.attempts} attempt(s)  id ${d.uid}` +
+          (d.lastError ? `\n    ${d.lastError}` : ""),
+      );
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function replayCommand(
+  config: Config,
+  which: string,
+  channel: string | undefined,
+  io: Io,
+): Promise<number> {
+  const store = await currentStore(config, io);
+  if (!store) return 1;
+  try {
+    const r = await store.tx("ctl.replay-dead-letter", (tx) =>
+      jobsRepo(tx).replayMany(
+        which === "all" ? { channel: channel as string } : { ids: [Number(which)] },
+        tx.now,
+      ),
+    );
+    if (which !== "all" && r.n === 0) {
+      io.err(`cardlink: no dead letter ${which}`);
+      return 1;
+    }
+    // The running service's poll (queue.pollMs) finds the due jobs; this process has no engine to kick.
+    io.out(`replayed ${r.n} dead letter(s)${r.channels.size ? ` into ${[...r.channels].join(", ")}` : ""}`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 async function statsCommand(config: Config, json: boolean, io: Io): Promise<number> {
   const store = await currentStore(config, io);
   if (!store) return 1;
@@ -742,6 +849,33 @@ const summaryRank = (t: string): number => {
   const i = SUMMARY_ORDER.indexOf(t);
   return i < 0 ? SUMMARY_ORDER.length : i;
 };
+
+/** `move-identifier`: the operator override of a phone/e-mail move (PROTOCOL §23.4), on the database alone. */
+async function moveIdentifierCommand(
+  config: Config,
+  jid: string,
+  kind: "tel" | "email",
+  from: string,
+  to: string,
+  io: Io,
+): Promise<number> {
+  const store = await currentStore(config, io);
+  if (!store) return 1;
+  try {
+    const core = offlineCore(store, userDataWiring());
+    const m = await overrideMove(core.uow, config.identity.cooldownSeconds, jid, kind, from, to);
+    io.out(
+      `moved ${jid}'s ${kind} ${m.from} to ${m.to}; ${m.from} is held for ${config.identity.cooldownSeconds} s`,
+    );
+    return 0;
+  } catch (e) {
+    if (!(e instanceof StanzaError)) throw e;
+    io.err(`cardlink: ${e.message}; nothing changed`);
+    return 1;
+  } finally {
+    await store.close();
+  }
+}
 
 async function deleteUserCommand(config: Config, jid: string, yes: boolean, io: Io): Promise<number> {
   const confirmed = await confirmDeletion(jid, yes, io);

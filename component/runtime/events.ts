@@ -50,6 +50,20 @@ export interface DomainEvents {
   "queue.appended": { lanes: AccountId[]; seq: Seq };
   /** Post-commit only: the engine kicks the channel. */
   "jobs.enqueued": { channel: string };
+  /**
+   * In the settle unit of work, once per settled job (issue 12: a feature records what became of the jobs it
+   * enqueued, by the job's uid). `outcome`: `done`, `dropped`, `dead` (dead-lettered: refused for good or
+   * attempts exhausted), or `retry` (another attempt follows; `attempts` counts this one).
+   */
+  "job.settled": {
+    channel: string;
+    kind: string;
+    uid: string;
+    account?: AccountId;
+    outcome: "done" | "dropped" | "dead" | "retry";
+    reason?: string;
+    attempts: number;
+  };
   /** The unit of work that removed every resource of an account after a failed delivery (push announces). */
   "delivery.all-gone": { account: AccountId };
 }

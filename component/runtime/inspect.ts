@@ -300,6 +300,7 @@ const DEAD_COUNTS_OF =
 const DEAD_SELECT = `SELECT id, channel, kind, target, account_id, body, uid, attempts, last_error, created_at, died_at
   FROM dead_letters`;
 const DEAD_OF_CHANNEL = `${DEAD_SELECT} WHERE channel = :channel ORDER BY died_at, id LIMIT :n`;
+const DEAD_ALL = `${DEAD_SELECT} ORDER BY died_at, id LIMIT :n`;
 const DEAD_OF_ACCOUNT = `${DEAD_SELECT} WHERE channel = :channel AND account_id = :account ORDER BY died_at, id LIMIT :n`;
 
 interface JobDbRow {
@@ -488,6 +489,17 @@ export function deadLetters(
     if (account === undefined) return [];
     return deadViews(r, await r.all<DeadDbRow>(DEAD_OF_ACCOUNT, { channel, account, n }));
   });
+}
+
+/** Every channel's dead letters (or one channel's), oldest death first: `cardlink dead-letters`, the admin. */
+export function deadLetterList(
+  s: Inspectable,
+  o: { channel?: string; limit?: number } = {},
+): Promise<DeadLetterView[]> {
+  if (o.channel !== undefined) return deadLetters(s, o.channel, { ...(o.limit ? { limit: o.limit } : {}) });
+  return s.read("inspect.dead-letters", async (r) =>
+    deadViews(r, await r.all<DeadDbRow>(DEAD_ALL, { n: bounded(o.limit) })),
+  );
 }
 
 // -------------------------------------------------------------------------------------------- presence

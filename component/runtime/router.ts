@@ -6,6 +6,7 @@
  */
 import { StanzaError, errorReply, quote } from "../../stanzas/errors.js";
 import { StoreBusyError, StoreOutcomeUnknownError } from "../../storage/errors.js";
+import { JidUnavailableError } from "./accounts/tx.js";
 import { xml, childElements, nestedDeeperThan, type Element } from "../../stanzas/xml.js";
 import { MAX_IQ_ID_BYTES } from "./budget.js";
 import type { IqCaller } from "./iq-caller.js";
@@ -280,7 +281,12 @@ export class Router {
           result ?? null,
         ),
       );
-    } catch (e) {
+    } catch (thrown) {
+      // A JID held after a move (issue 12, PROTOCOL §23.4) cannot get an account until its hold ends: refused.
+      const e =
+        thrown instanceof JidUnavailableError
+          ? new StanzaError("forbidden", `${thrown.jid} moved to another JID and cannot be used here for now`)
+          : thrown;
       if (e instanceof StanzaError) {
         metrics.inc("cardlink_iq_total", { ...label, outcome: e.condition });
         log.info(

@@ -18,7 +18,7 @@ import type { FeatureModule, Runtime } from "./context.js";
 import type { EventBus } from "./events.js";
 import { IqErrorReply, IqSupersededError, IqTimeoutError, type IqCaller } from "./iq-caller.js";
 import type { Logger } from "./log.js";
-import { cachedRead, LATENCY_BUCKETS, type Metrics } from "./metrics.js";
+import { cachedRead, LATENCY_BUCKETS, PROVIDER_BUCKETS, type Metrics } from "./metrics.js";
 import { Presence } from "./presence.js";
 import { Engine, MISSED_BEATS, newProcessId } from "./queue/engine.js";
 import { jobsTx } from "./queue/jobs-tx.js";
@@ -30,6 +30,8 @@ import type { Router } from "./router.js";
 import { makeReader, makeUow, type UnitOfWork } from "./uow.js";
 import { parseJid } from "./jid.js";
 import { ScaleOut, WAKE_CHANNEL } from "./wake.js";
+import { WebhookChannel } from "./webhooks/channel.js";
+import { resolveConnectors } from "./webhooks/connectors.js";
 
 /** What createCardlink has built before the core: the services every module shares. */
 export interface CoreServices {
@@ -193,6 +195,16 @@ export function buildCore(
       return bare === undefined ? undefined : read("queue.lane-of", (r) => r.accounts.resolve(bare));
     },
   });
+  // The webhook channel is the runtime's, not a feature's: any feature enqueues to it (webhooks/api.ts), and it
+  // is registered even without connectors, so a job naming a connector that was removed is dead-lettered, not lost.
+  const webhooks = new WebhookChannel({
+    connectors: resolveConnectors(config.webhooks.connectors),
+    config: config.webhooks,
+    log,
+    metrics,
+    buckets: { latency: LATENCY_BUCKETS, request: PROVIDER_BUCKETS },
+  });
+  engine.registerChannel(webhooks);
   presence.onAvailable = (lane, consumer, full) => delivery.available(lane, consumer, full);
   const scale = shared
     ? new ScaleOut({
@@ -290,6 +302,7 @@ export function buildCore(
       }
       await eng.stop();
       await scale?.stop();
+      webhooks.close();
     },
   };
 }

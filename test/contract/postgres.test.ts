@@ -20,6 +20,7 @@ import { describeAudience } from "./audience.contract.js";
 import { describeGroups } from "./groups.contract.js";
 import { describeBook } from "./book.contract.js";
 import { describeBookRequests } from "./book-requests.contract.js";
+import { describeIdentity } from "./identity.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
 import { describeStream } from "./stream.contract.js";
@@ -71,6 +72,7 @@ describe("PostgreSQL backend", function () {
   describeJobs("postgres", postgres, [SCHEMA_2000]);
   describeBook("postgres", postgres, [SCHEMA_2000]);
   describeBookRequests("postgres", postgres, [SCHEMA_2000]);
+  describeIdentity("postgres", postgres, [SCHEMA_2000]);
 
   describe("migration 2000: the PostgreSQL baseline against the SQLite DDL", () => {
     after(() => postgres.cleanup());

@@ -16,6 +16,7 @@ import { describeAudience } from "./audience.contract.js";
 import { describeGroups } from "./groups.contract.js";
 import { describeBook } from "./book.contract.js";
 import { describeBookRequests } from "./book-requests.contract.js";
+import { describeIdentity } from "./identity.contract.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeJobs } from "./jobs.contract.js";
 import { describeMigrations } from "./migrate.contract.js";
@@ -58,6 +59,7 @@ describeStream("sqlite", sqlite, [SCHEMA_2000]);
 describeJobs("sqlite", sqlite, [SCHEMA_2000]);
 describeBook("sqlite", sqlite, [SCHEMA_2000]);
 describeBookRequests("sqlite", sqlite, [SCHEMA_2000]);
+describeIdentity("sqlite", sqlite, [SCHEMA_2000]);
 
 describe("SqliteStore: rebuild-mode migrations", () => {
   after(() => sqlite.cleanup());

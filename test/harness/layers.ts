@@ -53,6 +53,8 @@ const RUNTIME_PUBLIC = [
   "accounts/api",
   "audience/api",
   "queue/api",
+  // The webhook channel's job builder (any feature may send a webhook; docs/ARCHITECTURE.md §6).
+  "webhooks/api",
 ].map((f) => `component/runtime/${f}.ts`);
 
 function featureAllows(file: string, target: string): boolean {

@@ -32,6 +32,7 @@ import type { Uow } from "../../component/runtime/uow.js";
 import type { AccountId as Id } from "../../storage/store.js";
 import { parseJid } from "../../component/runtime/jid.js";
 import { formElement, parseForm } from "../../stanzas/dataforms.js";
+import { jobsRepo } from "../../component/runtime/queue/jobs-repo.js";
 import { xml } from "../../stanzas/xml.js";
 import * as inspect from "../../component/runtime/inspect.js";
 import { offlineCore, type OfflineCore } from "../../component/runtime/offline.js";
@@ -585,6 +586,9 @@ describe("userdata on schema 2000 (features/userdata)", function () {
         queue: {
           kickLanes: (l: readonly Id[]) => kicked.lanes.push(...l),
           kickChannel: (c: string) => kicked.channels.push(c),
+          // The engine's replay is this unit of work plus a kick; the kick is what this stub leaves out.
+          replayDeadLetters: (which: { ids: readonly number[] } | { channel: string }) =>
+            w.core.uow("replay", (u) => jobsRepo(u.tx).replayMany(which, u.now)).then((r) => r.n),
         },
       } as unknown as Runtime;
       userdataModule().attach(rt);
@@ -618,7 +622,7 @@ describe("userdata on schema 2000 (features/userdata)", function () {
         [
           "urn:cardlink:cmd:export-data",
           "urn:cardlink:cmd:delete-data",
-          ...["user", "export-user", "delete-user", "queues", "stuck"].map(
+          ...["user", "export-user", "delete-user", "queues", "dead-letters", "stuck"].map(
             (n) => `urn:cardlink:cmd:admin-${n}`,
           ),
         ].sort(),
@@ -659,6 +663,59 @@ describe("userdata on schema 2000 (features/userdata)", function () {
       expect(drop.notes?.[0]?.text).to.match(/ and 1 push notices of alice@a\.example\.$/);
       expect(await inspect.pendingCount(w.store, A)).to.equal(0);
       expect(await inspect.jobCount(w.store, "push", A)).to.equal(0);
+    });
+
+    it("admin-dead-letters lists dead letters and replays the chosen ones with their uid", async () => {
+      const empty = await node("admin-dead-letters").run(
+        ctx("admin@a.example"),
+        { node: "n", action: "execute" },
+        undefined,
+      );
+      expect(empty.notes?.[0]?.text).to.equal("No dead letters.");
+      const a = await idOf(w, A);
+      await w.store.tx("seed-dead", async (tx) => {
+        for (const [uid, target] of [
+          ["u-1", "chat"],
+          ["u-2", "mail"],
+        ] as const)
+          await tx.run(
+            `INSERT INTO dead_letters (channel, kind, target, account_id, body, uid, attempts, last_error, created_at, died_at)
+             VALUES ('webhook', 'linked.sync', :target, :a, '{}', :uid, 8, 'HTTP 500: down', :now, :now)`,
+            { target, a, uid, now: tx.now },
+          );
+      });
+      const form = await node("admin-dead-letters").run(
+        ctx("admin@a.example"),
+        { node: "n", action: "execute" },
+        undefined,
+      );
+      const lines = field(form, "letters");
+      expect(lines).to.have.length(2);
+      expect(lines[0]).to.match(
+        /^#\d+ \d+ (s|min|h|d) ago webhook\/linked\.sync → chat \(alice@a\.example\), 8 attempt\(s\): HTTP 500: down$/,
+      );
+      const ids = form.form
+        ?.getChildren("field")
+        .find((f) => f.attrs.var === "replay")
+        ?.getChildren("option")
+        .map((o) => o.getChildText("value") ?? "");
+      expect(ids).to.have.length(2);
+      const none = await run("admin-dead-letters", "admin@a.example", {});
+      expect(none.notes?.[0]?.text).to.equal("Nothing replayed: no letter was chosen.");
+      const bad = await run("admin-dead-letters", "admin@a.example", { replay: ["x"] }).catch(
+        (e: unknown) => e,
+      );
+      expect((bad as { condition?: string }).condition).to.equal("bad-request");
+      const done = await run("admin-dead-letters", "admin@a.example", {
+        replay: [ids?.[1] as string, "99999"],
+      });
+      expect(done.notes?.[0]?.text).to.equal("Replayed 1 dead letter(s) (1 were gone).");
+      const left = await inspect.deadLetterList(w.store);
+      expect(left.map((d) => d.uid)).to.deep.equal(["u-1"]);
+      const jobs = await w.store.read("jobs", (r) =>
+        r.all<{ uid: string; target: string }>("SELECT uid, target FROM jobs WHERE channel = 'webhook'"),
+      );
+      expect(jobs).to.deep.equal([{ uid: "u-2", target: "mail" }]);
     });
 
     it("admin-queues lists the stream per kind and push per platform", async () => {

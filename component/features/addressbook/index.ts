@@ -32,6 +32,7 @@ import {
   eraseBook,
   followCard,
   parseEntryId,
+  relinkMoved,
   unlinkUnheld,
   type EntryWritten,
 } from "./service.js";
@@ -138,6 +139,10 @@ export function addressbookModule(): FeatureModule {
         Math.min(60_000, rt.config.book.requestTtlSeconds * 1000),
       );
       sweeper.unref();
+      // A JID move (issue 12, PROTOCOL §23.5): entries following the moved card re-render their link.
+      rt.events.onTx("identifier.changed", (u, e) =>
+        e.kind === "jid" && e.from !== undefined && e.to !== "" ? relinkMoved(u, e.account) : undefined,
+      );
 
       rt.router.iq("set", ns, "entry", async (c) => {
         const card = entryCard(c.payload, rt.config.card);

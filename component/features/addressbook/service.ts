@@ -346,6 +346,18 @@ export async function unlinkUnheld(u: UnitOfWork, a: AccountId, b: AccountId): P
   }
 }
 
+/**
+ * `identifier.changed` for a JID (issue 12's move): every entry in another book that follows the moved account's
+ * card is rewritten unchanged but for a new version and seq, so its owner's sync and `book-entry` notice carry the
+ * entry with its `link` rendered as the new JID. The card itself is keyed by account: nothing else moves.
+ */
+export async function relinkMoved(u: UnitOfWork, account: AccountId): Promise<void> {
+  for (const row of await bookRepo(u.tx).linkedTo(account)) {
+    if (!row.card) continue;
+    await rewrite(u, row, { card: row.card, linked: account, edited: row.edited });
+  }
+}
+
 /** `account.deleting`: the book goes; entries in other books that followed the account's card are unlinked. */
 export async function eraseBook(u: UnitOfWork, account: AccountId): Promise<void> {
   const repo = bookRepo(u.tx);

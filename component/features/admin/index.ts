@@ -150,6 +150,50 @@ async function lookup(rt: Runtime, jid: BareJid): Promise<CommandStep> {
   };
 }
 
+/** Dead letters shown (and offered for replay) by one run of the command; the CLI lists them all. */
+const DEAD_SHOWN = 50;
+
+/** One line of a dead letter for the form: id, age, what, where, why. */
+function deadLine(d: inspect.DeadLetterView, now: number): string {
+  return (
+    `#${d.id} ${ageText(now - d.diedAt)} ago ${d.channel}/${d.kind} → ${d.target}` +
+    `${d.jid ? ` (${d.jid})` : ""}, ${d.attempts} attempt(s): ${(d.lastError ?? "").slice(0, 120)}`
+  );
+}
+
+async function deadLettersForm(rt: Runtime): Promise<CommandStep> {
+  const list = await inspect.deadLetterList(inspectable(rt), { limit: DEAD_SHOWN });
+  const now = Date.now();
+  if (list.length === 0) return info("No dead letters.");
+  return {
+    status: "executing",
+    state: { stage: 1 },
+    form: formElement({
+      type: "form",
+      formType: FORM_ADMIN,
+      title: "Dead letters",
+      instructions:
+        `Jobs given up after a permanent refusal or their last attempt (oldest first, at most ${DEAD_SHOWN}; ` +
+        "`cardlink dead-letters` lists all). Replayed letters go back to their queue with the same id.",
+      fields: [
+        {
+          var: "letters",
+          type: "text-multi",
+          label: `Dead letters (${list.length})`,
+          values: list.map((d) => deadLine(d, now)),
+        },
+        {
+          var: "replay",
+          type: "list-multi",
+          label: "Replay these",
+          options: list.map((d) => ({ label: `#${d.id} ${d.channel} → ${d.target}`, value: String(d.id) })),
+          values: [],
+        },
+      ],
+    }),
+  };
+}
+
 /** The module (no options: everything it needs is on the Runtime). It comes after userdata in the list. */
 export function adminModule(): FeatureModule {
   return {
@@ -249,6 +293,27 @@ export function adminModule(): FeatureModule {
               ],
             }),
           };
+        },
+      });
+
+      adhoc.register({
+        node: ADMIN_NODE("dead-letters"),
+        name: "Dead letters: list and replay",
+        adminOnly: true,
+        run: async (ctx, req, state) => {
+          if (!state) return deadLettersForm(rt);
+          const chosen = values(req).get("replay") ?? [];
+          if (chosen.some((v) => !/^[1-9][0-9]{0,15}$/.test(v)))
+            throw new StanzaError("bad-request", "replay takes dead letter ids");
+          if (chosen.length === 0) return info("Nothing replayed: no letter was chosen.");
+          const n = await rt.queue.replayDeadLetters({ ids: chosen.map(Number) });
+          rt.log.info(
+            { event: "admin-replay-dead-letters", by: ctx.user, ids: chosen, n },
+            "dead letters replayed",
+          );
+          return info(
+            `Replayed ${n} dead letter(s)${n < chosen.length ? ` (${chosen.length - n} were gone)` : ""}.`,
+          );
         },
       });
 

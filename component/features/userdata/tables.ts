@@ -91,6 +91,24 @@ export const USER_TABLES: readonly UserTable[] = [
     name: "group_departures",
     rows: "SELECT * FROM group_departures WHERE account_id = :me ORDER BY group_id",
   },
+  // features/identity (issue 12): open verifications (code hashes only), moves, registered services and update
+  // requests — all the user's own.
+  {
+    name: "identity_codes",
+    rows: "SELECT * FROM identity_codes WHERE account_id = :me ORDER BY created_at, kind, value, purpose",
+  },
+  {
+    name: "identity_moves",
+    rows: "SELECT * FROM identity_moves WHERE account_id = :me ORDER BY created_at, id",
+  },
+  {
+    name: "service_registrations",
+    rows: "SELECT * FROM service_registrations WHERE account_id = :me ORDER BY created_at, id",
+  },
+  {
+    name: "service_updates",
+    rows: "SELECT * FROM service_updates WHERE account_id = :me ORDER BY created_at, id",
+  },
   {
     name: "group_codes",
     rows: "SELECT * FROM group_codes WHERE creator = :me ORDER BY created_at, code",

@@ -12,7 +12,29 @@ export interface AccountsRead {
   devices(id: AccountId): Promise<Device[]>;
   device(id: AccountId, deviceId: string): Promise<Device | undefined>;
 }
+/** One identifier row (issue 12): a JID, phone number (E.164) or e-mail address of an account. */
+export interface Identifier {
+  kind: "jid" | "tel" | "email";
+  value: string;
+  account: AccountId;
+  state: "active" | "pending" | "held";
+  primary: boolean;
+  verifiedAt?: number;
+  heldUntil?: number;
+}
 export interface AccountsTx extends AccountsRead {
+  /** The identifier (kind, value) whatever its state and owner; undefined when nobody has it. */
+  identifierOf(kind: Identifier["kind"], value: string): Promise<Identifier | undefined>;
+  /**
+   * Adds an active identifier to the account (issue 12: a verified phone number or e-mail, or the new primary JID
+   * of a move — the caller has cleared the old primary first). A taken (kind, value) is a StoreConflictError.
+   */
+  addIdentifier(
+    id: AccountId,
+    i: { kind: Identifier["kind"]; value: string; primary?: boolean; verifiedAt: number },
+  ): Promise<void>;
+  /** Deletes an account with nothing of its own (issue 12: the new JID's empty account a move absorbs). */
+  deleteAccount(id: AccountId): Promise<void>;
   /** The account for jid, created (with its shared cursor) if missing; `seen` marks the JID as having acted. */
   ensure(jid: BareJid, o?: { seen?: boolean }): Promise<AccountId>;
   upsertDevice(id: AccountId, d: DeviceInput, maxPerUser: number): Promise<Device | "over-limit">;

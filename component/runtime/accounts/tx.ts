@@ -7,7 +7,7 @@ import type { AccountId } from "../../../storage/store.js";
 import type { EventBus } from "../events.js";
 import { parseBareUserJid } from "../jid.js";
 import type { Part, ReadPart, UnitOfWork } from "../uow.js";
-import type { AccountsRead, AccountsTx, BareJid, Device, DeviceInput } from "./api.js";
+import type { AccountsRead, AccountsTx, BareJid, Device, DeviceInput, Identifier } from "./api.js";
 import { Directory, Lookups, type Forget } from "./directory.js";
 import { accountsRepo, type AccountsRepo } from "./repo.js";
 
@@ -159,6 +159,32 @@ class TxAccounts extends ReadAccounts implements AccountsTx {
     }
     // After COMMIT only: a rolled-back write of seen_at must not suppress the next one for an hour.
     this.u.afterCommit(() => this.dir.markSeen(id));
+  }
+
+  identifierOf(kind: Identifier["kind"], value: string): Promise<Identifier | undefined> {
+    return this.repo.identifier(kind, value);
+  }
+
+  async addIdentifier(
+    id: AccountId,
+    i: { kind: Identifier["kind"]; value: string; primary?: boolean; verifiedAt: number },
+  ): Promise<void> {
+    await this.repo.insertIdentifier(
+      {
+        kind: i.kind,
+        value: i.value,
+        account: id,
+        state: "active",
+        primary: i.primary === true,
+        verifiedAt: i.verifiedAt,
+      },
+      this.u.now,
+    );
+  }
+
+  async deleteAccount(id: AccountId): Promise<void> {
+    // The caches forget it through the `account.deleting` the caller emitted first.
+    await this.repo.deleteAccount(id);
   }
 
   async upsertDevice(id: AccountId, d: DeviceInput, maxPerUser: number): Promise<Device | "over-limit"> {

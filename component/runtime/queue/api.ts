@@ -146,6 +146,11 @@ export interface QueueEngine {
   kickLanes(lanes: readonly AccountId[]): void; // hints; the durable state is in the store
   kickChannel(name: string): void;
   remoteAck(from: string, iqId: string): Promise<boolean>;
+  /**
+   * Dead letters back into their channel as due jobs with their uid (the receiver's idempotency id), by id or
+   * every letter of a channel; returns how many were replayed. The channels are kicked after the commit.
+   */
+  replayDeadLetters(which: { ids: readonly number[] } | { channel: string }): Promise<number>;
   depth(): Promise<{
     stream: { entries: number; lanes: number; oldestMs: number };
     jobs: Record<string, { due: number; deferred: number; oldestMs: number; dead: number }>;

@@ -275,6 +275,12 @@ export class Engine implements QueueEngine {
     await Promise.all([...this.observers.values()].map((r) => r.idle()));
   }
 
+  async replayDeadLetters(which: { ids: readonly number[] } | { channel: string }): Promise<number> {
+    const r = await this.o.uow("queue.dead-letters.replay", (u) => jobsRepo(u.tx).replayMany(which, u.now));
+    for (const c of r.channels) if (this.channels.has(c)) this.kickChannel(c);
+    return r.n;
+  }
+
   async depth(): Promise<{
     stream: { entries: number; lanes: number; oldestMs: number };
     jobs: Record<string, { due: number; deferred: number; oldestMs: number; dead: number }>;

@@ -106,6 +106,8 @@ SELECT channel, kind, target, account_id, body, uid, :now, :now
   FROM dead_letters WHERE id = :id
 RETURNING id`;
 const DELETE_DEAD = "DELETE FROM dead_letters WHERE id = :id";
+const DEAD_IDS_OF_CHANNEL = "SELECT id FROM dead_letters WHERE channel = :channel ORDER BY died_at, id";
+const DEAD_CHANNEL = "SELECT channel FROM dead_letters WHERE id = :id";
 const PURGE_DEAD = "DELETE FROM dead_letters WHERE died_at < :before";
 
 /**
@@ -215,6 +217,30 @@ export const jobsRepo = (q: Sql) => ({
     if (!r) return undefined;
     await q.run(DELETE_DEAD, { id: deadLetter });
     return Number(r.id) as JobId;
+  },
+
+  /** Replays the letters (ids, or every letter of `channel`); returns the channels that got jobs back. */
+  async replayMany(
+    which: { ids: readonly number[] } | { channel: string },
+    now: number,
+  ): Promise<{ n: number; channels: Set<string> }> {
+    const ids =
+      "ids" in which
+        ? which.ids
+        : (await q.all<{ id: number }>(DEAD_IDS_OF_CHANNEL, { channel: which.channel })).map((r) =>
+            Number(r.id),
+          );
+    const channels = new Set<string>();
+    let n = 0;
+    for (const id of ids) {
+      const c = await q.get<{ channel: string }>(DEAD_CHANNEL, { id });
+      if (c === undefined) continue;
+      if ((await this.replay(id, now)) !== undefined) {
+        n++;
+        channels.add(c.channel);
+      }
+    }
+    return { n, channels };
   },
 
   async purgeDeadLetters(before: number): Promise<number> {

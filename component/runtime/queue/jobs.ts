@@ -16,6 +16,7 @@
 import { SingleFlight } from "./single-flight.js";
 import type { Logger } from "pino";
 import { backoffDelay } from "../backoff.js";
+import type { DomainEvents } from "../events.js";
 import type { Uow } from "../uow.js";
 import type { Store } from "../../../storage/store.js";
 import type { ClaimedJob, JobChannel, JobOutcome } from "./api.js";
@@ -167,24 +168,38 @@ export class JobLoop {
       for (let i = 0; i < jobs.length; i++) {
         const j = jobs[i] as JobRow;
         const out = aligned[i] as JobOutcome;
+        let settled: DomainEvents["job.settled"]["outcome"];
         switch (out.status) {
           case "done":
           case "drop":
             await final(j);
+            settled = out.status === "done" ? "done" : "dropped";
             break;
           case "dead":
             await dead(j, out.reason);
+            settled = "dead";
             break;
           case "retry":
             if (j.attempts + 1 >= c.maxAttempts) {
               count("exhausted");
               if (c.onExhausted === "dead-letter") await dead(j, out.reason);
               else await final(j);
+              settled = c.onExhausted === "dead-letter" ? "dead" : "dropped";
               break;
             }
             await repo.retry(j.id, u.now + this.retryDelay(j, out.afterMs), out.reason);
+            settled = "retry";
             break;
         }
+        await u.emit("job.settled", {
+          channel: c.name,
+          kind: j.kind,
+          uid: j.uid,
+          ...(j.account === undefined ? {} : { account: j.account }),
+          outcome: settled,
+          ...("reason" in out ? { reason: out.reason } : {}),
+          attempts: j.attempts + 1,
+        });
       }
       await c.settle?.(u, jobs as readonly ClaimedJob[], aligned);
     });
