@@ -24,6 +24,14 @@ export const NS = {
   PUSH_SUMMARY: "urn:xmpp:push:summary",
   PUBSUB: "http://jabber.org/protocol/pubsub",
   PUBSUB_PUBLISH_OPTIONS: "http://jabber.org/protocol/pubsub#publish-options",
+  // XEP-0172 / XEP-0084 (PEP nodes cardlink publishes to for linked accounts, PROTOCOL §22)
+  NICK: "http://jabber.org/protocol/nick",
+  AVATAR_DATA: "urn:xmpp:avatar:data",
+  AVATAR_METADATA: "urn:xmpp:avatar:metadata",
+  // XEP-0356 (privileged entity) and the XEP-0297 wrapper of its answers
+  PRIVILEGE: "urn:xmpp:privilege:2",
+  FORWARD: "urn:xmpp:forward:0",
+  CLIENT: "jabber:client",
   // XEP-0359
   SID: "urn:xmpp:sid:0",
   // Prosody
@@ -32,6 +40,8 @@ export const NS = {
   CARDLINK: "urn:cardlink:0",
   /** The server-side address book (PROTOCOL §20). */
   BOOK: "urn:cardlink:book:0",
+  /** Linked accounts (PROTOCOL §22). */
+  LINKED: "urn:cardlink:linked:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
 } as const;

@@ -9,6 +9,7 @@ import { cardVersion } from "./cards/api.js";
 import { cards } from "./cards/index.js";
 import { devices } from "./devices/index.js";
 import { groupsModule } from "./groups/index.js";
+import { linkedModule } from "./linked/index.js";
 import { exchangeModule } from "./exchange/index.js";
 import { pushModule } from "./push/index.js";
 import { adminModule } from "./admin/index.js";
@@ -32,6 +33,7 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
     pushModule({ buckets: o.pushBuckets, wakeKinds: o.wakeKinds, cachedRead: o.cachedRead }),
     addressbookModule(),
     groupsModule(),
+    linkedModule(),
     userdataModule(),
     adminModule(),
   ];
