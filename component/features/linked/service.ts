@@ -138,6 +138,7 @@ export class LinkedService {
       throw new StanzaError(
         "resource-constraint",
         `a linked set holds at most ${this.o.maxAccounts} accounts; unlink one first`,
+        { type: "cancel" },
       );
   }
 
@@ -597,9 +598,12 @@ export async function linksView(
       : { service: m.connector ?? "", account: m.externalId ?? "" };
   const members: MemberView[] = [];
   if (mine) {
-    const all = await repo.members(mine.setId);
-    all.sort((a, b) => Number(b.id === mine.id) - Number(a.id === mine.id));
-    for (const m of all) members.push({ ref: await refOf(m), settings: m.settings, self: m.id === mine.id });
+    for (const m of await repo.members(mine.setId))
+      members.push({ ref: await refOf(m), settings: m.settings, self: m.id === mine.id });
+    // A stable order for clients: this account, the other XMPP accounts, then service accounts, each by name.
+    const key = (v: MemberView): string =>
+      `${v.self ? 0 : "jid" in v.ref ? 1 : 2}\u0000${"jid" in v.ref ? v.ref.jid : `${v.ref.service}\u0000${v.ref.account}`}`;
+    members.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
   }
   const pending: PendingView[] = [];
   for (const p of await repo.pendingOf(me, q.now)) {
