@@ -277,7 +277,9 @@ export class LinkedService {
     this.serviceSettings(service);
     const wait = this.o.codeFailures.retryAfter(user);
     if (wait > 0)
-      throw new StanzaError("policy-violation", `too many wrong codes; ${retryText(wait)}`, { type: "wait" });
+      throw new StanzaError("policy-violation", `too many wrong codes; try again in ${retryText(wait)}`, {
+        type: "wait",
+      });
     const ok = await this.o.uow("linked.confirm", async (u) => {
       const me = await this.me(u, user);
       const repo = linkedRepo(u.tx);
