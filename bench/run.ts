@@ -27,6 +27,7 @@ const BENCHMARKS = [
   "queries",
   "addressbook",
   "groups",
+  "linked",
 ] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;
