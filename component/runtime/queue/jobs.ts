@@ -182,7 +182,7 @@ export class JobLoop {
               else await final(j);
               break;
             }
-            await repo.retry(j.id, u.now + this.retryDelay(j, out.afterMs), out.reason);
+            await repo.retry(j.id, this.o.me, u.now + this.retryDelay(j, out.afterMs), out.reason);
             break;
         }
       }
