@@ -398,11 +398,16 @@ describe("linked accounts (real Prosody with two VirtualHosts and mod_privilege,
     expect(accountsOf(un)).to.deep.equal([B, A]);
     expect(await syncJobs()).to.equal(0);
     await chat
-      .waitFor((rs) => rs.some((x) => (x.body as { type?: string }).type === "linked.unlinked"), "unlinked webhook")
+      .waitFor(
+        (rs) => rs.some((x) => (x.body as { type?: string }).type === "linked.unlinked"),
+        "unlinked webhook",
+      )
       .catch(async (e: Error) => {
         const jobs = await app.ctx.store.read("t.dump", (r) => r.all("SELECT * FROM jobs"));
         const dead = await app.ctx.store.read("t.dump", (r) => r.all("SELECT * FROM dead_letters"));
-        throw new Error(`${e.message}; jobs ${JSON.stringify(jobs)}; dead ${JSON.stringify(dead)}; requests ${JSON.stringify(chat.requests.slice(before).map((x) => [x.status, x.raw.slice(0, 40)]))}`);
+        throw new Error(
+          `${e.message}; jobs ${JSON.stringify(jobs)}; dead ${JSON.stringify(dead)}; requests ${JSON.stringify(chat.requests.slice(before).map((x) => [x.status, x.raw.slice(0, 40)]))}`,
+        );
       });
     expect(chat.requests.slice(before).map((x) => (x.body as { type: string }).type)).to.deep.equal([
       "linked.sync",
