@@ -30,6 +30,7 @@ const BENCHMARKS = [
   "postgres",
   "scale",
   "move",
+  "linked",
 ] as const;
 
 type BenchRun = (opts?: object) => Promise<object>;

@@ -21,6 +21,12 @@ export interface ProsodyConfigOptions {
   extraGlobal?: string;
   /** Modules to disable on top of the loopback set (s2s, dialback, tls). */
   disableModules?: string[];
+  /**
+   * A second VirtualHost (issue 11's linked accounts). With `privileged`, mod_privilege (prosody-modules) is
+   * loaded on it and on the component, and grants the component XEP-0356 roster get and pubsub IQ set on that
+   * host only (PEP publishes on its users' behalf). Absent: the configuration is exactly as without it.
+   */
+  secondHost?: { host: string; privileged?: boolean };
 }
 
 const lua = (s: string): string => JSON.stringify(s);
@@ -62,6 +68,24 @@ export function generateProsodyConfig(o: ProsodyConfigOptions): string {
     .replace(/^VirtualHost "localhost"/m, `VirtualHost ${lua(o.host)}`)
     .replace(/^Component "cards\.localhost"/m, `Component ${lua(o.componentDomain)}`)
     .replace(/component_secret = ".*"/, `component_secret = ${lua(o.secret)}`);
+  if (o.secondHost) {
+    const privileged = o.secondHost.privileged === true;
+    // The component's own module list: mod_privilege hooks the component's authentication there and asks every
+    // host that loaded it which privileges that host grants (mod_privilege.lua on_component_auth).
+    if (privileged)
+      hosts = hosts.replace(/^(\s*component_secret = .*)$/m, `$1\n\tmodules_enabled = { "privilege" }`);
+    hosts += [
+      "",
+      `VirtualHost ${lua(o.secondHost.host)}`,
+      ...(privileged
+        ? [
+            '\tmodules_enabled = { "privilege" }',
+            `\tprivileged_entities = { [${lua(o.componentDomain)}] = { roster = "get"; iq = { ["http://jabber.org/protocol/pubsub"] = "set" } } }`,
+          ]
+        : []),
+      "",
+    ].join("\n");
+  }
   return global + overrides + "\n" + hosts;
 }
 

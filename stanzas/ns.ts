@@ -26,6 +26,14 @@ export const NS = {
   PUBSUB_PUBLISH_OPTIONS: "http://jabber.org/protocol/pubsub#publish-options",
   // XEP-0283 (Moved, 0.2.0)
   MOVED: "urn:xmpp:moved:1",
+  // XEP-0172 / XEP-0084 (PEP nodes cardlink publishes to for linked accounts, PROTOCOL §22)
+  NICK: "http://jabber.org/protocol/nick",
+  AVATAR_DATA: "urn:xmpp:avatar:data",
+  AVATAR_METADATA: "urn:xmpp:avatar:metadata",
+  // XEP-0356 (privileged entity) and the XEP-0297 wrapper of its answers
+  PRIVILEGE: "urn:xmpp:privilege:2",
+  FORWARD: "urn:xmpp:forward:0",
+  CLIENT: "jabber:client",
   // XEP-0359
   SID: "urn:xmpp:sid:0",
   // Prosody
@@ -38,6 +46,8 @@ export const NS = {
   BOOK_REQUEST: "urn:cardlink:book:request:0",
   /** Identifiers, their verification, moves and registered services (PROTOCOL §23). */
   IDENTITY: "urn:cardlink:identity:0",
+  /** Linked accounts (PROTOCOL §22). */
+  LINKED: "urn:cardlink:linked:0",
   /** A disco#info feature, not a namespace of its own: cardlink accepts `<active-device/>` (PROTOCOL §10.7). */
   DEVICE_DELIVERY: "urn:cardlink:0:device-delivery",
   /** A disco#info feature: `<active-device/>` takes `format` (the compact update form, PROTOCOL §10.8). */

@@ -10,6 +10,7 @@ import { cards } from "./cards/index.js";
 import { devices } from "./devices/index.js";
 import { groupsModule } from "./groups/index.js";
 import { identityModule } from "./identity/index.js";
+import { linkedModule } from "./linked/index.js";
 import { exchangeModule } from "./exchange/index.js";
 import { pushModule } from "./push/index.js";
 import { adminModule } from "./admin/index.js";
@@ -34,6 +35,7 @@ export function featureModules(o: FeatureListOptions): FeatureModule[] {
     addressbookModule(),
     groupsModule(),
     identityModule(),
+    linkedModule(),
     userdataModule(),
     adminModule(),
   ];

@@ -163,7 +163,9 @@ export function describeJobs(name: string, factory: StoreFactory, schema: readon
       expect(first.replaced).to.equal(false);
       expect(heard).to.deep.equal(["push"]);
       // A failed attempt and a deferral the replacement must keep.
-      await store.tx("retry", (tx) => jobsRepo(tx).retry(first.id, T0 + 5000, "timeout"));
+      await beat(store, "A");
+      expect((await claim(store, "A", 1)).map((j) => j.id)).to.deep.equal([first.id]);
+      await store.tx("retry", (tx) => jobsRepo(tx).retry(first.id, "A", T0 + 5000, "timeout"));
       const before = (await jobRows(store)).find((r) => r.id === first.id);
       const second = await uow("replace", (u) =>
         u.queue.job("push", { kind: "wake", target: "1", ckey: "ref-a", body: { v: 2 }, device: D1 }),
@@ -258,6 +260,33 @@ export function describeJobs(name: string, factory: StoreFactory, schema: readon
         "deleted",
       );
       expect(await jobRows(store)).to.deep.equal([]);
+    });
+
+    it("37b. a job deleted in flight whose id a new job takes: the old settle neither deletes nor retries the new one", async () => {
+      await beat(store, "A");
+      const { id } = await uow("enqueue", (u) =>
+        u.queue.job("push", { kind: "wake", target: "1", body: { v: 1 } }),
+      );
+      const [claimed] = await claim(store, "A", 1);
+      // A feature drops it while it is being sent; the next job takes the freed id (SQLite reuses the highest rowid).
+      await store.tx("drop", (tx) => tx.run("DELETE FROM jobs WHERE id = :id", { id }));
+      const next = await uow("enqueue", (u) =>
+        u.queue.job("push", { kind: "wake", target: "1", body: { v: 2 } }),
+      );
+      const reused = next.id === id;
+      expect(
+        await store.tx("settle", (tx) => jobsRepo(tx).settleFinal(id, claimed?.rev ?? 1, "A", tx.now)),
+      ).to.equal("gone");
+      await store.tx("retry", (tx) => jobsRepo(tx).retry(id, "A", T0 + 3_600_000, "503"));
+      const [row] = await jobRows(store);
+      expect([
+        row?.id === next.id,
+        row?.attempts,
+        row?.next_at,
+        JSON.parse(row?.body ?? "null"),
+      ]).to.deep.equal([true, 0, 0, { v: 2 }]);
+      // On SQLite the id is reused (the case this guards); PostgreSQL's identity never reuses one.
+      expect(reused).to.equal(name === "sqlite");
     });
 
     it("38. retry honours afterMs over the backoff; exhaustion drops or dead-letters per channel; a dead letter replays with its uid", async () => {

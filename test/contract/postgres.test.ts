@@ -18,6 +18,7 @@ import { startPostgres, type PostgresServer } from "../harness/postgres.js";
 import { describeAccounts } from "./accounts.contract.js";
 import { describeAudience } from "./audience.contract.js";
 import { describeGroups } from "./groups.contract.js";
+import { describeLinked } from "./linked.contract.js";
 import { describeBook } from "./book.contract.js";
 import { describeBookRequests } from "./book-requests.contract.js";
 import { describeIdentity } from "./identity.contract.js";
@@ -68,6 +69,7 @@ describe("PostgreSQL backend", function () {
   describeAudience("postgres", postgres);
   describeAccounts("postgres", postgres);
   describeGroups("postgres", postgres);
+  describeLinked("postgres", postgres);
   describeStream("postgres", postgres, [SCHEMA_2000]);
   describeJobs("postgres", postgres, [SCHEMA_2000]);
   describeBook("postgres", postgres, [SCHEMA_2000]);

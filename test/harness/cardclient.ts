@@ -67,14 +67,14 @@ export function email(value: string, ...types: string[]): Element {
 export async function cardClient(
   prosody: XmppServer,
   username: string,
-  opts: { resource?: string; presence?: boolean } = {},
+  opts: { resource?: string; presence?: boolean; domain?: string } = {},
 ): Promise<CardClient> {
   const updates: ReceivedUpdate[] = [];
   let mode: "ack" | "ignore" | "hold" = "ack";
   const comp = prosody.componentDomain;
   const base = await connectClient({
     port: prosody.c2sPort,
-    domain: prosody.host,
+    domain: opts.domain ?? prosody.host,
     username,
     password: `${username}pw`,
     resource: opts.resource ?? "phone",

@@ -15,6 +15,8 @@ export interface ProsodyOptions {
   extraGlobal?: string;
   fastAuth?: boolean;
   disableModules?: string[];
+  /** A second VirtualHost, optionally granting the component XEP-0356 privileges on it (scripts/prosody-config). */
+  secondHost?: { host: string; privileged?: boolean };
 }
 
 export class ProsodyServer {
@@ -75,6 +77,7 @@ export class ProsodyServer {
           logLevel: "debug",
           ...(this.opts.extraGlobal ? { extraGlobal: this.opts.extraGlobal } : {}),
           ...(this.opts.disableModules ? { disableModules: this.opts.disableModules } : {}),
+          ...(this.opts.secondHost ? { secondHost: this.opts.secondHost } : {}),
         }),
       );
     }
@@ -129,13 +132,8 @@ export class ProsodyServer {
    * mod_auth_internal_plain reads (`return { ["password"] = "..." };`). prosodyctl costs ~0.3 s per user; this
    * makes suites with hundreds of users practical. registerWithProsodyctl() below is the documented path.
    */
-  createUsers(users: Array<{ user: string; password: string }>): void {
-    const dir = path.join(
-      this.runDir,
-      "data",
-      encodeURIComponent(this.host).replace(/\./g, "%2e"),
-      "accounts",
-    );
+  createUsers(users: Array<{ user: string; password: string }>, host = this.host): void {
+    const dir = path.join(this.runDir, "data", encodeURIComponent(host).replace(/\./g, "%2e"), "accounts");
     mkdirSync(dir, { recursive: true });
     for (const u of users) {
       writeFileSync(

@@ -215,7 +215,7 @@ describe("runtime/inspect + test/harness/inspect over schema 2000 (S11a)", funct
       const repo = jobsRepo(tx);
       const [first] = await repo.claim("push", "t", { now: tx.now, until: tx.now + 1, alive: 0, n: 1 });
       if (!first) throw new Error("no job claimed");
-      await repo.retry(first.id, T0 + 3000, "503 Service Unavailable");
+      await repo.retry(first.id, "t", T0 + 3000, "503 Service Unavailable");
       await repo.deadLetter(
         { ...first, channel: "push", kind: "alert", target: "tok-old", body: { n: 0 }, attempts: 2 },
         "410 Unregistered",

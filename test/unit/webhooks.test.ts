@@ -275,6 +275,22 @@ describe("webhooks: the channel through the queue engine, against the HTTPS stan
     expect(cy[0]?.id).to.equal(cy[1]?.id);
   });
 
+  it("verifies the receiver's certificate: without the connector's caFile the stand-in's private CA is refused", async () => {
+    const [strict] = resolveConnectors([
+      { name: "strict", url: standin.url, secret: TEST_SECRET, settings: [], timeoutMs: 2000 },
+    ]);
+    const { WebhookSender } = await import("../../component/runtime/webhooks/sender.js");
+    const sender = new WebhookSender(2);
+    try {
+      const r = await sender.post(strict as NonNullable<typeof strict>, "id-1", "{}");
+      expect(r.status).to.equal("retry");
+      expect(r.status === "retry" ? r.reason : "").to.match(/certificate/);
+      expect(standin.requests).to.deep.equal([]);
+    } finally {
+      sender.close();
+    }
+  });
+
   it("a 4xx other than 408/429 and an unknown connector are dead letters at once; nothing is retried", async () => {
     standin.failNext(1, { status: 410 });
     await send("chat", { nickname: "Ann" });

@@ -56,7 +56,16 @@ export function redactToken(t: unknown): string | null {
   return `…${s.slice(-6)} (${s.length} chars, redacted)`;
 }
 
-const JSON_COLUMNS = new Set(["card", "policy", "a_devices", "b_devices", "payload", "body"]);
+const JSON_COLUMNS = new Set([
+  "card",
+  "policy",
+  "a_devices",
+  "b_devices",
+  "payload",
+  "body",
+  "recent",
+  "published",
+]);
 const TIME_COLUMNS = /(_at|^since)$/;
 /** Columns holding an account id, and the name of the JID column shown next to each. */
 const ACCOUNT_COLUMNS: Record<string, string> = {
@@ -95,7 +104,8 @@ function exportRow(table: string, r: Json, jids: Map<AccountId, BareJid>): Json 
   for (const [k, v] of Object.entries(r)) {
     if (v === null || v === undefined) out[k] = null;
     else if ((table === "devices" && k === "push_token") || k === "token") out[k] = redactToken(v);
-    else if (k === "push_key" || k === "secret") out[k] = "(set, redacted)";
+    // code_hash: a service's one-time verification code (features/linked), hashed; still a secret while it lives.
+    else if (k === "push_key" || k === "secret" || k === "code_hash") out[k] = "(set, redacted)";
     else if (JSON_COLUMNS.has(k) && typeof v === "string") {
       let parsed: unknown = v;
       try {

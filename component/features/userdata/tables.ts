@@ -118,6 +118,25 @@ export const USER_TABLES: readonly UserTable[] = [
     name: "group_deleted_members",
     rows: "SELECT * FROM group_deleted_members WHERE account_id = :me ORDER BY seq, group_id",
   },
+  // features/linked: the person's set (its current profile values), every account in it (the user's own other
+  // accounts and service accounts), and link requests and verifications from or to the user. Erasure takes the
+  // user's membership and requests; the set and the other members stay while another XMPP account holds them
+  // (the handler dissolves a set that would be left with one account or none on XMPP).
+  {
+    name: "link_sets",
+    rows: "SELECT * FROM link_sets WHERE id IN (SELECT set_id FROM link_members WHERE account_id = :me)",
+    erased: "SELECT 0 AS n",
+  },
+  {
+    name: "link_members",
+    rows: `SELECT * FROM link_members WHERE set_id IN (SELECT set_id FROM link_members WHERE account_id = :me)
+      ORDER BY created_at, id`,
+    erased: "SELECT COUNT(*) AS n FROM link_members WHERE account_id = :me",
+  },
+  {
+    name: "link_pending",
+    rows: "SELECT * FROM link_pending WHERE from_account = :me OR to_account = :me ORDER BY created_at, id",
+  },
   {
     // The user's lane, and entries on others' lanes about the user (as the old outbox rows with subject = JID);
     // the payload inline (payloads are stored once per append, not per account).

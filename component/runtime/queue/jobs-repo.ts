@@ -85,14 +85,18 @@ UPDATE jobs SET lease_owner = :me, lease_until = :until
 RETURNING ${JOB_COLUMNS}`,
 );
 
-/** Settle `done`: only the content that was sent goes; a body replaced in flight (rev bumped) stays. */
-const DELETE_REV = "DELETE FROM jobs WHERE id = :id AND rev = :rev";
+/**
+ * Settle `done`: only the content that was sent goes; a body replaced in flight (rev bumped) stays. Every settle
+ * statement also names the lease: a job deleted while in flight (a feature dropped it) can leave its id to a new
+ * row (SQLite reuses the highest rowid), and that row — unleased — must not be deleted or retried in its place.
+ */
+const DELETE_REV = "DELETE FROM jobs WHERE id = :id AND rev = :rev AND lease_owner = :me";
 /** A replaced row that survived its settle: lease cleared, due at once (the newer body goes out next). */
 const RELEASE_REPLACED = `
 UPDATE jobs SET lease_owner = NULL, lease_until = 0, next_at = :now WHERE id = :id AND lease_owner = :me`;
 const RETRY = `
 UPDATE jobs SET attempts = attempts + 1, next_at = :next_at, last_error = :error, lease_owner = NULL, lease_until = 0
- WHERE id = :id`;
+ WHERE id = :id AND lease_owner = :me`;
 /** A gate's deferral: a later not-before, no attempt counted. */
 const DEFER = `
 UPDATE jobs SET next_at = :next_at, lease_owner = NULL, lease_until = 0 WHERE id = :id AND lease_owner = :me`;
@@ -139,7 +143,8 @@ const FORGET_PROCESS = "DELETE FROM processes WHERE id = :id";
 /** Rows of processes silent for long (kill -9 leaves one behind); their leases are free already. */
 const FORGET_SILENT = "DELETE FROM processes WHERE heartbeat_at < :before";
 
-export type Settled = "deleted" | "kept";
+/** deleted: settled; kept: a newer body replaced it in flight (released for it); gone: no longer this lease's row. */
+export type Settled = "deleted" | "kept" | "gone";
 
 export const jobsRepo = (q: Sql) => ({
   async upsert(
@@ -183,13 +188,13 @@ export const jobsRepo = (q: Sql) => ({
 
   /** Deletes the job if its rev is still `rev`; otherwise releases it for its newer body. */
   async settleFinal(id: JobId, rev: number, me: string, now: number): Promise<Settled> {
-    if ((await q.run(DELETE_REV, { id, rev })).changes > 0) return "deleted";
-    await q.run(RELEASE_REPLACED, { id, me, now });
-    return "kept";
+    if ((await q.run(DELETE_REV, { id, rev, me })).changes > 0) return "deleted";
+    return (await q.run(RELEASE_REPLACED, { id, me, now })).changes > 0 ? "kept" : "gone";
   },
 
-  async retry(id: JobId, nextAt: number, error: string): Promise<void> {
-    await q.run(RETRY, { id, next_at: nextAt, error });
+  /** A failed attempt of the job `me` holds; a row that is no longer this lease's is left alone. */
+  async retry(id: JobId, me: string, nextAt: number, error: string): Promise<void> {
+    await q.run(RETRY, { id, me, next_at: nextAt, error });
   },
 
   async defer(id: JobId, me: string, nextAt: number): Promise<void> {

@@ -187,7 +187,7 @@ export class JobLoop {
               settled = c.onExhausted === "dead-letter" ? "dead" : "dropped";
               break;
             }
-            await repo.retry(j.id, u.now + this.retryDelay(j, out.afterMs), out.reason);
+            await repo.retry(j.id, this.o.me, u.now + this.retryDelay(j, out.afterMs), out.reason);
             settled = "retry";
             break;
         }
