@@ -458,7 +458,8 @@ async function schemaPlan(store: Pick<Store, "schemaVersion" | "migrate">): Prom
   const newest = Math.max(0, ...all.map((m) => m.version));
   if (version > newest) return { version, newest, pending: [], newer: true, all };
   const r = await store.migrate(all, { dryRun: true });
-  const pending = all.filter((m) => r.pending.includes(m.version));
+  // In the order they apply (by version), not the module list's order.
+  const pending = all.filter((m) => r.pending.includes(m.version)).sort((a, b) => a.version - b.version);
   return { version, newest, pending, newer: false, all };
 }
 

@@ -18,7 +18,10 @@ import { moduleMigrations } from "../../component/features.js";
 
 // The schema this build reaches: the 2000 baseline, then the feature modules' own migrations (one per feature
 // that has tables beyond 2000). Read from the module list, so adding a feature does not rewrite these tests.
-const MODULE_VERSIONS = moduleMigrations().map((m) => m.version);
+// Sorted: migrations apply in version order, whatever order the modules are listed in.
+const MODULE_VERSIONS = moduleMigrations()
+  .map((m) => m.version)
+  .sort((a, b) => a - b);
 const NEWEST = Math.max(2000, ...MODULE_VERSIONS);
 /** What an old (schema 100) database lacks, in order. */
 const FROM_100 = [200, 300, 2000, ...MODULE_VERSIONS];
