@@ -144,6 +144,12 @@ export class Presence implements PresenceView, DeliveryPresence {
    * forgotten) and fails the stanza's listener (logged). The store may run it more than once (retries).
    */
   onUnavailableTx?: (u: UnitOfWork, lane: AccountId, full: string, last: boolean) => Promise<void>;
+  /**
+   * Awaited before that unit of work when the account has no resource left (memory already forgets it, so no
+   * new round starts): the runtime lets the lane's delivery rounds finish, so an ack that arrived just before the
+   * unavailable is committed before push reads what still waits. Bounded by the runtime.
+   */
+  beforeLastGone?: (lane: AccountId) => Promise<void>;
 
   constructor(private readonly o: PresenceOptions) {
     o.metrics.gauge(
@@ -519,6 +525,7 @@ export class Presence implements PresenceView, DeliveryPresence {
   private async unavailable(account: AccountId, full: string): Promise<void> {
     this.forget(account, full);
     const last = !this.available(account);
+    if (last) await this.beforeLastGone?.(account);
     await this.o.uow("presence.unavailable", async (u) => {
       await u.tx.run(DELETE_RESOURCE, { full });
       await this.onUnavailableTx?.(u, account, full, last);
@@ -532,6 +539,7 @@ export class Presence implements PresenceView, DeliveryPresence {
     for (const c of this.avail.get(account)?.values() ?? []) this.compactDevices.delete(c);
     this.avail.delete(account);
     for (const full of gone) this.confirmed.delete(full);
+    if (gone.length > 0) await this.beforeLastGone?.(account);
     await this.o.uow("presence.unavailable", async (u) => {
       await u.tx.run(DELETE_ACCOUNT_RESOURCES, { account });
       for (const [i, full] of gone.entries())

@@ -33,7 +33,11 @@ import { ScaleOut, WAKE_CHANNEL } from "./wake.js";
 import { WebhookChannel } from "./webhooks/channel.js";
 import { resolveConnectors } from "./webhooks/connectors.js";
 
+/** How long a last-resource unavailable waits for the lane's running delivery rounds (their acks) to end. */
+const LAST_GONE_SETTLE_MS = 1000;
+
 /** What createCardlink has built before the core: the services every module shares. */
+
 export interface CoreServices {
   config: Config;
   log: Logger;
@@ -260,6 +264,9 @@ export function buildCore(
   if (push) {
     // The last resource left with entries still waiting (e.g. unacknowledged): wake a device, as today — in the
     // unit of work that deletes the resource row, so a crash cannot keep the row gone and the wake-up unwritten.
+    // An ack on its way in (one round trip) is written before the announce reads the lane; bounded, so a client
+    // that never answered does not hold its own wake-up back for longer than that.
+    presence.beforeLastGone = (lane) => delivery.settled(lane, LAST_GONE_SETTLE_MS);
     presence.onUnavailableTx = async (u, lane, _full, last) => {
       if (last) {
         metrics.inc("cardlink_delivery_offline_total");

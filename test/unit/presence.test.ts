@@ -332,6 +332,30 @@ function describePresence(name: string, backend: Backend): void {
       expect(await w.id(`nobody@${D}`)).to.equal(undefined);
     });
 
+    it("beforeLastGone is awaited before the unit of work of a last unavailable (not for an earlier one)", async () => {
+      const w = await make();
+      await w.presenceIn(`alice@${D}/a`);
+      await w.presenceIn(`alice@${D}/b`);
+      const id = (await w.id(`alice@${D}`)) as AccountId;
+      const order: string[] = [];
+      w.presence.beforeLastGone = async (lane) => {
+        // Memory already forgot the resource (no new round can start for it); the row is still there.
+        order.push(`before ${lane} available=${w.presence.available(lane)} rows=${(await w.rows()).length}`);
+      };
+      const tx = w.presence.onUnavailableTx;
+      w.presence.onUnavailableTx = async (u, lane, full, last) => {
+        order.push(`tx ${full} last=${last}`);
+        await tx?.(u, lane, full, last);
+      };
+      await w.presenceIn(`alice@${D}/a`, "unavailable");
+      await w.presenceIn(`alice@${D}/b`, "unavailable");
+      expect(order).to.deep.equal([
+        `tx alice@${D}/a last=false`,
+        `before ${id} available=false rows=1`,
+        `tx alice@${D}/b last=true`,
+      ]);
+    });
+
     it("a throwing onUnavailableTx rolls the row back; memory stays forgotten; no post-commit call", async () => {
       const w = await make();
       await w.presenceIn(`alice@${D}/a`);

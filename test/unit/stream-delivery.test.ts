@@ -311,6 +311,23 @@ describe("stream delivery (docs/REDESIGN.md §4.2) with an in-process transport"
     expect(await entries()).to.deep.equal([]); // the shared cursor is the only one: collected at the ack
   });
 
+  it("settled(lane): resolves once the lane's round has written its ack, or at the bound while an IQ waits", async () => {
+    presence.add(alice, 0, "alice@example.test/phone");
+    const s1 = await notes(alice, { text: "one" });
+    delivery.kickLanes([alice]);
+    await until(() => transport.sent.length === 1, "IQ");
+    // Nothing answers: settled gives up at its bound, and the page is still unacknowledged.
+    await delivery.settled(alice, 50);
+    expect((await cursor())?.pos).to.not.equal(s1);
+    // The result arrives; settled resolves only after the round wrote the ack (the presence path relies on it).
+    transport.sent[0]?.answer({ type: "result" });
+    await delivery.settled(alice, 10_000);
+    expect((await cursor())?.pos).to.equal(s1);
+    // A lane with no round running is settled at once.
+    await delivery.settled(alice, 10_000);
+    await delivery.settled(bob, 10_000);
+  });
+
   it("a resource that comes online while a batch waits gets the same IQ at once; its result acks it", async () => {
     presence.add(alice, 0, "alice@example.test/old");
     const s1 = await notes(alice, { text: "one" });

@@ -211,6 +211,8 @@ export class StreamDelivery {
   private readonly flying = new Set<string>();
   private readonly again = new Map<string, boolean>();
   private readonly running = new Set<Promise<void>>();
+  /** The rounds of each lane still running (settled() waits for them). */
+  private readonly laneRounds = new Map<AccountId, Set<Promise<void>>>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   /** Consumers whose next round waits for the coalescing window (kicks meanwhile add nothing). */
   private readonly windowTimers = new Map<string, NodeJS.Timeout>();
@@ -291,6 +293,9 @@ export class StreamDelivery {
       )
       .finally(() => {
         this.running.delete(task);
+        const rounds = this.laneRounds.get(lane);
+        rounds?.delete(task);
+        if (rounds?.size === 0) this.laneRounds.delete(lane);
         this.flying.delete(k);
         const next = this.again.get(k);
         if (next !== undefined) {
@@ -299,6 +304,9 @@ export class StreamDelivery {
         }
       });
     this.running.add(task);
+    let rounds = this.laneRounds.get(lane);
+    if (!rounds) this.laneRounds.set(lane, (rounds = new Set()));
+    rounds.add(task);
   }
 
   /** An IQ result that reached this process for a batch another process sent (by the recorded IQ id). */
@@ -338,6 +346,25 @@ export class StreamDelivery {
   }
 
   /** Resolves when no round runs (tests; rounds a finishing round starts included). */
+  /**
+   * Resolves once the lane's running rounds have ended — an acknowledged page's ack is committed before its round
+   * ends — or after `maxMs`, whichever is first. The presence path calls it when a user's last resource goes, so
+   * that an ack which reached cardlink just before the unavailable presence is written before push looks at what
+   * is still waiting (else the device is woken for an update it already has).
+   */
+  async settled(lane: AccountId, maxMs: number): Promise<void> {
+    const rounds = this.laneRounds.get(lane);
+    if (!rounds || rounds.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...rounds]),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, maxMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   async idle(): Promise<void> {
     while (this.running.size > 0) await Promise.allSettled([...this.running]);
   }
