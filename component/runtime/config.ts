@@ -503,6 +503,7 @@ export const configSchema = z.strictObject({
     // up to 50 ms (the latency benchmark's busy link: p50 46 ms) and bought nothing measurable for many owners.
     coalesceWindowMs: num(0, 0, 1000, "a lane sent to less than this long ago waits until then"),
     ackBatchMs: num(2, 0, 50, "acknowledgements written together"),
+    maxConcurrentConsumers: num(256, 1, 10_000, "consumers with a delivery round in progress at once"),
     deviceIdleDays: num(30, 1, 365, "a device cursor idle this long goes dormant"),
     sharedIdleDays: num(2, 1, 365, "a shared cursor of an account with device cursors goes dormant"),
   }),

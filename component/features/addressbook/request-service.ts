@@ -179,8 +179,6 @@ export class RequestService {
     const b = this.d.book;
     return this.d.uow("book.request", async (u) => {
       const me = await u.accounts.ensure(user, { seen: true });
-      // Serializes A's requests: the counts below are exact per sender.
-      await u.tx.lockAccount(me);
       const row = await ownEntry(u.tx, me, entry);
       let to = explicit;
       if (to === undefined && row.linkedOwner !== undefined) to = await u.accounts.jidOf(row.linkedOwner);
@@ -193,6 +191,9 @@ export class RequestService {
       if (to === user) throw badRequest("you cannot ask yourself to update an entry");
       // A placeholder for an unknown JID: the same rows as for a known one (§2.2).
       const peer = await u.accounts.ensure(to);
+      // Both accounts locked, in id order (two users asking each other at once cannot deadlock): the counts
+      // below are exact per sender and per target on PostgreSQL too (SQLite serializes every writer anyway).
+      for (const id of [me, peer].sort((x, y) => x - y)) await u.tx.lockAccount(id);
       const repo = requestRepo(u.tx);
       const existing = await repo.openBetween(me, peer);
       if (existing && existing.expiresAt > u.now)

@@ -70,6 +70,8 @@ export interface StreamDeliveryConfig {
    * in another (§4.2 (4)). 0 or absent: each is its own unit of work.
    */
   readonly ackBatchMs?: number;
+  /** Consumers with a round in progress at once (each holds its slot until its page is acked); default 256. */
+  readonly maxConcurrentConsumers?: number;
 }
 
 export interface StreamDeliveryOptions {
@@ -417,7 +419,8 @@ export class StreamDelivery {
   }
 
   private async slot(): Promise<() => void> {
-    if (this.active >= MAX_CONCURRENT_CONSUMERS) await new Promise<void>((r) => this.waiting.push(r));
+    const max = this.o.config.maxConcurrentConsumers ?? MAX_CONCURRENT_CONSUMERS;
+    if (this.active >= max) await new Promise<void>((r) => this.waiting.push(r));
     else this.active++;
     return () => {
       const next = this.waiting.shift();
