@@ -20,7 +20,7 @@ const rule = (...patterns) => ({
 const TOOLS = "(?:test|bench|scripts)/";
 // Design §3.6: what a feature module may use of the runtime; the second list is types only.
 const RUNTIME_PUBLIC =
-  "(?:context|uow|events|budget|ratelimit|jid|paging|log|inspect|accounts/api|audience/api|queue/api|webhooks/api)";
+  "(?:context|uow|events|budget|ratelimit|jid|paging|log|inspect|accounts/api|audience/api|queue/api|webhooks/api|commands)";
 const RUNTIME_TYPES = "(?:router|adhoc|config|metrics)";
 const featurePatterns = (mayUsePush) => [
   { regex: `${up(1)}(?!\\.\\./)(?![^/]+/api\\.js$)`, message: "another feature only through its api.ts" },

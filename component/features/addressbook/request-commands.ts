@@ -5,9 +5,7 @@
  * is validated by the same XEP-0004 validator as the IQ answers (stanzas/update-request.ts); every action is the
  * service's (one unit of work each).
  */
-import { StanzaError } from "../../../stanzas/errors.js";
 import { formElement } from "../../../stanzas/dataforms.js";
-import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import {
   UPDATE_FORM_TYPE,
   PICK_FORM_TYPE,
@@ -18,24 +16,17 @@ import {
   type FieldDef,
 } from "../../../stanzas/update-request.js";
 import { xml } from "../../../stanzas/xml.js";
-import type { Command, CommandStep } from "../../runtime/adhoc.js";
+import type { Command } from "../../runtime/adhoc.js";
+import { commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import type { Reader } from "../../runtime/uow.js";
 import { bookRepo } from "./repo.js";
 import type { RequestService } from "./request-service.js";
 
-const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
-/** Most options one command form lists (the stanza budget may cut earlier). */
-const MAX_FORM_ITEMS = 1000;
 const MAKE_TYPE = "urn:cardlink:0:update-request-make";
 const CHOOSE_TYPE = "urn:cardlink:0:update-request-choose";
 
-const done = (text: string): CommandStep => ({ status: "completed", notes: [{ type: "info", text }] });
-
-function formOf(req: CommandRequest) {
-  if (!req.form) throw new StanzaError("bad-request", "this step needs the submitted form");
-  return req.form;
-}
+const formOf = submittedForm;
 
 const FORM_OPTIONS = [
   { label: "A form with what I have, to check and complete", value: "form" },
@@ -77,12 +68,12 @@ export function requestCommands(o: RequestCommandsOptions): Command[] {
   const { svc } = o;
   return [
     {
-      node: NODE("request-update"),
+      node: commandNode("request-update"),
       name: "Ask a contact to update their entry",
       run: async (ctx, req, state) => {
         if (!state) {
           const { options, left } = await entryOptions(o, ctx.user);
-          if (options.length === 0) return done("Your address book is empty.");
+          if (options.length === 0) return completed("Your address book is empty.");
           const fields: FieldDef[] = [
             { var: "entry", type: "list-single", label: "Entry", required: true, options },
             {
@@ -121,18 +112,18 @@ export function requestCommands(o: RequestCommandsOptions): Command[] {
         const jid = values.get("jid")?.[0]?.trim();
         const form = values.get("form")?.[0] as "form" | "address" | "pick";
         const made = await svc.create(ctx.user, entry, jid ? jid : undefined, form);
-        return done(
+        return completed(
           `Asked ${made.to} (request ${made.id}); it expires ${new Date(made.expiresAt).toISOString()}.`,
         );
       },
     },
     {
-      node: NODE("update-requests"),
+      node: commandNode("update-requests"),
       name: "Answer update requests",
       run: async (ctx, req, state) => {
         if (!state) {
           const all = await svc.incoming(ctx.user);
-          if (all.length === 0) return done("No pending update requests.");
+          if (all.length === 0) return completed("No pending update requests.");
           const fit = o.budget.page(MAX_FORM_ITEMS);
           const options: Array<{ label: string; value: string }> = [];
           for (const p of all) {
@@ -165,7 +156,7 @@ export function requestCommands(o: RequestCommandsOptions): Command[] {
           const id = values.get("request")?.[0] ?? "";
           if (values.get("action")?.[0] === "decline") {
             await svc.decline(ctx.user, id);
-            return done("Declined. Only the requester is told.");
+            return completed("Declined. Only the requester is told.");
           }
           const v = await svc.view(ctx.user, id);
           if (v.form === "pick") {
@@ -181,7 +172,9 @@ export function requestCommands(o: RequestCommandsOptions): Command[] {
         const form = formOf(req);
         const id = String(state.id);
         const r = await svc.answer(ctx.user, id, { form });
-        return done(r.changed ? "Sent: the requester's entry is updated." : "Sent: nothing needed changing.");
+        return completed(
+          r.changed ? "Sent: the requester's entry is updated." : "Sent: nothing needed changing.",
+        );
       },
     },
   ];

@@ -9,6 +9,7 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { xml } from "../../../stanzas/xml.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
+import { commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import type { IqContext } from "../../runtime/router.js";
 import type { Reader } from "../../runtime/uow.js";
@@ -16,16 +17,7 @@ import { getCard } from "../cards/api.js";
 import { exchangeRepo } from "./repo.js";
 import type { ExchangeService } from "./service.js";
 
-const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
-/** Most list entries one command answer carries (the stanza budget may cut earlier). */
-const MAX_FORM_ITEMS = 1000;
-
-const done = (text: string): CommandStep => ({ status: "completed", notes: [{ type: "info", text }] });
-
-function submitted(req: CommandRequest): Map<string, string[]> {
-  if (!req.form) throw new StanzaError("bad-request", "this step needs the submitted form");
-  return parseForm(req.form).values;
-}
+const submitted = (req: CommandRequest): Map<string, string[]> => parseForm(submittedForm(req)).values;
 
 /** A two-step command: ask for one required field, then act on the answer. */
 function askThen(
@@ -76,7 +68,7 @@ export function exchangeCommands(o: ExchangeCommandsOptions): Command[] {
   const { svc } = o;
   return [
     {
-      node: NODE("request-exchange"),
+      node: commandNode("request-exchange"),
       name: "Exchange cards with…",
       run: askThen(
         "Exchange cards",
@@ -84,17 +76,17 @@ export function exchangeCommands(o: ExchangeCommandsOptions): Command[] {
         async (ctx, input) => {
           // The normalized JID, not the form's text, goes back to the user.
           const { to } = await svc.requestExchange(ctx.user, input);
-          return done(`Asked ${to}. You will both get each other's card once ${to} accepts.`);
+          return completed(`Asked ${to}. You will both get each other's card once ${to} accepts.`);
         },
       ),
     },
     {
-      node: NODE("answer-requests"),
+      node: commandNode("answer-requests"),
       name: "Answer exchange requests",
       run: async (ctx, req, state) => {
         if (!state) {
           const all = await svc.listRequests(ctx.user, "incoming");
-          if (all.length === 0) return done("No pending exchange requests.");
+          if (all.length === 0) return completed("No pending exchange requests.");
           // The form lists as many requests as fit in one stanza (oldest first); the rest wait for a later run.
           const fit = o.budget.page(MAX_FORM_ITEMS);
           for (const p of all) if (!fit.add(xml("option", { label: p.peer }, xml("value", {}, p.id)))) break;
@@ -148,36 +140,38 @@ export function exchangeCommands(o: ExchangeCommandsOptions): Command[] {
         }
         const r = await svc.answerRequest(ctx.user, id, answer === "accept");
         // The binding element as I see it names the peer.
-        return done(r ? `Cards exchanged with ${String(r.element.attrs.peer)}.` : "Declined.");
+        return completed(r ? `Cards exchanged with ${String(r.element.attrs.peer)}.` : "Declined.");
       },
     },
     {
-      node: NODE("exchange-code"),
+      node: commandNode("exchange-code"),
       name: "Make an exchange code",
       run: async (ctx) => {
         const k = await svc.createCode(ctx.user);
         const minutes = Math.round(o.codeTtlSeconds / 60);
-        return done(`Your code: ${k.code} (valid ${minutes} min, once). Give it to the person you meet.`);
+        return completed(
+          `Your code: ${k.code} (valid ${minutes} min, once). Give it to the person you meet.`,
+        );
       },
     },
     {
-      node: NODE("redeem-code"),
+      node: commandNode("redeem-code"),
       name: "Redeem an exchange code",
       run: askThen(
         "Redeem an exchange code",
         { var: "code", type: "text-single", label: "Code", required: true },
         async (ctx, code) => {
           const r = await svc.redeemCode(ctx.user, code);
-          return done(`Cards exchanged with ${String(r.element.attrs.peer)}.`);
+          return completed(`Cards exchanged with ${String(r.element.attrs.peer)}.`);
         },
       ),
     },
     {
-      node: NODE("contacts"),
+      node: commandNode("contacts"),
       name: "List my contacts",
       run: async (ctx) => {
         const lines = await contactLines(o.read, ctx.user);
-        if (lines.length === 0) return done("You have not exchanged cards with anyone yet.");
+        if (lines.length === 0) return completed("You have not exchanged cards with anyone yet.");
         // As many lines as fit in one stanza, measured as the <value/> elements they become; a note says how
         // many were left out, since a generic client has no way to page a form.
         const fit = o.budget.page(MAX_FORM_ITEMS);

@@ -12,21 +12,13 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { xml } from "../../../stanzas/xml.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
+import { commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import type { IqContext } from "../../runtime/router.js";
 import { INVITE_RULES, type InviteRule } from "./repo.js";
 import type { GroupsService } from "./service.js";
 
-const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
-/** Most list entries one command form carries (the stanza budget may cut earlier). */
-const MAX_FORM_ITEMS = 1000;
-
-const done = (text: string): CommandStep => ({ status: "completed", notes: [{ type: "info", text }] });
-
-function submitted(req: CommandRequest): Map<string, string[]> {
-  if (!req.form) throw new StanzaError("bad-request", "this step needs the submitted form");
-  return parseForm(req.form).values;
-}
+const submitted = (req: CommandRequest): Map<string, string[]> => parseForm(submittedForm(req)).values;
 const required = (v: Map<string, string[]>, name: string, label: string): string => {
   const x = firstValue(v, name)?.trim();
   if (!x) throw new StanzaError("bad-request", `${label} is required`);
@@ -84,7 +76,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
     ctx: IqContext,
   ): Promise<{ field: FormField; notes: CommandStep["notes"] } | CommandStep> => {
     const mine = await svc.groups(ctx.user);
-    if (mine.length === 0) return done("You are in no group.");
+    if (mine.length === 0) return completed("You are in no group.");
     const { options, left } = fitOptions(
       budget,
       mine.map((m) => ({ label: `${m.group.name} (${m.members} members, ${m.role})`, value: m.group.id })),
@@ -106,7 +98,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
 
   return [
     {
-      node: NODE("group-create"),
+      node: commandNode("group-create"),
       name: "Create a contact group",
       run: async (ctx, req, state) => {
         if (!state)
@@ -145,11 +137,13 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
           invite as InviteRule,
           sharePolicy(v),
         );
-        return done(`Created the group ${String(g.attrs.name)}. Invite members with "Invite to a group".`);
+        return completed(
+          `Created the group ${String(g.attrs.name)}. Invite members with "Invite to a group".`,
+        );
       },
     },
     {
-      node: NODE("group-invite"),
+      node: commandNode("group-invite"),
       name: "Invite to a group",
       run: async (ctx, req, state) => {
         if (!state) {
@@ -172,18 +166,18 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
         const v = submitted(req);
         const group = required(v, "group", "Group");
         const i = await svc.invite(ctx.user, group, required(v, "jid", "Address"));
-        return done(
+        return completed(
           `Invited ${i.jid} to ${await groupName(ctx, group)}; the invitation expires ${new Date(i.expiresAt).toISOString()}.`,
         );
       },
     },
     {
-      node: NODE("group-invitations"),
+      node: commandNode("group-invitations"),
       name: "Answer group invitations",
       run: async (ctx, req, state) => {
         if (!state) {
           const all = await svc.invitations(ctx.user);
-          if (all.length === 0) return done("No group invitations.");
+          if (all.length === 0) return completed("No group invitations.");
           const { options, left } = fitOptions(
             budget,
             all.map((i) => ({ label: `${i.group.name} (from ${i.from})`, value: i.id })),
@@ -227,14 +221,14 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
           throw new StanzaError("bad-request", "choose an invitation and accept or decline");
         if (answer === "decline") {
           await svc.decline(ctx.user, id);
-          return done("Declined.");
+          return completed("Declined.");
         }
         const g = await svc.accept(ctx.user, id, sharePolicy(v));
-        return done(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
+        return completed(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
       },
     },
     {
-      node: NODE("group-code"),
+      node: commandNode("group-code"),
       name: "Make a group code",
       run: async (ctx, req, state) => {
         if (!state) {
@@ -249,14 +243,14 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
         }
         const group = required(submitted(req), "group", "Group");
         const k = await svc.createCode(ctx.user, group);
-        return done(
+        return completed(
           `Code for ${await groupName(ctx, group)}: ${k.code} (once, until ${new Date(k.expiresAt).toISOString()}). ` +
             `Link: xmpp:${o.domain}?cardlink;group-code=${k.code}`,
         );
       },
     },
     {
-      node: NODE("group-redeem"),
+      node: commandNode("group-redeem"),
       name: "Join a group with a code",
       run: async (ctx, req, state) => {
         if (!state)
@@ -271,11 +265,11 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
           };
         const v = submitted(req);
         const g = await svc.redeemCode(ctx.user, required(v, "code", "Code"), sharePolicy(v));
-        return done(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
+        return completed(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
       },
     },
     {
-      node: NODE("group-members"),
+      node: commandNode("group-members"),
       name: "List a group's members",
       run: async (ctx, req, state) => {
         if (!state) {
@@ -307,7 +301,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       },
     },
     {
-      node: NODE("group-exempt"),
+      node: commandNode("group-exempt"),
       name: "Stop sending my card to a group member",
       run: async (ctx, req, state) => {
         if (!state) {
@@ -339,16 +333,16 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
           throw new StanzaError("bad-request", "withdraw must be a boolean");
         const jid = required(v, "jid", "Member");
         await svc.exempt(ctx.user, required(v, "group", "Group"), jid, w === "1" || w === "true");
-        return done(`Your card no longer reaches ${jid} through groups. Only you can see this.`);
+        return completed(`Your card no longer reaches ${jid} through groups. Only you can see this.`);
       },
     },
     {
-      node: NODE("group-unexempt"),
+      node: commandNode("group-unexempt"),
       name: "Send my card to an exempted member again",
       run: async (ctx, req, state) => {
         if (!state) {
           const all = await svc.exemptions(ctx.user);
-          if (all.length === 0) return done("You exempt no one.");
+          if (all.length === 0) return completed("You exempt no one.");
           const { options, left } = fitOptions(
             budget,
             all.map((x) => ({ label: x.jid, value: x.jid })),
@@ -375,7 +369,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
         }
         const jid = required(submitted(req), "jid", "Member");
         await svc.unexempt(ctx.user, jid);
-        return done(`${jid} receives your card through the groups you share again.`);
+        return completed(`${jid} receives your card through the groups you share again.`);
       },
     },
   ];

@@ -8,15 +8,10 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { SETTINGS, parseSettings, type AccountRef, type Setting } from "../../../stanzas/linked.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
+import { commandNode, completed, submittedForm } from "../../runtime/commands.js";
 import type { LinkedService, LinksView } from "./service.js";
 
-const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
-const done = (text: string): CommandStep => ({ status: "completed", notes: [{ type: "info", text }] });
-
-function submitted(req: CommandRequest): Map<string, string[]> {
-  if (!req.form) throw new StanzaError("bad-request", "this step needs the submitted form");
-  return parseForm(req.form).values;
-}
+const submitted = (req: CommandRequest): Map<string, string[]> => parseForm(submittedForm(req)).values;
 
 const ACCOUNT_FIELDS: FormField[] = [
   { var: "jid", type: "jid-single", label: "XMPP account (user@host), or leave empty for a service account" },
@@ -66,7 +61,7 @@ const ask = (title: string, fields: FormField[], instructions?: string): Command
 export function linkedCommands(svc: LinkedService): Command[] {
   return [
     {
-      node: NODE("link"),
+      node: commandNode("link"),
       name: "Link another account",
       run: async (ctx, req, state) => {
         if (!state)
@@ -80,16 +75,18 @@ export function linkedCommands(svc: LinkedService): Command[] {
         const settings = settingsOf(v);
         if ("jid" in ref) {
           await svc.request(ctx.user, ref.jid, settings);
-          return done(`Request sent. Accept it from ${ref.jid} ("Confirm a link", or any cardlink client).`);
+          return completed(
+            `Request sent. Accept it from ${ref.jid} ("Confirm a link", or any cardlink client).`,
+          );
         }
         await svc.linkService(ctx.user, ref.service, ref.account, settings);
-        return done(
+        return completed(
           `${ref.service} was asked to show a one-time code to ${ref.account}; type it in "Confirm a link".`,
         );
       },
     },
     {
-      node: NODE("link-confirm"),
+      node: commandNode("link-confirm"),
       name: "Confirm a link",
       run: async (ctx, req, state) => {
         if (!state)
@@ -104,16 +101,16 @@ export function linkedCommands(svc: LinkedService): Command[] {
         const ref = refOf(v);
         if ("jid" in ref) {
           await svc.accept(ctx.user, ref.jid, settingsOf(v));
-          return done(`Linked with ${ref.jid}.`);
+          return completed(`Linked with ${ref.jid}.`);
         }
         const code = firstValue(v, "code");
         if (!code) throw new StanzaError("bad-request", "the code is required");
         await svc.confirm(ctx.user, ref.service, ref.account, code);
-        return done(`Linked with ${ref.account} on ${ref.service}.`);
+        return completed(`Linked with ${ref.account} on ${ref.service}.`);
       },
     },
     {
-      node: NODE("unlink"),
+      node: commandNode("unlink"),
       name: "Unlink an account",
       run: async (ctx, req, state) => {
         if (!state) {
@@ -125,7 +122,7 @@ export function linkedCommands(svc: LinkedService): Command[] {
             label: refText(r),
             value: "jid" in r ? `xmpp:${r.jid}` : `${r.service}:${r.account}`,
           }));
-          if (options.length === 0) return done("Nothing is linked and no request is waiting.");
+          if (options.length === 0) return completed("Nothing is linked and no request is waiting.");
           return ask("Unlink an account", [
             { var: "which", type: "list-single", label: "Account or request", required: true, options },
           ]);
@@ -137,11 +134,11 @@ export function linkedCommands(svc: LinkedService): Command[] {
         const rest = which.slice(colon + 1);
         const ref: AccountRef = kind === "xmpp" ? { jid: rest } : { service: kind, account: rest };
         await svc.unlink(ctx.user, ref);
-        return done(`Unlinked ${refText(ref)}.`);
+        return completed(`Unlinked ${refText(ref)}.`);
       },
     },
     {
-      node: NODE("links"),
+      node: commandNode("links"),
       name: "My linked accounts",
       run: async (ctx) => {
         const lines = linkLines(await svc.list(ctx.user));

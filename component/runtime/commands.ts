@@ -1,0 +1,27 @@
+/**
+ * Helpers for the features' XEP-0050 commands (a public runtime file: features import values from it, while
+ * runtime/adhoc.ts, the registry, is types only to them). The rules every command shares: its node name, how many
+ * list entries one form may carry before the stanza budget cuts, the completed step, the submitted form.
+ */
+import type { CommandRequest } from "../../stanzas/adhoc.js";
+import { StanzaError } from "../../stanzas/errors.js";
+import type { Element } from "../../stanzas/xml.js";
+import type { CommandStep } from "./adhoc.js";
+
+/** A feature command's node: `urn:cardlink:cmd:<name>` (PROTOCOL §13). */
+export const commandNode = (name: string): string => `urn:cardlink:cmd:${name}`;
+
+/** Most list entries one command form carries (the stanza budget may cut earlier). */
+export const MAX_FORM_ITEMS = 1000;
+
+/** The last step: completed, with one info note. */
+export const completed = (text: string): CommandStep => ({
+  status: "completed",
+  notes: [{ type: "info", text }],
+});
+
+/** The submitted form of a step that needs one (else bad-request, as every feature's commands answer it). */
+export function submittedForm(req: CommandRequest): Element {
+  if (!req.form) throw new StanzaError("bad-request", "this step needs the submitted form");
+  return req.form;
+}
