@@ -93,6 +93,17 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       notes: leftNote(left, "group(s)", "<groups/>"),
     };
   };
+  /** The first step of a command that acts on one of the user's groups: a form with the group list and `extra`. */
+  const askGroup = async (ctx: IqContext, title: string, extra: FormField[] = []): Promise<CommandStep> => {
+    const gf = await groupField(ctx);
+    if (!("field" in gf)) return gf;
+    return {
+      status: "executing",
+      state: { stage: 1 },
+      form: formElement({ type: "form", title, fields: [gf.field, ...extra] }),
+      ...(gf.notes ? { notes: gf.notes } : {}),
+    };
+  };
   const groupName = async (ctx: IqContext, id: string): Promise<string> =>
     (await svc.groups(ctx.user)).find((m) => m.group.id === id)?.group.name ?? id;
 
@@ -146,23 +157,10 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       node: commandNode("group-invite"),
       name: "Invite to a group",
       run: async (ctx, req, state) => {
-        if (!state) {
-          const gf = await groupField(ctx);
-          if (!("field" in gf)) return gf;
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Invite to a group",
-              fields: [
-                gf.field,
-                { var: "jid", type: "jid-single", label: "Address (user@server)", required: true },
-              ],
-            }),
-            ...(gf.notes ? { notes: gf.notes } : {}),
-          };
-        }
+        if (!state)
+          return askGroup(ctx, "Invite to a group", [
+            { var: "jid", type: "jid-single", label: "Address (user@server)", required: true },
+          ]);
         const v = submitted(req);
         const group = required(v, "group", "Group");
         const i = await svc.invite(ctx.user, group, required(v, "jid", "Address"));
@@ -231,16 +229,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       node: commandNode("group-code"),
       name: "Make a group code",
       run: async (ctx, req, state) => {
-        if (!state) {
-          const gf = await groupField(ctx);
-          if (!("field" in gf)) return gf;
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({ type: "form", title: "Make a group code", fields: [gf.field] }),
-            ...(gf.notes ? { notes: gf.notes } : {}),
-          };
-        }
+        if (!state) return askGroup(ctx, "Make a group code");
         const group = required(submitted(req), "group", "Group");
         const k = await svc.createCode(ctx.user, group);
         return completed(
@@ -272,16 +261,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       node: commandNode("group-members"),
       name: "List a group's members",
       run: async (ctx, req, state) => {
-        if (!state) {
-          const gf = await groupField(ctx);
-          if (!("field" in gf)) return gf;
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({ type: "form", title: "List a group's members", fields: [gf.field] }),
-            ...(gf.notes ? { notes: gf.notes } : {}),
-          };
-        }
+        if (!state) return askGroup(ctx, "List a group's members");
         const group = required(submitted(req), "group", "Group");
         const lines = (await svc.members(ctx.user, group)).map((m) => `${m.jid} (${m.role})`);
         // As many lines as fit in one stanza, measured as the <value/> elements they become.
@@ -304,29 +284,16 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       node: commandNode("group-exempt"),
       name: "Stop sending my card to a group member",
       run: async (ctx, req, state) => {
-        if (!state) {
-          const gf = await groupField(ctx);
-          if (!("field" in gf)) return gf;
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Exempt a group member",
-              fields: [
-                gf.field,
-                { var: "jid", type: "jid-single", label: "Member (user@server)", required: true },
-                {
-                  var: "withdraw",
-                  type: "boolean",
-                  label: "Also withdraw the copy they have",
-                  values: ["0"],
-                },
-              ],
-            }),
-            ...(gf.notes ? { notes: gf.notes } : {}),
-          };
-        }
+        if (!state)
+          return askGroup(ctx, "Exempt a group member", [
+            { var: "jid", type: "jid-single", label: "Member (user@server)", required: true },
+            {
+              var: "withdraw",
+              type: "boolean",
+              label: "Also withdraw the copy they have",
+              values: ["0"],
+            },
+          ]);
         const v = submitted(req);
         const w = firstValue(v, "withdraw") ?? "0";
         if (!["0", "1", "true", "false"].includes(w))
