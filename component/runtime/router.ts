@@ -147,7 +147,7 @@ export class Router {
         } catch (e) {
           log.warn(
             { event: "unmatched-reply-failed", from: from.full, err: (e as Error).message },
-            "handling a reply another process's request caused failed",
+            "handling a reply to another process's request failed",
           );
         }
       }
