@@ -55,6 +55,8 @@ const RUNTIME_PUBLIC = [
   "queue/api",
   // The webhook channel's job builder (any feature may send a webhook; docs/ARCHITECTURE.md §6).
   "webhooks/api",
+  // The helpers every feature's XEP-0050 commands share (node name, completed step, submitted form).
+  "commands",
 ].map((f) => `component/runtime/${f}.ts`);
 
 function featureAllows(file: string, target: string): boolean {
