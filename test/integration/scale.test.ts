@@ -179,6 +179,11 @@ describe("several cardlink processes on one PostgreSQL behind ejabberd (bare_sou
     await owner.setCard("Owner v2");
     const acking = holders.filter((_, i) => i % 2 === 0);
     await waitFor(() => acking.every((h) => has(h, "Owner v2")), "v2 at the acking half", 120_000);
+    // "After its ack" means after cardlink recorded it: a result still on its way (or in the 2 ms ack batch) when
+    // the process dies is an ack that never happened, and the update comes again (at-least-once, PROTOCOL §10.3).
+    // So the kill waits until the acking half's acks are written.
+    const ackingBare = acking.map((h) => h.jid.split("/")[0] as string);
+    await waitFor(async () => (await pending(ackingBare)) === 0, "the acking half's acks written", 60_000);
 
     // The process holding the most silent holders is killed, while their entries wait.
     const silentBare = new Set(silent.map((h) => h.jid.split("/")[0] as string));
