@@ -18,6 +18,7 @@ import { getCard } from "../cards/api.js";
 import { exchangeCounts } from "../exchange/api.js";
 import { buildExport, eraseAccount, exportStep, isEmptyExport } from "../userdata/api.js";
 import { adminRepo, type Depth, type KindStats } from "./repo.js";
+import { askForm } from "../../runtime/commands.js";
 
 /** The push feature's job channel (features/push/payload.ts PUSH_CHANNEL; not in its api, so named here). */
 const PUSH_CHANNEL = "push";
@@ -70,17 +71,12 @@ function kindLines(stats: KindStats[], now: number, unit: string): string[] {
 
 /** The form that asks for fields, for a command's first stage. */
 function ask(title: string, fields: FormField[], instructions?: string): CommandStep {
-  return {
-    status: "executing",
-    state: { stage: 1 },
-    form: formElement({
-      type: "form",
-      formType: FORM_ADMIN,
-      title,
-      ...(instructions ? { instructions } : {}),
-      fields,
-    }),
-  };
+  return askForm({
+    formType: FORM_ADMIN,
+    title,
+    ...(instructions ? { instructions } : {}),
+    fields,
+  });
 }
 
 const info = (text: string): CommandStep => ({ status: "completed", notes: [{ type: "info", text }] });
@@ -165,33 +161,28 @@ async function deadLettersForm(rt: Runtime): Promise<CommandStep> {
   const list = await inspect.deadLetterList(inspectable(rt), { limit: DEAD_SHOWN });
   const now = Date.now();
   if (list.length === 0) return info("No dead letters.");
-  return {
-    status: "executing",
-    state: { stage: 1 },
-    form: formElement({
-      type: "form",
-      formType: FORM_ADMIN,
-      title: "Dead letters",
-      instructions:
-        `Jobs given up after a permanent refusal or their last attempt (oldest first, at most ${DEAD_SHOWN}; ` +
-        "`cardlink dead-letters` lists all). Replayed letters go back to their queue with the same id.",
-      fields: [
-        {
-          var: "letters",
-          type: "text-multi",
-          label: `Dead letters (${list.length})`,
-          values: list.map((d) => deadLine(d, now)),
-        },
-        {
-          var: "replay",
-          type: "list-multi",
-          label: "Replay these",
-          options: list.map((d) => ({ label: `#${d.id} ${d.channel} → ${d.target}`, value: String(d.id) })),
-          values: [],
-        },
-      ],
-    }),
-  };
+  return askForm({
+    formType: FORM_ADMIN,
+    title: "Dead letters",
+    instructions:
+      `Jobs given up after a permanent refusal or their last attempt (oldest first, at most ${DEAD_SHOWN}; ` +
+      "`cardlink dead-letters` lists all). Replayed letters go back to their queue with the same id.",
+    fields: [
+      {
+        var: "letters",
+        type: "text-multi",
+        label: `Dead letters (${list.length})`,
+        values: list.map((d) => deadLine(d, now)),
+      },
+      {
+        var: "replay",
+        type: "list-multi",
+        label: "Replay these",
+        options: list.map((d) => ({ label: `#${d.id} ${d.channel} → ${d.target}`, value: String(d.id) })),
+        values: [],
+      },
+    ],
+  });
 }
 
 /** The module (no options: everything it needs is on the Runtime). It comes after userdata in the list. */

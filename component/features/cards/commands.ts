@@ -13,6 +13,7 @@ import type { BareJid } from "../../runtime/accounts/api.js";
 import type { Reader, Uow } from "../../runtime/uow.js";
 import { cardsRepo, type StoredCard } from "./repo.js";
 import { checkRenderings, storeCard, validateCard, type CardStored } from "./service.js";
+import { askForm } from "../../runtime/commands.js";
 
 export const FORM_CARD = "urn:cardlink:form:card";
 export const NODE = (n: string): string => `urn:cardlink:cmd:${n}`;
@@ -121,18 +122,13 @@ export function cardCommands(o: CardCommandsOptions): Command[] {
       run: async (ctx, req, state) => {
         const stored = await ownCard(o.read, ctx.user);
         if (!state) {
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              formType: FORM_CARD,
-              title: "Edit your card",
-              instructions:
-                "Everyone you exchanged cards with gets the change (within what you share with them).",
-              fields: cardFields(stored?.card),
-            }),
-          };
+          return askForm({
+            formType: FORM_CARD,
+            title: "Edit your card",
+            instructions:
+              "Everyone you exchanged cards with gets the change (within what you share with them).",
+            fields: cardFields(stored?.card),
+          });
         }
         // Validated and measured outside the unit of work, like the IQ route (no lock held for parsing).
         const card = validateCard(applyForm(stored?.card, submitted(req)), o.limits);

@@ -9,7 +9,7 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { xml } from "../../../stanzas/xml.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
-import { commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
+import { askForm, commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import type { IqContext } from "../../runtime/router.js";
 import type { Reader } from "../../runtime/uow.js";
@@ -27,11 +27,7 @@ function askThen(
 ): Command["run"] {
   return async (ctx, req, state) => {
     if (!state) {
-      return {
-        status: "executing",
-        state: { stage: 1 },
-        form: formElement({ type: "form", title, fields: [field] }),
-      };
+      return askForm({ title, fields: [field] });
     }
     const value = firstValue(submitted(req), field.var);
     if (!value) throw new StanzaError("bad-request", `${field.label ?? field.var} is required`);

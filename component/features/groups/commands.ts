@@ -12,7 +12,7 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { xml } from "../../../stanzas/xml.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
-import { commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
+import { askForm, commandNode, completed, submittedForm, MAX_FORM_ITEMS } from "../../runtime/commands.js";
 import type { StanzaBudget } from "../../runtime/budget.js";
 import type { IqContext } from "../../runtime/router.js";
 import { INVITE_RULES, type InviteRule } from "./repo.js";
@@ -97,12 +97,7 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
   const askGroup = async (ctx: IqContext, title: string, extra: FormField[] = []): Promise<CommandStep> => {
     const gf = await groupField(ctx);
     if (!("field" in gf)) return gf;
-    return {
-      status: "executing",
-      state: { stage: 1 },
-      form: formElement({ type: "form", title, fields: [gf.field, ...extra] }),
-      ...(gf.notes ? { notes: gf.notes } : {}),
-    };
+    return askForm({ title, fields: [gf.field, ...extra] }, gf.notes);
   };
   const groupName = async (ctx: IqContext, id: string): Promise<string> =>
     (await svc.groups(ctx.user)).find((m) => m.group.id === id)?.group.name ?? id;
@@ -113,30 +108,25 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       name: "Create a contact group",
       run: async (ctx, req, state) => {
         if (!state)
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Create a contact group",
-              fields: [
-                { var: "name", type: "text-single", label: "Name", required: true },
-                { var: "description", type: "text-single", label: "Description" },
-                {
-                  var: "invite",
-                  type: "list-single",
-                  label: "Who may invite",
-                  options: [
-                    { label: "Only me (the owner)", value: "owner" },
-                    { label: "The owner and admins", value: "admins" },
-                    { label: "Every member", value: "members" },
-                  ],
-                  values: ["admins"],
-                },
-                SHARE_FIELD,
-              ],
-            }),
-          };
+          return askForm({
+            title: "Create a contact group",
+            fields: [
+              { var: "name", type: "text-single", label: "Name", required: true },
+              { var: "description", type: "text-single", label: "Description" },
+              {
+                var: "invite",
+                type: "list-single",
+                label: "Who may invite",
+                options: [
+                  { label: "Only me (the owner)", value: "owner" },
+                  { label: "The owner and admins", value: "admins" },
+                  { label: "Every member", value: "members" },
+                ],
+                values: ["admins"],
+              },
+              SHARE_FIELD,
+            ],
+          });
         const v = submitted(req);
         const invite = firstValue(v, "invite") ?? "admins";
         if (!(INVITE_RULES as readonly string[]).includes(invite))
@@ -180,11 +170,8 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
             budget,
             all.map((i) => ({ label: `${i.group.name} (from ${i.from})`, value: i.id })),
           );
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
+          return askForm(
+            {
               title: "Group invitations",
               fields: [
                 {
@@ -208,9 +195,9 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
                 },
                 SHARE_FIELD,
               ],
-            }),
-            ...(left > 0 ? { notes: leftNote(left, "invitation(s)", "<group-invitations/>") } : {}),
-          };
+            },
+            left > 0 ? leftNote(left, "invitation(s)", "<group-invitations/>") : undefined,
+          );
         }
         const v = submitted(req);
         const id = firstValue(v, "invitation");
@@ -243,15 +230,10 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
       name: "Join a group with a code",
       run: async (ctx, req, state) => {
         if (!state)
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
-              title: "Join a group with a code",
-              fields: [{ var: "code", type: "text-single", label: "Code", required: true }, SHARE_FIELD],
-            }),
-          };
+          return askForm({
+            title: "Join a group with a code",
+            fields: [{ var: "code", type: "text-single", label: "Code", required: true }, SHARE_FIELD],
+          });
         const v = submitted(req);
         const g = await svc.redeemCode(ctx.user, required(v, "code", "Code"), sharePolicy(v));
         return completed(`You joined ${String(g.attrs.name)} (${String(g.attrs.members)} members).`);
@@ -314,11 +296,8 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
             budget,
             all.map((x) => ({ label: x.jid, value: x.jid })),
           );
-          return {
-            status: "executing",
-            state: { stage: 1 },
-            form: formElement({
-              type: "form",
+          return askForm(
+            {
               title: "Lift an exemption",
               fields: [
                 {
@@ -330,9 +309,9 @@ export function groupCommands(o: GroupCommandsOptions): Command[] {
                   values: [options[0]?.value ?? ""],
                 },
               ],
-            }),
-            ...(left > 0 ? { notes: leftNote(left, "exemption(s)", "<group-exemptions/>") } : {}),
-          };
+            },
+            left > 0 ? leftNote(left, "exemption(s)", "<group-exemptions/>") : undefined,
+          );
         }
         const jid = required(submitted(req), "jid", "Member");
         await svc.unexempt(ctx.user, jid);

@@ -8,7 +8,7 @@ import { firstValue, formElement, parseForm, type FormField } from "../../../sta
 import type { CommandRequest } from "../../../stanzas/adhoc.js";
 import { SETTINGS, parseSettings, type AccountRef, type Setting } from "../../../stanzas/linked.js";
 import type { Command, CommandStep } from "../../runtime/adhoc.js";
-import { commandNode, completed, submittedForm } from "../../runtime/commands.js";
+import { askForm, commandNode, completed, submittedForm } from "../../runtime/commands.js";
 import type { LinkedService, LinksView } from "./service.js";
 
 const submitted = (req: CommandRequest): Map<string, string[]> => parseForm(submittedForm(req)).values;
@@ -52,11 +52,8 @@ export function linkLines(v: LinksView): string[] {
   ];
 }
 
-const ask = (title: string, fields: FormField[], instructions?: string): CommandStep => ({
-  status: "executing",
-  state: { stage: 1 },
-  form: formElement({ type: "form", title, ...(instructions ? { instructions } : {}), fields }),
-});
+const ask = (title: string, fields: FormField[], instructions?: string): CommandStep =>
+  askForm({ title, ...(instructions ? { instructions } : {}), fields });
 
 export function linkedCommands(svc: LinkedService): Command[] {
   return [

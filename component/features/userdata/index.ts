@@ -9,7 +9,7 @@
  * handlers those modules register in their attach.
  */
 import { StanzaError, badRequest, quote } from "../../../stanzas/errors.js";
-import { formElement, parseForm } from "../../../stanzas/dataforms.js";
+import { parseForm } from "../../../stanzas/dataforms.js";
 import { NS } from "../../../stanzas/ns.js";
 import { xml, type Element } from "../../../stanzas/xml.js";
 import type { BareJid } from "../../runtime/accounts/api.js";
@@ -26,6 +26,7 @@ import {
   typedConfirmation,
   type DeleteResult,
 } from "./export.js";
+import { askForm } from "../../runtime/commands.js";
 
 /** Deletes `jid`'s data, logs and counts it (`by`: "self" or the admin's JID); the unbound entries kick delivery. */
 export async function eraseAccount(rt: Runtime, jid: BareJid, by: string): Promise<DeleteResult> {
@@ -116,18 +117,13 @@ export function userdataModule(): FeatureModule {
         name: "Delete my data",
         run: async (ctx, req, state) => {
           if (!state) {
-            return {
-              status: "executing",
-              state: { stage: 1 },
-              form: formElement({
-                type: "form",
-                title: "Delete everything cardlink holds about you",
-                instructions:
-                  "This removes your card, devices and every card exchange. Everyone who has your card is told " +
-                  "that you removed it. It cannot be undone. To confirm, type your address.",
-                fields: [{ var: "confirm", type: "text-single", label: `Type ${ctx.user}`, required: true }],
-              }),
-            };
+            return askForm({
+              title: "Delete everything cardlink holds about you",
+              instructions:
+                "This removes your card, devices and every card exchange. Everyone who has your card is told " +
+                "that you removed it. It cannot be undone. To confirm, type your address.",
+              fields: [{ var: "confirm", type: "text-single", label: `Type ${ctx.user}`, required: true }],
+            });
           }
           if (!req.form) throw badRequest("this step needs the submitted form");
           if (typedConfirmation(parseForm(req.form).values) !== ctx.user) {
